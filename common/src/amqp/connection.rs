@@ -1,0 +1,195 @@
+//! Connecting to RabbitMQ with retry and exponential backoff.
+
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use super::AmqpError;
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Give up after this many attempts; `None` retries until cancelled.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (1-based), with jitter in
+    /// `[delay/2, delay]` so a fleet does not reconnect in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+        let capped = exp.min(self.max);
+        let half = capped / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// How to connect.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// `amqp://user:pass@host:port/vhost` (or `amqps://`).
+    pub url: String,
+    /// Connection name shown in the management UI.
+    pub name: String,
+    /// Retry policy.
+    pub backoff: Backoff,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("url", &redact_url(&self.url))
+            .field("name", &self.name)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// Options with the default backoff (retry until cancelled).
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            name: name.into(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// `amqp://guest:secret@host/` -> `amqp://guest:[redacted]@host/`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            parsed.to_string().replace("%5Bredacted%5D", "[redacted]")
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "[unparseable url]".to_owned(),
+    }
+}
+
+/// Connects, retrying with backoff until it succeeds, `max_attempts` is
+/// reached or `cancel` fires. Each failure is logged with the attempt number.
+///
+/// # Errors
+/// [`AmqpError::Connect`] after the last attempt, [`AmqpError::Cancelled`]
+/// if cancelled first.
+pub async fn connect(options: &ConnectOptions, cancel: &CancellationToken) -> Result<Connection, AmqpError> {
+    let url = redact_url(&options.url);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let props = ConnectionProperties::default().with_connection_name(options.name.clone().into());
+        let result = tokio::select! {
+            () = cancel.cancelled() => return Err(AmqpError::Cancelled),
+            r = Connection::connect(&options.url, props) => r,
+        };
+        match result {
+            Ok(conn) => {
+                if attempt > 1 {
+                    tracing::info!(%url, attempt, "connected to RabbitMQ");
+                } else {
+                    tracing::debug!(%url, "connected to RabbitMQ");
+                }
+                metrics::counter!("chatbus_amqp_connects_total").increment(1);
+                return Ok(conn);
+            }
+            Err(source) => {
+                metrics::counter!("chatbus_amqp_connect_failures_total").increment(1);
+                if options.backoff.max_attempts.is_some_and(|max| attempt >= max) {
+                    return Err(AmqpError::Connect { url, source });
+                }
+                let delay = options.backoff.delay(attempt);
+                tracing::warn!(%url, attempt, error = %source, retry_in = ?delay, "cannot connect to RabbitMQ");
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(AmqpError::Cancelled),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            max_attempts: None,
+        };
+        for _ in 0..50 {
+            let d1 = b.delay(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d4 = b.delay(4);
+            assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
+            assert!(b.delay(40) <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:hunter2@127.0.0.1:5672/%2f"),
+            "amqp://guest:[redacted]@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        let opts = ConnectOptions::new("amqp://u:hunter2@h/", "n");
+        assert!(!format!("{opts:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_attempts_with_a_clear_error() {
+        // Port 1 on loopback refuses connections.
+        let opts = ConnectOptions::new("amqp://guest:pw@127.0.0.1:1/%2f", "t").with_backoff(Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+            max_attempts: Some(3),
+        });
+        let err = connect(&opts, &CancellationToken::new()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("127.0.0.1:1") && !msg.contains("pw@"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_retrying() {
+        let opts = ConnectOptions::new("amqp://127.0.0.1:1/%2f", "t");
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.cancel();
+        });
+        let err = tokio::time::timeout(Duration::from_secs(5), connect(&opts, &cancel))
+            .await
+            .expect("connect returns after cancel")
+            .unwrap_err();
+        assert!(matches!(err, AmqpError::Cancelled));
+    }
+}

@@ -1,0 +1,395 @@
+//! Subscribing: a queue bound to topic patterns, typed deliveries, manual
+//! acks, and dead-lettering with a reason.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery as RawDelivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, Consumer};
+
+use super::message::{CONTENT_TYPE, headers, long};
+use super::{AmqpError, Publisher, Topology, short};
+use crate::routing::TopicPattern;
+use crate::schema::ChatEvent;
+
+/// The kind of queue to declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// A classic queue: one node, the default.
+    #[default]
+    Classic,
+    /// A quorum queue: replicated over a RabbitMQ cluster (durable only).
+    Quorum,
+}
+
+/// Builds a [`Subscriber`].
+#[derive(Debug, Clone)]
+pub struct SubscriberBuilder {
+    queue: String,
+    bindings: Vec<String>,
+    prefetch: u16,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    queue_type: QueueType,
+    expires: Option<Duration>,
+    consumer_tag: String,
+}
+
+impl SubscriberBuilder {
+    /// Adds a binding pattern (`chat.twitch.*`, `chat.*.somechannel`, `chat.#`).
+    pub fn bind(mut self, pattern: impl Into<String>) -> Self {
+        self.bindings.push(pattern.into());
+        self
+    }
+
+    /// Adds several binding patterns.
+    pub fn bind_all<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.bindings.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Most unacknowledged deliveries the broker sends at once (default 256).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// A queue that survives broker restarts (default true).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// A queue only this connection may use, deleted when it closes.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Delete the queue when its last consumer goes away.
+    pub fn auto_delete(mut self, auto_delete: bool) -> Self {
+        self.auto_delete = auto_delete;
+        self
+    }
+
+    /// Classic or quorum queue.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Delete the queue after it has been unused this long (`x-expires`).
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.expires = Some(after);
+        self
+    }
+
+    /// Names the consumer in the management UI.
+    pub fn consumer_tag(mut self, tag: impl Into<String>) -> Self {
+        self.consumer_tag = tag.into();
+        self
+    }
+
+    /// Declares the topology, the queue (dead-lettering to the topology's
+    /// DLX) and its bindings, sets the prefetch and starts consuming.
+    ///
+    /// # Errors
+    /// [`AmqpError::Pattern`] for a bad binding; [`AmqpError::Protocol`] if a
+    /// declaration is refused (e.g. the queue exists with other arguments).
+    pub async fn build(self, connection: &Connection, topology: &Topology) -> Result<Subscriber, AmqpError> {
+        for pattern in &self.bindings {
+            TopicPattern::parse(pattern)?;
+        }
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(AmqpError::protocol("channel.open"))?;
+        topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(AmqpError::protocol("basic.qos"))?;
+
+        let mut args = FieldTable::default();
+        args.insert("x-dead-letter-exchange".into(), long(&topology.dead_letter_exchange));
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long("quorum"));
+        }
+        if let Some(expires) = self.expires {
+            let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        let queue = channel
+            .queue_declare(
+                short("queue", self.queue.clone())?,
+                QueueDeclareOptions {
+                    durable: self.durable,
+                    exclusive: self.exclusive,
+                    auto_delete: self.auto_delete,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(AmqpError::protocol("queue.declare"))?;
+        let queue_name = queue.name().as_str().to_owned();
+        for pattern in &self.bindings {
+            channel
+                .queue_bind(
+                    short("queue", queue_name.clone())?,
+                    short("exchange", topology.exchange.clone())?,
+                    short("binding", pattern.clone())?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(AmqpError::protocol("queue.bind"))?;
+        }
+        let consumer = channel
+            .basic_consume(
+                short("queue", queue_name.clone())?,
+                short("consumer tag", self.consumer_tag.clone())?,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(AmqpError::protocol("basic.consume"))?;
+        let dead_letters = Publisher::open(connection, topology, "chatbus-dead-letter").await?;
+        Ok(Subscriber {
+            channel,
+            consumer,
+            queue: queue_name,
+            exchange: topology.exchange.clone(),
+            dead_letter_exchange: topology.dead_letter_exchange.clone(),
+            dead_letters,
+        })
+    }
+}
+
+/// A consuming queue. Call [`Subscriber::next`] for typed deliveries;
+/// payloads that are not valid `ChatEvent`s never reach you: they are
+/// dead-lettered with the reason and acked.
+#[derive(Debug)]
+pub struct Subscriber {
+    channel: Channel,
+    consumer: Consumer,
+    queue: String,
+    exchange: String,
+    dead_letter_exchange: String,
+    dead_letters: Publisher,
+}
+
+impl Subscriber {
+    /// Starts building a subscriber on queue `queue` (`""` lets the broker
+    /// name it; combine with `exclusive`).
+    pub fn builder(queue: impl Into<String>) -> SubscriberBuilder {
+        SubscriberBuilder {
+            queue: queue.into(),
+            bindings: Vec::new(),
+            prefetch: 256,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            queue_type: QueueType::Classic,
+            expires: None,
+            consumer_tag: String::new(),
+        }
+    }
+
+    /// The queue's name (useful when the broker named it).
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The next valid event. Undecodable payloads are dead-lettered on the
+    /// way. `None` when the consumer was cancelled (queue deleted, channel
+    /// closed cleanly).
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] when the channel or connection fails; the
+    /// unacked deliveries are then redelivered by the broker.
+    pub async fn next(&mut self) -> Option<Result<Delivery, AmqpError>> {
+        loop {
+            let raw = match self.consumer.next().await? {
+                Ok(raw) => raw,
+                Err(e) => return Some(Err(AmqpError::Protocol { op: "basic.consume", source: e })),
+            };
+            match decode(&raw) {
+                Ok(event) => {
+                    return Some(Ok(Delivery {
+                        event,
+                        routing_key: raw.routing_key.as_str().to_owned(),
+                        delivery_tag: raw.delivery_tag,
+                        redelivered: raw.redelivered,
+                        raw,
+                        queue: self.queue.clone(),
+                        dead_letter_exchange: self.dead_letter_exchange.clone(),
+                        dead_letters: self.dead_letters.clone(),
+                    }));
+                }
+                Err(reason) => {
+                    if let Err(e) = dead_letter(
+                        &self.dead_letters,
+                        &self.dead_letter_exchange,
+                        &self.queue,
+                        &raw,
+                        &reason,
+                    )
+                    .await
+                    {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acks every delivery up to and including `delivery_tag` in one frame,
+    /// for consumers that commit in batches.
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] if the channel is closed (the broker will
+    /// redeliver those messages).
+    pub async fn ack_up_to(&self, delivery_tag: u64) -> Result<(), AmqpError> {
+        self.channel
+            .basic_ack(delivery_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(AmqpError::protocol("basic.ack"))
+    }
+
+    /// Nacks every delivery up to and including `delivery_tag`, requeueing
+    /// them if `requeue`.
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] if the channel is closed.
+    pub async fn nack_up_to(&self, delivery_tag: u64, requeue: bool) -> Result<(), AmqpError> {
+        self.channel
+            .basic_nack(delivery_tag, BasicNackOptions { multiple: true, requeue })
+            .await
+            .map_err(AmqpError::protocol("basic.nack"))
+    }
+
+    /// The exchange the queue is bound to.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// Whether the channel is still usable.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+}
+
+/// One received event with its AMQP context.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The decoded, validated event.
+    pub event: ChatEvent,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// Tag for [`Subscriber::ack_up_to`].
+    pub delivery_tag: u64,
+    /// The broker delivered it before (not acked then).
+    pub redelivered: bool,
+    raw: RawDelivery,
+    queue: String,
+    dead_letter_exchange: String,
+    dead_letters: Publisher,
+}
+
+impl Delivery {
+    /// Acknowledges this delivery.
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] if the channel is closed.
+    pub async fn ack(&self) -> Result<(), AmqpError> {
+        self.raw
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(AmqpError::protocol("basic.ack"))
+    }
+
+    /// Negatively acknowledges this delivery; `requeue` puts it back on the
+    /// queue, otherwise the broker dead-letters it (without a reason header).
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] if the channel is closed.
+    pub async fn nack(&self, requeue: bool) -> Result<(), AmqpError> {
+        self.raw
+            .acker
+            .nack(BasicNackOptions { multiple: false, requeue })
+            .await
+            .map(drop)
+            .map_err(AmqpError::protocol("basic.nack"))
+    }
+
+    /// Sends this delivery to the dead-letter exchange with `reason` in the
+    /// `x-chatbus-reason` header, waits for the broker's confirm, then acks
+    /// it. For events that decode but cannot be processed.
+    ///
+    /// # Errors
+    /// [`AmqpError`] if the dead-letter publish or the ack fails; the
+    /// delivery is then still unacked and will be redelivered.
+    pub async fn dead_letter(&self, reason: &str) -> Result<(), AmqpError> {
+        dead_letter(&self.dead_letters, &self.dead_letter_exchange, &self.queue, &self.raw, reason).await
+    }
+
+    /// The raw body as received.
+    pub fn body(&self) -> &[u8] {
+        &self.raw.data
+    }
+}
+
+fn decode(raw: &RawDelivery) -> Result<ChatEvent, String> {
+    if let Some(ct) = raw.properties.content_type().as_ref() {
+        if ct.as_str() != CONTENT_TYPE {
+            return Err(format!("content_type `{}` is not {CONTENT_TYPE}", ct.as_str()));
+        }
+    }
+    ChatEvent::from_json(&raw.data).map_err(|e| e.to_string())
+}
+
+async fn dead_letter(
+    publisher: &Publisher,
+    exchange: &str,
+    queue: &str,
+    raw: &RawDelivery,
+    reason: &str,
+) -> Result<(), AmqpError> {
+    let mut table = raw.properties.headers().clone().unwrap_or_default();
+    // Header values are long strings; keep the reason readable but bounded.
+    let reason: String = reason.chars().take(1000).collect();
+    table.insert(headers::DEAD_LETTER_REASON.into(), long(&reason));
+    table.insert(headers::DEAD_LETTER_QUEUE.into(), long(queue));
+    table.insert(headers::DEAD_LETTER_EXCHANGE.into(), long(raw.exchange.as_str()));
+    table.insert(
+        headers::DEAD_LETTERED_AT.into(),
+        AMQPValue::Timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)),
+    );
+    let props = raw.properties.clone().with_headers(table);
+    publisher
+        .send_raw(exchange, raw.routing_key.as_str(), &raw.data, props)
+        .await?
+        .wait()
+        .await?;
+    raw.acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(AmqpError::protocol("basic.ack"))?;
+    metrics::counter!("chatbus_amqp_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+    tracing::warn!(queue, routing_key = raw.routing_key.as_str(), %reason, "dead-lettered a message");
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Shared building blocks of chatbus.
+//!
+//! * [`schema`]: the versioned `ChatEvent` contract.
+//! * [`routing`]: routing keys `chat.<platform>.<channel>` and topic patterns.
+//! * [`amqp`]: the RabbitMQ toolkit (connect, topology, publisher, subscriber)
+//!   that chatbus services and other Rust services use.
+//! * [`config`]: layered, validated configuration.
+//! * [`token_store`]: the OAuth token file shared by auth-server and ingestor.
+//! * [`secret`], [`telemetry`], [`shutdown`]: the small things every binary needs.
+
+pub mod amqp;
+pub mod config;
+pub mod routing;
+pub mod schema;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token_store;
+
+pub use schema::{ChatEvent, EventBody, EventKind};
+pub use secret::Secret;

@@ -1,0 +1,758 @@
+//! The `ChatEvent` v1 message contract: one platform-neutral JSON object per
+//! chat event, with kind-specific details and platform-specific extras.
+//!
+//! The contract is documented in `docs/schema.md` and published as a JSON
+//! Schema in `docs/chat-event.schema.json`; a test keeps that file equal to
+//! what [`json_schema`] generates from these types.
+//!
+//! # Compatibility
+//!
+//! `schema_version` is bumped for any change a v1 reader could misread.
+//! Additive changes (a new optional field) keep the version; readers must
+//! ignore fields they do not know. A new *kind* is a version bump, which is
+//! why platform notices that v1 does not model are carried as
+//! [`EventBody::OtherNotice`] instead of being dropped.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The version of the schema this crate writes. Readers reject other values.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Longest event id, in bytes: the id is also the AMQP `message_id`
+/// (a shortstr).
+pub const MAX_ID_LEN: usize = 255;
+
+/// Platform identifier for Twitch.
+pub const PLATFORM_TWITCH: &str = "twitch";
+/// Platform identifier for YouTube live chat.
+pub const PLATFORM_YOUTUBE: &str = "youtube";
+
+/// One chat event, as published on the bus and stored by the consumer.
+///
+/// The core (identity, channel, author, text, emotes, reply) is the same for
+/// every platform; `kind` + `details` say what happened; `twitch` holds typed
+/// Twitch-only facts; `raw` optionally carries the platform's own line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ChatEvent", description = "One chat event on the chatbus `chat` exchange (schema v1).")]
+pub struct ChatEvent {
+    /// Always [`SCHEMA_VERSION`] (1) for this contract.
+    pub schema_version: u32,
+    /// Stable id of the event, unique within its platform. For Twitch it is
+    /// the message's `id` tag where the platform gives one; otherwise it is a
+    /// UUIDv5 derived from the event's content, so re-ingesting the same line
+    /// yields the same id. The store deduplicates on `(platform, id)`.
+    pub id: String,
+    /// Lowercase platform identifier: `twitch`, `youtube`, ...
+    pub platform: String,
+    /// The platform's stable lowercase login/handle of the channel.
+    pub channel: String,
+    /// The platform's numeric/opaque id of the channel, when known.
+    pub channel_id: Option<String>,
+    /// When the platform says the event happened (Twitch: `tmi-sent-ts`),
+    /// or `received_at` when the platform gives no time.
+    pub sent_at: DateTime<Utc>,
+    /// When the ingestor read the event from the platform.
+    pub received_at: DateTime<Utc>,
+    /// Who caused the event (the chatter, subscriber, raider, gifter). `None`
+    /// for events without a user, such as room state, chat clear and gaps.
+    pub author: Option<Author>,
+    /// The message text, or the user's attached message for notices. Never
+    /// includes Twitch's CTCP `ACTION` wrapper.
+    pub text: Option<String>,
+    /// Emotes inside `text`, by Unicode code point position.
+    #[serde(default)]
+    pub emotes: Vec<Emote>,
+    /// The message this one replies to, if it is a reply.
+    pub reply_to: Option<ReplyParent>,
+    /// What happened: the kind name and its details.
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// Twitch-specific details; present on Twitch events.
+    pub twitch: Option<TwitchExtras>,
+    /// The platform's raw line (Twitch: the IRC line), when the ingestor is
+    /// configured to carry it.
+    pub raw: Option<String>,
+}
+
+impl ChatEvent {
+    /// A new event with the core fields set and everything optional empty.
+    pub fn new(
+        id: impl Into<String>,
+        platform: impl Into<String>,
+        channel: impl Into<String>,
+        sent_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        body: EventBody,
+    ) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            id: id.into(),
+            platform: platform.into(),
+            channel: channel.into(),
+            channel_id: None,
+            sent_at,
+            received_at,
+            author: None,
+            text: None,
+            emotes: Vec::new(),
+            reply_to: None,
+            body,
+            twitch: None,
+            raw: None,
+        }
+    }
+
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    /// Checks the invariants that serde cannot express: the schema version,
+    /// non-empty identity fields and emote ranges that fit the text.
+    ///
+    /// # Errors
+    /// A [`SchemaError`] naming the first field that is wrong.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(SchemaError::UnsupportedVersion(self.schema_version));
+        }
+        for (field, value) in [
+            ("id", &self.id),
+            ("platform", &self.platform),
+            ("channel", &self.channel),
+        ] {
+            if value.is_empty() {
+                return Err(SchemaError::EmptyField(field));
+            }
+        }
+        if self.id.len() > MAX_ID_LEN {
+            return Err(SchemaError::IdTooLong(self.id.len()));
+        }
+        let len = self.text.as_deref().map_or(0, |t| t.chars().count());
+        for emote in &self.emotes {
+            if emote.start >= emote.end || emote.end > len {
+                return Err(SchemaError::EmoteOutOfRange {
+                    emote: emote.id.clone(),
+                    start: emote.start,
+                    end: emote.end,
+                    len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialises the event to its JSON wire form.
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which it does not for this type.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Parses and validates one event from its JSON wire form.
+    ///
+    /// # Errors
+    /// [`SchemaError::Json`] for malformed JSON or a shape that does not match
+    /// the contract, or the error of [`ChatEvent::validate`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SchemaError> {
+        let event: ChatEvent = serde_json::from_slice(bytes)?;
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+/// Why a payload is not a valid `ChatEvent`.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The bytes are not JSON, or not the shape of a `ChatEvent`.
+    #[error("invalid ChatEvent JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `schema_version` is not one this reader understands.
+    #[error("unsupported schema_version {0} (this reader understands {SCHEMA_VERSION})")]
+    UnsupportedVersion(u32),
+    /// A required identity field is empty.
+    #[error("field `{0}` must not be empty")]
+    EmptyField(&'static str),
+    /// The id does not fit an AMQP `message_id`.
+    #[error("id is {0} bytes, longer than {MAX_ID_LEN}")]
+    IdTooLong(usize),
+    /// An emote range does not fit inside the text.
+    #[error("emote {emote} range {start}..{end} does not fit text of {len} code points")]
+    EmoteOutOfRange {
+        /// The emote id.
+        emote: String,
+        /// Range start (code points).
+        start: usize,
+        /// Range end, exclusive (code points).
+        end: usize,
+        /// Length of `text` in code points.
+        len: usize,
+    },
+}
+
+/// The user behind an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Author {
+    /// The platform's stable user id.
+    pub id: String,
+    /// Lowercase login/handle.
+    pub login: String,
+    /// The name as the user styles it (may contain non-ASCII).
+    pub display_name: String,
+    /// The user's chosen name colour as `#RRGGBB`, if any.
+    pub color: Option<String>,
+    /// Badges in the order the platform lists them.
+    #[serde(default)]
+    pub badges: Vec<Badge>,
+    /// Roles derived from badges and flags, for easy filtering.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+/// A chat badge, e.g. `subscriber` version `12` with info `14` (months).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Badge {
+    /// Badge set name, e.g. `subscriber`, `moderator`, `bits`.
+    pub name: String,
+    /// Badge version within the set, e.g. `12` or `1000`.
+    pub version: String,
+    /// Extra information the platform attaches (Twitch `badge-info`), e.g.
+    /// the exact number of subscribed months.
+    pub info: Option<String>,
+}
+
+/// A role a user holds in the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The channel owner.
+    Broadcaster,
+    /// A channel moderator.
+    Moderator,
+    /// A channel VIP.
+    Vip,
+    /// A paying subscriber / channel member.
+    Subscriber,
+    /// Platform staff.
+    Staff,
+    /// Platform admin.
+    Admin,
+    /// Platform-wide moderator.
+    GlobalModerator,
+    /// Twitch Turbo / platform premium.
+    Turbo,
+    /// Verified partner / artist.
+    Partner,
+}
+
+/// An emote inside `text`.
+///
+/// `start` and `end` count **Unicode code points** (Rust `char`s, JavaScript
+/// `Array.from(text)` elements), not bytes and not UTF-16 units: the emote is
+/// `text.chars().skip(start).take(end - start)`. `end` is exclusive (Twitch's
+/// own tag is inclusive; the normaliser converts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Emote {
+    /// The platform's emote id (Twitch: usable in the emote CDN URL).
+    pub id: String,
+    /// The emote's text as it appears in the message.
+    pub name: String,
+    /// First code point of the emote (inclusive).
+    pub start: usize,
+    /// Code point after the emote (exclusive).
+    pub end: usize,
+}
+
+/// The message a reply answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplyParent {
+    /// Id of the parent message.
+    pub message_id: String,
+    /// Parent author's user id.
+    pub user_id: Option<String>,
+    /// Parent author's login.
+    pub user_login: Option<String>,
+    /// Parent author's display name.
+    pub display_name: Option<String>,
+    /// The parent message's text.
+    pub text: Option<String>,
+    /// Id of the message that started the thread, if different from the parent.
+    pub thread_message_id: Option<String>,
+}
+
+/// A user referenced by an event that is not its author (ban target, gift
+/// recipient, raid source ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserRef {
+    /// The platform's user id, when known.
+    pub id: Option<String>,
+    /// Lowercase login.
+    pub login: String,
+    /// Display name, when known.
+    pub display_name: Option<String>,
+}
+
+/// The kind of an event, without its details. Its snake_case name is the
+/// `kind` field, the AMQP `type` property and the `kind` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A chat message.
+    Message,
+    /// A `/me` action message.
+    Action,
+    /// A message with bits/cheers attached.
+    Cheer,
+    /// A first-time subscription.
+    Subscription,
+    /// A renewed subscription shared in chat.
+    Resub,
+    /// One gifted subscription to a named recipient.
+    SubGift,
+    /// A batch of gifted subscriptions to random viewers.
+    MysteryGift,
+    /// Another channel raided this one.
+    Raid,
+    /// A highlighted moderator/broadcaster announcement.
+    Announcement,
+    /// A user was banned permanently.
+    Ban,
+    /// A user was timed out.
+    Timeout,
+    /// The whole chat was cleared.
+    ChatClear,
+    /// A single message was deleted.
+    MessageDelete,
+    /// The room's modes changed (or were announced on join).
+    RoomState,
+    /// The ingestor may have missed events in this interval.
+    Gap,
+    /// A platform notice v1 does not model; carried with its type and tags.
+    OtherNotice,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 16] = [
+        EventKind::Message,
+        EventKind::Action,
+        EventKind::Cheer,
+        EventKind::Subscription,
+        EventKind::Resub,
+        EventKind::SubGift,
+        EventKind::MysteryGift,
+        EventKind::Raid,
+        EventKind::Announcement,
+        EventKind::Ban,
+        EventKind::Timeout,
+        EventKind::ChatClear,
+        EventKind::MessageDelete,
+        EventKind::RoomState,
+        EventKind::Gap,
+        EventKind::OtherNotice,
+    ];
+
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Message => "message",
+            EventKind::Action => "action",
+            EventKind::Cheer => "cheer",
+            EventKind::Subscription => "subscription",
+            EventKind::Resub => "resub",
+            EventKind::SubGift => "sub_gift",
+            EventKind::MysteryGift => "mystery_gift",
+            EventKind::Raid => "raid",
+            EventKind::Announcement => "announcement",
+            EventKind::Ban => "ban",
+            EventKind::Timeout => "timeout",
+            EventKind::ChatClear => "chat_clear",
+            EventKind::MessageDelete => "message_delete",
+            EventKind::RoomState => "room_state",
+            EventKind::Gap => "gap",
+            EventKind::OtherNotice => "other_notice",
+        }
+    }
+
+    /// Whether this kind carries a user's chat text (message, action, cheer).
+    pub fn is_chat(self) -> bool {
+        matches!(self, EventKind::Message | EventKind::Action | EventKind::Cheer)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// A string that is not the name of an [`EventKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind `{0}`")]
+pub struct UnknownKind(pub String);
+
+/// The kind of an event together with its kind-specific details. On the
+/// wire: `"kind": "<snake_case>", "details": { ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", content = "details", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A chat message.
+    Message(MessageDetails),
+    /// A `/me` action message.
+    Action(MessageDetails),
+    /// A message with bits attached.
+    Cheer(CheerDetails),
+    /// A first-time subscription.
+    Subscription(SubscriptionDetails),
+    /// A renewed subscription shared in chat.
+    Resub(SubscriptionDetails),
+    /// One gifted subscription.
+    SubGift(SubGiftDetails),
+    /// A batch of gifted subscriptions to random viewers.
+    MysteryGift(MysteryGiftDetails),
+    /// Another channel raided this one; `author` is the raider.
+    Raid(RaidDetails),
+    /// A highlighted announcement; `author` is who announced it.
+    Announcement(AnnouncementDetails),
+    /// A user was banned permanently.
+    Ban(BanDetails),
+    /// A user was timed out.
+    Timeout(TimeoutDetails),
+    /// The whole chat was cleared by a moderator.
+    ChatClear(ChatClearDetails),
+    /// A single message was deleted.
+    MessageDelete(MessageDeleteDetails),
+    /// The room's modes.
+    RoomState(RoomStateDetails),
+    /// The ingestor may have missed events between `started_at` and `ended_at`.
+    Gap(GapDetails),
+    /// A notice v1 does not model, carried with its type name and tags.
+    OtherNotice(OtherNoticeDetails),
+}
+
+impl EventBody {
+    /// The kind of this body.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::Message(_) => EventKind::Message,
+            EventBody::Action(_) => EventKind::Action,
+            EventBody::Cheer(_) => EventKind::Cheer,
+            EventBody::Subscription(_) => EventKind::Subscription,
+            EventBody::Resub(_) => EventKind::Resub,
+            EventBody::SubGift(_) => EventKind::SubGift,
+            EventBody::MysteryGift(_) => EventKind::MysteryGift,
+            EventBody::Raid(_) => EventKind::Raid,
+            EventBody::Announcement(_) => EventKind::Announcement,
+            EventBody::Ban(_) => EventKind::Ban,
+            EventBody::Timeout(_) => EventKind::Timeout,
+            EventBody::ChatClear(_) => EventKind::ChatClear,
+            EventBody::MessageDelete(_) => EventKind::MessageDelete,
+            EventBody::RoomState(_) => EventKind::RoomState,
+            EventBody::Gap(_) => EventKind::Gap,
+            EventBody::OtherNotice(_) => EventKind::OtherNotice,
+        }
+    }
+}
+
+/// Details of a chat message or `/me` action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageDetails {
+    /// The user's first message ever in this channel.
+    #[serde(default)]
+    pub first_message: bool,
+    /// The user is a returning chatter (platform heuristic).
+    #[serde(default)]
+    pub returning_chatter: bool,
+    /// The message was highlighted with channel points.
+    #[serde(default)]
+    pub highlighted: bool,
+    /// Channel-points custom reward redeemed with this message.
+    pub reward_id: Option<String>,
+}
+
+/// Details of a message with bits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CheerDetails {
+    /// Number of bits cheered.
+    pub bits: u64,
+    /// The cheer was sent as a `/me` action.
+    #[serde(default)]
+    pub action: bool,
+    /// Message flags as for a normal message.
+    #[serde(flatten)]
+    pub message: MessageDetails,
+}
+
+/// Details of a subscription or resubscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionDetails {
+    /// Plan code: `Prime`, `1000`, `2000`, `3000`.
+    pub plan: String,
+    /// The plan's display name.
+    pub plan_name: Option<String>,
+    /// Total months subscribed.
+    pub cumulative_months: Option<u32>,
+    /// Current streak, if the user shares it.
+    pub streak_months: Option<u32>,
+    /// Months paid in advance with this (multi-month) subscription.
+    pub multimonth_duration: Option<u32>,
+    /// The platform's system message, e.g. "X subscribed at Tier 1."
+    pub system_message: Option<String>,
+}
+
+/// Details of one gifted subscription. `author` is the gifter (absent for
+/// anonymous gifts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SubGiftDetails {
+    /// Who received the subscription.
+    pub recipient: UserRef,
+    /// Plan code: `1000`, `2000`, `3000`.
+    pub plan: String,
+    /// The plan's display name.
+    pub plan_name: Option<String>,
+    /// Months of the recipient's subscription.
+    pub months: Option<u32>,
+    /// Months gifted at once.
+    pub gift_months: Option<u32>,
+    /// The gift was anonymous.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// The platform's system message.
+    pub system_message: Option<String>,
+}
+
+/// Details of a batch of gifted subscriptions to random viewers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MysteryGiftDetails {
+    /// Number of subscriptions gifted.
+    pub count: u32,
+    /// Plan code.
+    pub plan: String,
+    /// Gifter's total gifts in this channel, when shared.
+    pub sender_total: Option<u32>,
+    /// The gift was anonymous.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// The platform's system message.
+    pub system_message: Option<String>,
+}
+
+/// Details of a raid. `author` is the raiding broadcaster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RaidDetails {
+    /// Viewers brought along.
+    pub viewer_count: u64,
+    /// The platform's system message.
+    pub system_message: Option<String>,
+}
+
+/// Details of an announcement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AnnouncementDetails {
+    /// Highlight colour name chosen by the announcer (`PRIMARY`, `BLUE` ...).
+    pub color: Option<String>,
+}
+
+/// Details of a permanent ban.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BanDetails {
+    /// The banned user.
+    pub user: UserRef,
+}
+
+/// Details of a timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TimeoutDetails {
+    /// The timed-out user.
+    pub user: UserRef,
+    /// Length of the timeout in seconds.
+    pub duration_secs: u64,
+}
+
+/// Details of a chat clear (no fields in v1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatClearDetails {}
+
+/// Details of a single-message delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageDeleteDetails {
+    /// Id of the deleted message (its `ChatEvent::id`).
+    pub target_message_id: String,
+    /// Login of the deleted message's author.
+    pub user_login: Option<String>,
+    /// Text of the deleted message, as the platform reports it.
+    pub text: Option<String>,
+}
+
+/// Room modes. Each field is `None` when the update does not mention it
+/// (Twitch sends partial ROOMSTATE updates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RoomStateDetails {
+    /// Only emotes may be sent.
+    pub emote_only: Option<bool>,
+    /// Followers-only mode (Twitch `followers-only`: `-1` = off, else on).
+    pub followers_only: Option<bool>,
+    /// Minimum follow age in minutes when followers-only is on.
+    pub followers_only_minutes: Option<u64>,
+    /// Unique-chat (r9k) mode.
+    pub unique_chat: Option<bool>,
+    /// Slow mode delay in seconds (0 = off).
+    pub slow_secs: Option<u64>,
+    /// Subscribers-only mode.
+    pub subs_only: Option<bool>,
+}
+
+/// Details of an ingest gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GapDetails {
+    /// Last moment the ingestor is sure it saw everything.
+    pub started_at: DateTime<Utc>,
+    /// Moment reading resumed (the channel was joined again).
+    pub ended_at: DateTime<Utc>,
+    /// Why: `disconnect`, `reconnect_requested`, `ingestor_restart` ...
+    pub reason: String,
+}
+
+/// Details of a notice that v1 does not model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OtherNoticeDetails {
+    /// The platform's type name (Twitch: the USERNOTICE/NOTICE `msg-id`, or
+    /// the IRC command).
+    pub notice_type: String,
+    /// The platform's system message, if any.
+    pub system_message: Option<String>,
+    /// Every tag the platform sent, so nothing is lost.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Twitch-only facts about an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TwitchExtras {
+    /// The IRC command the event came from (`PRIVMSG`, `USERNOTICE` ...).
+    pub command: String,
+    /// The `msg-id` tag of USERNOTICE/NOTICE lines (`sub`, `raid` ...).
+    pub msg_id: Option<String>,
+    /// Twitch's `tmi-sent-ts` in milliseconds since the epoch.
+    pub tmi_sent_ts: Option<i64>,
+    /// The `flags` tag (AutoMod flags), verbatim.
+    pub flags: Option<String>,
+    /// For shared chat: the room id the message was originally sent in.
+    pub source_room_id: Option<String>,
+    /// For shared chat: the original message id.
+    pub source_id: Option<String>,
+    /// The `client-nonce` tag.
+    pub client_nonce: Option<String>,
+}
+
+/// The JSON Schema of [`ChatEvent`], as committed in
+/// `docs/chat-event.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(ChatEvent);
+    serde_json::to_value(schema).expect("a JSON schema is always valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(ms).unwrap()
+    }
+
+    fn message() -> ChatEvent {
+        let mut e = ChatEvent::new(
+            "a1",
+            PLATFORM_TWITCH,
+            "pajlada",
+            at(1_594_556_065_407),
+            at(1_594_556_065_500),
+            EventBody::Message(MessageDetails::default()),
+        );
+        e.text = Some("héllo Kappa 👋".into());
+        e.emotes = vec![Emote {
+            id: "25".into(),
+            name: "Kappa".into(),
+            start: 6,
+            end: 11,
+        }];
+        e
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_wire_name_that_parses_back() {
+        let mut names: Vec<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::ALL.len());
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, serde_json::Value::String(kind.as_str().into()));
+        }
+        assert!("nope".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn wire_form_has_kind_and_details_at_top_level() {
+        let json = serde_json::to_value(message()).unwrap();
+        assert_eq!(json["kind"], "message");
+        assert_eq!(json["details"]["first_message"], false);
+        assert_eq!(json["schema_version"], 1);
+        let back = ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(back, message());
+    }
+
+    #[test]
+    fn validate_rejects_wrong_version_and_bad_emotes() {
+        let mut e = message();
+        e.schema_version = 2;
+        assert!(matches!(e.validate(), Err(SchemaError::UnsupportedVersion(2))));
+        let mut e = message();
+        e.emotes[0].end = 14;
+        assert!(matches!(e.validate(), Err(SchemaError::EmoteOutOfRange { .. })));
+        let mut e = message();
+        e.channel.clear();
+        assert!(matches!(e.validate(), Err(SchemaError::EmptyField("channel"))));
+    }
+
+    #[test]
+    fn emote_positions_are_code_points() {
+        let e = message();
+        let text: Vec<char> = e.text.as_deref().unwrap().chars().collect();
+        let emote = &e.emotes[0];
+        let name: String = text[emote.start..emote.end].iter().collect();
+        assert_eq!(name, "Kappa");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let mut json = serde_json::to_value(message()).unwrap();
+        json["added_in_v1_5"] = serde_json::json!({"x": 1});
+        assert!(ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        for bad in [&b"{"[..], b"[]", b"null", b"{\"schema_version\":1}", &[0xff, 0xfe]] {
+            assert!(ChatEvent::from_json(bad).is_err());
+        }
+    }
+}
