@@ -1,1 +1,47 @@
-//! placeholder
+//! Test helpers for chatbus: the real RabbitMQ (unique names, management
+//! API), a TCP proxy that can cut connections, the fault-drill broker node,
+//! and the Twitch IRC corpus. Fake platform servers live here too.
+//!
+//! Dev-only: nothing in a service depends on this crate at run time.
+
+pub mod corpus;
+pub mod events;
+pub mod fault;
+pub mod proxy;
+pub mod rabbit;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Awaits `fut`, panicking with `what` if it takes longer than `secs`.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s: {what}"))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(secs, what, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Installs a test log subscriber once (RUST_LOG, default `warn`).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = common::telemetry::init(common::telemetry::LogFormat::Human, &filter);
+    });
+}

@@ -347,6 +347,11 @@ impl Delivery {
         dead_letter(&self.dead_letters, &self.dead_letter_exchange, &self.queue, &self.raw, reason).await
     }
 
+    /// The AMQP properties as received.
+    pub fn properties(&self) -> &lapin::BasicProperties {
+        &self.raw.properties
+    }
+
     /// The raw body as received.
     pub fn body(&self) -> &[u8] {
         &self.raw.data

@@ -1,0 +1,338 @@
+//! The AMQP toolkit against the real RabbitMQ. Every test declares its own
+//! exchanges and queues (unique names), so tests run side by side.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::amqp::{
+    OutgoingMessage, Publisher, RecoveringPublisher, Subscriber, header_str, headers,
+};
+use common::schema::ChatEvent;
+use lapin::BasicProperties;
+use testkit::rabbit::{self, drain_queue, test_topology, unique};
+use testkit::{events, within};
+use tokio_util::sync::CancellationToken;
+
+/// Receives (and acks) `n` deliveries.
+async fn receive_all(sub: &mut Subscriber, n: usize, secs: u64) -> Vec<common::amqp::Delivery> {
+    let mut out = Vec::with_capacity(n);
+    within(secs, &format!("{n} deliveries"), async {
+        while out.len() < n {
+            let d = sub.next().await.expect("subscriber open").expect("delivery");
+            d.ack().await.expect("ack");
+            out.push(d);
+        }
+    })
+    .await;
+    out
+}
+
+#[tokio::test]
+async fn ten_thousand_confirmed_events_arrive_exactly_once_with_contract_properties() {
+    testkit::init_logging();
+    let conn = rabbit::connect("test-10k").await;
+    let topology = test_topology("10k");
+    let channels = ["alpha", "beta", "gamma", "Delta.Weird"];
+    let events = events::twitch_messages(&channels, 10_000);
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| OutgoingMessage::from_event(e).unwrap())
+        .collect();
+
+    let mut sub = Subscriber::builder(unique("q-10k"))
+        .bind("chat.#")
+        .prefetch(1000)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    within(60, "publish 10k", publisher.publish_all(&messages, 1024)).await.unwrap();
+
+    let deliveries = receive_all(&mut sub, 10_000, 60).await;
+    let by_id: BTreeMap<&str, &ChatEvent> = events.iter().map(|e| (e.id.as_str(), e)).collect();
+    let mut seen = BTreeSet::new();
+    for d in &deliveries {
+        let original = by_id[d.event.id.as_str()];
+        assert_eq!(&d.event, original);
+        assert!(seen.insert(d.event.id.clone()), "duplicate {}", d.event.id);
+        assert_eq!(d.routing_key, common::routing::routing_key("twitch", &original.channel));
+        let p = d.properties();
+        assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/json");
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(p.message_id().as_ref().unwrap().as_str(), original.id);
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "message");
+        assert_eq!(*p.timestamp(), Some(original.sent_at.timestamp() as u64));
+        let h = p.headers().as_ref();
+        assert_eq!(header_str(h, headers::PLATFORM).unwrap(), "twitch");
+        assert_eq!(header_str(h, headers::CHANNEL).unwrap(), original.channel);
+        assert_eq!(header_str(h, headers::KIND).unwrap(), "message");
+    }
+    assert_eq!(seen.len(), 10_000);
+    // Nothing more is coming: exactly 10,000.
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "no 10,001st message");
+    let keys: BTreeSet<_> = deliveries.iter().map(|d| d.routing_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "chat.twitch.alpha",
+            "chat.twitch.beta",
+            "chat.twitch.gamma",
+            "chat.twitch.-44elta-2e-57eird"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn bindings_select_exactly_the_right_events() {
+    let conn = rabbit::connect("test-bindings").await;
+    let topology = test_topology("bind");
+    let mut subs = Vec::new();
+    for pattern in ["chat.twitch.*", "chat.*.x", "chat.#"] {
+        let sub = Subscriber::builder(unique("q-bind"))
+            .bind(pattern)
+            .expires(Duration::from_secs(600))
+            .build(&conn, &topology)
+            .await
+            .unwrap();
+        subs.push((pattern, sub));
+    }
+    let cases = [("twitch", "x"), ("twitch", "y"), ("youtube", "x"), ("youtube", "z")];
+    let events: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (p, c))| events::message(p, c, i))
+        .collect();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    for e in &events {
+        publisher.publish(e).await.unwrap();
+    }
+    let expected: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::from([
+        ("chat.twitch.*", vec![("twitch", "x"), ("twitch", "y")]),
+        ("chat.*.x", vec![("twitch", "x"), ("youtube", "x")]),
+        ("chat.#", cases.to_vec()),
+    ]);
+    for (pattern, sub) in &mut subs {
+        let want = &expected[pattern];
+        let got = receive_all(sub, want.len(), 10).await;
+        let mut got: Vec<_> = got
+            .iter()
+            .map(|d| (d.event.platform.clone(), d.event.channel.clone()))
+            .collect();
+        got.sort();
+        let mut want: Vec<_> = want.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect();
+        want.sort();
+        assert_eq!(got, want, "pattern {pattern}");
+        let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+        assert!(extra.is_err(), "pattern {pattern} selected an extra event");
+    }
+}
+
+#[tokio::test]
+async fn poison_payloads_are_dead_lettered_with_a_reason_and_the_stream_continues() {
+    let conn = rabbit::connect("test-poison").await;
+    let topology = test_topology("poison");
+    let queue = unique("q-poison");
+    let mut sub = Subscriber::builder(&queue)
+        .bind("chat.#")
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let json = BasicProperties::default().with_content_type("application/json".into());
+    let poison: [(&[u8], BasicProperties); 4] = [
+        (b"{not json", json.clone()),
+        (br#"{"schema_version": 99}"#, json.clone()),
+        (&[0xff, 0x00, 0xfe], BasicProperties::default()),
+        (b"<xml/>", BasicProperties::default().with_content_type("text/xml".into())),
+    ];
+    for (body, props) in &poison {
+        publisher
+            .send_raw(&topology.exchange, "chat.twitch.poison", body, props.clone())
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let good = events::message("twitch", "poison", 1);
+    publisher.publish(&good).await.unwrap();
+
+    // The subscriber skips the four poison payloads and yields the good one.
+    let d = within(10, "good event after poison", sub.next()).await.unwrap().unwrap();
+    assert_eq!(d.event.id, good.id);
+    d.ack().await.unwrap();
+
+    let dead = drain_queue(&conn, &topology.dead_letter_queue, 4, 10).await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            header_str(m.properties.headers().as_ref(), headers::DEAD_LETTER_REASON)
+                .expect("reason header")
+                .into_owned()
+        })
+        .collect();
+    assert!(reasons[0].contains("invalid ChatEvent JSON"), "{reasons:?}");
+    assert!(reasons[1].contains("invalid ChatEvent JSON"), "{reasons:?}");
+    assert!(reasons[2].contains("invalid ChatEvent JSON"), "{reasons:?}");
+    assert!(reasons[3].contains("text/xml"), "{reasons:?}");
+    for (m, (body, _)) in dead.iter().zip(&poison) {
+        assert_eq!(&m.data[..], *body, "the original payload is kept");
+        assert_eq!(m.routing_key.as_str(), "chat.twitch.poison");
+        let h = m.properties.headers().as_ref();
+        assert_eq!(header_str(h, headers::DEAD_LETTER_QUEUE).unwrap(), queue);
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_can_be_dead_lettered_by_the_application() {
+    let conn = rabbit::connect("test-dl-app").await;
+    let topology = test_topology("dlapp");
+    let mut sub = Subscriber::builder(unique("q-dlapp"))
+        .bind("chat.#")
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let event = events::message("twitch", "c", 1);
+    publisher.publish(&event).await.unwrap();
+    let d = within(10, "delivery", sub.next()).await.unwrap().unwrap();
+    d.dead_letter("store refused: constraint violated").await.unwrap();
+    let dead = drain_queue(&conn, &topology.dead_letter_queue, 1, 10).await;
+    let reason = header_str(dead[0].properties.headers().as_ref(), headers::DEAD_LETTER_REASON).unwrap();
+    assert_eq!(reason, "store refused: constraint violated");
+    assert_eq!(ChatEvent::from_json(&dead[0].data).unwrap(), event);
+}
+
+#[tokio::test]
+async fn events_nobody_is_bound_for_are_kept_in_the_unrouted_queue() {
+    let conn = rabbit::connect("test-unrouted").await;
+    let topology = test_topology("unrouted");
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let event = events::message("twitch", "nobody", 1);
+    publisher.publish(&event).await.unwrap();
+    let kept = drain_queue(&conn, &topology.unrouted_queue, 1, 10).await;
+    assert_eq!(ChatEvent::from_json(&kept[0].data).unwrap().id, event.id);
+}
+
+#[tokio::test]
+async fn topology_declaration_is_idempotent() {
+    let conn = rabbit::connect("test-idem").await;
+    let topology = test_topology("idem");
+    let ch = conn.create_channel().await.unwrap();
+    for _ in 0..3 {
+        topology.declare(&ch).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
+    // The broker "goes away" for this client only: its TCP proxy is cut
+    // in the middle of a batch and restored a second later.
+    let upstream: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = testkit::proxy::TcpProxy::start(upstream).await;
+    let url = proxy.url(&rabbit::amqp_url());
+    let conn = rabbit::connect("test-proxy-observer").await;
+    let topology = test_topology("proxy");
+    let mut sub = Subscriber::builder(unique("q-proxy"))
+        .bind("chat.#")
+        .prefetch(1000)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+
+    let cancel = CancellationToken::new();
+    let publisher = RecoveringPublisher::new(
+        rabbit::connect_options(&url, "test-proxy-publisher"),
+        topology.clone(),
+        "chatbus-test",
+        cancel.clone(),
+    )
+    .with_max_in_flight(64);
+    let events = events::twitch_messages(&["a", "b"], 5_000);
+    let messages: Vec<_> = events.iter().map(|e| OutgoingMessage::from_event(e).unwrap()).collect();
+    publisher.publish_batch(&messages[..100]).await.unwrap();
+
+    let cutter = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        proxy.restore();
+    };
+    let (published, ()) = tokio::join!(
+        within(60, "batch across a cut", publisher.publish_batch(&messages[100..])),
+        cutter
+    );
+    published.unwrap();
+    assert!(proxy.accepted() >= 2, "the publisher reconnected");
+
+    // At least once: every id arrives; duplicates are allowed.
+    let want: BTreeSet<_> = events.iter().map(|e| e.id.clone()).collect();
+    let mut got = BTreeSet::new();
+    within(60, "all events after the cut", async {
+        while got.len() < want.len() {
+            let d = sub.next().await.unwrap().unwrap();
+            got.insert(d.event.id.clone());
+            d.ack().await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(got, want);
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers() {
+    testkit::init_logging();
+    let broker = testkit::fault::FaultBroker::ensure();
+    let topology = {
+        // Durable names (not auto-delete) so the topology survives the restart.
+        let mut t = common::amqp::Topology::named(&unique("test-restart"));
+        t.queue_expires = Some(Duration::from_secs(600));
+        t
+    };
+    let queue = unique("q-restart");
+    {
+        let conn = rabbit::connect_to(broker.amqp_url(), "test-restart-setup").await;
+        let sub = Subscriber::builder(&queue)
+            .bind("chat.#")
+            .expires(Duration::from_secs(600))
+            .build(&conn, &topology)
+            .await
+            .unwrap();
+        drop(sub);
+        let _ = conn.close(200, "setup done".into()).await;
+    }
+    let cancel = CancellationToken::new();
+    let publisher = RecoveringPublisher::new(
+        rabbit::connect_options(broker.amqp_url(), "test-restart-publisher"),
+        topology.clone(),
+        "chatbus-test",
+        cancel.clone(),
+    );
+    let first = OutgoingMessage::from_event(&events::message("twitch", "r", 1)).unwrap();
+    let second = OutgoingMessage::from_event(&events::message("twitch", "r", 2)).unwrap();
+    publisher.publish_batch(std::slice::from_ref(&first)).await.unwrap();
+
+    broker.stop_app();
+    let restarter = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        broker.start_app();
+        broker
+    });
+    // Publishing while the broker is down waits, reconnects and succeeds.
+    within(90, "publish across a broker restart", publisher.publish_batch(std::slice::from_ref(&second)))
+        .await
+        .unwrap();
+    let broker = restarter.await.unwrap();
+
+    let conn = rabbit::connect_to(broker.amqp_url(), "test-restart-check").await;
+    let got = drain_queue(&conn, &queue, 2, 30).await;
+    let ids: BTreeSet<_> = got.iter().map(|m| ChatEvent::from_json(&m.data).unwrap().id).collect();
+    assert_eq!(ids, BTreeSet::from([first.message_id.clone(), second.message_id.clone()]));
+    publisher.close().await;
+}

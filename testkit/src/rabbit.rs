@@ -1,0 +1,188 @@
+//! The real RabbitMQ for tests: URLs, unique names, an isolated topology per
+//! test, and a small management-API client.
+//!
+//! Broker tests never skip: if RabbitMQ is unreachable they fail, naming
+//! the URL and how to start it.
+
+use std::time::Duration;
+
+use common::amqp::{self, Backoff, ConnectOptions, Topology};
+use lapin::Connection;
+use tokio_util::sync::CancellationToken;
+
+/// The broker tests use: `CHATBUS_TEST_AMQP_URL`, else `AMQP_URL`, else
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`.
+pub fn amqp_url() -> String {
+    std::env::var("CHATBUS_TEST_AMQP_URL")
+        .or_else(|_| std::env::var("AMQP_URL"))
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The management API of the main broker: `CHATBUS_TEST_MGMT_URL`, else
+/// `http://127.0.0.1:15672`.
+pub fn management_url() -> String {
+    std::env::var("CHATBUS_TEST_MGMT_URL").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
+}
+
+/// A name no other test uses: `<prefix>-<uuid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A topology of its own for one test: unique exchange names, exchanges
+/// deleted when unused, queues expiring after 10 minutes.
+pub fn test_topology(prefix: &str) -> Topology {
+    let mut t = Topology::named(&unique(&format!("test-{prefix}")));
+    t.auto_delete = true;
+    t.queue_expires = Some(Duration::from_secs(600));
+    t
+}
+
+/// Connect options for tests: few quick retries, so a missing broker fails
+/// fast with a clear message.
+pub fn connect_options(url: &str, name: &str) -> ConnectOptions {
+    ConnectOptions::new(url, name).with_backoff(Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        max_attempts: Some(20),
+    })
+}
+
+/// Connects to the test broker or panics with instructions.
+pub async fn connect(name: &str) -> Connection {
+    connect_to(&amqp_url(), name).await
+}
+
+/// Connects to `url` or panics with instructions.
+pub async fn connect_to(url: &str, name: &str) -> Connection {
+    amqp::connect(&connect_options(url, name), &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ is required for this test and is not reachable: {e}. \
+                 Run scripts/test.sh (it starts or installs RabbitMQ) or set CHATBUS_TEST_AMQP_URL."
+            )
+        })
+}
+
+/// A minimal client of the RabbitMQ management HTTP API.
+#[derive(Debug, Clone)]
+pub struct Management {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Management {
+    /// A client for `base` (e.g. `http://127.0.0.1:15672`) as guest/guest.
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// The main broker's management API.
+    pub fn main() -> Self {
+        Self::new(management_url())
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(resp.json().await?)
+    }
+
+    /// Message count of a queue in the default vhost (ready + unacked), as
+    /// the management database last saw it (refreshed every few seconds).
+    ///
+    /// # Errors
+    /// HTTP errors, e.g. 404 for an unknown queue.
+    pub async fn queue_messages(&self, queue: &str) -> anyhow::Result<u64> {
+        let v = self.get_json(&format!("/api/queues/%2F/{}", urlencode(queue))).await?;
+        Ok(v["messages"].as_u64().unwrap_or(0))
+    }
+
+    /// Names of the open connections whose client-provided name starts with
+    /// `prefix`.
+    ///
+    /// # Errors
+    /// HTTP errors.
+    pub async fn connections_named(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let v = self.get_json("/api/connections").await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["client_properties"]["connection_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Force-closes every connection whose client-provided name starts with
+    /// `prefix` (a targeted "broker went away" for one service). Returns how
+    /// many were closed.
+    ///
+    /// # Errors
+    /// HTTP errors.
+    pub async fn close_connections_named(&self, prefix: &str) -> anyhow::Result<usize> {
+        let names = self.connections_named(prefix).await?;
+        for name in &names {
+            self.http
+                .delete(format!("{}/api/connections/{}", self.base, urlencode(name)))
+                .basic_auth("guest", Some("guest"))
+                .header("X-Reason", "chatbus test: simulated broker outage")
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        Ok(names.len())
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Drains up to `max` messages from `queue` with basic.get (acking them),
+/// waiting up to `secs` for at least `expect` to arrive.
+pub async fn drain_queue(conn: &Connection, queue: &str, expect: usize, secs: u64) -> Vec<lapin::message::Delivery> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions};
+    let channel = conn.create_channel().await.expect("channel");
+    let mut out = Vec::new();
+    crate::within(secs, &format!("{expect} messages in {queue}"), async {
+        while out.len() < expect {
+            match channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .expect("basic.get")
+            {
+                Some(msg) => {
+                    msg.delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
+                    out.push(msg.delivery);
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    out
+}
