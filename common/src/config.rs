@@ -189,7 +189,10 @@ pub fn check_amqp_url(field: &str, value: &str) -> Result<(), ConfigError> {
 pub fn check_http_url(field: &str, value: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
-        Ok(_) => Err(ConfigError::invalid(field, "must be an http:// or https:// URL")),
+        Ok(_) => Err(ConfigError::invalid(
+            field,
+            "must be an http:// or https:// URL",
+        )),
         Err(e) => Err(ConfigError::invalid(field, format!("not a URL ({e})"))),
     }
 }
@@ -252,7 +255,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -298,7 +304,8 @@ mod tests {
 
     #[test]
     fn invalid_value_names_the_variable_and_reason() {
-        let err = load_from::<Example, _, _, _>(None, env(&[("AMQP_URL", "http://x")])).unwrap_err();
+        let err =
+            load_from::<Example, _, _, _>(None, env(&[("AMQP_URL", "http://x")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("AMQP_URL") && msg.contains("amqp://"), "{msg}");
         let err = load_from::<Example, _, _, _>(None, env(&[("PORT", "0")])).unwrap_err();
@@ -309,7 +316,8 @@ mod tests {
 
     #[test]
     fn missing_or_malformed_file_is_an_error() {
-        let err = load_from::<Example, _, _, _>(Some(Path::new("/nonexistent.toml")), env(&[])).unwrap_err();
+        let err = load_from::<Example, _, _, _>(Some(Path::new("/nonexistent.toml")), env(&[]))
+            .unwrap_err();
         assert!(err.to_string().contains("does not exist"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -10,6 +10,8 @@
 
 pub mod amqp;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod routing;
 pub mod schema;
 pub mod secret;

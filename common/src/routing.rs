@@ -54,7 +54,10 @@ pub fn routing_key(platform: &str, channel: &str) -> String {
 ///
 /// `budget` must leave room for the hash suffix (at least 34 bytes).
 pub fn escape_word(input: &str, budget: usize) -> String {
-    assert!(budget >= HASH_MARK.len() + HASH_HEX_LEN, "word budget too small");
+    assert!(
+        budget >= HASH_MARK.len() + HASH_HEX_LEN,
+        "word budget too small"
+    );
     let mut out = String::with_capacity(input.len());
     for &byte in input.as_bytes() {
         if is_plain(byte) {
@@ -259,7 +262,10 @@ mod tests {
     #[test]
     fn plain_logins_are_unchanged() {
         assert_eq!(routing_key("twitch", "xqcow"), "chat.twitch.xqcow");
-        assert_eq!(routing_key("twitch", "some_user_42"), "chat.twitch.some_user_42");
+        assert_eq!(
+            routing_key("twitch", "some_user_42"),
+            "chat.twitch.some_user_42"
+        );
     }
 
     #[test]
@@ -307,9 +313,18 @@ mod tests {
     #[test]
     fn bad_patterns_are_rejected() {
         assert_eq!(TopicPattern::parse(""), Err(PatternError::Empty));
-        assert!(matches!(TopicPattern::parse("chat..x"), Err(PatternError::EmptyWord(_))));
-        assert!(matches!(TopicPattern::parse("chat.tw*"), Err(PatternError::PartialWildcard(_))));
-        assert_eq!(TopicPattern::parse(&"a".repeat(300)), Err(PatternError::TooLong));
+        assert!(matches!(
+            TopicPattern::parse("chat..x"),
+            Err(PatternError::EmptyWord(_))
+        ));
+        assert!(matches!(
+            TopicPattern::parse("chat.tw*"),
+            Err(PatternError::PartialWildcard(_))
+        ));
+        assert_eq!(
+            TopicPattern::parse(&"a".repeat(300)),
+            Err(PatternError::TooLong)
+        );
     }
 
     proptest! {

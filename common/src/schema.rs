@@ -37,7 +37,10 @@ pub const PLATFORM_YOUTUBE: &str = "youtube";
 /// every platform; `kind` + `details` say what happened; `twitch` holds typed
 /// Twitch-only facts; `raw` optionally carries the platform's own line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "ChatEvent", description = "One chat event on the chatbus `chat` exchange (schema v1).")]
+#[schemars(
+    title = "ChatEvent",
+    description = "One chat event on the chatbus `chat` exchange (schema v1)."
+)]
 pub struct ChatEvent {
     /// Always [`SCHEMA_VERSION`] (1) for this contract.
     pub schema_version: u32,
@@ -299,7 +302,9 @@ pub struct UserRef {
 
 /// The kind of an event, without its details. Its snake_case name is the
 /// `kind` field, the AMQP `type` property and the `kind` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A chat message.
@@ -381,7 +386,10 @@ impl EventKind {
 
     /// Whether this kind carries a user's chat text (message, action, cheer).
     pub fn is_chat(self) -> bool {
-        matches!(self, EventKind::Message | EventKind::Action | EventKind::Cheer)
+        matches!(
+            self,
+            EventKind::Message | EventKind::Action | EventKind::Cheer
+        )
     }
 }
 
@@ -724,13 +732,22 @@ mod tests {
     fn validate_rejects_wrong_version_and_bad_emotes() {
         let mut e = message();
         e.schema_version = 2;
-        assert!(matches!(e.validate(), Err(SchemaError::UnsupportedVersion(2))));
+        assert!(matches!(
+            e.validate(),
+            Err(SchemaError::UnsupportedVersion(2))
+        ));
         let mut e = message();
         e.emotes[0].end = 14;
-        assert!(matches!(e.validate(), Err(SchemaError::EmoteOutOfRange { .. })));
+        assert!(matches!(
+            e.validate(),
+            Err(SchemaError::EmoteOutOfRange { .. })
+        ));
         let mut e = message();
         e.channel.clear();
-        assert!(matches!(e.validate(), Err(SchemaError::EmptyField("channel"))));
+        assert!(matches!(
+            e.validate(),
+            Err(SchemaError::EmptyField("channel"))
+        ));
     }
 
     #[test]
@@ -751,7 +768,13 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_not_panics() {
-        for bad in [&b"{"[..], b"[]", b"null", b"{\"schema_version\":1}", &[0xff, 0xfe]] {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"null",
+            b"{\"schema_version\":1}",
+            &[0xff, 0xfe],
+        ] {
             assert!(ChatEvent::from_json(bad).is_err());
         }
     }

@@ -42,7 +42,9 @@ where
         }
         token.cancel();
         match result {
-            Ok(()) => Err(anyhow::anyhow!("task `{name}` ended without being asked to")),
+            Ok(()) => Err(anyhow::anyhow!(
+                "task `{name}` ended without being asked to"
+            )),
             Err(e) => Err(e.context(format!("task `{name}` failed"))),
         }
     })

@@ -175,10 +175,11 @@ impl TokenStore {
     /// # Errors
     /// [`TokenStoreError::Parse`] or [`TokenStoreError::Version`].
     pub fn parse(path: &Path, text: &str) -> Result<TokenFile, TokenStoreError> {
-        let file: TokenFile = serde_json::from_str(text).map_err(|source| TokenStoreError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file: TokenFile =
+            serde_json::from_str(text).map_err(|source| TokenStoreError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         if file.version != TOKEN_FILE_VERSION {
             return Err(TokenStoreError::Version {
                 path: path.to_owned(),
@@ -239,7 +240,11 @@ impl TokenStore {
     ///
     /// # Errors
     /// As [`TokenStore::load`].
-    pub async fn load_token(&self, platform: &str, login: &str) -> Result<Option<StoredToken>, TokenStoreError> {
+    pub async fn load_token(
+        &self,
+        platform: &str,
+        login: &str,
+    ) -> Result<Option<StoredToken>, TokenStoreError> {
         let key = account_key(platform, login);
         Ok(self.load_async().await?.accounts.remove(&key))
     }
@@ -249,7 +254,10 @@ impl TokenStore {
     ///
     /// # Errors
     /// As [`TokenStore::load`].
-    pub async fn first_of_platform(&self, platform: &str) -> Result<Option<StoredToken>, TokenStoreError> {
+    pub async fn first_of_platform(
+        &self,
+        platform: &str,
+    ) -> Result<Option<StoredToken>, TokenStoreError> {
         Ok(self
             .load_async()
             .await?
@@ -270,7 +278,11 @@ impl TokenStore {
     }
 
     fn lock(&self) -> Result<File, TokenStoreError> {
-        if let Some(dir) = self.lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = self
+            .lock_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|source| TokenStoreError::Io {
                 path: dir.to_owned(),
                 op: "create directory",
@@ -326,15 +338,26 @@ fn read_file(path: &Path) -> Result<TokenFile, TokenStoreError> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TokenStoreError> {
     let io = |op: &'static str, p: &Path| {
         let p = p.to_owned();
-        move |source| TokenStoreError::Io { path: p, op, source }
+        move |source| TokenStoreError::Io {
+            path: p,
+            op,
+            source,
+        }
     };
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), rand::random::<u32>()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let result = (|| {
         let mut file = OpenOptions::new()
             .create_new(true)
@@ -388,7 +411,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/tokenStore.json");
         let store = TokenStore::new(&path);
-        store.update(|f| f.accounts.insert("twitch:a".into(), token("a", "tok-a"))).unwrap();
+        store
+            .update(|f| f.accounts.insert("twitch:a".into(), token("a", "tok-a")))
+            .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let loaded = store.load().unwrap();
@@ -423,7 +448,8 @@ mod tests {
 
     #[test]
     fn unknown_version_is_refused() {
-        let err = TokenStore::parse(Path::new("x"), r#"{"version": 9, "accounts": {}}"#).unwrap_err();
+        let err =
+            TokenStore::parse(Path::new("x"), r#"{"version": 9, "accounts": {}}"#).unwrap_err();
         assert!(matches!(err, TokenStoreError::Version { found: 9, .. }));
     }
 
@@ -438,7 +464,10 @@ mod tests {
                     for j in 0..25 {
                         let login = format!("user{i}-{j}");
                         store
-                            .update(|f| f.accounts.insert(account_key("twitch", &login), token(&login, "t")))
+                            .update(|f| {
+                                f.accounts
+                                    .insert(account_key("twitch", &login), token(&login, "t"))
+                            })
                             .unwrap();
                     }
                 })

@@ -18,7 +18,11 @@ async fn receive_all(sub: &mut Subscriber, n: usize, secs: u64) -> Vec<common::a
     let mut out = Vec::with_capacity(n);
     within(secs, &format!("{n} deliveries"), async {
         while out.len() < n {
-            let d = sub.next().await.expect("subscriber open").expect("delivery");
+            let d = sub
+                .next()
+                .await
+                .expect("subscriber open")
+                .expect("delivery");
             d.ack().await.expect("ack");
             out.push(d);
         }
@@ -46,8 +50,12 @@ async fn ten_thousand_confirmed_events_arrive_exactly_once_with_contract_propert
         .build(&conn, &topology)
         .await
         .unwrap();
-    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
-    within(60, "publish 10k", publisher.publish_all(&messages, 1024)).await.unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    within(60, "publish 10k", publisher.publish_all(&messages, 1024))
+        .await
+        .unwrap();
 
     let deliveries = receive_all(&mut sub, 10_000, 60).await;
     let by_id: BTreeMap<&str, &ChatEvent> = events.iter().map(|e| (e.id.as_str(), e)).collect();
@@ -56,9 +64,15 @@ async fn ten_thousand_confirmed_events_arrive_exactly_once_with_contract_propert
         let original = by_id[d.event.id.as_str()];
         assert_eq!(&d.event, original);
         assert!(seen.insert(d.event.id.clone()), "duplicate {}", d.event.id);
-        assert_eq!(d.routing_key, common::routing::routing_key("twitch", &original.channel));
+        assert_eq!(
+            d.routing_key,
+            common::routing::routing_key("twitch", &original.channel)
+        );
         let p = d.properties();
-        assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/json");
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(p.message_id().as_ref().unwrap().as_str(), original.id);
         assert_eq!(p.kind().as_ref().unwrap().as_str(), "message");
@@ -98,13 +112,20 @@ async fn bindings_select_exactly_the_right_events() {
             .unwrap();
         subs.push((pattern, sub));
     }
-    let cases = [("twitch", "x"), ("twitch", "y"), ("youtube", "x"), ("youtube", "z")];
+    let cases = [
+        ("twitch", "x"),
+        ("twitch", "y"),
+        ("youtube", "x"),
+        ("youtube", "z"),
+    ];
     let events: Vec<_> = cases
         .iter()
         .enumerate()
         .map(|(i, (p, c))| events::message(p, c, i))
         .collect();
-    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
     for e in &events {
         publisher.publish(e).await.unwrap();
     }
@@ -121,7 +142,10 @@ async fn bindings_select_exactly_the_right_events() {
             .map(|d| (d.event.platform.clone(), d.event.channel.clone()))
             .collect();
         got.sort();
-        let mut want: Vec<_> = want.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect();
+        let mut want: Vec<_> = want
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
         want.sort();
         assert_eq!(got, want, "pattern {pattern}");
         let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
@@ -140,17 +164,27 @@ async fn poison_payloads_are_dead_lettered_with_a_reason_and_the_stream_continue
         .build(&conn, &topology)
         .await
         .unwrap();
-    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
     let json = BasicProperties::default().with_content_type("application/json".into());
     let poison: [(&[u8], BasicProperties); 4] = [
         (b"{not json", json.clone()),
         (br#"{"schema_version": 99}"#, json.clone()),
         (&[0xff, 0x00, 0xfe], BasicProperties::default()),
-        (b"<xml/>", BasicProperties::default().with_content_type("text/xml".into())),
+        (
+            b"<xml/>",
+            BasicProperties::default().with_content_type("text/xml".into()),
+        ),
     ];
     for (body, props) in &poison {
         publisher
-            .send_raw(&topology.exchange, "chat.twitch.poison", body, props.clone())
+            .send_raw(
+                &topology.exchange,
+                "chat.twitch.poison",
+                body,
+                props.clone(),
+            )
             .await
             .unwrap()
             .wait()
@@ -161,7 +195,10 @@ async fn poison_payloads_are_dead_lettered_with_a_reason_and_the_stream_continue
     publisher.publish(&good).await.unwrap();
 
     // The subscriber skips the four poison payloads and yields the good one.
-    let d = within(10, "good event after poison", sub.next()).await.unwrap().unwrap();
+    let d = within(10, "good event after poison", sub.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.event.id, good.id);
     d.ack().await.unwrap();
 
@@ -196,13 +233,21 @@ async fn a_delivery_can_be_dead_lettered_by_the_application() {
         .build(&conn, &topology)
         .await
         .unwrap();
-    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
     let event = events::message("twitch", "c", 1);
     publisher.publish(&event).await.unwrap();
     let d = within(10, "delivery", sub.next()).await.unwrap().unwrap();
-    d.dead_letter("store refused: constraint violated").await.unwrap();
+    d.dead_letter("store refused: constraint violated")
+        .await
+        .unwrap();
     let dead = drain_queue(&conn, &topology.dead_letter_queue, 1, 10).await;
-    let reason = header_str(dead[0].properties.headers().as_ref(), headers::DEAD_LETTER_REASON).unwrap();
+    let reason = header_str(
+        dead[0].properties.headers().as_ref(),
+        headers::DEAD_LETTER_REASON,
+    )
+    .unwrap();
     assert_eq!(reason, "store refused: constraint violated");
     assert_eq!(ChatEvent::from_json(&dead[0].data).unwrap(), event);
 }
@@ -211,7 +256,9 @@ async fn a_delivery_can_be_dead_lettered_by_the_application() {
 async fn events_nobody_is_bound_for_are_kept_in_the_unrouted_queue() {
     let conn = rabbit::connect("test-unrouted").await;
     let topology = test_topology("unrouted");
-    let publisher = Publisher::open(&conn, &topology, "chatbus-test").await.unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
     let event = events::message("twitch", "nobody", 1);
     publisher.publish(&event).await.unwrap();
     let kept = drain_queue(&conn, &topology.unrouted_queue, 1, 10).await;
@@ -254,7 +301,10 @@ async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
     )
     .with_max_in_flight(64);
     let events = events::twitch_messages(&["a", "b"], 5_000);
-    let messages: Vec<_> = events.iter().map(|e| OutgoingMessage::from_event(e).unwrap()).collect();
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| OutgoingMessage::from_event(e).unwrap())
+        .collect();
     publisher.publish_batch(&messages[..100]).await.unwrap();
 
     let cutter = async {
@@ -264,7 +314,11 @@ async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
         proxy.restore();
     };
     let (published, ()) = tokio::join!(
-        within(60, "batch across a cut", publisher.publish_batch(&messages[100..])),
+        within(
+            60,
+            "batch across a cut",
+            publisher.publish_batch(&messages[100..])
+        ),
         cutter
     );
     published.unwrap();
@@ -316,7 +370,10 @@ async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers()
     );
     let first = OutgoingMessage::from_event(&events::message("twitch", "r", 1)).unwrap();
     let second = OutgoingMessage::from_event(&events::message("twitch", "r", 2)).unwrap();
-    publisher.publish_batch(std::slice::from_ref(&first)).await.unwrap();
+    publisher
+        .publish_batch(std::slice::from_ref(&first))
+        .await
+        .unwrap();
 
     broker.stop_app();
     let restarter = tokio::task::spawn_blocking(move || {
@@ -325,14 +382,24 @@ async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers()
         broker
     });
     // Publishing while the broker is down waits, reconnects and succeeds.
-    within(90, "publish across a broker restart", publisher.publish_batch(std::slice::from_ref(&second)))
-        .await
-        .unwrap();
+    within(
+        90,
+        "publish across a broker restart",
+        publisher.publish_batch(std::slice::from_ref(&second)),
+    )
+    .await
+    .unwrap();
     let broker = restarter.await.unwrap();
 
     let conn = rabbit::connect_to(broker.amqp_url(), "test-restart-check").await;
     let got = drain_queue(&conn, &queue, 2, 30).await;
-    let ids: BTreeSet<_> = got.iter().map(|m| ChatEvent::from_json(&m.data).unwrap().id).collect();
-    assert_eq!(ids, BTreeSet::from([first.message_id.clone(), second.message_id.clone()]));
+    let ids: BTreeSet<_> = got
+        .iter()
+        .map(|m| ChatEvent::from_json(&m.data).unwrap().id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([first.message_id.clone(), second.message_id.clone()])
+    );
     publisher.close().await;
 }

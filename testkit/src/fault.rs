@@ -27,7 +27,12 @@ fn script() -> PathBuf {
 }
 
 fn rabbitmqctl(args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new("rabbitmqctl").arg("-q").arg("-n").arg(NODE).args(args).output()
+    Command::new("rabbitmqctl")
+        .arg("-q")
+        .arg("-n")
+        .arg(NODE)
+        .args(args)
+        .output()
 }
 
 impl FaultBroker {
@@ -59,7 +64,11 @@ impl FaultBroker {
             );
         }
         let out = rabbitmqctl(&["await_startup", "--timeout", "60"]).expect("rabbitmqctl");
-        assert!(out.status.success(), "fault node not ready: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "fault node not ready: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { _private: () }
     }
 
@@ -72,15 +81,27 @@ impl FaultBroker {
     /// refuses new ones; the node (and its durable data) stays.
     pub fn stop_app(&self) {
         let out = rabbitmqctl(&["stop_app"]).expect("rabbitmqctl stop_app");
-        assert!(out.status.success(), "stop_app: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stop_app: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `rabbitmqctl start_app`, then waits until it accepts connections.
     pub fn start_app(&self) {
         let out = rabbitmqctl(&["start_app"]).expect("rabbitmqctl start_app");
-        assert!(out.status.success(), "start_app: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "start_app: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = rabbitmqctl(&["await_startup", "--timeout", "60"]).expect("rabbitmqctl");
-        assert!(out.status.success(), "await_startup: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "await_startup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(n, 0, "cut closes the connection");
         let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
         let mut b = [0u8; 1];
-        assert_eq!(refused.read(&mut b).await.unwrap_or(0), 0, "new connections are dropped");
+        assert_eq!(
+            refused.read(&mut b).await.unwrap_or(0),
+            0,
+            "new connections are dropped"
+        );
 
         proxy.restore();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();

@@ -106,7 +106,9 @@ impl Management {
     /// # Errors
     /// HTTP errors, e.g. 404 for an unknown queue.
     pub async fn queue_messages(&self, queue: &str) -> anyhow::Result<u64> {
-        let v = self.get_json(&format!("/api/queues/%2F/{}", urlencode(queue))).await?;
+        let v = self
+            .get_json(&format!("/api/queues/%2F/{}", urlencode(queue)))
+            .await?;
         Ok(v["messages"].as_u64().unwrap_or(0))
     }
 
@@ -164,7 +166,12 @@ fn urlencode(s: &str) -> String {
 
 /// Drains up to `max` messages from `queue` with basic.get (acking them),
 /// waiting up to `secs` for at least `expect` to arrive.
-pub async fn drain_queue(conn: &Connection, queue: &str, expect: usize, secs: u64) -> Vec<lapin::message::Delivery> {
+pub async fn drain_queue(
+    conn: &Connection,
+    queue: &str,
+    expect: usize,
+    secs: u64,
+) -> Vec<lapin::message::Delivery> {
     use lapin::options::{BasicAckOptions, BasicGetOptions};
     let channel = conn.create_channel().await.expect("channel");
     let mut out = Vec::new();
@@ -176,7 +183,11 @@ pub async fn drain_queue(conn: &Connection, queue: &str, expect: usize, secs: u6
                 .expect("basic.get")
             {
                 Some(msg) => {
-                    msg.delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
+                    msg.delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .expect("ack");
                     out.push(msg.delivery);
                 }
                 None => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -185,4 +196,27 @@ pub async fn drain_queue(conn: &Connection, queue: &str, expect: usize, secs: u6
     })
     .await;
     out
+}
+
+/// Deletes a topology's exchanges and queues (for tests that had to declare
+/// a non-auto-delete topology, e.g. through a binary).
+pub async fn delete_topology(conn: &Connection, topology: &Topology) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for q in [&topology.unrouted_queue, &topology.dead_letter_queue] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in [
+        &topology.exchange,
+        &topology.unrouted_exchange,
+        &topology.dead_letter_exchange,
+    ] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
 }

@@ -97,12 +97,16 @@ pub fn redact_url(url: &str) -> String {
 /// # Errors
 /// [`AmqpError::Connect`] after the last attempt, [`AmqpError::Cancelled`]
 /// if cancelled first.
-pub async fn connect(options: &ConnectOptions, cancel: &CancellationToken) -> Result<Connection, AmqpError> {
+pub async fn connect(
+    options: &ConnectOptions,
+    cancel: &CancellationToken,
+) -> Result<Connection, AmqpError> {
     let url = redact_url(&options.url);
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let props = ConnectionProperties::default().with_connection_name(options.name.clone().into());
+        let props =
+            ConnectionProperties::default().with_connection_name(options.name.clone().into());
         let result = tokio::select! {
             () = cancel.cancelled() => return Err(AmqpError::Cancelled),
             r = Connection::connect(&options.url, props) => r,
@@ -119,7 +123,11 @@ pub async fn connect(options: &ConnectOptions, cancel: &CancellationToken) -> Re
             }
             Err(source) => {
                 metrics::counter!("chatbus_amqp_connect_failures_total").increment(1);
-                if options.backoff.max_attempts.is_some_and(|max| attempt >= max) {
+                if options
+                    .backoff
+                    .max_attempts
+                    .is_some_and(|max| attempt >= max)
+                {
                     return Err(AmqpError::Connect { url, source });
                 }
                 let delay = options.backoff.delay(attempt);
@@ -167,11 +175,12 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_max_attempts_with_a_clear_error() {
         // Port 1 on loopback refuses connections.
-        let opts = ConnectOptions::new("amqp://guest:pw@127.0.0.1:1/%2f", "t").with_backoff(Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-            max_attempts: Some(3),
-        });
+        let opts =
+            ConnectOptions::new("amqp://guest:pw@127.0.0.1:1/%2f", "t").with_backoff(Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+                max_attempts: Some(3),
+            });
         let err = connect(&opts, &CancellationToken::new()).await.unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("127.0.0.1:1") && !msg.contains("pw@"), "{msg}");

@@ -102,7 +102,10 @@ pub(crate) fn long(value: &str) -> AMQPValue {
 }
 
 /// Reads a string header (long or short string) from AMQP headers.
-pub fn header_str<'a>(table: Option<&'a FieldTable>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+pub fn header_str<'a>(
+    table: Option<&'a FieldTable>,
+    name: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
     match table?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::ShortString(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
@@ -129,7 +132,10 @@ mod tests {
         let msg = OutgoingMessage::from_event(&event).unwrap();
         assert_eq!(msg.routing_key, "chat.twitch.-53ome-2e-43han");
         let props = msg.properties("chatbus-test").unwrap();
-        assert_eq!(props.content_type().as_ref().unwrap().as_str(), CONTENT_TYPE);
+        assert_eq!(
+            props.content_type().as_ref().unwrap().as_str(),
+            CONTENT_TYPE
+        );
         assert_eq!(*props.delivery_mode(), Some(2));
         assert_eq!(props.message_id().as_ref().unwrap().as_str(), "id-1");
         assert_eq!(props.kind().as_ref().unwrap().as_str(), "message");
@@ -149,6 +155,9 @@ mod tests {
             Utc::now(),
             EventBody::Message(MessageDetails::default()),
         );
-        assert!(matches!(OutgoingMessage::from_event(&event), Err(AmqpError::TooLong { .. })));
+        assert!(matches!(
+            OutgoingMessage::from_event(&event),
+            Err(AmqpError::TooLong { .. })
+        ));
     }
 }

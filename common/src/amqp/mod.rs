@@ -105,6 +105,9 @@ impl AmqpError {
     }
 }
 
-pub(crate) fn short(what: &'static str, value: impl Into<String>) -> Result<lapin::types::ShortString, AmqpError> {
+pub(crate) fn short(
+    what: &'static str,
+    value: impl Into<String>,
+) -> Result<lapin::types::ShortString, AmqpError> {
     lapin::types::ShortString::try_new(value).map_err(|_| AmqpError::TooLong { what })
 }

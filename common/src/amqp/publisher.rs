@@ -44,7 +44,11 @@ impl PendingConfirm {
     /// [`AmqpError::Protocol`] if the channel closed before the answer came
     /// (the message may or may not have been taken: re-send it).
     pub async fn wait(self) -> Result<(), AmqpError> {
-        match self.confirm.await.map_err(AmqpError::protocol("publisher confirm"))? {
+        match self
+            .confirm
+            .await
+            .map_err(AmqpError::protocol("publisher confirm"))?
+        {
             Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
             Confirmation::Nack(_) => Err(AmqpError::Nacked {
                 message_id: self.message_id,
@@ -60,7 +64,11 @@ impl Publisher {
     /// # Errors
     /// [`AmqpError::Protocol`] if the channel cannot be opened or the
     /// topology declared.
-    pub async fn open(connection: &Connection, topology: &Topology, app_id: &str) -> Result<Self, AmqpError> {
+    pub async fn open(
+        connection: &Connection,
+        topology: &Topology,
+        app_id: &str,
+    ) -> Result<Self, AmqpError> {
         let channel = connection
             .create_channel()
             .await
@@ -98,7 +106,8 @@ impl Publisher {
         let pending = self
             .send_raw(&self.exchange, &message.routing_key, &message.body, props)
             .await?;
-        metrics::histogram!("chatbus_amqp_publish_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("chatbus_amqp_publish_write_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(PendingConfirm {
             confirm: pending.confirm,
             message_id: message.message_id.clone(),
@@ -140,7 +149,10 @@ impl Publisher {
     /// # Errors
     /// As [`Publisher::send`] and [`PendingConfirm::wait`].
     pub async fn publish(&self, event: &ChatEvent) -> Result<(), AmqpError> {
-        self.send(&OutgoingMessage::from_event(event)?).await?.wait().await
+        self.send(&OutgoingMessage::from_event(event)?)
+            .await?
+            .wait()
+            .await
     }
 
     /// Publishes every message, keeping up to `max_in_flight` unconfirmed at
@@ -149,9 +161,18 @@ impl Publisher {
     /// # Errors
     /// The first error; some messages may have been confirmed before it.
     /// Use [`RecoveringPublisher::publish_batch`] for retry semantics.
-    pub async fn publish_all(&self, messages: &[OutgoingMessage], max_in_flight: usize) -> Result<(), AmqpError> {
-        let outcomes = self.publish_each(messages.iter().enumerate(), max_in_flight).await;
-        outcomes.into_iter().find_map(|(_, r)| r.err()).map_or(Ok(()), Err)
+    pub async fn publish_all(
+        &self,
+        messages: &[OutgoingMessage],
+        max_in_flight: usize,
+    ) -> Result<(), AmqpError> {
+        let outcomes = self
+            .publish_each(messages.iter().enumerate(), max_in_flight)
+            .await;
+        outcomes
+            .into_iter()
+            .find_map(|(_, r)| r.err())
+            .map_or(Ok(()), Err)
     }
 
     /// Publishes each `(index, message)` pipelined and reports every
@@ -210,7 +231,12 @@ pub struct RecoveringPublisher {
 impl RecoveringPublisher {
     /// A publisher that connects lazily with `options` and gives up only
     /// when `cancel` fires.
-    pub fn new(options: ConnectOptions, topology: Topology, app_id: &str, cancel: CancellationToken) -> Self {
+    pub fn new(
+        options: ConnectOptions,
+        topology: Topology,
+        app_id: &str,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             options,
             topology,
@@ -274,7 +300,10 @@ impl RecoveringPublisher {
         while !pending.is_empty() {
             let publisher = self.publisher().await?;
             let outcomes = publisher
-                .publish_each(pending.iter().map(|&i| (i, &messages[i])), self.max_in_flight)
+                .publish_each(
+                    pending.iter().map(|&i| (i, &messages[i])),
+                    self.max_in_flight,
+                )
                 .await;
             let mut failed = Vec::new();
             let mut reconnect = false;

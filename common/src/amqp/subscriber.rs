@@ -107,7 +107,11 @@ impl SubscriberBuilder {
     /// # Errors
     /// [`AmqpError::Pattern`] for a bad binding; [`AmqpError::Protocol`] if a
     /// declaration is refused (e.g. the queue exists with other arguments).
-    pub async fn build(self, connection: &Connection, topology: &Topology) -> Result<Subscriber, AmqpError> {
+    pub async fn build(
+        self,
+        connection: &Connection,
+        topology: &Topology,
+    ) -> Result<Subscriber, AmqpError> {
         for pattern in &self.bindings {
             TopicPattern::parse(pattern)?;
         }
@@ -122,7 +126,10 @@ impl SubscriberBuilder {
             .map_err(AmqpError::protocol("basic.qos"))?;
 
         let mut args = FieldTable::default();
-        args.insert("x-dead-letter-exchange".into(), long(&topology.dead_letter_exchange));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long(&topology.dead_letter_exchange),
+        );
         if self.queue_type == QueueType::Quorum {
             args.insert("x-queue-type".into(), long("quorum"));
         }
@@ -223,7 +230,12 @@ impl Subscriber {
         loop {
             let raw = match self.consumer.next().await? {
                 Ok(raw) => raw,
-                Err(e) => return Some(Err(AmqpError::Protocol { op: "basic.consume", source: e })),
+                Err(e) => {
+                    return Some(Err(AmqpError::Protocol {
+                        op: "basic.consume",
+                        source: e,
+                    }));
+                }
             };
             match decode(&raw) {
                 Ok(event) => {
@@ -275,7 +287,13 @@ impl Subscriber {
     /// [`AmqpError::Protocol`] if the channel is closed.
     pub async fn nack_up_to(&self, delivery_tag: u64, requeue: bool) -> Result<(), AmqpError> {
         self.channel
-            .basic_nack(delivery_tag, BasicNackOptions { multiple: true, requeue })
+            .basic_nack(
+                delivery_tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue,
+                },
+            )
             .await
             .map_err(AmqpError::protocol("basic.nack"))
     }
@@ -330,7 +348,10 @@ impl Delivery {
     pub async fn nack(&self, requeue: bool) -> Result<(), AmqpError> {
         self.raw
             .acker
-            .nack(BasicNackOptions { multiple: false, requeue })
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue,
+            })
             .await
             .map(drop)
             .map_err(AmqpError::protocol("basic.nack"))
@@ -344,7 +365,14 @@ impl Delivery {
     /// [`AmqpError`] if the dead-letter publish or the ack fails; the
     /// delivery is then still unacked and will be redelivered.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), AmqpError> {
-        dead_letter(&self.dead_letters, &self.dead_letter_exchange, &self.queue, &self.raw, reason).await
+        dead_letter(
+            &self.dead_letters,
+            &self.dead_letter_exchange,
+            &self.queue,
+            &self.raw,
+            reason,
+        )
+        .await
     }
 
     /// The AMQP properties as received.
@@ -359,10 +387,13 @@ impl Delivery {
 }
 
 fn decode(raw: &RawDelivery) -> Result<ChatEvent, String> {
-    if let Some(ct) = raw.properties.content_type().as_ref() {
-        if ct.as_str() != CONTENT_TYPE {
-            return Err(format!("content_type `{}` is not {CONTENT_TYPE}", ct.as_str()));
-        }
+    if let Some(ct) = raw.properties.content_type().as_ref()
+        && ct.as_str() != CONTENT_TYPE
+    {
+        return Err(format!(
+            "content_type `{}` is not {CONTENT_TYPE}",
+            ct.as_str()
+        ));
     }
     ChatEvent::from_json(&raw.data).map_err(|e| e.to_string())
 }
@@ -379,7 +410,10 @@ async fn dead_letter(
     let reason: String = reason.chars().take(1000).collect();
     table.insert(headers::DEAD_LETTER_REASON.into(), long(&reason));
     table.insert(headers::DEAD_LETTER_QUEUE.into(), long(queue));
-    table.insert(headers::DEAD_LETTER_EXCHANGE.into(), long(raw.exchange.as_str()));
+    table.insert(
+        headers::DEAD_LETTER_EXCHANGE.into(),
+        long(raw.exchange.as_str()),
+    );
     table.insert(
         headers::DEAD_LETTERED_AT.into(),
         AMQPValue::Timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)),

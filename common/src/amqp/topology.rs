@@ -93,9 +93,16 @@ impl Topology {
             .await
             .map_err(AmqpError::protocol("exchange.declare (unrouted)"))?;
         let mut args = self.queue_args();
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.unrouted_max_length.into()));
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(self.unrouted_max_length.into()),
+        );
         channel
-            .queue_declare(short("queue", self.unrouted_queue.clone())?, queue_opts, args)
+            .queue_declare(
+                short("queue", self.unrouted_queue.clone())?,
+                queue_opts,
+                args,
+            )
             .await
             .map_err(AmqpError::protocol("queue.declare (unrouted)"))?;
         channel

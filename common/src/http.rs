@@ -1,0 +1,340 @@
+//! warp plumbing shared by the services: one [`ApiError`] type, one
+//! [`handle_rejection`] for `.recover(...)`, bearer-token auth, `/healthz`,
+//! `/metrics`, and serving on a given listener until shutdown.
+
+use std::convert::Infallible;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::secret::Secret;
+
+/// An error answered as JSON `{"error": code, "message": message}`.
+///
+/// `code` is a stable snake_case identifier clients can match on; `message`
+/// is for humans. For 5xx errors the cause is logged, never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `invalid_cursor`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500 `internal`: logs `cause`, answers a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        tracing::error!(error_id = %id, error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error (id {id}); see the server log"),
+        )
+    }
+
+    /// 503 `unavailable`: logs `cause`, answers a generic message.
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "service unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "temporarily unavailable",
+        )
+    }
+
+    /// This error as a warp reply.
+    pub fn into_response(self) -> warp::reply::Response {
+        let body = warp::reply::json(&ErrorBody {
+            error: self.code,
+            message: &self.message,
+        });
+        let mut res = warp::reply::with_status(body, self.status).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                "www-authenticate",
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+/// The single rejection handler: every rejection becomes a JSON [`ApiError`].
+///
+/// # Errors
+/// Never: the `Result` is what `Filter::recover` requires.
+pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let error = if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::not_found("no such route")
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request("invalid_query", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::bad_request("invalid_body", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request("missing_header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request("invalid_header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingCookie>() {
+        ApiError::bad_request("missing_cookie", e.to_string())
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type",
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )
+    } else {
+        ApiError::internal(format!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(error.into_response())
+}
+
+/// A filter that passes when `token` is `None` (auth disabled) or the request
+/// carries `Authorization: Bearer <token>` (or `?access_token=<token>`, for
+/// browsers' WebSocket API, which cannot set headers). Otherwise 401.
+pub fn bearer_auth(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let token = std::sync::Arc::new(token.filter(|t| !t.is_empty()));
+    warp::header::optional::<String>("authorization")
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(move |header: Option<String>, query: String| {
+            let token = token.clone();
+            async move {
+                let Some(expected) = token.as_ref() else {
+                    return Ok(());
+                };
+                let from_header = header.as_deref().and_then(|h| {
+                    h.strip_prefix("Bearer ")
+                        .or_else(|| h.strip_prefix("bearer "))
+                });
+                let from_query = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token="))
+                    .map(percent_decode);
+                let offered = from_header.map(str::to_owned).or(from_query);
+                match offered {
+                    Some(t) if constant_time_eq(t.as_bytes(), expected.expose().as_bytes()) => {
+                        Ok(())
+                    }
+                    _ => Err(warp::reject::custom(ApiError::unauthorized())),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
+                .zip(hex(bytes[i + 2]))
+                .map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (decoded, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /healthz`: 200 `ok` while the process serves HTTP.
+pub fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("healthz").and(warp::get()).map(|| "ok")
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub fn metrics(
+    handle: PrometheusHandle,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            handle.render(),
+            "content-type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    })
+}
+
+/// Serves `filter` on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish.
+pub async fn serve<F>(filter: F, listener: TcpListener, shutdown: CancellationToken)
+where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    let filter = filter.recover(handle_rejection);
+    warp::serve(filter)
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+}
+
+/// Binds `addr`, naming it in the error.
+///
+/// # Errors
+/// When the address is in use or not ours.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejections_become_json_errors() {
+        let route = warp::path!("x")
+            .and(warp::get())
+            .and_then(|| async {
+                Err::<String, _>(warp::reject::custom(ApiError::bad_request(
+                    "bad_thing",
+                    "nope",
+                )))
+            })
+            .recover(handle_rejection);
+        let res = warp::test::request().path("/x").reply(&route).await;
+        assert_eq!(res.status(), 400);
+        let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "bad_thing", "message": "nope"})
+        );
+        let res = warp::test::request().path("/nope").reply(&route).await;
+        assert_eq!(res.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause() {
+        let res = ApiError::internal("database password is hunter2").into_response();
+        assert_eq!(res.status(), 500);
+        let body = format!("{:?}", res.body());
+        assert!(!body.contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn bearer_auth_accepts_header_or_query_and_rejects_others() {
+        let route = bearer_auth(Some(Secret::new("s3cret")))
+            .map(|| "in")
+            .recover(handle_rejection);
+        let ok = warp::test::request()
+            .header("authorization", "Bearer s3cret")
+            .reply(&route)
+            .await;
+        assert_eq!(ok.status(), 200);
+        let ok = warp::test::request()
+            .path("/?access_token=s3cret")
+            .reply(&route)
+            .await;
+        assert_eq!(ok.status(), 200);
+        for bad in ["Bearer nope", "Basic s3cret", ""] {
+            let res = warp::test::request()
+                .header("authorization", bad)
+                .reply(&route)
+                .await;
+            assert_eq!(res.status(), 401, "{bad}");
+        }
+        let open = bearer_auth(None).map(|| "in").recover(handle_rejection);
+        assert_eq!(warp::test::request().reply(&open).await.status(), 200);
+    }
+
+    #[test]
+    fn percent_decoding_handles_edge_cases() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+        assert_eq!(percent_decode("é%C3%A9"), "éé");
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,92 @@
+//! The published contract stays equal to the Rust types: the JSON Schema in
+//! `docs/chat-event.schema.json` and the examples in `docs/schema.md`.
+//!
+//! Regenerate the schema after changing the types with
+//! `CHATBUS_BLESS=1 cargo nextest run -p common --test contract`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::schema::{ChatEvent, EventKind, json_schema};
+
+fn docs(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(file)
+}
+
+#[test]
+fn json_schema_file_matches_the_types() {
+    let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+    let path = docs("chat-event.schema.json");
+    if std::env::var_os("CHATBUS_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/chat-event.schema.json differs from the Rust types; \
+         run CHATBUS_BLESS=1 cargo nextest run -p common --test contract and commit the file"
+    );
+}
+
+/// Every ```json block in docs/schema.md that has a "schema_version" key.
+fn examples() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(docs("schema.md")).unwrap();
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        match (&mut block, line.trim_start()) {
+            (None, "```json") => block = Some(String::new()),
+            (Some(b), "```") => {
+                let v: serde_json::Value = serde_json::from_str(b)
+                    .unwrap_or_else(|e| panic!("docs/schema.md has invalid JSON ({e}):\n{b}"));
+                if v.get("schema_version").is_some() {
+                    out.push(v);
+                }
+                block = None;
+            }
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn schema_doc_has_one_valid_example_per_kind() {
+    let mut kinds = BTreeSet::new();
+    for example in examples() {
+        let bytes = serde_json::to_vec(&example).unwrap();
+        let event = ChatEvent::from_json(&bytes)
+            .unwrap_or_else(|e| panic!("example does not parse: {e}\n{example:#}"));
+        // Nothing in the example is silently ignored: it round-trips.
+        let back = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            strip_nulls(back),
+            strip_nulls(example.clone()),
+            "example round-trips"
+        );
+        kinds.insert(event.kind());
+    }
+    let all: BTreeSet<_> = EventKind::ALL.into_iter().collect();
+    assert_eq!(kinds, all, "docs/schema.md needs one example per kind");
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null() && v != &serde_json::json!([]))
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(strip_nulls).collect())
+        }
+        other => other,
+    }
+}
