@@ -9,6 +9,7 @@ pub mod events;
 pub mod fault;
 pub mod proxy;
 pub mod rabbit;
+pub mod repo;
 
 use std::future::Future;
 use std::time::Duration;
