@@ -384,6 +384,24 @@ impl Delivery {
     pub fn body(&self) -> &[u8] {
         &self.raw.data
     }
+
+    /// Acknowledges this delivery and every earlier unacknowledged one of
+    /// its channel in one frame (`multiple`): what [`Subscriber::ack_up_to`]
+    /// does, for a batch consumer whose [`Subscriber`] is owned by another
+    /// task. Never call it on a delivery that was already acked or
+    /// dead-lettered (the broker closes the channel for an unknown tag).
+    ///
+    /// # Errors
+    /// [`AmqpError::Protocol`] if the channel is closed (the broker will
+    /// redeliver those messages).
+    pub async fn ack_through(&self) -> Result<(), AmqpError> {
+        self.raw
+            .acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map(drop)
+            .map_err(AmqpError::protocol("basic.ack"))
+    }
 }
 
 fn decode(raw: &RawDelivery) -> Result<ChatEvent, String> {
