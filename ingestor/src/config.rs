@@ -1,10 +1,14 @@
 //! The ingestor's configuration (see `.env.example` for every key).
 
-use common::config::{ConfigError, ServiceConfig, check_amqp_url};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::Secret;
+use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range, comma_list};
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
-/// ingestor settings. Each field is also an environment variable of the
+/// Ingestor settings. Each field is also an environment variable of the
 /// same name in upper case.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -13,12 +17,59 @@ pub struct Config {
     pub amqp_url: String,
     /// The topic exchange events are published to.
     pub chat_exchange: String,
-    /// Address the HTTP server listens on.
+    /// Address of the admin/health/metrics HTTP server.
     pub ingestor_http_addr: String,
+    /// API key required by the admin API's join/part endpoints (bearer
+    /// token). Unset: join/part over HTTP are refused.
+    pub ingestor_api_key: Option<Secret>,
     /// Log output: `human` or `json`.
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax.
     pub rust_log: String,
+
+    /// Twitch IRC server `host:port`.
+    pub twitch_irc_addr: String,
+    /// Use TLS to the IRC server.
+    pub twitch_irc_tls: bool,
+    /// Channels to join at start (logins, comma separated).
+    #[serde(deserialize_with = "comma_list")]
+    pub twitch_channels: Vec<String>,
+    /// Account (login) in the token store to connect as. Unset: anonymous,
+    /// read-only (`justinfan`).
+    pub twitch_login: Option<String>,
+    /// Path of the token store written by the auth-server.
+    pub token_store_path: PathBuf,
+    /// Most JOINs per `twitch_join_window` (Twitch: 20 per 10 s; 2000 for
+    /// verified bots).
+    pub twitch_join_limit: u32,
+    /// The window of `twitch_join_limit`.
+    #[serde(with = "humantime_serde")]
+    pub twitch_join_window: Duration,
+    /// A JOIN not confirmed within this time is sent again.
+    #[serde(with = "humantime_serde")]
+    pub twitch_join_timeout: Duration,
+    /// Channels per IRC connection.
+    pub twitch_channels_per_connection: usize,
+    /// Longest IRC line accepted, in bytes; longer lines are logged and skipped.
+    pub irc_max_line_bytes: usize,
+    /// Carry the raw IRC line in each event's `raw` field.
+    pub ingest_include_raw: bool,
+
+    /// Directory of the disk spool (the outbox's durable log).
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; beyond it new events are dropped (and
+    /// counted, and logged).
+    pub spool_max_bytes: u64,
+    /// Size at which a spool segment file is closed and a new one started.
+    pub spool_segment_bytes: u64,
+    /// Unpublished events kept in memory; the rest are read back from the
+    /// spool when the publisher catches up.
+    pub outbox_memory_events: usize,
+    /// Unconfirmed messages in flight to RabbitMQ.
+    pub publish_max_in_flight: usize,
+    /// Longest wait between broker reconnect attempts.
+    #[serde(with = "humantime_serde")]
+    pub amqp_reconnect_max_delay: Duration,
 }
 
 impl Default for Config {
@@ -27,10 +78,42 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             chat_exchange: "chat".into(),
             ingestor_http_addr: "127.0.0.1:9100".into(),
+            ingestor_api_key: None,
             log_format: LogFormat::Human,
             rust_log: "info".into(),
+            twitch_irc_addr: "irc.chat.twitch.tv:6697".into(),
+            twitch_irc_tls: true,
+            twitch_channels: Vec::new(),
+            twitch_login: None,
+            token_store_path: PathBuf::from("tokenStore.json"),
+            twitch_join_limit: 20,
+            twitch_join_window: Duration::from_secs(10),
+            twitch_join_timeout: Duration::from_secs(15),
+            twitch_channels_per_connection: 90,
+            irc_max_line_bytes: 64 * 1024,
+            ingest_include_raw: true,
+            spool_dir: PathBuf::from("data/spool"),
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_segment_bytes: 16 * 1024 * 1024,
+            outbox_memory_events: 20_000,
+            publish_max_in_flight: 1024,
+            amqp_reconnect_max_delay: Duration::from_secs(10),
         }
     }
+}
+
+/// Normalises a channel name as Twitch does: trimmed, without `#`, lower case.
+pub fn normalise_channel(name: &str) -> String {
+    name.trim().trim_start_matches('#').to_lowercase()
+}
+
+/// Whether `login` is a plausible Twitch login (`[a-z0-9_]{1,25}`).
+pub fn is_valid_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= 25
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl ServiceConfig for Config {
@@ -39,6 +122,132 @@ impl ServiceConfig for Config {
         if self.chat_exchange.is_empty() {
             return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
         }
+        if self
+            .ingestor_http_addr
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "ingestor_http_addr",
+                "must be ip:port",
+            ));
+        }
+        match self.twitch_irc_addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(ConfigError::invalid("twitch_irc_addr", "must be host:port")),
+        }
+        for channel in &self.twitch_channels {
+            if !is_valid_login(&normalise_channel(channel)) {
+                return Err(ConfigError::invalid(
+                    "twitch_channels",
+                    format!("`{channel}` is not a Twitch login ([a-z0-9_], 1-25 characters)"),
+                ));
+            }
+        }
+        if let Some(login) = &self.twitch_login
+            && !is_valid_login(login)
+        {
+            return Err(ConfigError::invalid("twitch_login", "not a Twitch login"));
+        }
+        check_range("twitch_join_limit", self.twitch_join_limit, 1, 100_000)?;
+        if self.twitch_join_window.is_zero() {
+            return Err(ConfigError::invalid(
+                "twitch_join_window",
+                "must be more than 0",
+            ));
+        }
+        check_range(
+            "twitch_channels_per_connection",
+            self.twitch_channels_per_connection,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "irc_max_line_bytes",
+            self.irc_max_line_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        check_range(
+            "spool_segment_bytes",
+            self.spool_segment_bytes,
+            4096,
+            1 << 40,
+        )?;
+        if self.spool_max_bytes < self.spool_segment_bytes {
+            return Err(ConfigError::invalid(
+                "spool_max_bytes",
+                "must be at least spool_segment_bytes",
+            ));
+        }
+        check_range(
+            "outbox_memory_events",
+            self.outbox_memory_events,
+            1,
+            100_000_000,
+        )?;
+        check_range(
+            "publish_max_in_flight",
+            self.publish_max_in_flight,
+            1,
+            1_000_000,
+        )?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// The channels to join at start, normalised and deduplicated.
+    pub fn initial_channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .twitch_channels
+            .iter()
+            .map(|c| normalise_channel(c))
+            .collect();
+        channels.sort();
+        channels.dedup();
+        channels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::config::load_from;
+
+    #[test]
+    fn defaults_are_valid_and_anonymous() {
+        let c: Config = load_from(None, Vec::<(String, String)>::new()).unwrap();
+        assert!(c.twitch_login.is_none());
+        assert_eq!(c.twitch_irc_addr, "irc.chat.twitch.tv:6697");
+        assert!(c.twitch_irc_tls);
+    }
+
+    #[test]
+    fn channels_from_a_comma_list_are_normalised() {
+        let c: Config = load_from(None, [("TWITCH_CHANNELS", "#Foo, bar,foo")]).unwrap();
+        assert_eq!(c.initial_channels(), ["bar", "foo"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("TWITCH_CHANNELS", "ok,not a channel"),
+            ("TWITCH_IRC_ADDR", "no-port"),
+            ("TWITCH_JOIN_LIMIT", "0"),
+            ("SPOOL_MAX_BYTES", "10"),
+            ("TWITCH_JOIN_TIMEOUT", "whenever"),
+        ] {
+            let err = load_from::<Config, _, _, _>(None, [(k, v)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(k), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_api_key_is_redacted() {
+        let c: Config = load_from(None, [("INGESTOR_API_KEY", "letmein")]).unwrap();
+        assert!(!format!("{c:?}").contains("letmein"));
     }
 }
