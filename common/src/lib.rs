@@ -6,17 +6,21 @@
 //!   that chatbus services and other Rust services use.
 //! * [`config`]: layered, validated configuration.
 //! * [`token_store`]: the OAuth token file shared by auth-server and ingestor.
+//! * [`oauth`], [`token_manager`]: OAuth providers, and the manager that keeps
+//!   the stored tokens refreshed and validated (auth-server and ingestor).
 //! * [`secret`], [`telemetry`], [`shutdown`]: the small things every binary needs.
 
 pub mod amqp;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod oauth;
 pub mod routing;
 pub mod schema;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token_manager;
 pub mod token_store;
 
 pub use schema::{ChatEvent, EventBody, EventKind};

@@ -6,6 +6,7 @@
 
 pub mod corpus;
 pub mod events;
+pub mod fake_oauth;
 pub mod fake_irc;
 pub mod fault;
 pub mod proxy;
