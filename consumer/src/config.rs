@@ -1,6 +1,11 @@
 //! The consumer's configuration (see `.env.example` for every key).
 
-use common::config::{ConfigError, ServiceConfig, check_amqp_url};
+use std::time::Duration;
+
+use common::Secret;
+use common::amqp::QueueType;
+use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range};
+use common::routing::TopicPattern;
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +24,69 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax.
     pub rust_log: String,
+
+    /// Where events are stored: `sqlite://path/to/file.sqlite` (created if
+    /// missing). PostgreSQL comes in its own issue.
+    pub database_url: String,
+    /// Most connections the store's read pool opens.
+    pub database_max_connections: u32,
+
+    /// The durable queue the consumer reads. Every instance that shares it
+    /// (and the database) shares the work: each event is stored once.
+    pub consumer_queue: String,
+    /// `classic` or `quorum` (for a RabbitMQ cluster).
+    pub consumer_queue_type: QueueType,
+    /// Binding patterns of the queue (AMQP topic syntax).
+    #[serde(deserialize_with = "common::config::comma_list")]
+    pub consumer_bindings: Vec<String>,
+    /// Most unacknowledged deliveries the broker sends at once.
+    pub consumer_prefetch: u16,
+    /// Most events written in one transaction.
+    pub consumer_batch_size: usize,
+    /// Longest a batch waits to fill before it is written anyway.
+    #[serde(with = "humantime_serde")]
+    pub consumer_batch_wait: Duration,
+
+    /// Bearer token required by the REST API and the WebSocket; unset or
+    /// empty means open.
+    pub consumer_api_token: Option<Secret>,
+
+    /// How far back a ban, timeout or chat clear marks a user's (or the
+    /// channel's) messages in history.
+    #[serde(with = "humantime_serde")]
+    pub consumer_moderation_lookback: Duration,
+    /// Delete events older than this (by `sent_at`); unset keeps them.
+    #[serde(with = "humantime_serde")]
+    pub consumer_retention_max_age: Option<Duration>,
+    /// Keep at most this many events per channel (the newest); unset or 0
+    /// keeps them all.
+    pub consumer_retention_max_per_channel: Option<u64>,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub consumer_retention_interval: Duration,
+
+    /// How often the live feed looks for events other instances committed,
+    /// in case their commit notification was lost.
+    #[serde(with = "humantime_serde")]
+    pub consumer_live_poll_interval: Duration,
+
+    /// Events a WebSocket client may have queued before it counts as too
+    /// slow and is disconnected (it can resume from its last cursor).
+    pub consumer_ws_send_queue: usize,
+    /// Subscriptions one WebSocket connection may hold.
+    pub consumer_ws_max_subscriptions: usize,
+    /// Largest inbound WebSocket message, in bytes.
+    pub consumer_ws_max_frame_bytes: usize,
+    /// How often the server pings each WebSocket client; a client silent
+    /// for two intervals is dropped.
+    #[serde(with = "humantime_serde")]
+    pub consumer_ws_ping_interval: Duration,
+    /// Longest one write to a WebSocket client may block before the client
+    /// is dropped.
+    #[serde(with = "humantime_serde")]
+    pub consumer_ws_write_timeout: Duration,
+    /// Largest `last=N` history a subscription may ask for.
+    pub consumer_ws_max_history: usize,
 }
 
 impl Default for Config {
@@ -29,7 +97,34 @@ impl Default for Config {
             consumer_http_addr: "0.0.0.0:8080".into(),
             log_format: LogFormat::Human,
             rust_log: "info".into(),
+            database_url: "sqlite://chatbus.sqlite".into(),
+            database_max_connections: 8,
+            consumer_queue: "chat.consumer".into(),
+            consumer_queue_type: QueueType::Classic,
+            consumer_bindings: vec!["chat.#".into()],
+            consumer_prefetch: 1000,
+            consumer_batch_size: 500,
+            consumer_batch_wait: Duration::from_millis(20),
+            consumer_api_token: None,
+            consumer_moderation_lookback: Duration::from_secs(24 * 3600),
+            consumer_retention_max_age: None,
+            consumer_retention_max_per_channel: None,
+            consumer_retention_interval: Duration::from_secs(600),
+            consumer_live_poll_interval: Duration::from_secs(1),
+            consumer_ws_send_queue: 1024,
+            consumer_ws_max_subscriptions: 16,
+            consumer_ws_max_frame_bytes: 64 * 1024,
+            consumer_ws_ping_interval: Duration::from_secs(20),
+            consumer_ws_write_timeout: Duration::from_secs(10),
+            consumer_ws_max_history: 1000,
         }
+    }
+}
+
+impl Config {
+    /// The API token, if one is set and not empty.
+    pub fn api_token(&self) -> Option<Secret> {
+        self.consumer_api_token.clone().filter(|t| !t.is_empty())
     }
 }
 
@@ -39,6 +134,157 @@ impl ServiceConfig for Config {
         if self.chat_exchange.is_empty() {
             return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
         }
+        crate::store::StoreKind::from_url(&self.database_url)
+            .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
+        check_range(
+            "database_max_connections",
+            self.database_max_connections,
+            1,
+            1024,
+        )?;
+        if self.consumer_queue.is_empty() || self.consumer_queue.len() > 200 {
+            return Err(ConfigError::invalid(
+                "consumer_queue",
+                "must be 1 to 200 bytes",
+            ));
+        }
+        if self.consumer_bindings.is_empty() {
+            return Err(ConfigError::invalid(
+                "consumer_bindings",
+                "needs at least one pattern, e.g. chat.#",
+            ));
+        }
+        for pattern in &self.consumer_bindings {
+            TopicPattern::parse(pattern)
+                .map_err(|e| ConfigError::invalid("consumer_bindings", e.to_string()))?;
+        }
+        check_range("consumer_prefetch", self.consumer_prefetch, 1, u16::MAX)?;
+        check_range("consumer_batch_size", self.consumer_batch_size, 1, 10_000)?;
+        if usize::from(self.consumer_prefetch) < self.consumer_batch_size {
+            return Err(ConfigError::invalid(
+                "consumer_prefetch",
+                format!(
+                    "{} is smaller than CONSUMER_BATCH_SIZE ({}): batches could never fill",
+                    self.consumer_prefetch, self.consumer_batch_size
+                ),
+            ));
+        }
+        let durations = [
+            ("consumer_batch_wait", Some(self.consumer_batch_wait)),
+            (
+                "consumer_retention_interval",
+                Some(self.consumer_retention_interval),
+            ),
+            (
+                "consumer_live_poll_interval",
+                Some(self.consumer_live_poll_interval),
+            ),
+            (
+                "consumer_ws_ping_interval",
+                Some(self.consumer_ws_ping_interval),
+            ),
+            (
+                "consumer_ws_write_timeout",
+                Some(self.consumer_ws_write_timeout),
+            ),
+            (
+                "consumer_retention_max_age",
+                self.consumer_retention_max_age,
+            ),
+        ];
+        for (field, value) in durations {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(ConfigError::invalid(field, "must be greater than zero"));
+            }
+        }
+        check_range(
+            "consumer_ws_send_queue",
+            self.consumer_ws_send_queue,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "consumer_ws_max_subscriptions",
+            self.consumer_ws_max_subscriptions,
+            1,
+            1024,
+        )?;
+        check_range(
+            "consumer_ws_max_frame_bytes",
+            self.consumer_ws_max_frame_bytes,
+            256,
+            16 * 1024 * 1024,
+        )?;
+        check_range(
+            "consumer_ws_max_history",
+            self.consumer_ws_max_history,
+            1,
+            100_000,
+        )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        common::config::load_from(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.consumer_queue, "chat.consumer");
+        assert_eq!(c.consumer_bindings, ["chat.#"]);
+        assert_eq!(c.consumer_http_addr, "0.0.0.0:8080");
+        assert!(c.api_token().is_none());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let c = load(&[
+            ("CONSUMER_BINDINGS", "chat.twitch.*, chat.*.x"),
+            ("CONSUMER_QUEUE_TYPE", "quorum"),
+            ("CONSUMER_RETENTION_MAX_AGE", "30d"),
+            ("CONSUMER_RETENTION_MAX_PER_CHANNEL", "1000"),
+            ("CONSUMER_API_TOKEN", "s3cret"),
+            ("DATABASE_URL", "sqlite:///data/db/chatbus.sqlite"),
+        ])
+        .unwrap();
+        assert_eq!(c.consumer_bindings, ["chat.twitch.*", "chat.*.x"]);
+        assert_eq!(c.consumer_queue_type, QueueType::Quorum);
+        assert_eq!(
+            c.consumer_retention_max_age,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(c.consumer_retention_max_per_channel, Some(1000));
+        assert_eq!(c.api_token().unwrap().expose(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value, needle) in [
+            ("CONSUMER_BINDINGS", "chat.tw*", "CONSUMER_BINDINGS"),
+            ("CONSUMER_PREFETCH", "10", "CONSUMER_PREFETCH"),
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+            (
+                "CONSUMER_WS_MAX_FRAME_BYTES",
+                "1",
+                "CONSUMER_WS_MAX_FRAME_BYTES",
+            ),
+            ("CONSUMER_BATCH_WAIT", "0s", "CONSUMER_BATCH_WAIT"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err();
+            assert!(err.contains(needle), "{key}={value}: {err}");
+        }
     }
 }

@@ -1,40 +1,177 @@
-//! The chatbus consumer: subscribes to the `chat` exchange, persists every
-//! event and serves it live and as history.
+//! The chatbus consumer: persists every event from the `chat` exchange and
+//! serves it live and as history.
+//!
+//! ```text
+//! queue CONSUMER_QUEUE --[ingest]--> store (SQLite) --[live_feed]--> hub --> WebSocket sessions
+//!      (shared by all instances)       |   ^                  ^
+//!                                      |   '---- REST API     '-- commit announcements from other instances
+//!                                      '-- retention
+//! ```
+//!
+//! * [`ingest`]: subscribe, batch, commit, ack, dead-letter.
+//! * [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! * [`live_feed`] and [`hub`]: every committed event, in cursor order, to
+//!   every matching live subscription, through bounded per-client queues.
+//! * [`commit_signal`]: how instances sharing a store learn of each
+//!   other's commits.
+//! * [`ws`], [`api`], [`web`]: the HTTP surface.
+//! * [`retention`]: deletes by age and by count per channel.
 
+pub mod api;
+pub mod commit_signal;
 pub mod config;
+pub mod hub;
+pub mod ingest;
+pub mod live_feed;
+pub mod retention;
+pub mod selector;
+pub mod store;
+pub mod web;
+pub mod ws;
+
+use std::sync::Arc;
 
 use anyhow::Context;
-use common::amqp::{self, ConnectOptions, Topology};
-use common::shutdown::CancellationToken;
+use common::amqp::Topology;
+use common::shutdown::{CancellationToken, supervise};
 use tokio::net::TcpListener;
 use warp::Filter;
 
 pub use config::Config;
 
-/// Runs the consumer until `shutdown` is cancelled.
+use crate::hub::Hub;
+use crate::live_feed::LiveFeed;
+use crate::store::{RetentionPolicy, StoreOptions};
+use crate::ws::{WsContext, WsSettings};
+
+/// Runs the consumer until `shutdown` is cancelled: opens the store, starts
+/// ingest (which connects to RabbitMQ in the background, retrying), the live
+/// feed and retention, and serves HTTP on `listener`.
 ///
 /// # Errors
-/// When the broker cannot be reached or the topology cannot be declared.
+/// When the store cannot be opened, or a task fails.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let topology = Topology::named(&config.chat_exchange);
+    run_with_topology(config, topology, listener, shutdown).await
+}
+
+/// [`run`] with an explicit exchange topology instead of the one named by
+/// `CHAT_EXCHANGE`. Tests use it to run against their own auto-deleting
+/// exchanges; the consumer's queue then also expires as the topology's
+/// queues do.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_topology(
+    config: Config,
+    topology: Topology,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = common::telemetry::metrics_handle();
-    let conn = amqp::connect(
-        &ConnectOptions::new(&config.amqp_url, "chatbus-consumer"),
-        &shutdown,
+    let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let store = store::open(
+        &config.database_url,
+        &StoreOptions {
+            max_connections: config.database_max_connections,
+            moderation_lookback: config.consumer_moderation_lookback,
+        },
     )
     .await
-    .context("connecting to RabbitMQ")?;
-    let channel = conn.create_channel().await.context("opening a channel")?;
-    Topology::named(&config.chat_exchange)
-        .declare(&channel)
-        .await
-        .context("declaring the topology")?;
-    let routes = common::http::healthz().or(common::http::metrics(metrics));
-    tracing::info!(addr = %listener.local_addr()?, "consumer listening");
-    common::http::serve(routes, listener, shutdown).await;
-    let _ = conn.close(200, "shutdown".into()).await;
-    Ok(())
+    .context("opening the store")?;
+    let hub = Hub::new();
+    let (feed_handle, feed) = LiveFeed::start(
+        store.clone(),
+        hub.clone(),
+        config.consumer_live_poll_interval,
+    )
+    .await
+    .context("reading the store's head")?;
+
+    let mut tasks = vec![
+        supervise("live feed", shutdown.clone(), feed.run(shutdown.clone())),
+        supervise(
+            "ingest",
+            shutdown.clone(),
+            ingest::run(
+                ingest::IngestSettings {
+                    amqp_url: config.amqp_url.clone(),
+                    topology,
+                    queue: config.consumer_queue.clone(),
+                    queue_type: config.consumer_queue_type,
+                    bindings: config.consumer_bindings.clone(),
+                    prefetch: config.consumer_prefetch,
+                    batch_size: config.consumer_batch_size,
+                    batch_wait: config.consumer_batch_wait,
+                    instance: instance.clone(),
+                },
+                store.clone(),
+                feed_handle,
+                shutdown.clone(),
+            ),
+        ),
+    ];
+    let policy = RetentionPolicy {
+        max_age: config.consumer_retention_max_age,
+        max_per_channel: config.consumer_retention_max_per_channel,
+    };
+    if policy.is_active() {
+        tasks.push(supervise(
+            "retention",
+            shutdown.clone(),
+            retention::run(
+                store.clone(),
+                policy,
+                config.consumer_retention_interval,
+                shutdown.clone(),
+            ),
+        ));
+    }
+
+    let token = config.api_token();
+    let ws = ws::route(
+        Arc::new(WsContext {
+            store: store.clone(),
+            hub,
+            settings: WsSettings {
+                send_queue: config.consumer_ws_send_queue,
+                max_subscriptions: config.consumer_ws_max_subscriptions,
+                max_frame_bytes: config.consumer_ws_max_frame_bytes,
+                ping_interval: config.consumer_ws_ping_interval,
+                write_timeout: config.consumer_ws_write_timeout,
+                max_history: config.consumer_ws_max_history,
+            },
+            shutdown: shutdown.clone(),
+        }),
+        token.clone(),
+    );
+    let routes = common::http::healthz()
+        .or(common::http::metrics(metrics))
+        .or(ws)
+        .or(api::routes(store.clone(), token))
+        .or(web::routes());
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        instance = %instance,
+        queue = %config.consumer_queue,
+        "consumer listening"
+    );
+    common::http::serve(routes, listener, shutdown.clone()).await;
+    shutdown.cancel();
+
+    let mut result = Ok(());
+    for task in tasks {
+        let outcome = task.await.context("a task panicked").and_then(|r| r);
+        if let Err(e) = outcome
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+    }
+    store.close().await;
+    result
 }

@@ -1,0 +1,371 @@
+// chatbus web page and OBS overlay.
+//
+// One WebSocket subscribed to the chosen channels: the last messages first,
+// then live. After a disconnect it resumes from the last cursor it got, so
+// nothing is missed or shown twice. Moderation (deletes, bans, timeouts,
+// chat clears) is applied as it happens. Everything is built with DOM
+// methods and textContent: chat text is never parsed as HTML.
+//
+// URL parameters: channels=twitch:somechannel,otherchannel  history=100
+//                 max=500  access_token=<CONSUMER_API_TOKEN>
+// /overlay is the same with a transparent background, for OBS.
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const overlay = /\/overlay\/?$/.test(location.pathname);
+  const token = params.get("access_token");
+  const maxLines = Number(params.get("max")) || (overlay ? 50 : 500);
+  const historyCount = Math.max(0, Number(params.get("history") ?? (overlay ? 20 : 100)) || 0);
+  const channels = (params.get("channels") || "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+  const chat = document.getElementById("chat");
+  const status = document.getElementById("status");
+  const input = document.getElementById("channels");
+  const known = document.getElementById("known");
+
+  if (overlay) document.body.classList.add("overlay");
+  input.value = channels.join(", ");
+
+  const CHAT_KINDS = new Set(["message", "action", "cheer"]);
+  const NOTICE_KINDS = new Set([
+    "subscription", "resub", "sub_gift", "mystery_gift", "raid", "announcement", "other_notice",
+  ]);
+  const MODERATION_KINDS = new Set(["ban", "timeout", "chat_clear", "message_delete"]);
+  const MODERATION_NOTES = {
+    deleted: "message deleted by a moderator",
+    banned: "message removed: user banned",
+    timed_out: "message removed: user timed out",
+    cleared: "message removed: chat cleared",
+  };
+  const BADGE_LABELS = {
+    broadcaster: "\u2605", moderator: "M", vip: "V", subscriber: "S", founder: "F",
+    staff: "S", admin: "A", global_mod: "G", partner: "\u2713", bits: "B",
+    premium: "P", turbo: "T", artist: "Ar",
+  };
+
+  // ------------------------------------------------------------ controls --
+
+  document.getElementById("pick").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const next = new URLSearchParams(location.search);
+    const chosen = input.value.split(",").map((s) => s.trim()).filter(Boolean);
+    next.set("channels", chosen.join(","));
+    location.search = next.toString();
+  });
+
+  function setStatus(state, text) {
+    status.dataset.state = state;
+    status.textContent = text ?? state;
+  }
+
+  async function loadKnown() {
+    try {
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch("/api/channels", { headers });
+      if (!res.ok) return;
+      const { channels: list } = await res.json();
+      for (const c of list.slice(0, 30)) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = `${c.platform}:${c.channel}`;
+        button.title = `${c.message_count} messages`;
+        button.addEventListener("click", () => {
+          const current = input.value.split(",").map((s) => s.trim()).filter(Boolean);
+          if (!current.includes(button.textContent)) current.push(button.textContent);
+          input.value = current.join(", ");
+        });
+        known.append(button);
+      }
+    } catch (_) {
+      // The list is a convenience; the page works without it.
+    }
+  }
+
+  // ----------------------------------------------------------- WebSocket --
+
+  let lastCursor = null;
+  let retries = 0;
+
+  function connect() {
+    if (channels.length === 0) {
+      setStatus("idle", "choose one or more channels");
+      return;
+    }
+    const url = new URL("/ws", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    if (token) url.searchParams.set("access_token", token);
+    setStatus(lastCursor === null ? "connecting" : "reconnecting", "connecting\u2026");
+    const socket = new WebSocket(url);
+    socket.addEventListener("open", () => {
+      const request = { type: "subscribe", sub: "chat", channels };
+      if (lastCursor !== null) request.since = lastCursor;
+      else if (historyCount > 0) request.last = historyCount;
+      socket.send(JSON.stringify(request));
+    });
+    socket.addEventListener("message", (ev) => handle(JSON.parse(ev.data)));
+    socket.addEventListener("close", (ev) => {
+      const why = ev.reason ? `: ${ev.reason}` : "";
+      setStatus("reconnecting", `disconnected (${ev.code}${why}); reconnecting`);
+      const delay = Math.min(30000, 500 * 2 ** retries++) * (0.5 + Math.random() / 2);
+      setTimeout(connect, delay);
+    });
+  }
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "subscribed":
+        if (!frame.history) goLive();
+        break;
+      case "live":
+        goLive();
+        break;
+      case "event":
+        lastCursor = frame.cursor;
+        render(frame);
+        break;
+      case "error":
+        setStatus("error", `${frame.code}: ${frame.message}`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function goLive() {
+    retries = 0;
+    setStatus("live", `live: ${channels.join(", ")}`);
+  }
+
+  // ------------------------------------------------------------ rendering --
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function emoteUrl(id, scale) {
+    return `https://static-cdn.jtvnw.net/emoticons/v2/${encodeURIComponent(id)}/default/dark/${scale}`;
+  }
+
+  // Emote positions count Unicode code points, like Array.from(text).
+  function textWithEmotes(text, emotes, platform) {
+    const fragment = document.createDocumentFragment();
+    const chars = Array.from(text);
+    const usable = platform === "twitch" ? emotes || [] : [];
+    const sorted = usable
+      .filter((e) => e.start < e.end && e.end <= chars.length)
+      .sort((a, b) => a.start - b.start);
+    let pos = 0;
+    for (const e of sorted) {
+      if (e.start < pos) continue;
+      if (e.start > pos) fragment.append(chars.slice(pos, e.start).join(""));
+      const img = el("img", "emote");
+      img.alt = e.name;
+      img.title = e.name;
+      img.dataset.emoteId = e.id;
+      img.src = emoteUrl(e.id, "1.0");
+      img.srcset = `${emoteUrl(e.id, "1.0")} 1x, ${emoteUrl(e.id, "2.0")} 2x`;
+      fragment.append(img);
+      pos = e.end;
+    }
+    if (pos < chars.length) fragment.append(chars.slice(pos).join(""));
+    return fragment;
+  }
+
+  // The user's colour, lightened if it would vanish on the dark page.
+  function nameColor(color, login) {
+    let hex = /^#[0-9a-f]{6}$/i.test(color || "") ? color : null;
+    if (!hex) {
+      let h = 0;
+      for (const ch of login || "") h = (h * 31 + ch.codePointAt(0)) >>> 0;
+      return `hsl(${h % 360}, 70%, 65%)`;
+    }
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+    if (0.299 * r + 0.587 * g + 0.114 * b < 70) {
+      const mix = (v) => Math.round(v + (255 - v) * 0.5).toString(16).padStart(2, "0");
+      hex = `#${mix(r)}${mix(g)}${mix(b)}`;
+    }
+    return hex;
+  }
+
+  function platformMark(platform) {
+    const mark = el("span", "platform", (platform || "?").charAt(0).toUpperCase());
+    mark.dataset.platform = platform;
+    mark.title = platform;
+    return mark;
+  }
+
+  function badges(author) {
+    const fragment = document.createDocumentFragment();
+    for (const b of author.badges || []) {
+      const label = BADGE_LABELS[b.name] || b.name.charAt(0).toUpperCase();
+      const badge = el("span", "badge", label);
+      badge.dataset.badge = b.name;
+      const detail = b.name === "subscriber" && b.info ? `${b.info} months` : b.version;
+      badge.title = `${b.name.replace(/_/g, " ")} (${detail})`;
+      fragment.append(badge);
+    }
+    return fragment;
+  }
+
+  function name(author) {
+    const span = el("span", "name", author.display_name || author.login);
+    span.style.color = nameColor(author.color, author.login);
+    span.title = author.login;
+    return span;
+  }
+
+  function time(iso) {
+    const d = new Date(iso);
+    return el("span", "time", d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  }
+
+  function baseLine(event, cursor, classes) {
+    const line = el("div", `line ${classes}`);
+    line.dataset.cursor = cursor;
+    line.dataset.id = event.id;
+    line.dataset.platform = event.platform;
+    line.dataset.channel = event.channel;
+    line.dataset.kind = event.kind;
+    if (event.author) line.dataset.login = event.author.login.toLowerCase();
+    line.append(time(event.sent_at), platformMark(event.platform));
+    return line;
+  }
+
+  function chatLine(event, cursor) {
+    const line = baseLine(event, cursor, event.kind);
+    if (event.reply_to) {
+      const who = event.reply_to.display_name || event.reply_to.user_login || "";
+      line.append(el("span", "reply", `\u21aa @${who}: ${event.reply_to.text || ""}`));
+    }
+    if (event.author) line.append(badges(event.author), name(event.author));
+    line.append(document.createTextNode(event.kind === "action" ? " " : ": "));
+    const text = el("span", "text");
+    if (event.kind === "action" && event.author) {
+      text.style.color = nameColor(event.author.color, event.author.login);
+    }
+    text.append(textWithEmotes(event.text || "", event.emotes, event.platform));
+    line.append(text);
+    return line;
+  }
+
+  function noticeText(event) {
+    const d = event.details || {};
+    const who = event.author ? event.author.display_name || event.author.login : "Someone";
+    switch (event.kind) {
+      case "raid":
+        return d.system_message || `${who} is raiding with ${d.viewer_count} viewers`;
+      case "sub_gift":
+        return d.system_message || `${who} gifted a sub to ${d.recipient && d.recipient.login}`;
+      case "announcement":
+        return `Announcement from ${who}`;
+      default:
+        return d.system_message || `${who}: ${event.kind.replace(/_/g, " ")}`;
+    }
+  }
+
+  function noticeLine(event, cursor) {
+    const line = baseLine(event, cursor, `notice ${event.kind}`);
+    line.append(el("div", "system-message", noticeText(event)));
+    if (event.text) {
+      const text = el("div", "text");
+      if (event.author) text.append(name(event.author), document.createTextNode(": "));
+      text.append(textWithEmotes(event.text, event.emotes, event.platform));
+      line.append(text);
+    }
+    return line;
+  }
+
+  function systemText(event) {
+    const d = event.details || {};
+    switch (event.kind) {
+      case "ban":
+        return `${d.user.display_name || d.user.login} was banned`;
+      case "timeout":
+        return `${d.user.display_name || d.user.login} was timed out for ${d.duration_secs}s`;
+      case "chat_clear":
+        return "The chat was cleared by a moderator";
+      case "message_delete":
+        return `A message from ${d.user_login || "a user"} was deleted`;
+      case "gap":
+        return `Some messages may be missing (${d.reason})`;
+      case "room_state": {
+        const modes = Object.entries(d)
+          .filter(([, v]) => v !== null && v !== false && v !== 0)
+          .map(([k, v]) => (v === true ? k : `${k} ${v}`));
+        return `Room modes: ${modes.join(", ") || "none"}`;
+      }
+      default:
+        return event.kind;
+    }
+  }
+
+  function systemLine(event, cursor) {
+    const line = baseLine(event, cursor, "system");
+    line.append(document.createTextNode(` ${systemText(event)} in #${event.channel}`));
+    return line;
+  }
+
+  function mark(line, action) {
+    if (line.dataset.moderation) return;
+    if (overlay) {
+      line.remove();
+      return;
+    }
+    line.dataset.moderation = action;
+    line.append(el("span", "mod-note", MODERATION_NOTES[action] || action));
+  }
+
+  function applyModeration(event) {
+    const d = event.details || {};
+    const lines = Array.from(chat.querySelectorAll(".line")).filter(
+      (l) => l.dataset.platform === event.platform && l.dataset.channel === event.channel
+        && !l.classList.contains("system"),
+    );
+    if (event.kind === "message_delete") {
+      lines.filter((l) => l.dataset.id === d.target_message_id).forEach((l) => mark(l, "deleted"));
+    } else if (event.kind === "ban" || event.kind === "timeout") {
+      const login = (d.user && d.user.login || "").toLowerCase();
+      const action = event.kind === "ban" ? "banned" : "timed_out";
+      lines.filter((l) => l.dataset.login === login).forEach((l) => mark(l, action));
+    } else if (event.kind === "chat_clear") {
+      lines.forEach((l) => mark(l, "cleared"));
+    }
+  }
+
+  function append(line) {
+    const pinned = chat.scrollHeight - window.scrollY - window.innerHeight < 80;
+    chat.append(line);
+    while (chat.children.length > maxLines) chat.firstElementChild.remove();
+    if (pinned || overlay) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  function render({ cursor, moderation, event }) {
+    let line = null;
+    if (MODERATION_KINDS.has(event.kind)) {
+      applyModeration(event);
+      if (!overlay) line = systemLine(event, cursor);
+    } else if (CHAT_KINDS.has(event.kind)) {
+      line = chatLine(event, cursor);
+    } else if (NOTICE_KINDS.has(event.kind)) {
+      line = noticeLine(event, cursor);
+    } else if (!overlay) {
+      line = systemLine(event, cursor);
+    }
+    if (!line) return;
+    if (moderation) {
+      if (overlay) return;
+      mark(line, moderation.action);
+    }
+    append(line);
+  }
+
+  if (!overlay) loadKnown();
+  connect();
+})();

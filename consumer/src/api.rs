@@ -1,0 +1,175 @@
+//! The REST API (documented in `docs/rest-api.md`):
+//!
+//! * `GET /api/channels`: every channel with its counts and newest event.
+//! * `GET /api/events?platform=&channel=&user=&kind=&q=&before=&after=&limit=&order=`:
+//!   a page of events, newest first by default, with a `next` cursor.
+//! * `GET /api/events/{platform}/{id}`: one event.
+//!
+//! Every answer is JSON; errors are `{"error": code, "message": ...}`.
+
+use std::sync::Arc;
+
+use common::Secret;
+use common::http::{ApiError, bearer_auth};
+use common::schema::EventKind;
+use serde::{Deserialize, Serialize};
+use warp::{Filter, Rejection, Reply};
+
+use crate::store::{
+    ChannelSummary, Cursor, EventFilter, EventQuery, Order, Store, StoreError, StoredEvent,
+};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest `limit`.
+pub const MAX_LIMIT: usize = 1000;
+
+/// `GET /api/events` query parameters, as text so every mistake gets a
+/// precise message.
+#[derive(Debug, Default, Deserialize)]
+struct EventsParams {
+    platform: Option<String>,
+    channel: Option<String>,
+    user: Option<String>,
+    kind: Option<String>,
+    q: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn cursor(name: &str, value: Option<String>) -> Result<Option<Cursor>, ApiError> {
+    non_empty(value)
+        .map(|v| {
+            v.parse::<Cursor>()
+                .map_err(|e| ApiError::bad_request("invalid_cursor", format!("`{name}`: {e}")))
+        })
+        .transpose()
+}
+
+impl EventsParams {
+    fn query(self) -> Result<EventQuery, ApiError> {
+        let mut kinds = Vec::new();
+        for k in non_empty(self.kind).iter().flat_map(|k| k.split(',')) {
+            kinds.push(
+                k.trim()
+                    .parse::<EventKind>()
+                    .map_err(|e| ApiError::bad_request("invalid_kind", e.to_string()))?,
+            );
+        }
+        let limit = match non_empty(self.limit) {
+            None => DEFAULT_LIMIT,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_limit",
+                        format!("`limit` must be 1 to {MAX_LIMIT}"),
+                    ));
+                }
+            },
+        };
+        let order = match non_empty(self.order).as_deref() {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_order",
+                    format!("`order` is `asc` or `desc`, not `{other}`"),
+                ));
+            }
+        };
+        Ok(EventQuery {
+            filter: EventFilter {
+                patterns: Vec::new(),
+                platform: non_empty(self.platform),
+                channel: non_empty(self.channel),
+                user: non_empty(self.user),
+                kinds,
+                text: non_empty(self.q),
+            },
+            after: cursor("after", self.after)?,
+            before: cursor("before", self.before)?,
+            order,
+            limit,
+        })
+    }
+}
+
+/// `GET /api/events` answer.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    /// The events, in the requested order.
+    pub events: Vec<StoredEvent>,
+    /// Pass as `before` (order `desc`) or `after` (order `asc`) for the
+    /// next page; null when this page is the last.
+    pub next: Option<Cursor>,
+}
+
+/// `GET /api/channels` answer.
+#[derive(Debug, Serialize)]
+pub struct Channels {
+    /// Busiest first.
+    pub channels: Vec<ChannelSummary>,
+}
+
+fn store_error(e: StoreError) -> Rejection {
+    warp::reject::custom(if e.is_transient() {
+        ApiError::unavailable(e)
+    } else {
+        ApiError::internal(e)
+    })
+}
+
+/// The `/api` routes, behind the bearer token if one is set.
+pub fn routes(
+    store: Arc<dyn Store>,
+    token: Option<Secret>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let with_store = warp::any().map(move || store.clone());
+    let api = warp::path("api").and(warp::get()).and(bearer_auth(token));
+
+    let channels = api
+        .clone()
+        .and(warp::path!("channels"))
+        .and(with_store.clone())
+        .and_then(|store: Arc<dyn Store>| async move {
+            let channels = store.channels().await.map_err(store_error)?;
+            Ok::<_, Rejection>(warp::reply::json(&Channels { channels }))
+        });
+
+    let events = api
+        .clone()
+        .and(warp::path!("events"))
+        .and(warp::query::<EventsParams>())
+        .and(with_store.clone())
+        .and_then(|params: EventsParams, store: Arc<dyn Store>| async move {
+            let query = params.query().map_err(warp::reject::custom)?;
+            let events = store.query(&query).await.map_err(store_error)?;
+            let next = (events.len() == query.limit)
+                .then(|| events.last().map(|e| e.cursor))
+                .flatten();
+            Ok::<_, Rejection>(warp::reply::json(&EventsPage { events, next }))
+        });
+
+    let one = api
+        .and(warp::path!("events" / String / String))
+        .and(with_store)
+        .and_then(
+            |platform: String, id: String, store: Arc<dyn Store>| async move {
+                match store.get(&platform, &id).await.map_err(store_error)? {
+                    Some(event) => Ok::<_, Rejection>(warp::reply::json(&event)),
+                    None => Err(warp::reject::custom(ApiError::not_found(format!(
+                        "no event {id} on {platform}"
+                    )))),
+                }
+            },
+        );
+
+    channels.or(events).or(one)
+}

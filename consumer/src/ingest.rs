@@ -1,0 +1,395 @@
+//! Ingest: the AMQP side of the consumer.
+//!
+//! ```text
+//! queue --Subscriber (pull task)--> bounded channel --> batcher --> store.write_batch (one transaction)
+//!                                                          |--> live feed (committed events)
+//!                                                          |--> commit announcement (other instances)
+//!                                                          '--> ack (one multiple-ack per batch)
+//! ```
+//!
+//! * **Acks only after the commit.** A crash anywhere before the ack means
+//!   redelivery, and the store ignores what it already has, so nothing is
+//!   lost and nothing is stored twice.
+//! * **Poison.** Undecodable payloads are dead-lettered by the
+//!   `Subscriber` itself. An event the store refuses (not a transient
+//!   error: those are retried) is isolated by writing the batch one event
+//!   at a time, and only the refused one is dead-lettered, with the
+//!   store's reason. The stream keeps going.
+//! * **Never cancelled half-way.** One task owns the `Subscriber` and only
+//!   stops at shutdown, so a dead-lettering in progress is never cut off;
+//!   the batcher reads a channel, which is safe to time out.
+//! * **Reconnects.** Any broker failure ends the session; the batch in hand
+//!   is still committed (it is idempotent) but not acked, and a new session
+//!   starts after a backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use common::amqp::{
+    self, AmqpError, Backoff, ConnectOptions, Delivery, QueueType, Subscriber, Topology,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::commit_signal::{self, CommitSignal};
+use crate::live_feed::LiveFeedHandle;
+use crate::store::{NewEvent, Store, StoreError, WriteOutcome};
+
+/// How ingest connects and batches.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// The exchange topology to declare and bind to.
+    pub topology: Topology,
+    /// The durable queue (shared by every instance).
+    pub queue: String,
+    /// Classic or quorum.
+    pub queue_type: QueueType,
+    /// Binding patterns.
+    pub bindings: Vec<String>,
+    /// Broker prefetch.
+    pub prefetch: u16,
+    /// Most events per transaction.
+    pub batch_size: usize,
+    /// Longest a batch waits to fill.
+    pub batch_wait: Duration,
+    /// This instance's id (connection name, announcements).
+    pub instance: String,
+}
+
+/// Consumes until `cancel`, reconnecting after any broker failure.
+///
+/// # Errors
+/// Never while running; returns `Ok` after `cancel`.
+pub async fn run(
+    settings: IngestSettings,
+    store: Arc<dyn Store>,
+    feed: LiveFeedHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let ingest = Ingest {
+        settings,
+        store,
+        feed,
+    };
+    let backoff = Backoff::default();
+    let mut failures = 0;
+    loop {
+        let result = ingest.session(&cancel).await;
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        failures += 1;
+        let delay = backoff.delay(failures.min(10));
+        match result {
+            Ok(()) => tracing::warn!(retry_in = ?delay, "ingest session ended; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "ingest session failed; reconnecting");
+            }
+        }
+        metrics::counter!("chatbus_consumer_ingest_reconnects_total").increment(1);
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+struct Ingest {
+    settings: IngestSettings,
+    store: Arc<dyn Store>,
+    feed: LiveFeedHandle,
+}
+
+/// Why a write did not happen.
+enum WriteFailure {
+    /// The store refused the data.
+    Refused(StoreError),
+    /// Shutdown came while the store was unavailable.
+    Aborted,
+}
+
+type Pulled = Option<Result<Delivery, AmqpError>>;
+
+impl Ingest {
+    async fn session(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let conn = match amqp::connect(
+            &ConnectOptions::new(&s.amqp_url, format!("chatbus-consumer {}", s.instance)),
+            cancel,
+        )
+        .await
+        {
+            Ok(conn) => conn,
+            Err(AmqpError::Cancelled) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let session = cancel.child_token();
+        let result = self.consume(&conn, &session, cancel).await;
+        session.cancel();
+        let _ = conn.close(200, "consumer session over".into()).await;
+        result
+    }
+
+    async fn consume(
+        &self,
+        conn: &lapin::Connection,
+        session: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let mut builder = Subscriber::builder(&s.queue)
+            .bind_all(&s.bindings)
+            .prefetch(s.prefetch)
+            .queue_type(s.queue_type)
+            .consumer_tag(format!("chatbus-consumer {}", s.instance));
+        if let Some(expires) = s.topology.queue_expires {
+            builder = builder.expires(expires);
+        }
+        let subscriber = builder
+            .build(conn, &s.topology)
+            .await
+            .with_context(|| format!("subscribing to queue {}", s.queue))?;
+        let (signal, announcements) = CommitSignal::open(
+            conn,
+            &commit_signal::exchange_for(&s.queue),
+            s.topology.auto_delete,
+            &s.instance,
+        )
+        .await
+        .context("declaring the commit announcements")?;
+        tokio::spawn(commit_signal::listen(
+            announcements,
+            s.instance.clone(),
+            self.feed.clone(),
+            session.clone(),
+        ));
+        tracing::info!(queue = %s.queue, bindings = ?s.bindings, "consuming");
+
+        let (tx, mut rx) = mpsc::channel(usize::from(s.prefetch));
+        let puller = tokio::spawn(pull(subscriber, tx, session.clone()));
+        let result = self.batches(&mut rx, &signal, shutdown).await;
+        session.cancel();
+        let _ = puller.await;
+        result
+    }
+
+    /// Collects batches and commits them until shutdown or a broker failure.
+    async fn batches(
+        &self,
+        rx: &mut mpsc::Receiver<Pulled>,
+        signal: &CommitSignal,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let s = &self.settings;
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                item = rx.recv() => item,
+            };
+            let mut batch = Vec::with_capacity(s.batch_size);
+            match first.flatten() {
+                None => return Err(anyhow!("the broker cancelled the consumer")),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(d)) => batch.push(d),
+            }
+            let deadline = Instant::now() + s.batch_wait;
+            let mut failure = None;
+            while batch.len() < s.batch_size {
+                let item = match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                            Err(_) => break,
+                            Ok(item) => item.flatten(),
+                        },
+                    },
+                };
+                match item {
+                    None => {
+                        failure = Some(anyhow!("the broker cancelled the consumer"));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        failure = Some(e.into());
+                        break;
+                    }
+                    Some(Ok(d)) => batch.push(d),
+                }
+            }
+            self.commit(&batch, failure.is_none(), signal, shutdown)
+                .await?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Stores `batch`, dead-letters what the store refuses, then (if the
+    /// channel is still good) acks the rest in one frame.
+    async fn commit(
+        &self,
+        batch: &[Delivery],
+        ack: bool,
+        signal: &CommitSignal,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            match std::str::from_utf8(d.body()) {
+                Ok(json) => {
+                    events.push(NewEvent::new(&d.event, json));
+                    positions.push(i);
+                }
+                Err(_) => refused.push((i, "the body is not UTF-8".into())),
+            }
+        }
+        let redelivered = batch.iter().filter(|d| d.redelivered).count();
+
+        let (outcomes, store_refused) = match self.store_isolating(&events, shutdown).await {
+            Some(result) => result,
+            // Shutdown while the store was down: leave the batch unacked;
+            // the broker redelivers it to whoever consumes next.
+            None => return Ok(()),
+        };
+        refused.extend(
+            store_refused
+                .into_iter()
+                .map(|(i, reason)| (positions[i], reason)),
+        );
+        let stored: usize = outcomes.iter().map(|o| o.stored.len()).sum();
+        let duplicates: usize = outcomes.iter().map(|o| o.duplicates).sum();
+        let moderated: u64 = outcomes.iter().map(|o| o.moderated).sum();
+        metrics::histogram!("chatbus_consumer_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("chatbus_consumer_batch_events").record(batch.len() as f64);
+        metrics::counter!("chatbus_consumer_events_stored_total").increment(stored as u64);
+        metrics::counter!("chatbus_consumer_duplicates_total").increment(duplicates as u64);
+        metrics::counter!("chatbus_consumer_redelivered_total").increment(redelivered as u64);
+        metrics::counter!("chatbus_consumer_moderated_total").increment(moderated);
+        tracing::debug!(
+            events = batch.len(),
+            stored,
+            duplicates,
+            redelivered,
+            "batch committed"
+        );
+
+        for outcome in outcomes {
+            if let Some(last) = outcome.stored.last() {
+                let through = last.cursor;
+                self.feed.committed(outcome.after, outcome.stored);
+                signal.announce(through).await;
+            }
+        }
+        if !ack {
+            return Ok(());
+        }
+        for (i, reason) in &refused {
+            let reason = format!("the store refused the event: {reason}");
+            batch[*i]
+                .dead_letter(&reason)
+                .await
+                .context("dead-lettering a refused event")?;
+            metrics::counter!("chatbus_consumer_dead_lettered_total").increment(1);
+        }
+        // One frame acks the batch; skip deliveries already settled by
+        // dead-lettering (their tag would be unknown to the broker now).
+        let last_ok = (0..batch.len())
+            .rev()
+            .find(|i| !refused.iter().any(|(r, _)| r == i));
+        if let Some(i) = last_ok {
+            batch[i].ack_through().await.context("acking a batch")?;
+        }
+        Ok(())
+    }
+
+    /// Writes `events` in one transaction; if the store refuses the batch,
+    /// writes them one at a time (one outcome each) and returns the refused
+    /// ones with the reason. `None` if shutdown came while the store was
+    /// unavailable.
+    async fn store_isolating(
+        &self,
+        events: &[NewEvent<'_>],
+        shutdown: &CancellationToken,
+    ) -> Option<(Vec<WriteOutcome>, Vec<(usize, String)>)> {
+        match self.write(events, shutdown).await {
+            Ok(outcome) => return Some((vec![outcome], Vec::new())),
+            Err(WriteFailure::Aborted) => return None,
+            Err(WriteFailure::Refused(e)) if events.len() == 1 => {
+                return Some((Vec::new(), vec![(0, e.to_string())]));
+            }
+            Err(WriteFailure::Refused(e)) => {
+                tracing::warn!(error = %e, events = events.len(), "the store refused a batch; writing its events one by one");
+            }
+        }
+        let mut outcomes = Vec::new();
+        let mut refused = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            match self.write(std::slice::from_ref(event), shutdown).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(WriteFailure::Aborted) => return None,
+                Err(WriteFailure::Refused(e)) => {
+                    tracing::warn!(error = %e, id = %event.event.id, "the store refused an event; dead-lettering it");
+                    refused.push((i, e.to_string()));
+                }
+            }
+        }
+        Some((outcomes, refused))
+    }
+
+    /// Writes, retrying transient failures with backoff until shutdown.
+    async fn write(
+        &self,
+        events: &[NewEvent<'_>],
+        shutdown: &CancellationToken,
+    ) -> Result<WriteOutcome, WriteFailure> {
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            max_attempts: None,
+        };
+        let mut attempt = 0;
+        loop {
+            match self.store.write_batch(events).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if e.is_transient() => {
+                    attempt += 1;
+                    let delay = backoff.delay(attempt);
+                    metrics::counter!("chatbus_consumer_store_retries_total").increment(1);
+                    tracing::warn!(error = %e, attempt, retry_in = ?delay, "store unavailable; retrying the batch");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(WriteFailure::Aborted),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(WriteFailure::Refused(e)),
+            }
+        }
+    }
+}
+
+/// Owns the subscriber: forwards every delivery (or the failure that ends
+/// the stream) until the session ends.
+async fn pull(mut subscriber: Subscriber, tx: mpsc::Sender<Pulled>, session: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            () = session.cancelled() => return,
+            next = subscriber.next() => next,
+        };
+        let end = !matches!(next, Some(Ok(_)));
+        if tx.send(next).await.is_err() || end {
+            return;
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Storage: where every event is persisted and read back as history.
+//!
+//! [`Store`] is the boundary the rest of the consumer talks to; [`sqlite`]
+//! is the embedded default. PostgreSQL comes in its own issue and slots in
+//! as a second implementation of the same trait, chosen by the scheme of
+//! `DATABASE_URL` ([`StoreKind`]).
+//!
+//! # The contract every backend keeps
+//!
+//! * **Idempotent writes.** An event is identified by `(platform, id)`;
+//!   writing it again is a no-op (it is reported as a duplicate, not stored).
+//! * **Cursors in commit order.** Each stored event gets a [`Cursor`], a
+//!   positive integer. Cursors only grow (there may be holes), are never
+//!   reused (not even after retention deleted the newest rows), and become
+//!   visible in order: once
+//!   a reader sees cursor `c`, no event with a smaller cursor can appear
+//!   later. (SQLite gives this for free: one writer at a time. A
+//!   PostgreSQL backend must serialise its writers, e.g. with a
+//!   transaction-level advisory lock, because sequences alone do not.)
+//!   The live feed and every WebSocket resume rely on this.
+//! * **Moderation is applied to history.** A `message_delete` marks its
+//!   target; `ban`/`timeout` mark the user's messages of the lookback
+//!   window before it; `chat_clear` marks the channel's. Whichever arrives
+//!   first, the mark ends up on the message.
+//! * **Full-text search** over `text`, Unicode-aware (case and diacritics
+//!   folded), for any script that separates words with spaces.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::ChatEvent;
+use common::routing::TopicPattern;
+use common::schema::EventKind;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Position of a stored event: a positive integer, strictly increasing in
+/// commit order (see the module docs). Below 2^53, so JavaScript numbers
+/// hold it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(i64);
+
+impl Cursor {
+    /// A cursor from its integer form; `None` unless it is positive.
+    pub fn new(value: i64) -> Option<Self> {
+        (value > 0).then_some(Self(value))
+    }
+
+    /// The integer form.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The cursor right after this one. Stores may leave holes (a skipped
+    /// duplicate can use up a value), so the next stored event may have a
+    /// larger cursor.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<i64>()
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| format!("`{s}` is not a cursor (a positive integer)"))
+    }
+}
+
+/// An event to store: the decoded event and its JSON exactly as published
+/// (kept verbatim, so fields this reader does not know survive). Borrowed,
+/// so a batch is written straight from the deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// The decoded, validated event.
+    pub event: &'a ChatEvent,
+    /// Its JSON as received.
+    pub json: &'a str,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event with its JSON as received.
+    pub fn new(event: &'a ChatEvent, json: &'a str) -> Self {
+        Self { event, json }
+    }
+}
+
+/// Events with their JSON encoded by this crate, for tests and tools that
+/// have no published bytes: `let owned = encode(events); write_batch(&new_events(&owned))`.
+pub fn encode(events: impl IntoIterator<Item = ChatEvent>) -> Vec<(ChatEvent, String)> {
+    events
+        .into_iter()
+        .map(|e| {
+            let json = serde_json::to_string(&e).expect("a ChatEvent always serialises");
+            (e, json)
+        })
+        .collect()
+}
+
+/// Borrows [`encode`]d events as [`NewEvent`]s.
+pub fn new_events(encoded: &[(ChatEvent, String)]) -> Vec<NewEvent<'_>> {
+    encoded.iter().map(|(e, j)| NewEvent::new(e, j)).collect()
+}
+
+/// What moderation did to a stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// The message was deleted (`message_delete`).
+    Deleted,
+    /// Its author was banned (`ban`).
+    Banned,
+    /// Its author was timed out (`timeout`).
+    TimedOut,
+    /// The whole chat was cleared (`chat_clear`).
+    Cleared,
+}
+
+impl ModerationAction {
+    /// The wire/database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Banned => "banned",
+            Self::TimedOut => "timed_out",
+            Self::Cleared => "cleared",
+        }
+    }
+
+    /// Parses the wire/database name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Deleted, Self::Banned, Self::TimedOut, Self::Cleared]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+/// The moderation mark of a stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moderation {
+    /// What happened.
+    pub action: ModerationAction,
+    /// Cursor of the moderation event that caused it.
+    pub by: Cursor,
+}
+
+/// A stored event as read back. Serialises as
+/// `{"cursor": 42, "moderation": null, "event": {...}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    /// Its position in the store.
+    pub cursor: Cursor,
+    /// The moderation mark, if moderation touched it.
+    pub moderation: Option<Moderation>,
+    /// The event JSON as published.
+    pub event: Box<RawValue>,
+    /// The event's platform.
+    #[serde(skip)]
+    pub platform: String,
+    /// The event's channel.
+    #[serde(skip)]
+    pub channel: String,
+    /// The event's id.
+    #[serde(skip)]
+    pub id: String,
+    /// The event's kind.
+    #[serde(skip)]
+    pub kind: EventKind,
+    /// `chat.<platform>.<channel>`.
+    #[serde(skip)]
+    pub routing_key: String,
+}
+
+/// Which events a query selects. Every field narrows; the default selects
+/// everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Routing-key patterns (AMQP topic syntax); empty = any.
+    pub patterns: Vec<TopicPattern>,
+    /// Only this platform.
+    pub platform: Option<String>,
+    /// Only this channel (login).
+    pub channel: Option<String>,
+    /// Only events whose author has this login.
+    pub user: Option<String>,
+    /// Only these kinds; empty = any.
+    pub kinds: Vec<EventKind>,
+    /// Full-text query over `text`: words (all must match), a trailing `*`
+    /// makes a word a prefix.
+    pub text: Option<String>,
+}
+
+/// Reading order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    #[default]
+    Desc,
+}
+
+/// A page of events.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// What to select.
+    pub filter: EventFilter,
+    /// Only cursors greater than this.
+    pub after: Option<Cursor>,
+    /// Only cursors smaller than this.
+    pub before: Option<Cursor>,
+    /// Reading order.
+    pub order: Order,
+    /// Most events returned.
+    pub limit: usize,
+}
+
+/// A channel the store has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelSummary {
+    /// Platform.
+    pub platform: String,
+    /// Channel login.
+    pub channel: String,
+    /// `chat.<platform>.<channel>`.
+    pub routing_key: String,
+    /// Events stored for it (after retention).
+    pub event_count: i64,
+    /// Chat messages (`message`, `action`, `cheer`) among them.
+    pub message_count: i64,
+    /// Cursor of its newest event.
+    pub last_cursor: Option<Cursor>,
+    /// `sent_at` of its newest event.
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// What a batch write did.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    /// The store's head when the batch began: no other writer committed
+    /// between it and this batch's events, so a reader that has seen
+    /// everything through `after` may take the batch as the continuation.
+    pub after: Option<Cursor>,
+    /// The events newly stored, in cursor order.
+    pub stored: Vec<StoredEvent>,
+    /// Events that were already stored (redeliveries, republishes).
+    pub duplicates: usize,
+    /// Earlier events newly marked by moderation in this batch.
+    pub moderated: u64,
+}
+
+/// What retention deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Delete events whose `sent_at` is older than this.
+    pub max_age: Option<Duration>,
+    /// Keep only the newest this many events of each channel.
+    pub max_per_channel: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// Whether the policy deletes anything at all.
+    pub fn is_active(&self) -> bool {
+        self.max_age.is_some() || self.max_per_channel.is_some_and(|n| n > 0)
+    }
+}
+
+/// Settings every backend understands.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections in the read pool.
+    pub max_connections: u32,
+    /// How far back ban/timeout/chat clear mark messages.
+    pub moderation_lookback: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            moderation_lookback: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` names no backend this build has.
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    /// The database refused or failed an operation.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be migrated.
+    #[error("cannot migrate the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored row does not decode (corruption or a newer writer).
+    #[error("corrupt row {cursor}: {reason}")]
+    Corrupt {
+        /// Its cursor.
+        cursor: i64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed (the database
+    /// is busy, locked, unreachable or out of space), as opposed to the
+    /// data itself being refused.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => sqlite::is_transient(e),
+            Self::UnsupportedUrl(_) | Self::Migrate(_) | Self::Corrupt { .. } => false,
+            Self::CreateDir { .. } => true,
+        }
+    }
+}
+
+/// The storage boundary. See the module docs for the contract.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores `events` in one transaction, in order; already stored ones
+    /// are skipped. Returns the newly stored events with their cursors.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing of the batch is stored then.
+    async fn write_batch(&self, events: &[NewEvent<'_>]) -> Result<WriteOutcome, StoreError>;
+
+    /// Events matching `query`, in its order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// One event by platform and id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// The newest cursor, if anything was ever stored.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn head(&self) -> Result<Option<Cursor>, StoreError>;
+
+    /// Every channel with its counts, busiest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError>;
+
+    /// Deletes what `policy` says to; returns how many events went.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails (what was deleted before
+    /// stays deleted).
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError>;
+
+    /// Closes the connections.
+    async fn close(&self);
+}
+
+/// The backends, by URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `sqlite://path` or `sqlite:path`.
+    Sqlite,
+}
+
+impl StoreKind {
+    /// The backend `url` asks for.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`] for any other scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Err(StoreError::UnsupportedUrl(
+                "PostgreSQL is not supported by this version yet; use sqlite://<path>".into(),
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl(
+                "expected sqlite://<path> (e.g. sqlite://chatbus.sqlite)".into(),
+            ))
+        }
+    }
+}
+
+/// Opens (creating and migrating if needed) the store `url` names.
+///
+/// # Errors
+/// [`StoreError`] when the URL is unsupported or the database cannot be
+/// opened or migrated.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    match StoreKind::from_url(url)? {
+        StoreKind::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_positive_and_parse() {
+        assert_eq!("42".parse::<Cursor>().unwrap().get(), 42);
+        assert!("0".parse::<Cursor>().is_err());
+        assert!("-1".parse::<Cursor>().is_err());
+        assert!("x".parse::<Cursor>().is_err());
+        assert_eq!(serde_json::to_string(&Cursor(7)).unwrap(), "7");
+    }
+
+    #[test]
+    fn urls_choose_the_backend() {
+        assert_eq!(
+            StoreKind::from_url("sqlite://a.sqlite").unwrap(),
+            StoreKind::Sqlite
+        );
+        assert_eq!(
+            StoreKind::from_url("sqlite:///data/db/chatbus.sqlite").unwrap(),
+            StoreKind::Sqlite
+        );
+        let err = StoreKind::from_url("postgres://x/y").unwrap_err();
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        assert!(StoreKind::from_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn moderation_actions_round_trip() {
+        for a in [
+            ModerationAction::Deleted,
+            ModerationAction::Banned,
+            ModerationAction::TimedOut,
+            ModerationAction::Cleared,
+        ] {
+            assert_eq!(ModerationAction::parse(a.as_str()), Some(a));
+            assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::Value::String(a.as_str().into())
+            );
+        }
+    }
+}

@@ -1,0 +1,770 @@
+//! The SQLite store: one file in WAL mode, schema migrations
+//! (`migrations/sqlite`), one writer connection and a pool of readers.
+//!
+//! * Writes run in `BEGIN IMMEDIATE` transactions, one per batch, so a
+//!   second process sharing the file waits for the write lock instead of
+//!   failing half-way; `synchronous = FULL`, because the broker is told
+//!   "done" (acked) right after the commit.
+//! * `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the cursor: allocated under
+//!   the write lock, hence in commit order, and never reused.
+//! * Channel counters and the FTS5 index are kept by triggers, so retention
+//!   and any manual `DELETE` keep them right.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::ChatEvent;
+use common::schema::{EventBody, EventKind};
+use serde_json::value::RawValue;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{
+    ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
+    RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows deleted per retention transaction, so ingest never waits long for
+/// the write lock.
+const RETENTION_CHUNK: i64 = 5_000;
+
+const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.event_id, e.kind, \
+     e.body, e.moderation, e.moderated_by FROM events e JOIN channels c ON c.id = e.channel_ref";
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+    lookback_ms: i64,
+    /// `(platform, channel)` -> `channels.id`, filled after commits.
+    channel_ids: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite://path`), creating the file and its directory
+    /// if needed, and migrates the schema.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the file cannot be opened or migrated.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let path = connect.get_filename().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect)
+            .await?;
+        tracing::info!(path = %path.display(), "SQLite store open");
+        Ok(Self {
+            writer,
+            reader,
+            path,
+            lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
+                .unwrap_or(i64::MAX / 2),
+            channel_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn cached_channel(&self, platform: &str, channel: &str) -> Option<i64> {
+        self.channel_ids
+            .lock()
+            .expect("channel cache lock")
+            .get(&(platform.to_owned(), channel.to_owned()))
+            .copied()
+    }
+
+    async fn matching_channels(&self, filter: &EventFilter) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT id, platform, channel, routing_key FROM channels")
+            .fetch_all(&self.reader)
+            .await?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let platform: String = row.try_get("platform")?;
+            let channel: String = row.try_get("channel")?;
+            let key: String = row.try_get("routing_key")?;
+            let wanted = filter.platform.as_ref().is_none_or(|p| *p == platform)
+                && filter.channel.as_ref().is_none_or(|c| *c == channel)
+                && (filter.patterns.is_empty() || filter.patterns.iter().any(|p| p.matches(&key)));
+            if wanted {
+                ids.push(row.try_get("id")?);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn delete_chunked(&self, sql: &'static str, binds: &[i64]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let mut query = sqlx::query(sql);
+            for value in binds {
+                query = query.bind(*value);
+            }
+            let deleted = query
+                .bind(RETENTION_CHUNK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            total += deleted;
+            if deleted < u64::try_from(RETENTION_CHUNK).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Runs the migrations, retrying briefly: two instances starting on a new
+/// file at the same moment race to create the schema, and the loser only
+/// has to see the winner's work.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, attempt, "migration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a database error is worth retrying (busy, locked, I/O, full)
+/// rather than a refusal of the data.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+            // Primary result codes: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
+            matches!(code & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15)
+        }
+        _ => false,
+    }
+}
+
+/// A moderation action an event carries.
+struct ModerationSpec {
+    action: ModerationAction,
+    target_event_id: Option<String>,
+    target_login: Option<String>,
+}
+
+fn moderation_of(event: &ChatEvent) -> Option<ModerationSpec> {
+    let (action, target_event_id, target_login) = match &event.body {
+        EventBody::MessageDelete(d) => (
+            ModerationAction::Deleted,
+            Some(d.target_message_id.clone()),
+            None,
+        ),
+        EventBody::Ban(d) => (
+            ModerationAction::Banned,
+            None,
+            Some(d.user.login.to_lowercase()),
+        ),
+        EventBody::Timeout(d) => (
+            ModerationAction::TimedOut,
+            None,
+            Some(d.user.login.to_lowercase()),
+        ),
+        EventBody::ChatClear(_) => (ModerationAction::Cleared, None, None),
+        _ => return None,
+    };
+    Some(ModerationSpec {
+        action,
+        target_event_id,
+        target_login,
+    })
+}
+
+async fn channel_ref(
+    tx: &mut SqliteConnection,
+    platform: &str,
+    channel: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query(
+        "INSERT INTO channels (platform, channel, routing_key) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (platform, channel) DO NOTHING",
+    )
+    .bind(platform)
+    .bind(channel)
+    .bind(common::routing::routing_key(platform, channel))
+    .execute(&mut *tx)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT id FROM channels WHERE platform = ?1 AND channel = ?2")
+            .bind(platform)
+            .bind(channel)
+            .fetch_one(&mut *tx)
+            .await?,
+    )
+}
+
+/// Marks what `spec` (the moderation event `seq` in channel `channel`,
+/// sent at `at_ms`) moderates. Returns the marked cursors.
+async fn apply_moderation(
+    tx: &mut SqliteConnection,
+    seq: i64,
+    channel: i64,
+    platform: &str,
+    at_ms: i64,
+    lookback_ms: i64,
+    spec: &ModerationSpec,
+) -> Result<Vec<i64>, StoreError> {
+    sqlx::query(
+        "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(seq)
+    .bind(channel)
+    .bind(spec.action.as_str())
+    .bind(spec.target_event_id.as_deref())
+    .bind(spec.target_login.as_deref())
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let from = at_ms.saturating_sub(lookback_ms);
+    let marked = match spec.action {
+        ModerationAction::Deleted => {
+            sqlx::query_scalar(
+                "UPDATE events SET moderation = 'deleted', moderated_by = ?1 \
+                 WHERE platform = ?2 AND event_id = ?3 AND channel_ref = ?4 AND moderation IS NULL \
+                 RETURNING seq",
+            )
+            .bind(seq)
+            .bind(platform)
+            .bind(spec.target_event_id.as_deref())
+            .bind(channel)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        ModerationAction::Banned | ModerationAction::TimedOut => {
+            sqlx::query_scalar(
+                "UPDATE events SET moderation = ?1, moderated_by = ?2 \
+                 WHERE author_login = ?3 AND channel_ref = ?4 AND sent_at BETWEEN ?5 AND ?6 \
+                   AND text IS NOT NULL AND moderation IS NULL \
+                 RETURNING seq",
+            )
+            .bind(spec.action.as_str())
+            .bind(seq)
+            .bind(spec.target_login.as_deref())
+            .bind(channel)
+            .bind(from)
+            .bind(at_ms)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        ModerationAction::Cleared => {
+            sqlx::query_scalar(
+                "UPDATE events SET moderation = 'cleared', moderated_by = ?1 \
+                 WHERE channel_ref = ?2 AND sent_at BETWEEN ?3 AND ?4 \
+                   AND text IS NOT NULL AND moderation IS NULL \
+                 RETURNING seq",
+            )
+            .bind(seq)
+            .bind(channel)
+            .bind(from)
+            .bind(at_ms)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    Ok(marked)
+}
+
+/// The moderation condition of `events` row against `moderations m`, for
+/// events that arrive after the moderation that concerns them.
+const LATE_MATCH: &str = "m.channel_ref = events.channel_ref AND ( \
+       (m.action = 'deleted' AND m.target_event_id = events.event_id) \
+    OR (m.at BETWEEN events.sent_at AND events.sent_at + ?1 \
+        AND (m.action = 'cleared' OR m.target_login = events.author_login)))";
+
+/// Marks the newly stored rows `first..=last` that a moderation stored
+/// earlier concerns (a delete, ban or clear that overtook its message).
+async fn apply_late_moderation(
+    tx: &mut SqliteConnection,
+    first: i64,
+    last: i64,
+    min_sent_ms: i64,
+    lookback_ms: i64,
+) -> Result<Vec<(i64, Moderation)>, StoreError> {
+    // Fast path: moderation only reaches back in time, so if no moderation
+    // is newer than the oldest new message, nothing can match.
+    let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM moderations WHERE at >= ?1 LIMIT 1")
+        .bind(min_sent_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if any.is_none() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE events SET (moderation, moderated_by) = ( \
+            SELECT m.action, m.seq FROM moderations m WHERE {LATE_MATCH} ORDER BY m.seq LIMIT 1) \
+         WHERE seq BETWEEN ?2 AND ?3 AND text IS NOT NULL AND moderation IS NULL \
+           AND EXISTS (SELECT 1 FROM moderations m WHERE {LATE_MATCH}) \
+         RETURNING seq, moderation, moderated_by"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lookback_ms)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut marked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        if let Some(m) = decode_moderation(
+            seq,
+            row.try_get("moderation")?,
+            row.try_get("moderated_by")?,
+        )? {
+            marked.push((seq, m));
+        }
+    }
+    Ok(marked)
+}
+
+fn decode_moderation(
+    seq: i64,
+    action: Option<String>,
+    by: Option<i64>,
+) -> Result<Option<Moderation>, StoreError> {
+    let (Some(action), Some(by)) = (action, by) else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        cursor: seq,
+        reason,
+    };
+    let action = ModerationAction::parse(&action)
+        .ok_or_else(|| corrupt(format!("unknown moderation `{action}`")))?;
+    let by = Cursor::new(by).ok_or_else(|| corrupt(format!("bad moderated_by {by}")))?;
+    Ok(Some(Moderation { action, by }))
+}
+
+fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let seq: i64 = row.try_get("seq")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        cursor: seq,
+        reason,
+    };
+    let kind: String = row.try_get("kind")?;
+    let body: String = row.try_get("body")?;
+    Ok(StoredEvent {
+        cursor: Cursor::new(seq).ok_or_else(|| corrupt("non-positive seq".into()))?,
+        moderation: decode_moderation(
+            seq,
+            row.try_get("moderation")?,
+            row.try_get("moderated_by")?,
+        )?,
+        event: RawValue::from_string(body).map_err(|e| corrupt(format!("body: {e}")))?,
+        platform: row.try_get("platform")?,
+        channel: row.try_get("channel")?,
+        id: row.try_get("event_id")?,
+        kind: kind
+            .parse::<EventKind>()
+            .map_err(|e| corrupt(e.to_string()))?,
+        routing_key: row.try_get("routing_key")?,
+    })
+}
+
+/// Turns user input into an FTS5 query that cannot be a syntax error:
+/// every word becomes a quoted phrase (all must match); a trailing `*`
+/// keeps its meaning (prefix).
+pub(crate) fn fts_query(input: &str) -> Option<String> {
+    let terms: Vec<String> = input
+        .split_whitespace()
+        .filter_map(|word| {
+            let (word, prefix) = match word.strip_suffix('*') {
+                Some(w) => (w.trim_end_matches('*'), true),
+                None => (word, false),
+            };
+            (!word.is_empty()).then(|| {
+                format!(
+                    "\"{}\"{}",
+                    word.replace('"', "\"\""),
+                    if prefix { "*" } else { "" }
+                )
+            })
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn write_batch(&self, events: &[NewEvent<'_>]) -> Result<WriteOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let stored_at = millis(Utc::now());
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // Under the write lock: nobody commits between this and our rows.
+        let after: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                .fetch_optional(&mut *tx)
+                .await?;
+
+        let mut refs: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut new_channels = Vec::new();
+        for e in events {
+            let key = (e.event.platform.as_str(), e.event.channel.as_str());
+            if refs.contains_key(&key) {
+                continue;
+            }
+            let id = match self.cached_channel(key.0, key.1) {
+                Some(id) => id,
+                None => {
+                    let id = channel_ref(&mut tx, key.0, key.1).await?;
+                    new_channels.push(((key.0.to_owned(), key.1.to_owned()), id));
+                    id
+                }
+            };
+            refs.insert(key, id);
+        }
+
+        let mut outcome = WriteOutcome {
+            after: after.and_then(Cursor::new),
+            ..WriteOutcome::default()
+        };
+        let mut moderations = Vec::new();
+        let mut min_text_sent: Option<i64> = None;
+        for e in events {
+            let ev = e.event;
+            let channel = refs[&(ev.platform.as_str(), ev.channel.as_str())];
+            let sent_ms = millis(ev.sent_at);
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (platform, event_id, channel_ref, kind, sent_at, stored_at, \
+                 author_login, text, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (platform, event_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&ev.platform)
+            .bind(&ev.id)
+            .bind(channel)
+            .bind(ev.kind().as_str())
+            .bind(sent_ms)
+            .bind(stored_at)
+            .bind(ev.author.as_ref().map(|a| a.login.to_lowercase()))
+            .bind(ev.text.as_deref())
+            .bind(e.json)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                outcome.duplicates += 1;
+                continue;
+            };
+            if ev.text.is_some() {
+                min_text_sent = Some(min_text_sent.map_or(sent_ms, |m| m.min(sent_ms)));
+            }
+            if let Some(spec) = moderation_of(ev) {
+                moderations.push((seq, channel, sent_ms, &ev.platform, spec));
+            }
+            outcome.stored.push(StoredEvent {
+                cursor: Cursor::new(seq).ok_or_else(|| StoreError::Corrupt {
+                    cursor: seq,
+                    reason: "non-positive seq".into(),
+                })?,
+                moderation: None,
+                event: RawValue::from_string(e.json.to_owned()).map_err(|err| {
+                    StoreError::Corrupt {
+                        cursor: seq,
+                        reason: format!("body: {err}"),
+                    }
+                })?,
+                platform: ev.platform.clone(),
+                channel: ev.channel.clone(),
+                id: ev.id.clone(),
+                kind: ev.kind(),
+                routing_key: common::routing::routing_key(&ev.platform, &ev.channel),
+            });
+        }
+
+        let mut marked: HashMap<i64, Moderation> = HashMap::new();
+        for (seq, channel, at, platform, spec) in &moderations {
+            let by = Cursor::new(*seq).expect("stored cursors are positive");
+            for target in apply_moderation(
+                &mut tx,
+                *seq,
+                *channel,
+                platform,
+                *at,
+                self.lookback_ms,
+                spec,
+            )
+            .await?
+            {
+                marked.insert(
+                    target,
+                    Moderation {
+                        action: spec.action,
+                        by,
+                    },
+                );
+            }
+        }
+        if let (Some(first), Some(last), Some(min_sent)) =
+            (outcome.stored.first(), outcome.stored.last(), min_text_sent)
+        {
+            let late = apply_late_moderation(
+                &mut tx,
+                first.cursor.get(),
+                last.cursor.get(),
+                min_sent,
+                self.lookback_ms,
+            )
+            .await?;
+            marked.extend(late);
+        }
+        tx.commit().await?;
+
+        if !new_channels.is_empty() {
+            self.channel_ids
+                .lock()
+                .expect("channel cache lock")
+                .extend(new_channels);
+        }
+        for s in &mut outcome.stored {
+            if let Some(m) = marked.get(&s.cursor.get()) {
+                s.moderation = Some(*m);
+            }
+        }
+        outcome.moderated = marked.len() as u64;
+        Ok(outcome)
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let filter = &query.filter;
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let channels = if filter.patterns.is_empty()
+            && filter.platform.is_none()
+            && filter.channel.is_none()
+        {
+            None
+        } else {
+            let ids = self.matching_channels(filter).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(ids)
+        };
+        let text = match filter.text.as_deref() {
+            Some(t) => match fts_query(t) {
+                Some(q) => Some(q),
+                None if t.trim().is_empty() => None,
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+
+        let mut qb = QueryBuilder::<Sqlite>::new(COLUMNS);
+        if text.is_some() {
+            qb.push(" JOIN events_fts ON events_fts.rowid = e.seq");
+        }
+        qb.push(" WHERE 1 = 1");
+        if let Some(ids) = channels {
+            qb.push(" AND e.channel_ref IN (");
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            qb.push(")");
+        }
+        if let Some(user) = &filter.user {
+            qb.push(" AND e.author_login = ")
+                .push_bind(user.to_lowercase());
+        }
+        if !filter.kinds.is_empty() {
+            qb.push(" AND e.kind IN (");
+            let mut list = qb.separated(", ");
+            for kind in &filter.kinds {
+                list.push_bind(kind.as_str());
+            }
+            qb.push(")");
+        }
+        if let Some(text) = text {
+            qb.push(" AND events_fts MATCH ").push_bind(text);
+        }
+        if let Some(after) = query.after {
+            qb.push(" AND e.seq > ").push_bind(after.get());
+        }
+        if let Some(before) = query.before {
+            qb.push(" AND e.seq < ").push_bind(before.get());
+        }
+        qb.push(match query.order {
+            Order::Asc => " ORDER BY e.seq ASC LIMIT ",
+            Order::Desc => " ORDER BY e.seq DESC LIMIT ",
+        });
+        qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = format!("{COLUMNS} WHERE e.platform = ?1 AND e.event_id = ?2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(platform)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(decode_row).transpose()
+    }
+
+    async fn head(&self) -> Result<Option<Cursor>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(seq.and_then(Cursor::new))
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
+             last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let last_cursor: Option<i64> = row.try_get("last_cursor")?;
+                let last_at: Option<i64> = row.try_get("last_event_at")?;
+                Ok(ChannelSummary {
+                    platform: row.try_get("platform")?,
+                    channel: row.try_get("channel")?,
+                    routing_key: row.try_get("routing_key")?,
+                    event_count: row.try_get("event_count")?,
+                    message_count: row.try_get("message_count")?,
+                    last_cursor: last_cursor.and_then(Cursor::new),
+                    last_event_at: last_at.and_then(DateTime::from_timestamp_millis),
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(max_age) = policy.max_age {
+            let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+            let cutoff = Utc::now().checked_sub_signed(age).map_or(i64::MIN, millis);
+            deleted += self
+                .delete_chunked(
+                    "DELETE FROM events WHERE seq IN \
+                     (SELECT seq FROM events WHERE sent_at < ?1 LIMIT ?2)",
+                    &[cutoff],
+                )
+                .await?;
+        }
+        if let Some(max) = policy.max_per_channel.filter(|n| *n > 0) {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            let over: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM channels WHERE event_count > ?1")
+                    .bind(max)
+                    .fetch_all(&self.reader)
+                    .await?;
+            for channel in over {
+                // The oldest cursor to keep: the max-th newest.
+                let keep_from: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM events WHERE channel_ref = ?1 \
+                     ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                )
+                .bind(channel)
+                .bind(max - 1)
+                .fetch_optional(&self.reader)
+                .await?;
+                if let Some(keep_from) = keep_from {
+                    deleted += self
+                        .delete_chunked(
+                            "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
+                             WHERE channel_ref = ?1 AND seq < ?2 LIMIT ?3)",
+                            &[channel, keep_from],
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_becomes_a_safe_fts_query() {
+        assert_eq!(fts_query("héllo"), Some("\"héllo\"".into()));
+        assert_eq!(fts_query("a  b*"), Some("\"a\" \"b\"*".into()));
+        assert_eq!(
+            fts_query("say \"hi\""),
+            Some("\"say\" \"\"\"hi\"\"\"".into())
+        );
+        assert_eq!(
+            fts_query("AND OR NOT ("),
+            Some("\"AND\" \"OR\" \"NOT\" \"(\"".into())
+        );
+        assert_eq!(fts_query("   "), None);
+        assert_eq!(fts_query("***"), None);
+    }
+
+    #[test]
+    fn busy_and_io_errors_are_transient() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+    }
+}
