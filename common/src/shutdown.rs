@@ -1,6 +1,7 @@
 //! Shutdown: one [`CancellationToken`] per process, cancelled by SIGINT or
 //! SIGTERM, passed by clone into every task.
 
+use futures::FutureExt;
 pub use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` when the process receives SIGINT (Ctrl-C) or SIGTERM
@@ -36,7 +37,20 @@ where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let result = fut.await;
+        // A panic is a failure like any other: it must stop the process,
+        // not leave a half-working one behind.
+        let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                token.cancel();
+                return Err(anyhow::anyhow!("task `{name}` panicked: {what}"));
+            }
+        };
         if token.is_cancelled() {
             return result;
         }
@@ -80,6 +94,18 @@ mod tests {
         let handle = supervise("quitter", token.clone(), async { Ok(()) });
         let err = handle.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("quitter"));
+        assert!(token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_an_error_and_cancels_siblings() {
+        let token = CancellationToken::new();
+        let handle = supervise("boom", token.clone(), async { panic!("kaboom") });
+        let err = handle.await.unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("boom") && err.to_string().contains("kaboom"),
+            "{err}"
+        );
         assert!(token.is_cancelled());
     }
 

@@ -96,9 +96,11 @@ pub async fn run(
         status.set(true);
         metrics::counter!("chatbus_ingestor_amqp_sessions_total").increment(1);
         tracing::info!(resending = resend.len(), "publishing to RabbitMQ");
+        let events = connection.events_listener();
         let outcome = publish_session(
             &outbox,
             &publisher,
+            events,
             &options,
             &mut resend,
             &cancel,
@@ -127,6 +129,7 @@ enum Session {
 async fn publish_session(
     outbox: &Outbox,
     publisher: &Publisher,
+    events: impl futures::Stream<Item = lapin::Event> + Send,
     options: &PipelineOptions,
     resend: &mut VecDeque<Entry>,
     cancel: &CancellationToken,
@@ -135,6 +138,7 @@ async fn publish_session(
     let mut confirms: FuturesOrdered<Confirm> = FuturesOrdered::new();
     let mut in_flight: VecDeque<(Entry, Instant)> = VecDeque::new();
     let max = options.max_in_flight.max(1);
+    tokio::pin!(events);
     let failure = loop {
         // Fill the window from the resend queue first, then the outbox.
         let next_entry = async {
@@ -149,6 +153,20 @@ async fn publish_session(
                 drain_on_shutdown(outbox, &mut confirms, &mut in_flight).await;
                 return Session::Cancelled;
             }
+            // Notice a dead connection even while idle, so /readyz and the
+            // reconnect do not wait for the next event to publish.
+            Some(event) = events.next() => match event {
+                lapin::Event::Error(e) => break AmqpError::Protocol { op: "connection", source: e },
+                lapin::Event::ConnectionBlocked(reason) => {
+                    metrics::gauge!("chatbus_ingestor_broker_blocked").set(1.0);
+                    tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm); events wait in the spool");
+                }
+                lapin::Event::ConnectionUnblocked => {
+                    metrics::gauge!("chatbus_ingestor_broker_blocked").set(0.0);
+                    tracing::info!("RabbitMQ unblocked publishing");
+                }
+                _ => {}
+            },
             Some(result) = confirms.next(), if !confirms.is_empty() => {
                 let (entry, sent) = in_flight.pop_front().expect("a confirm per in-flight entry");
                 match result {

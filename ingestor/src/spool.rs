@@ -297,10 +297,13 @@ impl Spool {
         let Some(&(first, _)) = records.first() else {
             return Ok(());
         };
-        if self
-            .segments
-            .back()
-            .is_none_or(|s| s.bytes >= self.segment_bytes)
+        // A new segment when the current one is full, or when there is no
+        // open writer (fresh start, or segments recovered from a previous run).
+        if self.writer.is_none()
+            || self
+                .segments
+                .back()
+                .is_none_or(|s| s.bytes >= self.segment_bytes)
         {
             self.rotate(first)?;
         }
@@ -541,6 +544,25 @@ mod tests {
         let more = spool.read(&mut cursor, 42, 1000).unwrap();
         assert_eq!(more.first().unwrap().0, 47);
         assert_eq!(more.last().unwrap().0, 99);
+    }
+
+    #[test]
+    fn appending_after_a_reopen_continues_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), 1 << 30, 1 << 20).unwrap();
+        append(&mut spool, 0..5);
+        drop(spool);
+        let (mut spool, rec) = Spool::open(dir.path(), 1 << 30, 1 << 20).unwrap();
+        assert_eq!(rec.last_seq, Some(4));
+        append(&mut spool, 5..8);
+        let mut c = spool.cursor_at(0);
+        let all: Vec<u64> = spool
+            .read(&mut c, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
     }
 
     #[test]

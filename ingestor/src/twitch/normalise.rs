@@ -101,9 +101,13 @@ impl Normaliser {
     ) -> Result<Normalised, NormaliseError> {
         let command = msg.command.as_str();
         match command {
-            "PRIVMSG" | "USERNOTICE" | "CLEARCHAT" | "CLEARMSG" | "ROOMSTATE" | "HOSTTARGET" => {}
-            "NOTICE" if msg.params.first().is_some_and(|p| p.starts_with('#')) => {}
-            "NOTICE" => return Ok(Normalised::Control),
+            // Channel-less NOTICEs are about our session; a PRIVMSG to a user
+            // (not `#channel`) is a private notification, not channel chat.
+            "NOTICE" | "PRIVMSG" if !msg.params.first().is_some_and(|p| p.starts_with('#')) => {
+                return Ok(Normalised::Control);
+            }
+            "NOTICE" | "PRIVMSG" | "USERNOTICE" | "CLEARCHAT" | "CLEARMSG" | "ROOMSTATE"
+            | "HOSTTARGET" => {}
             c if CONTROL.contains(&c) || c.bytes().all(|b| b.is_ascii_digit()) => {
                 return Ok(Normalised::Control);
             }
@@ -919,11 +923,15 @@ mod tests {
         }
         let msg = IRCMessage::parse(":tmi.twitch.tv FOOBAR #x :y").unwrap();
         assert_eq!(n.normalise(&msg, Utc::now()).unwrap(), Normalised::Unknown);
-        let msg = IRCMessage::parse(":a!a@a PRIVMSG").unwrap();
+        let msg = IRCMessage::parse(":tmi.twitch.tv USERNOTICE").unwrap();
         assert!(matches!(
             n.normalise(&msg, Utc::now()),
             Err(NormaliseError::MissingChannel { .. })
         ));
+        let msg =
+            IRCMessage::parse(":jtv!jtv@jtv.tmi.twitch.tv PRIVMSG someuser :X is now hosting you.")
+                .unwrap();
+        assert_eq!(n.normalise(&msg, Utc::now()).unwrap(), Normalised::Control);
     }
 
     #[test]

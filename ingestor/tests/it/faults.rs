@@ -1,0 +1,322 @@
+//! IRC and broker faults: dropped connections, RECONNECT, the broker away
+//! for 10 s mid-flood, and a kill -9 with a non-empty spool.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::amqp::Subscriber;
+use common::schema::{EventBody, EventKind};
+use testkit::fake_irc::FakeIrc;
+use testkit::rabbit::{self, unique};
+use testkit::{eventually, within};
+
+use crate::helpers::*;
+
+/// Sends lines in small batches and returns the ids the server really
+/// delivered to a connection.
+async fn send_batches(fake: &FakeIrc, lines: &[String], batch: usize, pause: Duration) -> usize {
+    let mut delivered = 0;
+    for chunk in lines.chunks(batch) {
+        delivered += fake.send_lines(chunk);
+        tokio::time::sleep(pause).await;
+    }
+    delivered
+}
+
+async fn irc_fault_drill(fault: &str) {
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-ing-ircfault");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let chans = channels(3);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let ing = Running::start(config(
+        &fake,
+        &rabbit::amqp_url(),
+        &exchange,
+        &chans,
+        &spool,
+    ))
+    .await;
+    fake.wait_joined(&refs, 30).await;
+
+    let before = privmsgs(&chans, 150, "before");
+    assert_eq!(fake.send_lines(&before), 150);
+    tap.collect_until(30, "first half", |g| {
+        g.iter()
+            .filter(|d| d.event.kind() == EventKind::Message)
+            .count()
+            >= 150
+    })
+    .await;
+
+    match fault {
+        "drop" => fake.drop_connections(),
+        "reconnect" => fake.send_reconnect(),
+        _ => unreachable!(),
+    }
+    // The client reconnects and re-joins every channel by itself.
+    eventually(30, "re-joined on a new connection", || async {
+        let joins = fake.received_command("JOIN");
+        (joins.len() >= 6 && refs.iter().all(|c| fake.joined_channels().contains(*c))).then_some(())
+    })
+    .await;
+    let after = privmsgs(&chans, 150, "after");
+    assert_eq!(
+        fake.send_lines(&after),
+        150,
+        "every line reached the new connection"
+    );
+
+    let got = tap
+        .collect_until(30, "second half and gaps", |g| {
+            let after = g
+                .iter()
+                .filter(|d| d.event.id.starts_with("after-"))
+                .count();
+            let gaps = g
+                .iter()
+                .filter(|d| d.event.kind() == EventKind::Gap)
+                .count();
+            after >= 150 && gaps >= 3
+        })
+        .await;
+    let messages: Vec<&str> = got
+        .iter()
+        .filter(|d| d.event.kind() == EventKind::Message)
+        .map(|d| d.event.id.as_str())
+        .collect();
+    let unique_ids: BTreeSet<&str> = messages.iter().copied().collect();
+    assert_eq!(unique_ids.len(), 150, "every message after the fault once");
+    assert_eq!(messages.len(), 150);
+    let reason = if fault == "drop" {
+        "disconnect"
+    } else {
+        "reconnect_requested"
+    };
+    let mut gap_channels = BTreeSet::new();
+    for d in got.iter().filter(|d| d.event.kind() == EventKind::Gap) {
+        let EventBody::Gap(g) = &d.event.body else {
+            unreachable!()
+        };
+        assert_eq!(g.reason, reason);
+        assert!(g.started_at <= g.ended_at);
+        assert_eq!(d.routing_key, format!("chat.twitch.{}", d.event.channel));
+        gap_channels.insert(d.event.channel.clone());
+    }
+    assert_eq!(
+        gap_channels,
+        chans.iter().cloned().collect(),
+        "one gap per affected channel"
+    );
+    assert!(
+        tap.drain_quiet(Duration::from_millis(300))
+            .await
+            .iter()
+            .all(|d| d.event.kind() != EventKind::Gap)
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dropped_irc_connection_is_rejoined_with_gap_events_and_the_flow_continues() {
+    irc_fault_drill("drop").await;
+}
+
+#[tokio::test]
+async fn a_reconnect_command_is_followed_with_gap_events_and_the_flow_continues() {
+    irc_fault_drill("reconnect").await;
+}
+
+#[tokio::test]
+async fn fault_broker_away_for_ten_seconds_mid_flood_loses_nothing() {
+    let broker = testkit::fault::FaultBroker::ensure();
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-ing-outage");
+    let queue = unique("test-outage-q");
+    let topology = common::amqp::Topology::named(&exchange);
+    async fn subscribe(
+        conn: &lapin::Connection,
+        queue: &str,
+        topology: &common::amqp::Topology,
+    ) -> Subscriber {
+        Subscriber::builder(queue)
+            .bind("chat.#")
+            .prefetch(2000)
+            .expires(Duration::from_secs(600))
+            .build(conn, topology)
+            .await
+            .unwrap()
+    }
+    {
+        let conn = rabbit::connect_to(broker.amqp_url(), "test-outage-setup").await;
+        drop(subscribe(&conn, &queue, &topology).await);
+        let _ = conn.close(200, "setup".into()).await;
+    }
+    let chans = channels(5);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let ing = Running::start(config(&fake, broker.amqp_url(), &exchange, &chans, &spool)).await;
+    fake.wait_joined(&refs, 30).await;
+
+    // ~16 s of chat at 1,000 lines/s; the broker is away from t=3s to t=13s.
+    let lines = privmsgs(&chans, 16_000, "flood");
+    let flood = send_batches(&fake, &lines, 50, Duration::from_millis(50));
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = tokio::task::spawn_blocking(move || {
+            broker.stop_app();
+            std::thread::sleep(Duration::from_secs(10));
+            broker.start_app();
+            broker
+        });
+        b.await.unwrap()
+    };
+    let (delivered, broker) = tokio::join!(flood, outage);
+    assert_eq!(delivered, lines.len());
+
+    let conn = rabbit::connect_to(broker.amqp_url(), "test-outage-check").await;
+    let mut sub = subscribe(&conn, &queue, &topology).await;
+    let want: BTreeSet<String> = (0..lines.len()).map(|i| format!("flood-{i}")).collect();
+    let mut got = BTreeSet::new();
+    let mut copies = 0usize;
+    within(120, "every flood message after the outage", async {
+        while !want.is_subset(&got) {
+            let d = sub.next().await.unwrap().unwrap();
+            if d.event.kind() == EventKind::Message {
+                copies += 1;
+                got.insert(d.event.id.clone());
+            }
+            d.ack().await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(got.len(), want.len(), "nothing lost");
+    eprintln!(
+        "outage drill: {} messages, {} copies received ({} duplicates)",
+        want.len(),
+        copies,
+        copies - want.len()
+    );
+    let page = ing.get("/metrics").await.1;
+    assert!(
+        metric_value(&page, "chatbus_ingestor_amqp_reconnects_total") >= 1.0,
+        "the publisher reconnected"
+    );
+    assert_eq!(
+        metric_value(&page, "chatbus_ingestor_events_dropped_total"),
+        0.0
+    );
+    ing.stop().await;
+    rabbit::delete_topology(&conn, &topology).await;
+    let _ = sub;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_ingestor(envs: &[(&str, String)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"));
+    cmd.env_clear()
+        .env("RUST_LOG", "warn,ingestor=info")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn the ingestor binary")
+}
+
+async fn readyz(port: u16) -> Option<serde_json::Value> {
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    res.json().await.ok()
+}
+
+#[tokio::test]
+async fn an_ingestor_killed_with_a_full_spool_publishes_it_after_restart() {
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-ing-kill");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    // The broker is unreachable (cut proxy) while the ingestor reads chat.
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    proxy.cut();
+    let chans = channels(2);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let port = free_port();
+    let envs = vec![
+        ("AMQP_URL", proxy.url(&rabbit::amqp_url())),
+        ("CHAT_EXCHANGE", exchange.clone()),
+        ("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("TWITCH_IRC_ADDR", fake.addr().to_string()),
+        ("TWITCH_IRC_TLS", "false".into()),
+        ("TWITCH_CHANNELS", chans.join(",")),
+        ("SPOOL_DIR", spool.display().to_string()),
+        // A small memory cache: most of the backlog lives only on disk.
+        ("OUTBOX_MEMORY_EVENTS", "100".into()),
+        ("AMQP_RECONNECT_MAX_DELAY", "500ms".into()),
+    ];
+    let mut first = spawn_ingestor(&envs);
+    fake.wait_joined(&refs, 30).await;
+    let lines = privmsgs(&chans, 3_000, "spooled");
+    assert_eq!(fake.send_lines(&lines), lines.len());
+    // Wait until all 3,000 (+2 ROOMSTATEs) are in the spool, unconfirmed.
+    eventually(60, "everything spooled", || async {
+        let r = readyz(port).await?;
+        (r["outbox_unconfirmed"].as_u64()? >= 3_002).then_some(())
+    })
+    .await;
+    first.start_kill().unwrap(); // SIGKILL: no shutdown code runs.
+    first.wait().await.unwrap();
+    assert!(
+        std::fs::read_dir(&spool).unwrap().count() > 0,
+        "the spool is on disk"
+    );
+
+    proxy.restore();
+    let mut second = spawn_ingestor(&envs);
+    let got = tap
+        .collect_until(90, "the spooled events after restart", |g| {
+            g.iter()
+                .filter(|d| d.event.id.starts_with("spooled-"))
+                .map(|d| d.event.id.as_str())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= 3_000
+        })
+        .await;
+    let ids: BTreeSet<&str> = got
+        .iter()
+        .filter(|d| d.event.kind() == EventKind::Message)
+        .map(|d| d.event.id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3_000);
+    // Published in order per channel (the spool is replayed in order).
+    for ch in &chans {
+        let seq: Vec<usize> = got
+            .iter()
+            .filter(|d| d.event.channel == *ch && d.event.kind() == EventKind::Message)
+            .map(|d| d.event.id.trim_start_matches("spooled-").parse().unwrap())
+            .collect();
+        assert!(seq.windows(2).all(|w| w[0] < w[1]), "in order in {ch}");
+    }
+    eventually(30, "spool drained", || async {
+        let r = readyz(port).await?;
+        (r["outbox_unconfirmed"].as_u64()? == 0).then_some(())
+    })
+    .await;
+    second.start_kill().unwrap();
+    let _ = second.wait().await;
+    tap.cleanup().await;
+}

@@ -1,0 +1,7 @@
+//! Ingestor integration tests: a fake Twitch IRC server on 127.0.0.1, the
+//! real RabbitMQ, the ingestor in-process (port 0) or as a process.
+
+mod admin;
+mod faults;
+mod flow;
+mod helpers;
