@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use common::shutdown::{CancellationToken, cancel_on_signal};
 
 /// Obtain OAuth tokens for chat platforms and keep them refreshed in the token store.
@@ -13,6 +13,27 @@ struct Cli {
     /// Config file (TOML, YAML or JSON). Environment variables override it.
     #[arg(long, env = "CHATBUS_CONFIG")]
     config: Option<PathBuf>,
+    /// What to do; without a command, serve.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the status page and the OAuth flow, and keep tokens fresh (the default).
+    Serve,
+    /// Print every account in the token store with its expiry and state.
+    Status,
+    /// Refresh now: one account (e.g. twitch:mybot) or every account.
+    Refresh {
+        /// Account key `<platform>:<login>`; all accounts when omitted.
+        account: Option<String>,
+    },
+    /// Revoke an account's tokens at the provider and remove it from the store.
+    Revoke {
+        /// Account key `<platform>:<login>`.
+        account: String,
+    },
 }
 
 #[tokio::main]
@@ -29,23 +50,40 @@ async fn main() -> ExitCode {
         eprintln!("auth-server: {e:#}");
         return ExitCode::from(2);
     }
-    let shutdown = CancellationToken::new();
-    if let Err(e) = cancel_on_signal(shutdown.clone()) {
-        tracing::error!(error = %e, "cannot install signal handlers");
-        return ExitCode::FAILURE;
-    }
-    let listener = match common::http::bind(&config.auth_http_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            return ExitCode::FAILURE;
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Status => auth_server::commands::status(&config)
+            .await
+            .map(|text| print!("{text}")),
+        Command::Refresh { account } => {
+            match auth_server::commands::refresh(&config, account.as_deref()).await {
+                Ok(report) => {
+                    report.lines.iter().for_each(|l| println!("{l}"));
+                    if report.failures > 0 {
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
+        Command::Revoke { account } => auth_server::commands::revoke(&config, &account)
+            .await
+            .map(|line| println!("{line}")),
     };
-    match auth_server::run(config, listener, shutdown).await {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("auth-server failed: {e:#}");
+            eprintln!("auth-server: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn serve(config: auth_server::Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone())?;
+    let listener = common::http::bind(&config.auth_http_addr).await?;
+    auth_server::run(config, listener, shutdown).await
 }

@@ -589,7 +589,8 @@ fn invalid_grant(flavour: Flavour, message: &str) -> Response<String> {
 fn valid_access(s: &State, token: &str) -> Option<(AccessInfo, u64)> {
     let info = s.access.get(token)?;
     let left = info.expires.checked_duration_since(Instant::now())?;
-    Some((info.clone(), left.as_secs()))
+    // Whole seconds, rounded up: a token with 2.9 s left says 3.
+    Some((info.clone(), left.as_millis().div_ceil(1000) as u64))
 }
 
 fn validate_twitch(auth: Option<String>, state: Arc<Mutex<State>>) -> Response<String> {
