@@ -6,7 +6,9 @@
 # 1. makes sure RabbitMQ answers (AMQP_URL if it answers, else a local
 #    rabbitmq-server it starts, else one it installs with apt-get as root),
 #    with the management plugin;
-# 2. starts the fault-drill RabbitMQ node (scripts/rabbitmq-fault-node.sh);
+# 2. starts the fault-drill RabbitMQ node (scripts/rabbitmq-fault-node.sh),
+#    and installs what the consumer's web page test needs if it is missing
+#    (Debian's chromium, Node.js, playwright-core from npm);
 # 3. runs cargo fmt --check, clippy with -D warnings, and every test with
 #    cargo-nextest (installed if missing).
 # Broker tests never skip: if a broker cannot be had, this script fails.
@@ -44,6 +46,29 @@ fi
 
 log "fault-drill RabbitMQ node"
 scripts/rabbitmq-fault-node.sh start
+
+# The consumer's web page test drives headless Chromium (Debian's chromium
+# package) with playwright-core from npm. Installed only when missing; if
+# they cannot be had this script fails (the test never skips).
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || die "apt-get update failed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" \
+    || die "cannot install $* (needed by the consumer's web page test; run as root or install it)"
+}
+log "web page test prerequisites: Chromium, Node.js, playwright-core"
+if [ ! -x "${CHATBUS_CHROMIUM:-/usr/bin/chromium}" ]; then
+  log "installing chromium with apt-get"
+  apt_install chromium
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing nodejs and npm with apt-get"
+  apt_install nodejs npm
+fi
+if [ ! -d consumer/tests/browser/node_modules/playwright-core ]; then
+  log "installing playwright-core (npm ci in consumer/tests/browser)"
+  npm ci --prefix consumer/tests/browser --no-audit --no-fund \
+    || die "npm ci failed in consumer/tests/browser"
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"

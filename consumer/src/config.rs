@@ -71,7 +71,8 @@ pub struct Config {
     pub consumer_live_poll_interval: Duration,
 
     /// Events a WebSocket client may have queued before it counts as too
-    /// slow and is disconnected (it can resume from its last cursor).
+    /// slow and is disconnected (it can resume from its last cursor). At
+    /// least `consumer_batch_size`: a batch reaches the hub at once.
     pub consumer_ws_send_queue: usize,
     /// Subscriptions one WebSocket connection may hold.
     pub consumer_ws_max_subscriptions: usize,
@@ -97,7 +98,7 @@ impl Default for Config {
             consumer_http_addr: "0.0.0.0:8080".into(),
             log_format: LogFormat::Human,
             rust_log: "info".into(),
-            database_url: "sqlite://chatbus.sqlite".into(),
+            database_url: "sqlite://data/chatbus.sqlite".into(),
             database_max_connections: 8,
             consumer_queue: "chat.consumer".into(),
             consumer_queue_type: QueueType::Classic,
@@ -203,6 +204,16 @@ impl ServiceConfig for Config {
             1,
             1_000_000,
         )?;
+        if self.consumer_ws_send_queue < self.consumer_batch_size {
+            return Err(ConfigError::invalid(
+                "consumer_ws_send_queue",
+                format!(
+                    "{} is smaller than CONSUMER_BATCH_SIZE ({}): one committed batch would \
+                     disconnect every client",
+                    self.consumer_ws_send_queue, self.consumer_batch_size
+                ),
+            ));
+        }
         check_range(
             "consumer_ws_max_subscriptions",
             self.consumer_ws_max_subscriptions,
@@ -282,6 +293,7 @@ mod tests {
                 "CONSUMER_WS_MAX_FRAME_BYTES",
             ),
             ("CONSUMER_BATCH_WAIT", "0s", "CONSUMER_BATCH_WAIT"),
+            ("CONSUMER_WS_SEND_QUEUE", "10", "CONSUMER_WS_SEND_QUEUE"),
         ] {
             let err = load(&[(key, value)]).unwrap_err();
             assert!(err.contains(needle), "{key}={value}: {err}");

@@ -310,6 +310,8 @@ impl Ingest {
             .find(|i| !refused.iter().any(|(r, _)| r == i));
         if let Some(i) = last_ok {
             batch[i].ack_through().await.context("acking a batch")?;
+            let acked = batch.len() - refused.len();
+            metrics::counter!("chatbus_consumer_acked_total").increment(acked as u64);
         }
         Ok(())
     }

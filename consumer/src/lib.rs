@@ -88,6 +88,7 @@ pub async fn run_with_topology(
         store.clone(),
         hub.clone(),
         config.consumer_live_poll_interval,
+        config.consumer_batch_size,
     )
     .await
     .context("reading the store's head")?;

@@ -27,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Hub, LiveEvent};
 use crate::store::{Cursor, EventQuery, Order, Store, StoredEvent};
 
-/// Events read per store query while catching up.
-const PAGE: usize = 1000;
 /// Own batches that may wait for the feed; beyond that the feed is woken
 /// to read them from the store instead (the writer never waits).
 const HANDOFF_CAPACITY: usize = 64;
@@ -77,12 +75,15 @@ pub struct LiveFeed {
     rx: mpsc::Receiver<Committed>,
     wake: Arc<Notify>,
     poll: Duration,
+    page: usize,
 }
 
 impl LiveFeed {
     /// A feed starting after the store's current head (everything before
     /// is history). Create it before anything writes, so no commit is
-    /// missed.
+    /// missed. When catching up it reads `page` events at a time (the batch
+    /// size: the hub gets no bigger bursts from a catch-up than from a
+    /// commit).
     ///
     /// # Errors
     /// When the store's head cannot be read.
@@ -90,6 +91,7 @@ impl LiveFeed {
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         poll: Duration,
+        page: usize,
     ) -> Result<(LiveFeedHandle, Self), crate::store::StoreError> {
         let last = store.head().await?;
         let (tx, rx) = mpsc::channel(HANDOFF_CAPACITY);
@@ -106,6 +108,7 @@ impl LiveFeed {
                 rx,
                 wake,
                 poll,
+                page: page.max(1),
             },
         ))
     }
@@ -149,7 +152,7 @@ impl LiveFeed {
                 .query(&EventQuery {
                     after: self.last,
                     order: Order::Asc,
-                    limit: PAGE,
+                    limit: self.page,
                     ..EventQuery::default()
                 })
                 .await
@@ -160,7 +163,7 @@ impl LiveFeed {
                     return;
                 }
             };
-            let full = page.len() == PAGE;
+            let full = page.len() == self.page;
             for event in page {
                 self.publish(event);
             }

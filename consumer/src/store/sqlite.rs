@@ -9,6 +9,11 @@
 //!   the write lock, hence in commit order, and never reused.
 //! * Channel counters and the FTS5 index are kept by triggers, so retention
 //!   and any manual `DELETE` keep them right.
+//! * WAL checkpoints run on their own connection every 500 ms (passive:
+//!   they never block anyone) instead of inside the writer's commits, which
+//!   is worth about a quarter of the write throughput.
+//! * Batches are written with multi-row statements (a handful per batch),
+//!   because every statement is a round trip to the connection's thread.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +49,8 @@ const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.eve
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    checkpointer: SqlitePool,
+    stop_checkpoints: tokio_util::sync::CancellationToken,
     path: PathBuf,
     lookback_ms: i64,
     /// `(platform, channel)` -> `channels.id`, filled after commits.
@@ -70,7 +77,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", "67108864");
         let path = connect.get_filename().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -78,19 +88,30 @@ impl SqliteStore {
                 source,
             })?;
         }
+        // The writer's page cache holds the hot parts of every index (64 MiB).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(connect.clone())
+            .connect_with(connect.clone().pragma("cache_size", "-65536"))
             .await?;
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
-            .connect_with(connect)
+            .connect_with(connect.clone().pragma("cache_size", "-16384"))
             .await?;
+        // Checkpoints run here, not in the writer's commits (see the module
+        // docs).
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        let stop_checkpoints = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(checkpoints(checkpointer.clone(), stop_checkpoints.clone()));
         tracing::info!(path = %path.display(), "SQLite store open");
         Ok(Self {
             writer,
             reader,
+            checkpointer,
+            stop_checkpoints,
             path,
             lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
                 .unwrap_or(i64::MAX / 2),
@@ -166,6 +187,30 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How often the background checkpointer folds the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs passive WAL checkpoints until `stop`. Passive checkpoints never
+/// block the writer or the readers; the writer's commits then only append
+/// to the WAL (SQLite's automatic checkpoint, which would run inside a
+/// commit, is off).
+async fn checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
@@ -436,6 +481,90 @@ pub(crate) fn fts_query(input: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// Rows per multi-row statement. Powers of two, so a batch of any size
+/// needs at most a handful of distinct statements (each prepared once and
+/// cached).
+const CHUNK_ROWS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// The multi-row statements.
+#[derive(Clone, Copy)]
+enum Statement {
+    /// Inserts rows of 9 values.
+    Insert,
+    /// Finds which `(platform, event_id)` pairs exist.
+    Existing,
+}
+
+/// The `kind` statement for up to `remaining` rows: how many rows it takes,
+/// and its SQL.
+fn statement(kind: Statement, remaining: usize) -> (usize, &'static str) {
+    fn build(rows: usize, kind: Statement) -> String {
+        match kind {
+            Statement::Insert => format!(
+                "INSERT INTO events (platform, event_id, channel_ref, kind, sent_at, stored_at, \
+                 author_login, text, body) VALUES {} \
+                 ON CONFLICT (platform, event_id) DO NOTHING",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+            ),
+            Statement::Existing => format!(
+                "SELECT platform, event_id FROM events WHERE (platform, event_id) IN (VALUES {})",
+                vec!["(?, ?)"; rows].join(", ")
+            ),
+        }
+    }
+    static INSERT: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        CHUNK_ROWS
+            .iter()
+            .map(|&r| build(r, Statement::Insert))
+            .collect()
+    });
+    static EXISTING: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        CHUNK_ROWS
+            .iter()
+            .map(|&r| build(r, Statement::Existing))
+            .collect()
+    });
+    let i = CHUNK_ROWS
+        .iter()
+        .position(|&rows| rows <= remaining)
+        .unwrap_or(CHUNK_ROWS.len() - 1);
+    let sql = match kind {
+        Statement::Insert => &INSERT[i],
+        Statement::Existing => &EXISTING[i],
+    };
+    (CHUNK_ROWS[i], sql.as_str())
+}
+
+/// The `(platform, event_id)` pairs among `events` the store already has.
+async fn existing_ids<'e>(
+    tx: &mut SqliteConnection,
+    events: &[&'e NewEvent<'e>],
+) -> Result<std::collections::HashSet<(&'e str, &'e str)>, StoreError> {
+    let mut found = std::collections::HashSet::new();
+    let mut pos = 0;
+    while pos < events.len() {
+        let (rows, sql) = statement(Statement::Existing, events.len() - pos);
+        let mut query = sqlx::query(sql);
+        for e in &events[pos..pos + rows] {
+            query = query
+                .bind(e.event.platform.as_str())
+                .bind(e.event.id.as_str());
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let platform: String = row.try_get("platform")?;
+            let id: String = row.try_get("event_id")?;
+            if let Some(e) = events[pos..pos + rows]
+                .iter()
+                .find(|e| e.event.platform == platform && e.event.id == id)
+            {
+                found.insert((e.event.platform.as_str(), e.event.id.as_str()));
+            }
+        }
+        pos += rows;
+    }
+    Ok(found)
+}
+
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -476,32 +605,87 @@ impl Store for SqliteStore {
             after: after.and_then(Cursor::new),
             ..WriteOutcome::default()
         };
+        // Which events are new: the first occurrence of an id in the batch,
+        // if the store does not have it yet.
+        let mut first_seen = std::collections::HashSet::with_capacity(events.len());
+        let candidates: Vec<&NewEvent<'_>> = events
+            .iter()
+            .filter(|e| first_seen.insert((e.event.platform.as_str(), e.event.id.as_str())))
+            .collect();
+        let existing = existing_ids(&mut tx, &candidates).await?;
+        let fresh: Vec<&NewEvent<'_>> = candidates
+            .into_iter()
+            .filter(|e| !existing.contains(&(e.event.platform.as_str(), e.event.id.as_str())))
+            .collect();
+
+        // Insert them in multi-row statements: one round trip to SQLite's
+        // thread per chunk, not per event, and no rows coming back.
+        let logins: Vec<Option<String>> = fresh
+            .iter()
+            .map(|e| e.event.author.as_ref().map(|a| a.login.to_lowercase()))
+            .collect();
+        let mut pos = 0;
+        while pos < fresh.len() {
+            let (rows, sql) = statement(Statement::Insert, fresh.len() - pos);
+            let mut query = sqlx::query(sql);
+            for (e, login) in fresh[pos..pos + rows].iter().zip(&logins[pos..pos + rows]) {
+                let ev = e.event;
+                query = query
+                    .bind(ev.platform.as_str())
+                    .bind(ev.id.as_str())
+                    .bind(refs[&(ev.platform.as_str(), ev.channel.as_str())])
+                    .bind(ev.kind().as_str())
+                    .bind(millis(ev.sent_at))
+                    .bind(stored_at)
+                    .bind(login.as_deref())
+                    .bind(ev.text.as_deref())
+                    .bind(e.json);
+            }
+            query.execute(&mut *tx).await?;
+            pos += rows;
+        }
+        // Under the write lock AUTOINCREMENT hands out after+1, after+2, ...
+        // in insertion order; check that it did, else read them back.
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let base = after.unwrap_or(0);
+        let seqs: Vec<i64> = if head.unwrap_or(0) - base == fresh.len() as i64 {
+            (1..=fresh.len() as i64).map(|i| base + i).collect()
+        } else {
+            let rows = sqlx::query(
+                "SELECT seq, platform, event_id FROM events WHERE seq > ?1 ORDER BY seq",
+            )
+            .bind(base)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut by_id = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let key: (String, String) = (row.try_get("platform")?, row.try_get("event_id")?);
+                by_id.insert(key, row.try_get::<i64, _>("seq")?);
+            }
+            fresh
+                .iter()
+                .map(|e| {
+                    by_id
+                        .get(&(e.event.platform.clone(), e.event.id.clone()))
+                        .copied()
+                        .ok_or_else(|| StoreError::Corrupt {
+                            cursor: base,
+                            reason: format!("event {} was not stored", e.event.id),
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        outcome.duplicates = events.len() - fresh.len();
+
         let mut moderations = Vec::new();
         let mut min_text_sent: Option<i64> = None;
-        for e in events {
+        for (e, &seq) in fresh.iter().zip(&seqs) {
             let ev = e.event;
             let channel = refs[&(ev.platform.as_str(), ev.channel.as_str())];
             let sent_ms = millis(ev.sent_at);
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (platform, event_id, channel_ref, kind, sent_at, stored_at, \
-                 author_login, text, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (platform, event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&ev.platform)
-            .bind(&ev.id)
-            .bind(channel)
-            .bind(ev.kind().as_str())
-            .bind(sent_ms)
-            .bind(stored_at)
-            .bind(ev.author.as_ref().map(|a| a.login.to_lowercase()))
-            .bind(ev.text.as_deref())
-            .bind(e.json)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(seq) = seq else {
-                outcome.duplicates += 1;
-                continue;
-            };
             if ev.text.is_some() {
                 min_text_sent = Some(min_text_sent.map_or(sent_ms, |m| m.min(sent_ms)));
             }
@@ -737,8 +921,23 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.stop_checkpoints.cancel();
         self.writer.close().await;
         self.reader.close().await;
+        // Fold the WAL into the database and truncate it: a tidy file.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.checkpointer)
+            .await
+        {
+            tracing::debug!(error = %e, "final checkpoint failed");
+        }
+        self.checkpointer.close().await;
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_checkpoints.cancel();
     }
 }
 

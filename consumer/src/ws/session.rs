@@ -38,8 +38,6 @@ use crate::store::{Cursor, EventQuery, Order, StoreError, StoredEvent};
 const HISTORY_PAGE: usize = 500;
 /// Queued events written before one flush.
 const WRITE_BURST: usize = 64;
-/// Longest wait for a close frame to go out.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type HistoryFuture =
     Pin<Box<dyn Future<Output = (u32, Result<Vec<StoredEvent>, StoreError>)> + Send>>;
@@ -255,7 +253,9 @@ impl Session {
             Some((code, reason)) => Message::close_with(code, reason),
             None => Message::close(),
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT.min(self.ctx.settings.write_timeout), async {
+        // A lagging client gets as long as any write to read what is queued
+        // and see why it is closed.
+        let _ = tokio::time::timeout(self.ctx.settings.write_timeout, async {
             let _ = self.sink.send(message).await;
             let _ = self.sink.close().await;
         })

@@ -1,0 +1,467 @@
+//! Benchmarks of the consumer, against the real RabbitMQ and a real SQLite
+//! file (figures in the README):
+//!
+//! ```sh
+//! # store throughput: events committed and acked per second
+//! cargo bench -p consumer --bench consumer_bench -- store --events 500000
+//! # WebSocket fan-out: N clients on one channel, events at a fixed rate
+//! cargo bench -p consumer --bench consumer_bench -- fanout --clients 1000 --rate 100 --seconds 30
+//! ```
+//!
+//! `store` pre-loads the queue, then starts the consumer in-process and
+//! times it from start until every event is committed and acked.
+//! `fanout` runs the consumer binary as a child process (so its memory can
+//! be measured on its own), connects the clients from this process,
+//! publishes at the given rate with the publish time in each message, and
+//! measures publish-to-client latency.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use common::amqp::{OutgoingMessage, Publisher, Subscriber, Topology};
+use futures::StreamExt;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use testkit::events;
+use testkit::rabbit::{self, test_topology, unique};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(about = "chatbus consumer benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Store throughput: events committed and acked per second.
+    Store {
+        /// Events to pre-load and consume.
+        #[arg(long, default_value_t = 500_000)]
+        events: usize,
+        /// CONSUMER_BATCH_SIZE.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// CONSUMER_PREFETCH.
+        #[arg(long, default_value_t = 1000)]
+        prefetch: u16,
+    },
+    /// WebSocket fan-out: clients on one channel, events at a fixed rate.
+    Fanout {
+        /// WebSocket clients subscribed to the channel.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Events per second published to the channel.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// How long to publish.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` appends `--bench`; it is not ours.
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match args.bench {
+            Bench::Store {
+                events,
+                batch_size,
+                prefetch,
+            } => store(events, batch_size, prefetch).await,
+            Bench::Fanout {
+                clients,
+                rate,
+                seconds,
+            } => fanout(clients, rate, seconds).await,
+        }
+    })
+}
+
+/// Declares the consumer's queue as the consumer will, so events published
+/// before it starts are queued.
+async fn declare_queue(topology: &Topology, queue: &str) -> anyhow::Result<()> {
+    let conn = rabbit::connect("chatbus-bench-declare").await;
+    let mut builder = Subscriber::builder(queue).bind("chat.#");
+    if let Some(expires) = topology.queue_expires {
+        builder = builder.expires(expires);
+    }
+    drop(builder.build(&conn, topology).await?);
+    let _ = conn.close(200, "declared".into()).await;
+    Ok(())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()> {
+    let topology = test_topology("bench-store");
+    let queue = unique("bench-store-q");
+    declare_queue(&topology, &queue).await?;
+    let dir = tempfile::tempdir()?;
+    let db_path = dir.path().join("bench.sqlite");
+    let db_url = format!("sqlite://{}", db_path.display());
+
+    let conn = rabbit::connect("chatbus-bench-publisher").await;
+    let publisher = Publisher::open(&conn, &topology, "chatbus-bench").await?;
+    let channels = ["alpha", "beta", "gamma", "delta", "epsilon"];
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for chunk in 0..n.div_ceil(10_000) {
+        let count = 10_000.min(n - chunk * 10_000);
+        let messages: Vec<_> = events::twitch_messages(&channels, count)
+            .iter()
+            .map(OutgoingMessage::from_event)
+            .collect::<Result<_, _>>()?;
+        bytes += messages.iter().map(|m| m.body.len()).sum::<usize>();
+        publisher.publish_all(&messages, 1024).await?;
+    }
+    let publish = started.elapsed();
+    println!(
+        "pre-loaded {n} events ({:.0} bytes each) in {:.1} s ({:.0} events/s confirmed)",
+        bytes as f64 / n as f64,
+        publish.as_secs_f64(),
+        n as f64 / publish.as_secs_f64()
+    );
+
+    let config = consumer::Config {
+        consumer_http_addr: "127.0.0.1:0".into(),
+        amqp_url: rabbit::amqp_url(),
+        database_url: db_url.clone(),
+        consumer_queue: queue.clone(),
+        consumer_batch_size: batch_size,
+        consumer_prefetch: prefetch,
+        consumer_ws_send_queue: batch_size.max(1024),
+        rust_log: "warn".into(),
+        ..consumer::Config::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let shutdown = CancellationToken::new();
+    let metrics = common::telemetry::metrics_handle();
+    let started = Instant::now();
+    let task = tokio::spawn(consumer::run_with_topology(
+        config,
+        topology.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    let mut last_report = Instant::now();
+    loop {
+        let text = metrics.render();
+        let acked = metric(&text, "chatbus_consumer_acked_total") as usize;
+        if acked >= n {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            println!(
+                "  {acked} acked after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        if task.is_finished() {
+            bail!("the consumer stopped early: {:?}", task.await);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    let text = metrics.render();
+    shutdown.cancel();
+    task.await??;
+
+    let pool = sqlx::SqlitePool::connect(&db_url).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    if stored != n as i64 {
+        bail!("stored {stored}, expected {n}");
+    }
+    let batches = metric(&text, "chatbus_consumer_batch_events_count");
+    let commit_sum = metric(&text, "chatbus_consumer_commit_seconds_sum");
+    let size: u64 = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "store: {n} events committed and acked in {:.2} s = {:.0} events/s \
+         ({batches:.0} batches, {:.1} events and {:.1} ms per commit on average; \
+         database {:.0} MB)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        n as f64 / batches.max(1.0),
+        1000.0 * commit_sum / batches.max(1.0),
+        size as f64 / 1e6
+    );
+    let _ = conn.close(200, "bench over".into()).await;
+    Ok(())
+}
+
+/// Resident set size of `pid`, bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// CPU seconds (user + system) `pid` used so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn now_micros() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros(),
+    )
+    .unwrap_or(0)
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct ClientResult {
+    latencies_us: Vec<u32>,
+    closed: Option<u16>,
+}
+
+async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    let exchange = unique("bench-fanout");
+    let topology = Topology::named(&exchange);
+    let queue = unique("bench-fanout-q");
+    declare_queue(&topology, &queue).await?;
+    let dir = tempfile::tempdir()?;
+    let db_url = format!("sqlite://{}", dir.path().join("fanout.sqlite").display());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", &exchange)
+        .env("CONSUMER_QUEUE", &queue)
+        .env("DATABASE_URL", &db_url)
+        .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,consumer=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the consumer binary")?;
+    let pid = child.id();
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "consumer listening" {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            } else if v["level"] == "WARN" || v["level"] == "ERROR" {
+                eprintln!("consumer: {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the consumer did not start")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss(pid)?;
+
+    // Connect every client (in waves) and wait for each to be subscribed.
+    let url = format!("ws://{addr}/ws?sub=b&patterns=chat.twitch.bench");
+    let expected = (u64::from(rate) * seconds) as usize;
+    let connect_started = Instant::now();
+    let mut sockets = Vec::with_capacity(clients);
+    for wave in 0..clients.div_ceil(250) {
+        let count = 250.min(clients - wave * 250);
+        let batch = futures::future::join_all((0..count).map(|_| {
+            let url = url.clone();
+            async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+                // welcome, subscribed
+                for _ in 0..2 {
+                    ws.next().await.context("closed early")??;
+                }
+                anyhow::Ok(ws)
+            }
+        }))
+        .await;
+        for ws in batch {
+            sockets.push(ws?);
+        }
+    }
+    println!(
+        "{clients} clients connected and subscribed in {:.1} s",
+        connect_started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss(pid)?;
+
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut result = ClientResult {
+                    latencies_us: Vec::with_capacity(expected),
+                    closed: None,
+                };
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 30);
+                while result.latencies_us.len() < expected {
+                    let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+                        Ok(Some(Ok(msg))) => msg,
+                        Ok(Some(Err(_)) | None) | Err(_) => break,
+                    };
+                    match msg {
+                        Message::Text(text) => {
+                            let now = now_micros();
+                            if let Some(rest) = text.split_once("\"text\":\"bench ").map(|(_, r)| r)
+                                && let Some(sent) =
+                                    rest.split(' ').next().and_then(|v| v.parse::<u64>().ok())
+                            {
+                                let us = now.saturating_sub(sent);
+                                result
+                                    .latencies_us
+                                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+                            }
+                        }
+                        Message::Close(frame) => {
+                            result.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = ws.close(None).await;
+                result
+            })
+        })
+        .collect();
+
+    let conn = rabbit::connect("chatbus-bench-publisher").await;
+    let publisher = Arc::new(Publisher::open(&conn, &topology, "chatbus-bench").await?);
+    let cpu_before = cpu_seconds(pid)?;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut confirms = futures::stream::FuturesUnordered::new();
+    for _ in 0..expected {
+        tick.tick().await;
+        let mut event = events::message("twitch", "bench", 0);
+        event.text = Some(format!(
+            "bench {} héllo 👋 this is a chat line",
+            now_micros()
+        ));
+        let message = OutgoingMessage::from_event(&event)?;
+        confirms.push(publisher.send(&message).await?.wait());
+        while let Some(Some(r)) = futures::FutureExt::now_or_never(confirms.next()) {
+            r?;
+        }
+    }
+    while let Some(r) = confirms.next().await {
+        r?;
+    }
+    let publishing = started.elapsed();
+    let mut results = Vec::with_capacity(clients);
+    for reader in readers {
+        results.push(reader.await?);
+    }
+    let window = started.elapsed();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let rss_end = rss(pid)?;
+
+    let delivered: usize = results.iter().map(|r| r.latencies_us.len()).sum();
+    let lagged = results.iter().filter(|r| r.closed == Some(4000)).count();
+    let short = results
+        .iter()
+        .filter(|r| r.latencies_us.len() < expected)
+        .count();
+    let mut all: Vec<u32> = results.into_iter().flat_map(|r| r.latencies_us).collect();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+        f64::from(all[i]) / 1000.0
+    };
+    println!(
+        "fanout: {clients} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s)",
+        publishing.as_secs_f64()
+    );
+    println!(
+        "  delivered {delivered} of {} ({:.0} events/s to clients over {:.1} s)",
+        expected * clients,
+        delivered as f64 / window.as_secs_f64(),
+        window.as_secs_f64()
+    );
+    println!(
+        "  latency publish -> client: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
+    println!("  clients that fell behind (closed 4000): {lagged}; clients missing events: {short}");
+    println!(
+        "  consumer RSS: {:.1} MB idle, {:.1} MB with the clients connected, {:.1} MB at the end \
+         = {:.1} KB per connected client",
+        rss_before as f64 / 1e6,
+        rss_after as f64 / 1e6,
+        rss_end as f64 / 1e6,
+        (rss_after.saturating_sub(rss_before)) as f64 / clients as f64 / 1024.0
+    );
+    println!(
+        "  consumer CPU: {:.1} s over {:.1} s = {:.0}% of one core",
+        cpu,
+        window.as_secs_f64(),
+        100.0 * cpu / window.as_secs_f64()
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    ch.exchange_delete(
+        consumer::commit_signal::exchange_for(&queue)
+            .as_str()
+            .into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await?;
+    rabbit::delete_topology(&conn, &topology).await;
+    let _ = conn.close(200, "bench over".into()).await;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Crash drills with the real binary: SIGKILL in the middle of a batch.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::amqp::Topology;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use testkit::rabbit::{self, unique};
+use testkit::{events, within};
+
+use crate::helpers::{count, count_distinct, db, declare_queue};
+
+struct Consumer {
+    child: Child,
+    addr: String,
+}
+
+/// Starts the consumer binary; returns once it logged its address.
+fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", exchange)
+        .env("CONSUMER_QUEUE", queue)
+        .env("DATABASE_URL", db_url)
+        .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
+        .env("CONSUMER_BATCH_SIZE", "1000")
+        .env("CONSUMER_PREFETCH", "2000")
+        .env("CONSUMER_WS_SEND_QUEUE", "1000")
+        .env("CONSUMER_BATCH_WAIT", "200ms")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the consumer binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "consumer listening"
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the consumer logs `consumer listening`");
+    Consumer { child, addr }
+}
+
+async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_twice() {
+    testkit::init_logging();
+    // The binary declares the named (durable) topology; so does the test,
+    // and it deletes it at the end.
+    let exchange = unique("test-crash");
+    let topology = Topology::named(&exchange);
+    let queue = unique("test-crash-q");
+    declare_queue(&topology, &queue).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
+
+    const N: i64 = 20_000;
+    let conn = rabbit::connect("chatbus-test-crash").await;
+    let publisher = common::amqp::Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let events = events::twitch_messages(&["c1", "c2", "c3", "c4"], N as usize);
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| common::amqp::OutgoingMessage::from_event(e).unwrap())
+        .collect();
+    within(60, "publish", publisher.publish_all(&messages, 1024))
+        .await
+        .unwrap();
+
+    let mut first = start(&exchange, &queue, &db_url);
+    // Kill it while it is busy: some batches committed, more in flight.
+    let pool = loop {
+        // The file exists once the store is open.
+        if dir.path().join("crash.sqlite").exists() {
+            break db(&db_url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    testkit::eventually(60, "some events stored", || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .filter(|n| *n >= 3_000)
+    })
+    .await;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    let at_kill = count(&pool).await;
+    assert!(at_kill < N, "killed before the end ({at_kill})");
+
+    let mut second = start(&exchange, &queue, &db_url);
+    testkit::eventually(120, "all events stored after the restart", || async {
+        (count(&pool).await >= N).then_some(())
+    })
+    .await;
+    // Give a redelivered duplicate the chance to show up, then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&pool).await, N, "nothing lost, nothing twice");
+    assert_eq!(count_distinct(&pool).await, N);
+    let redelivered = metric(&second.addr, "chatbus_consumer_redelivered_total").await;
+    assert!(
+        redelivered > 0.0,
+        "the kill left deliveries unacked (mid-batch), which came back"
+    );
+    let stored_by_second = metric(&second.addr, "chatbus_consumer_events_stored_total").await;
+    let duplicates = metric(&second.addr, "chatbus_consumer_duplicates_total").await;
+    assert_eq!(stored_by_second as i64, N - at_kill);
+    tracing::info!(at_kill, redelivered, duplicates, "crash drill");
+
+    // A clean stop on SIGTERM.
+    Command::new("kill")
+        .args(["-TERM", &second.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = within(20, "the consumer exits on SIGTERM", async {
+        loop {
+            if let Some(status) = second.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+
+    let ch = conn.create_channel().await.unwrap();
+    for q in [queue.as_str()] {
+        let _ = ch
+            .queue_delete(q.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .exchange_delete(
+            consumer::commit_signal::exchange_for(&queue)
+                .as_str()
+                .into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+    rabbit::delete_topology(&conn, &topology).await;
+}

@@ -1,0 +1,479 @@
+//! Spawning the consumer on port 0 against the real RabbitMQ (its own
+//! exchanges and queue) and a real SQLite file, publishing with common's
+//! publisher, and talking to it over HTTP and WebSocket.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::amqp::{OutgoingMessage, Publisher, Subscriber, Topology};
+use common::schema::{
+    Author, Badge, BanDetails, ChatClearDetails, ChatEvent, EventBody, MessageDeleteDetails,
+    MessageDetails, PLATFORM_TWITCH, TimeoutDetails, UserRef,
+};
+use consumer::Config;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use testkit::rabbit::{self, test_topology, unique};
+use testkit::within;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// One running consumer.
+pub(crate) struct TestApp {
+    pub addr: SocketAddr,
+    pub topology: Topology,
+    pub queue: String,
+    pub db_url: String,
+    dir: Arc<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    conn: lapin::Connection,
+    publisher: Publisher,
+}
+
+/// A config for tests: loopback, quick pings, small batches wait little.
+pub(crate) fn test_config(db_url: &str, queue: &str) -> Config {
+    Config {
+        consumer_http_addr: "127.0.0.1:0".into(),
+        amqp_url: rabbit::amqp_url(),
+        database_url: db_url.into(),
+        consumer_queue: queue.into(),
+        consumer_batch_wait: Duration::from_millis(10),
+        ..Config::default()
+    }
+}
+
+/// Declares `queue` bound to `chat.#` exactly as the consumer does, so
+/// events published before the consumer is up are not unrouted.
+pub(crate) async fn declare_queue(topology: &Topology, queue: &str) {
+    let conn = rabbit::connect("chatbus-test-declare").await;
+    let mut builder = Subscriber::builder(queue).bind("chat.#");
+    if let Some(expires) = topology.queue_expires {
+        builder = builder.expires(expires);
+    }
+    let sub = builder.build(&conn, topology).await.expect("declare queue");
+    drop(sub);
+    let _ = conn.close(200, "declared".into()).await;
+}
+
+impl TestApp {
+    /// A consumer with the default test config.
+    pub(crate) async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A consumer with `tweak` applied to its config.
+    pub(crate) async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        testkit::init_logging();
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let db_url = format!("sqlite://{}", dir.path().join("chatbus.sqlite").display());
+        let topology = test_topology("consumer");
+        let queue = unique("test-consumer-q");
+        declare_queue(&topology, &queue).await;
+        Self::start(dir, db_url, topology, queue, tweak).await
+    }
+
+    /// Another instance sharing this one's queue, database and exchanges.
+    pub(crate) async fn spawn_peer(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start(
+            self.dir.clone(),
+            self.db_url.clone(),
+            self.topology.clone(),
+            self.queue.clone(),
+            tweak,
+        )
+        .await
+    }
+
+    async fn start(
+        dir: Arc<tempfile::TempDir>,
+        db_url: String,
+        topology: Topology,
+        queue: String,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = test_config(&db_url, &queue);
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer::run_with_topology(
+            config,
+            topology.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        let conn = rabbit::connect("chatbus-test-publisher").await;
+        let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+            .await
+            .expect("publisher");
+        let app = Self {
+            addr,
+            topology,
+            queue,
+            db_url,
+            dir,
+            shutdown,
+            task: Some(task),
+            conn,
+            publisher,
+        };
+        testkit::eventually(10, "consumer answers /healthz", || async {
+            reqwest::get(app.url("/healthz"))
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        app
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    /// Publishes with publisher confirms; returns when the broker has all.
+    pub(crate) async fn publish(&self, events: &[ChatEvent]) {
+        let messages: Vec<_> = events
+            .iter()
+            .map(|e| OutgoingMessage::from_event(e).expect("encode"))
+            .collect();
+        within(60, "publish", self.publisher.publish_all(&messages, 1024))
+            .await
+            .expect("published");
+    }
+
+    /// The publisher (for raw, poison payloads).
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// The test's broker connection.
+    pub(crate) fn connection(&self) -> &lapin::Connection {
+        &self.conn
+    }
+
+    /// A read-only pool on the consumer's database file.
+    pub(crate) async fn db(&self) -> SqlitePool {
+        db(&self.db_url).await
+    }
+
+    /// Waits until the store holds at least `n` events; returns the count.
+    pub(crate) async fn wait_stored(&self, n: i64, secs: u64) -> i64 {
+        let pool = self.db().await;
+        testkit::eventually(secs, &format!("{n} events stored"), || async {
+            let c = count(&pool).await;
+            (c >= n).then_some(c)
+        })
+        .await
+    }
+
+    /// GET `path` as JSON, with an optional bearer token.
+    pub(crate) async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = reqwest::get(self.url(path)).await.expect("GET");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("JSON body"))
+    }
+
+    /// Stops the consumer and checks it ended cleanly.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            within(20, "consumer stops", task)
+                .await
+                .expect("consumer task")
+                .expect("consumer ended cleanly");
+        }
+        let _ = self.conn.close(200, "test over".into()).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A read-only pool on `db_url`.
+pub(crate) async fn db(db_url: &str) -> SqlitePool {
+    let options = SqliteConnectOptions::from_str(db_url)
+        .expect("db url")
+        .read_only(true);
+    SqlitePool::connect_with(options).await.expect("open db")
+}
+
+/// Rows in `events`.
+pub(crate) async fn count(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+/// Distinct `(platform, event_id)` in `events`.
+pub(crate) async fn count_distinct(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT DISTINCT platform, event_id FROM events)")
+        .fetch_one(pool)
+        .await
+        .expect("count distinct")
+}
+
+// ------------------------------------------------------------- events ----
+
+pub(crate) fn author(login: &str) -> Author {
+    Author {
+        id: format!("id-{login}"),
+        login: login.to_lowercase(),
+        display_name: login.to_owned(),
+        color: Some("#1E90FF".into()),
+        badges: vec![],
+        roles: vec![],
+    }
+}
+
+/// A chat message by `login` with `text`, sent at `at`.
+pub(crate) fn message_at(channel: &str, login: &str, text: &str, at: DateTime<Utc>) -> ChatEvent {
+    let mut e = ChatEvent::new(
+        uuid::Uuid::new_v4().to_string(),
+        PLATFORM_TWITCH,
+        channel,
+        at,
+        at,
+        EventBody::Message(MessageDetails::default()),
+    );
+    e.author = Some(author(login));
+    e.text = Some(text.to_owned());
+    e
+}
+
+/// A chat message by `login` with `text`, sent now.
+pub(crate) fn message(channel: &str, login: &str, text: &str) -> ChatEvent {
+    message_at(channel, login, text, Utc::now())
+}
+
+/// A message with a moderator badge and a Kappa emote.
+pub(crate) fn decorated_message(channel: &str, login: &str, color: &str) -> ChatEvent {
+    let mut e = message(channel, login, "héllo Kappa 👋 from the test");
+    let a = e.author.as_mut().expect("author");
+    a.color = Some(color.into());
+    a.badges = vec![Badge {
+        name: "moderator".into(),
+        version: "1".into(),
+        info: None,
+    }];
+    e.emotes = vec![common::schema::Emote {
+        id: "25".into(),
+        name: "Kappa".into(),
+        start: 6,
+        end: 11,
+    }];
+    e
+}
+
+fn moderation(channel: &str, at: DateTime<Utc>, body: EventBody) -> ChatEvent {
+    ChatEvent::new(
+        uuid::Uuid::new_v4().to_string(),
+        PLATFORM_TWITCH,
+        channel,
+        at,
+        at,
+        body,
+    )
+}
+
+fn user(login: &str) -> UserRef {
+    UserRef {
+        id: None,
+        login: login.to_owned(),
+        display_name: None,
+    }
+}
+
+pub(crate) fn ban(channel: &str, login: &str, at: DateTime<Utc>) -> ChatEvent {
+    moderation(
+        channel,
+        at,
+        EventBody::Ban(BanDetails { user: user(login) }),
+    )
+}
+
+pub(crate) fn timeout(channel: &str, login: &str, at: DateTime<Utc>) -> ChatEvent {
+    moderation(
+        channel,
+        at,
+        EventBody::Timeout(TimeoutDetails {
+            user: user(login),
+            duration_secs: 600,
+        }),
+    )
+}
+
+pub(crate) fn delete(channel: &str, target: &ChatEvent, at: DateTime<Utc>) -> ChatEvent {
+    moderation(
+        channel,
+        at,
+        EventBody::MessageDelete(MessageDeleteDetails {
+            target_message_id: target.id.clone(),
+            user_login: target.author.as_ref().map(|a| a.login.clone()),
+            text: target.text.clone(),
+        }),
+    )
+}
+
+pub(crate) fn clear(channel: &str, at: DateTime<Utc>) -> ChatEvent {
+    moderation(channel, at, EventBody::ChatClear(ChatClearDetails {}))
+}
+
+// ---------------------------------------------------------- WebSocket ----
+
+/// What a WebSocket read gave.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    Json(Value),
+    Close(Option<(u16, String)>),
+}
+
+/// A WebSocket test client.
+pub(crate) struct WsClient {
+    inner: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    pub(crate) async fn connect(url: &str) -> Self {
+        let (inner, _) = within(
+            10,
+            "WebSocket connect",
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("WebSocket handshake");
+        Self { inner }
+    }
+
+    /// Connects and reads the `welcome` frame.
+    pub(crate) async fn connect_welcomed(url: &str) -> (Self, Value) {
+        let mut ws = Self::connect(url).await;
+        let welcome = ws.expect("welcome").await;
+        (ws, welcome)
+    }
+
+    pub(crate) async fn send(&mut self, frame: Value) {
+        self.inner
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub(crate) async fn send_raw(&mut self, message: Message) {
+        self.inner.send(message).await.expect("send");
+    }
+
+    /// The next text frame or close (pings are skipped), within 10 s.
+    pub(crate) async fn next(&mut self) -> Frame {
+        within(10, "a WebSocket frame", async {
+            loop {
+                match self.inner.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        return Frame::Json(serde_json::from_str(&t).expect("JSON frame"));
+                    }
+                    Some(Ok(Message::Close(c))) => {
+                        return Frame::Close(c.map(|c| (u16::from(c.code), c.reason.to_string())));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Frame::Close(None),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next JSON frame; panics on close.
+    pub(crate) async fn json(&mut self) -> Value {
+        match self.next().await {
+            Frame::Json(v) => v,
+            Frame::Close(c) => panic!("connection closed: {c:?}"),
+        }
+    }
+
+    /// The next frame, which must have `type`.
+    pub(crate) async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.json().await;
+        assert_eq!(v["type"], ty, "expected a `{ty}` frame, got {v}");
+        v
+    }
+
+    pub(crate) async fn subscribe(&mut self, request: Value) -> Value {
+        let mut request = request;
+        request["type"] = "subscribe".into();
+        self.send(request).await;
+        self.expect("subscribed").await
+    }
+
+    /// Reads frames until `n` events of subscription `sub` arrived;
+    /// returns them (other frames are kept in `others`).
+    pub(crate) async fn events(
+        &mut self,
+        sub: &str,
+        n: usize,
+        others: &mut Vec<Value>,
+    ) -> Vec<Value> {
+        let mut events = Vec::with_capacity(n);
+        within(60, &format!("{n} events for {sub}"), async {
+            while events.len() < n {
+                let v = self.json().await;
+                if v["type"] == "event" && v["sub"] == sub {
+                    events.push(v);
+                } else {
+                    others.push(v);
+                }
+            }
+        })
+        .await;
+        events
+    }
+
+    /// Asserts nothing arrives for `ms` milliseconds.
+    pub(crate) async fn assert_quiet(&mut self, ms: u64) {
+        match tokio::time::timeout(Duration::from_millis(ms), self.inner.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    pub(crate) fn inner(
+        &mut self,
+    ) -> &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    > {
+        &mut self.inner
+    }
+}
+
+/// The cursors of event frames.
+pub(crate) fn cursors(events: &[Value]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| e["cursor"].as_i64().expect("cursor"))
+        .collect()
+}
+
+/// The event ids of event frames.
+pub(crate) fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"]["id"].as_str().expect("id").to_owned())
+        .collect()
+}

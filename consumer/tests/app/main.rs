@@ -1,0 +1,12 @@
+//! The consumer end to end: the real RabbitMQ, real SQLite files, the
+//! consumer spawned on port 0 (or its binary, for crash drills), HTTP and
+//! WebSocket clients, and headless Chromium for the web page.
+
+mod fault;
+mod helpers;
+mod multi_instance;
+mod page;
+mod pipeline;
+mod rest;
+mod store;
+mod websocket;

@@ -1,0 +1,125 @@
+//! The web page and the OBS overlay in headless Chromium (Debian's
+//! `chromium`, driven by playwright-core from `consumer/tests/browser`).
+//! `scripts/test.sh` installs both; without them this test fails with the
+//! command to run, it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use chrono::Utc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::{TestApp, decorated_message, delete};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHATBUS_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.exists(),
+        "Chromium is required for the web page test and {} does not exist. \
+         Run scripts/test.sh (it installs it), or `apt-get install -y chromium`, \
+         or set CHATBUS_CHROMIUM to a Chromium binary.",
+        path.display()
+    );
+    path
+}
+
+fn check_node_modules() {
+    let module = browser_dir().join("node_modules/playwright-core");
+    assert!(
+        module.exists(),
+        "playwright-core is required for the web page test and is not installed. \
+         Run scripts/test.sh, or `npm ci --prefix {}`.",
+        browser_dir().display()
+    );
+}
+
+#[tokio::test]
+async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletion() {
+    let chromium = chromium();
+    check_node_modules();
+    let app = TestApp::spawn().await;
+    let channel = format!("page_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let event = decorated_message(&channel, "Tester", "#1E90FF");
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels=twitch:{channel}")),
+        "overlay": app.url(&format!("/overlay?channels=twitch:{channel}")),
+        "id": event.id,
+        "chromium": chromium,
+    });
+    let mut node = Command::new("node")
+        .arg(browser_dir().join("page.mjs"))
+        .arg(spec.to_string())
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is required for the web page test (apt-get install nodejs npm)");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        let line = testkit::within(60, "the browser script", out.next_line())
+            .await
+            .unwrap()
+            .expect("the browser script ended early");
+        assert!(!line.starts_with("ERROR"), "{line}");
+        line
+    };
+
+    assert_eq!(next().await, "READY");
+    app.publish(std::slice::from_ref(&event)).await;
+
+    let seen = next().await;
+    let seen: serde_json::Value =
+        serde_json::from_str(seen.strip_prefix("SEEN ").expect("SEEN")).unwrap();
+    assert_eq!(seen["name"], "Tester");
+    assert_eq!(
+        seen["color"], "rgb(30, 144, 255)",
+        "display name in the user's colour"
+    );
+    assert_eq!(
+        seen["text"], "héllo  👋 from the test",
+        "text around the emote"
+    );
+    assert_eq!(seen["emotes"][0]["alt"], "Kappa");
+    assert_eq!(
+        seen["emotes"][0]["src"],
+        "https://static-cdn.jtvnw.net/emoticons/v2/25/default/dark/1.0"
+    );
+    assert_eq!(seen["badges"], serde_json::json!(["moderator"]));
+    assert_eq!(seen["platform"], "twitch");
+    assert_eq!(seen["channel"], channel);
+    assert_eq!(
+        seen["overlayBackground"], "rgba(0, 0, 0, 0)",
+        "transparent for OBS"
+    );
+    assert_eq!(seen["overlayControlsHidden"], true);
+    assert_ne!(seen["pageBackground"], "rgba(0, 0, 0, 0)");
+
+    app.publish(&[delete(&channel, &event, Utc::now())]).await;
+    stdin.write_all(b"deleted\n").await.unwrap();
+    let moderated = next().await;
+    let moderated: serde_json::Value =
+        serde_json::from_str(moderated.strip_prefix("MODERATED ").expect("MODERATED")).unwrap();
+    assert_eq!(moderated["note"], "message deleted by a moderator");
+    assert_eq!(moderated["textVisible"], false);
+    assert_eq!(
+        moderated["errors"],
+        serde_json::json!([]),
+        "no script errors"
+    );
+
+    let status = testkit::within(30, "the browser script exits", node.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+    app.stop().await;
+}

@@ -1,0 +1,155 @@
+//! From the broker into the store: batches, idempotency, poison.
+
+use common::amqp::{header_str, headers};
+use lapin::BasicProperties;
+use testkit::events;
+use testkit::rabbit::drain_queue;
+
+use crate::helpers::{TestApp, count, count_distinct, message};
+
+#[tokio::test]
+async fn ten_thousand_events_over_five_channels_are_stored_once_and_republishing_adds_nothing() {
+    let app = TestApp::spawn().await;
+    let channels = ["one", "two", "three", "four", "Five.Weird"];
+    let events = events::twitch_messages(&channels, 10_000);
+    app.publish(&events).await;
+    assert_eq!(app.wait_stored(10_000, 120).await, 10_000);
+
+    // The same 10,000 again, then one new event as a marker: the queue is
+    // FIFO and consumed in order, so once the marker is stored every
+    // republished event has been through the store.
+    app.publish(&events).await;
+    let marker = message("one", "marker", "after the republish");
+    app.publish(std::slice::from_ref(&marker)).await;
+    let pool = app.db().await;
+    testkit::eventually(120, "the marker is stored", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
+            .bind(&marker.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&pool).await,
+        10_001,
+        "republishing stored nothing new"
+    );
+    assert_eq!(count_distinct(&pool).await, 10_001);
+
+    // Every channel has its share, and every stored body is the one published.
+    let (status, body) = app.get_json("/api/channels").await;
+    assert_eq!(status, 200);
+    let mut counts: Vec<(String, i64)> = body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["channel"].as_str().unwrap().to_owned(),
+                c["event_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("Five.Weird".to_owned(), 2000),
+            ("four".to_owned(), 2000),
+            ("one".to_owned(), 2001),
+            ("three".to_owned(), 2000),
+            ("two".to_owned(), 2000),
+        ]
+    );
+    let sample = &events[7_777];
+    let body: String = sqlx::query_scalar("SELECT body FROM events WHERE event_id = ?1")
+        .bind(&sample.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let stored: common::ChatEvent = serde_json::from_str(&body).unwrap();
+    assert_eq!(&stored, sample);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn poison_goes_to_the_dead_letter_queue_with_its_reason_and_the_consumer_keeps_going() {
+    let app = TestApp::spawn().await;
+
+    // A store-level refusal, installed in the real database: SQLite aborts
+    // any insert of this one event id, as it would for a constraint the
+    // event breaks. Only that event must be dead-lettered, not its batch.
+    let refused = message("poison", "u", "the store will refuse me");
+    {
+        let rw = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON events WHEN new.event_id = '{}' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END",
+            refused.id
+        )))
+        .execute(&rw)
+        .await
+        .unwrap();
+        rw.close().await;
+    }
+
+    let json = BasicProperties::default().with_content_type("application/json".into());
+    for body in [&b"{not json"[..], br#"{"schema_version": 99}"#] {
+        app.publisher()
+            .send_raw(
+                &app.topology.exchange,
+                "chat.twitch.poison",
+                body,
+                json.clone(),
+            )
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let mut good: Vec<_> = (0..20)
+        .map(|n| message("poison", "u", &format!("good {n}")))
+        .collect();
+    good.insert(10, refused.clone());
+    app.publish(&good).await;
+
+    // The consumer keeps going: every good event is stored.
+    assert_eq!(app.wait_stored(20, 30).await, 20);
+    let dead = drain_queue(app.connection(), &app.topology.dead_letter_queue, 3, 30).await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            header_str(m.properties.headers().as_ref(), headers::DEAD_LETTER_REASON)
+                .expect("reason header")
+                .into_owned()
+        })
+        .collect();
+    assert!(reasons[0].contains("invalid ChatEvent JSON"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("schema_version") || reasons[1].contains("invalid ChatEvent JSON"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("the store refused the event")
+            && reasons[2].contains("refused by the test trigger"),
+        "{reasons:?}"
+    );
+    let refused_back: common::ChatEvent = serde_json::from_slice(&dead[2].data).unwrap();
+    assert_eq!(refused_back.id, refused.id, "the original payload is kept");
+    for m in &dead {
+        let queue = header_str(m.properties.headers().as_ref(), headers::DEAD_LETTER_QUEUE);
+        assert_eq!(queue.unwrap(), app.queue);
+    }
+
+    // Still consuming after all that.
+    let after = message("poison", "u", "after the poison");
+    app.publish(std::slice::from_ref(&after)).await;
+    assert_eq!(app.wait_stored(21, 30).await, 21);
+    // Nothing is left unacked or ready in the queue.
+    let pool = app.db().await;
+    assert_eq!(count_distinct(&pool).await, 21);
+    app.stop().await;
+}

@@ -1,0 +1,548 @@
+//! `GET /ws`: subscriptions, history then live, resume, slow clients,
+//! bad frames, pings, auth.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Frame, TestApp, WsClient, ban, cursors, ids, message};
+
+#[tokio::test]
+async fn pattern_subscriptions_select_the_right_events() {
+    let app = TestApp::spawn().await;
+    let (mut ws, welcome) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    assert_eq!(welcome["protocol"], 1);
+    assert_eq!(welcome["limits"]["max_subscriptions"], 16);
+
+    let subs = [
+        (
+            "twitch",
+            json!({"sub": "twitch", "patterns": ["chat.twitch.*"]}),
+        ),
+        (
+            "alpha",
+            json!({"sub": "alpha", "patterns": ["chat.*.alpha"]}),
+        ),
+        (
+            "bans",
+            json!({"sub": "bans", "patterns": ["chat.#"], "kinds": ["ban"]}),
+        ),
+        (
+            "exact",
+            json!({"sub": "exact", "channels": ["youtube:Beta.Odd"]}),
+        ),
+    ];
+    for (name, request) in &subs {
+        let subscribed = ws.subscribe(request.clone()).await;
+        assert_eq!(subscribed["sub"], *name);
+    }
+
+    let mut published = Vec::new();
+    for (platform, channel) in [
+        ("twitch", "alpha"),
+        ("twitch", "gamma"),
+        ("youtube", "alpha"),
+        ("youtube", "Beta.Odd"),
+        ("youtube", "beta-odd"),
+    ] {
+        let mut e = message(channel, "u", &format!("{platform}/{channel}"));
+        e.platform = platform.into();
+        published.push(e);
+    }
+    published.push(ban("gamma", "u", Utc::now()));
+    app.publish(&published).await;
+
+    let expected: [(&str, Vec<usize>); 4] = [
+        ("twitch", vec![0, 1, 5]),
+        ("alpha", vec![0, 2]),
+        ("bans", vec![5]),
+        ("exact", vec![3]),
+    ];
+    let total: usize = expected.iter().map(|(_, v)| v.len()).sum();
+    let mut others = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..total {
+        let v = ws.json().await;
+        if v["type"] == "event" {
+            got.push(v);
+        } else {
+            others.push(v);
+        }
+    }
+    assert!(others.is_empty(), "{others:?}");
+    for (sub, indexes) in expected {
+        let mine: Vec<Value> = got.iter().filter(|v| v["sub"] == sub).cloned().collect();
+        let want: Vec<String> = indexes.iter().map(|i| published[*i].id.clone()).collect();
+        assert_eq!(ids(&mine), want, "subscription {sub}");
+        let c = cursors(&mine);
+        assert!(c.windows(2).all(|w| w[0] < w[1]), "in cursor order");
+    }
+    ws.assert_quiet(300).await;
+
+    // Unsubscribing stops that stream only.
+    ws.send(json!({"type": "unsubscribe", "sub": "twitch"}))
+        .await;
+    ws.expect("unsubscribed").await;
+    let e = message("alpha", "u", "after unsubscribe");
+    app.publish(std::slice::from_ref(&e)).await;
+    let v = ws.expect("event").await;
+    assert_eq!(
+        (v["sub"].as_str(), v["event"]["id"].as_str()),
+        (Some("alpha"), Some(e.id.as_str()))
+    );
+    ws.assert_quiet(300).await;
+    app.stop().await;
+}
+
+/// Publishes `n` messages to `channel` in small confirmed batches, a little
+/// apart, so subscriptions start in the middle of the stream.
+async fn publish_slowly(app: &TestApp, channel: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for chunk in 0..n / 20 {
+        let batch: Vec<_> = (0..20)
+            .map(|i| message(channel, "u", &format!("m{}", chunk * 20 + i)))
+            .collect();
+        ids.extend(batch.iter().map(|e| e.id.clone()));
+        app.publish(&batch).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    ids
+}
+
+#[tokio::test]
+async fn history_then_live_has_no_gap_and_no_duplicate_while_publishing() {
+    let app = TestApp::spawn().await;
+    let channel = "boundary";
+    let noise = message("elsewhere", "u", "not for these subscriptions");
+    app.publish(std::slice::from_ref(&noise)).await;
+    let publisher = publish_slowly(&app, channel, 2000);
+    // Clients join at different moments while events flow: some ask for
+    // the last 50, some for everything since the start.
+    let joiners = async {
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+            let request = if i % 2 == 0 {
+                json!({"sub": "s", "channels": [format!("twitch:{channel}")], "last": 50})
+            } else {
+                json!({"sub": "s", "channels": [format!("twitch:{channel}")], "since": 0})
+            };
+            ws.subscribe(request).await;
+            clients.push((i, ws));
+        }
+        clients
+    };
+    let (published, clients) = tokio::join!(publisher, joiners);
+    let last_id = published.last().unwrap().clone();
+
+    for (i, mut ws) in clients {
+        let mut events = Vec::new();
+        let mut live = None;
+        testkit::within(60, "the last event", async {
+            loop {
+                let v = ws.json().await;
+                match v["type"].as_str() {
+                    Some("event") => {
+                        let done = v["event"]["id"] == last_id.as_str();
+                        events.push(v);
+                        if done {
+                            break;
+                        }
+                    }
+                    Some("live") => live = Some(events.len()),
+                    _ => panic!("unexpected {v}"),
+                }
+            }
+        })
+        .await;
+        let got = ids(&events);
+        let c = cursors(&events);
+        assert!(
+            c.windows(2).all(|w| w[0] < w[1]),
+            "client {i}: cursors strictly increase"
+        );
+        let first = published.iter().position(|id| *id == got[0]).unwrap();
+        assert_eq!(
+            got,
+            published[first..],
+            "client {i}: exactly the events from its first one on, no gap, no duplicate"
+        );
+        let history = live.expect("a live frame");
+        if i % 2 == 0 {
+            assert!(history <= 50, "client {i}: at most the last 50 as history");
+            assert!(
+                history > 0,
+                "client {i}: joined mid-stream, so there was history"
+            );
+        } else {
+            assert_eq!(first, 0, "client {i}: since 0 starts at the first event");
+        }
+        ws.assert_quiet(200).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_from_a_cursor_gives_exactly_the_missed_events() {
+    let app = TestApp::spawn().await;
+    let sub = json!({"sub": "r", "patterns": ["chat.twitch.resume"]});
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    ws.subscribe(sub.clone()).await;
+    let first: Vec<_> = (0..30)
+        .map(|n| message("resume", "u", &format!("a{n}")))
+        .collect();
+    app.publish(&first).await;
+    let seen = ws.events("r", 30, &mut Vec::new()).await;
+    let last_cursor = *cursors(&seen).last().unwrap();
+    drop(ws);
+
+    // Missed while disconnected, with other channels' events in between.
+    let mut missed = Vec::new();
+    for n in 0..40 {
+        missed.push(message("resume", "u", &format!("b{n}")));
+        app.publish(&[message("other", "u", "noise")]).await;
+    }
+    app.publish(&missed).await;
+    app.wait_stored(30 + 40 + 40, 30).await;
+
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    let mut request = sub.clone();
+    request["since"] = last_cursor.into();
+    let subscribed = ws.subscribe(request).await;
+    assert_eq!(subscribed["history"]["since"], last_cursor);
+    let mut others = Vec::new();
+    let replay = ws.events("r", 40, &mut others).await;
+    assert_eq!(
+        ids(&replay),
+        missed.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    let live = ws.expect("live").await;
+    assert_eq!(live["cursor"], *cursors(&replay).last().unwrap());
+    ws.assert_quiet(300).await;
+
+    // And live continues after the replay.
+    let next = message("resume", "u", "c0");
+    app.publish(std::slice::from_ref(&next)).await;
+    let v = ws.expect("event").await;
+    assert_eq!(v["event"]["id"], next.id.as_str());
+
+    // The query-string form resumes the same way.
+    let url = app.ws_url(&format!(
+        "?sub=q&patterns=chat.twitch.resume&since={last_cursor}"
+    ));
+    let (mut ws, _) = WsClient::connect_welcomed(&url).await;
+    ws.expect("subscribed").await;
+    let replay = ws.events("q", 41, &mut Vec::new()).await;
+    assert_eq!(ids(&replay)[40], next.id);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving_and_can_resume() {
+    let app = TestApp::spawn_with(|c| {
+        // As small as allowed: one batch.
+        c.consumer_ws_send_queue = c.consumer_batch_size;
+        c.consumer_ws_write_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let request = json!({"sub": "s", "channels": ["twitch:firehose"]});
+    // The slow client has a tiny receive buffer and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (slow, _) = tokio_tungstenite::client_async(app.ws_url(""), stream)
+        .await
+        .unwrap();
+    let mut slow = WsClientRaw(slow);
+    slow.send(json!({"type": "subscribe", "sub": "s", "channels": ["twitch:firehose"]}))
+        .await;
+    let (mut fast, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    fast.subscribe(request.clone()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let big = "x".repeat(4000);
+    let events: Vec<_> = (0..3000)
+        .map(|n| message("firehose", "u", &format!("{n} {big}")))
+        .collect();
+    let publish = app.publish(&events);
+    let mut others = Vec::new();
+    let receive = fast.events("s", 3000, &mut others);
+    let (_, got) = tokio::join!(publish, receive);
+    assert_eq!(
+        ids(&got),
+        events.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.wait_stored(3000, 30).await,
+        3000,
+        "the consumer was not slowed"
+    );
+
+    // Now the slow client reads: some events, then a close that says why.
+    let mut slow_events = Vec::new();
+    let close = testkit::within(30, "the slow client's close", async {
+        loop {
+            match slow.next().await {
+                Frame::Json(v) if v["type"] == "event" => slow_events.push(v),
+                Frame::Json(_) => {}
+                Frame::Close(c) => return c,
+            }
+        }
+    })
+    .await;
+    let (code, reason) = close.expect("a close frame with a reason");
+    assert_eq!(code, 4000);
+    assert!(reason.contains("since="), "{reason}");
+    assert!(
+        slow_events.len() < 3000,
+        "it fell behind: {}",
+        slow_events.len()
+    );
+
+    // It resumes from the last cursor it got and receives exactly the rest.
+    let resume_from = cursors(&slow_events).last().copied().unwrap_or(0);
+    let (mut again, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    let mut request = request;
+    request["since"] = resume_from.into();
+    again.subscribe(request).await;
+    let rest = again
+        .events("s", 3000 - slow_events.len(), &mut Vec::new())
+        .await;
+    let mut all = ids(&slow_events);
+    all.extend(ids(&rest));
+    assert_eq!(all, events.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chatbus_consumer_ws_lagged_total"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+/// A WebSocket over a socket we configured ourselves.
+struct WsClientRaw(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>);
+
+impl WsClientRaw {
+    async fn send(&mut self, v: Value) {
+        use futures::SinkExt;
+        self.0.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Frame {
+        use futures::StreamExt;
+        loop {
+            match self.0.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Frame::Json(serde_json::from_str(&t).unwrap());
+                }
+                Some(Ok(Message::Close(c))) => {
+                    return Frame::Close(c.map(|c| (u16::from(c.code), c.reason.to_string())));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Frame::Close(None),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_connection_stays_usable() {
+    let app = TestApp::spawn_with(|c| {
+        c.consumer_ws_max_subscriptions = 2;
+        c.consumer_ws_max_frame_bytes = 4096;
+    })
+    .await;
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    let cases: [(Message, &str); 8] = [
+        (Message::text("not json"), "invalid_frame"),
+        (Message::text("{\"type\":\"dance\"}"), "invalid_frame"),
+        (
+            Message::text("{\"type\":\"subscribe\"}"),
+            "invalid_subscription",
+        ),
+        (
+            Message::text("{\"type\":\"subscribe\",\"patterns\":[\"chat.tw*\"]}"),
+            "invalid_pattern",
+        ),
+        (
+            Message::text(
+                "{\"type\":\"subscribe\",\"patterns\":[\"chat.#\"],\"kinds\":[\"nope\"]}",
+            ),
+            "invalid_kind",
+        ),
+        (
+            Message::text("{\"type\":\"subscribe\",\"patterns\":[\"chat.#\"],\"last\":100000}"),
+            "invalid_history",
+        ),
+        (
+            Message::text("{\"type\":\"unsubscribe\",\"sub\":\"ghost\"}"),
+            "unknown_subscription",
+        ),
+        (Message::binary(vec![1, 2, 3]), "invalid_frame"),
+    ];
+    for (message, code) in cases {
+        ws.send_raw(message).await;
+        let v = ws.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Limits on subscriptions per connection.
+    ws.subscribe(json!({"sub": "a", "patterns": ["chat.#"]}))
+        .await;
+    ws.send(json!({"type": "subscribe", "sub": "a", "patterns": ["chat.#"]}))
+        .await;
+    assert_eq!(ws.expect("error").await["code"], "duplicate_subscription");
+    ws.subscribe(json!({"sub": "b", "patterns": ["chat.#"]}))
+        .await;
+    ws.send(json!({"type": "subscribe", "sub": "c", "patterns": ["chat.#"]}))
+        .await;
+    let v = ws.expect("error").await;
+    assert_eq!(
+        (v["code"].as_str(), v["sub"].as_str()),
+        (Some("too_many_subscriptions"), Some("c"))
+    );
+
+    // Still usable after all of that.
+    ws.send(json!({"type": "ping", "id": 7})).await;
+    assert_eq!(ws.expect("pong").await["id"], 7);
+    let e = message("usable", "u", "still here");
+    app.publish(std::slice::from_ref(&e)).await;
+    let mut got = BTreeSet::new();
+    for _ in 0..2 {
+        let v = ws.expect("event").await;
+        assert_eq!(v["event"]["id"], e.id.as_str());
+        got.insert(v["sub"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
+
+    // Too large: an error frame, then close 1009. The server keeps serving.
+    ws.send_raw(Message::text(format!(
+        "{{\"type\":\"ping\",\"id\":\"{}\"}}",
+        "x".repeat(8000)
+    )))
+    .await;
+    let mut saw_error = false;
+    let close = loop {
+        match ws.next().await {
+            Frame::Json(v) if v["type"] == "error" => {
+                assert_eq!(v["code"], "frame_too_large");
+                saw_error = true;
+            }
+            Frame::Json(_) => {}
+            Frame::Close(c) => break c,
+        }
+    };
+    assert!(saw_error);
+    assert_eq!(close.map(|c| c.0), Some(1009));
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+
+    // A plain GET is told to upgrade; a bad query string is a 400.
+    let res = reqwest::get(app.url("/ws")).await.unwrap();
+    assert_eq!(res.status(), 426);
+    let bad = tokio_tungstenite::connect_async(app.ws_url("?patterns=chat.tw*")).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(res)) = bad else {
+        panic!("expected an HTTP error, got {bad:?}");
+    };
+    assert_eq!(res.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_a_client_that_stays_silent() {
+    let app =
+        TestApp::spawn_with(|c| c.consumer_ws_ping_interval = Duration::from_millis(200)).await;
+    let mut ws = WsClient::connect(&app.ws_url("")).await;
+    // Reading answers the server's pings (tungstenite pongs), so over a
+    // second (five intervals) the connection stays up.
+    let pings = testkit::within(5, "pings", async {
+        use futures::StreamExt;
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(until, ws.inner().next()).await {
+            if matches!(msg, Ok(Message::Ping(_))) {
+                pings += 1;
+            }
+        }
+        pings
+    })
+    .await;
+    assert!(pings >= 3, "{pings} pings in a second at 200 ms");
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+
+    // A client that reads nothing answers no ping and is dropped.
+    let mut silent = WsClient::connect(&app.ws_url("")).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ended = testkit::within(5, "the silent client is dropped", async {
+        loop {
+            if let Frame::Close(_) = silent.next().await {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert!(ended);
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("reason=\"ping_timeout\""), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_token_guards_the_api_and_the_websocket() {
+    let app = TestApp::spawn_with(|c| c.consumer_api_token = Some("s3cret".into())).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/channels", "/api/events", "/api/events/twitch/x"] {
+        let res = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        let res = client
+            .get(app.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let ok = client
+        .get(app.url("/api/channels"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let refused = tokio_tungstenite::connect_async(app.ws_url("")).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(res)) = refused else {
+        panic!("expected 401, got {refused:?}");
+    };
+    assert_eq!(res.status(), 401);
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("?access_token=s3cret")).await;
+    ws.send(json!({"type": "ping"})).await;
+    ws.expect("pong").await;
+    // The page itself, health and metrics stay open.
+    for path in ["/", "/overlay", "/healthz", "/metrics"] {
+        assert_eq!(
+            client.get(app.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    app.stop().await;
+}

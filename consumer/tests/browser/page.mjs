@@ -1,0 +1,87 @@
+// Drives the consumer's web page and overlay in headless Chromium, for
+// consumer/tests/app/page.rs. It talks to the Rust test over stdio:
+//
+//   argv[2]: JSON {page, overlay, id, chromium}
+//   stdout:  READY              both pages are live: publish the message
+//            SEEN <json>        what the page shows for it: publish the delete
+//            MODERATED <json>   what the pages show after the delete
+//            ERROR <message>    and exit code 1
+//   stdin:   one line after SEEN, when the delete is published
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+const spec = JSON.parse(process.argv[2]);
+const TIMEOUT = 20_000;
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
+
+let browser;
+try {
+  browser = await chromium.launch({
+    executablePath: spec.chromium,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const overlay = await context.newPage();
+  const errors = [];
+  for (const p of [page, overlay]) {
+    p.on("pageerror", (e) => errors.push(String(e)));
+  }
+  await page.goto(spec.page);
+  await overlay.goto(spec.overlay);
+  for (const p of [page, overlay]) {
+    await p.waitForSelector('#status[data-state="live"]', { timeout: TIMEOUT, state: "attached" });
+  }
+  console.log("READY");
+
+  const line = `.line[data-id="${spec.id}"]`;
+  await page.waitForSelector(line, { timeout: TIMEOUT });
+  await overlay.waitForSelector(line, { timeout: TIMEOUT, state: "attached" });
+  const seen = await page.$eval(line, (el) => ({
+    text: el.querySelector(".text").textContent,
+    name: el.querySelector(".name").textContent,
+    color: getComputedStyle(el.querySelector(".name")).color,
+    emotes: Array.from(el.querySelectorAll("img.emote")).map((i) => ({
+      src: i.getAttribute("src"),
+      alt: i.alt,
+    })),
+    badges: Array.from(el.querySelectorAll(".badge")).map((b) => b.dataset.badge),
+    platform: el.querySelector(".platform").dataset.platform,
+    channel: el.dataset.channel,
+  }));
+  seen.overlayBackground = await overlay.evaluate(
+    () => getComputedStyle(document.body).backgroundColor,
+  );
+  seen.overlayControlsHidden = await overlay.$eval(
+    "#controls",
+    (el) => getComputedStyle(el).display === "none",
+  );
+  seen.pageBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  console.log(`SEEN ${JSON.stringify(seen)}`);
+
+  await nextLine();
+  await page.waitForSelector(`${line}[data-moderation="deleted"]`, { timeout: TIMEOUT });
+  await overlay.waitForSelector(line, { timeout: TIMEOUT, state: "detached" });
+  const moderated = await page.$eval(line, (el) => ({
+    note: el.querySelector(".mod-note").textContent,
+    textVisible: getComputedStyle(el.querySelector(".text")).display !== "none",
+  }));
+  moderated.errors = errors;
+  console.log(`MODERATED ${JSON.stringify(moderated)}`);
+  await browser.close();
+  process.exit(0);
+} catch (e) {
+  console.log(`ERROR ${String(e && e.stack ? e.stack : e).replace(/\n/g, " | ")}`);
+  if (browser) await browser.close().catch(() => {});
+  process.exit(1);
+}
