@@ -120,13 +120,23 @@ fn readme_configuration_table_lists_every_variable() {
         .into_iter()
         .filter(|k| !readme.contains(&format!("`{k}`")))
         .collect();
-    assert!(missing.is_empty(), "README's configuration table lacks {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README's configuration table lacks {missing:?}"
+    );
 }
 
 #[test]
 fn ci_runs_the_readme_test_command() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let last = ci.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with('#')).unwrap();
-    assert!(readme.contains(last.trim()), "README lacks the CI command `{last}`");
+    let last = ci
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .unwrap();
+    assert!(
+        readme.contains(last.trim()),
+        "README lacks the CI command `{last}`"
+    );
 }

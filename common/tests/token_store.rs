@@ -36,7 +36,10 @@ fn concurrent_processes_lose_no_update() {
         for j in 0..UPDATES {
             let login = format!("p{id}-u{j}");
             store
-                .update(|f| f.accounts.insert(account_key("twitch", &login), token(&login)))
+                .update(|f| {
+                    f.accounts
+                        .insert(account_key("twitch", &login), token(&login))
+                })
                 .unwrap();
         }
         return;
@@ -47,8 +50,15 @@ fn concurrent_processes_lose_no_update() {
     let children: Vec<_> = (0..CHILDREN)
         .map(|id| {
             Command::new(&exe)
-                .args(["--exact", "concurrent_processes_lose_no_update", "--nocapture"])
-                .env("CHATBUS_TOKEN_STORE_CHILD", format!("{}|{id}", path.display()))
+                .args([
+                    "--exact",
+                    "concurrent_processes_lose_no_update",
+                    "--nocapture",
+                ])
+                .env(
+                    "CHATBUS_TOKEN_STORE_CHILD",
+                    format!("{}|{id}", path.display()),
+                )
                 .spawn()
                 .unwrap()
         })

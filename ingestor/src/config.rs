@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::Secret;
 use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range, comma_list};
+use common::oauth::OAuthConfig;
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +38,12 @@ pub struct Config {
     /// Account (login) in the token store to connect as. Unset: anonymous,
     /// read-only (`justinfan`).
     pub twitch_login: Option<String>,
-    /// Path of the token store written by the auth-server.
-    pub token_store_path: PathBuf,
+    /// Token store and OAuth provider settings, shared with the auth-server
+    /// (`TOKEN_STORE_PATH`, `TWITCH_CLIENT_ID`, `TWITCH_TOKEN_URL` ...). With
+    /// a Twitch client id the ingestor refreshes its own token; without one
+    /// it uses whatever the auth-server keeps fresh in the store.
+    #[serde(flatten)]
+    pub oauth: OAuthConfig,
     /// Most JOINs per `twitch_join_window` (Twitch: 20 per 10 s; 2000 for
     /// verified bots).
     pub twitch_join_limit: u32,
@@ -85,7 +90,7 @@ impl Default for Config {
             twitch_irc_tls: true,
             twitch_channels: Vec::new(),
             twitch_login: None,
-            token_store_path: PathBuf::from("tokenStore.json"),
+            oauth: OAuthConfig::default(),
             twitch_join_limit: 20,
             twitch_join_window: Duration::from_secs(10),
             twitch_join_timeout: Duration::from_secs(15),
@@ -144,10 +149,11 @@ impl ServiceConfig for Config {
                 ));
             }
         }
-        if let Some(login) = &self.twitch_login
-            && !is_valid_login(login)
-        {
-            return Err(ConfigError::invalid("twitch_login", "not a Twitch login"));
+        if let Some(login) = &self.twitch_login {
+            if !is_valid_login(login) {
+                return Err(ConfigError::invalid("twitch_login", "not a Twitch login"));
+            }
+            self.oauth.validate()?;
         }
         check_range("twitch_join_limit", self.twitch_join_limit, 1, 100_000)?;
         if self.twitch_join_window.is_zero() {

@@ -14,6 +14,7 @@ use twitch_irc::message::ServerMessage;
 
 use crate::channels::ChannelManager;
 use crate::outbox::Outbox;
+use crate::twitch::login::IngestorLogin;
 use crate::twitch::normalise::{Normalised, Normaliser};
 use crate::twitch::transport::ConnectionEvent;
 
@@ -47,6 +48,8 @@ pub struct Ingest {
     pub outbox: Arc<Outbox>,
     /// Connection count.
     pub irc: Arc<IrcStatus>,
+    /// How we log in (to refresh a rejected token).
+    pub login: IngestorLogin,
 }
 
 impl Ingest {
@@ -112,7 +115,16 @@ impl Ingest {
                 }
                 ServerMessage::Part(part) => self.manager.on_parted(&part.channel_login),
                 ServerMessage::Notice(n) if n.channel_login.is_none() => {
-                    tracing::warn!(notice = %n.message_text, "server notice");
+                    if n.message_text.contains("authentication failed")
+                        || n.message_text.contains("Improperly formatted auth")
+                    {
+                        metrics::counter!("chatbus_ingestor_irc_auth_failures_total").increment(1);
+                        tracing::error!(notice = %n.message_text, login = self.login.login(), "Twitch refused the login");
+                        let login = self.login.clone();
+                        tokio::spawn(async move { login.on_auth_failure().await });
+                    } else {
+                        tracing::warn!(notice = %n.message_text, "server notice");
+                    }
                 }
                 _ => {}
             }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use common::amqp::{Backoff, ConnectOptions, Topology};
 use common::shutdown::{CancellationToken, supervise};
-use common::token_store::TokenStore;
+use common::token_manager::TokenManager;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -74,14 +74,26 @@ pub async fn run(
     )?;
     transport::configure(endpoint, connection_events, limiter);
 
+    let mut token_manager = None;
     let login = match &config.twitch_login {
         None => IngestorLogin::anonymous(),
-        Some(login) => IngestorLogin::Stored {
-            store: TokenStore::new(&config.token_store_path),
-            login: login.clone(),
+        Some(login) => match config.oauth.twitch()? {
+            Some(settings) => {
+                let manager = TokenManager::new(config.oauth.token_store(), settings);
+                token_manager = Some(manager.clone());
+                IngestorLogin::managed(manager, login)
+            }
+            None => {
+                tracing::warn!(%login, "no TWITCH_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
+                IngestorLogin::Stored {
+                    store: config.oauth.token_store(),
+                    login: login.clone(),
+                }
+            }
         },
     };
     tracing::info!(login = login.login(), addr = %config.twitch_irc_addr, tls = config.twitch_irc_tls, "starting Twitch IRC");
+    let login_handle = login.clone();
     let (messages, client) = twitch::client(login, config.twitch_channels_per_connection);
     let manager = Arc::new(ChannelManager::new(
         Box::new(IrcJoinClient(client.clone())),
@@ -115,12 +127,19 @@ pub async fn run(
         manager: manager.clone(),
         outbox: outbox.clone(),
         irc: irc.clone(),
+        login: login_handle,
     };
     tasks.push(supervise(
         "ingest",
         shutdown.clone(),
         ingest.run(messages, connection_rx, shutdown.clone()),
     ));
+    if let Some(tokens) = token_manager {
+        let c = shutdown.clone();
+        tasks.push(supervise("token-manager", shutdown.clone(), async move {
+            tokens.run(c).await
+        }));
+    }
     {
         let (m, c) = (manager.clone(), shutdown.clone());
         tasks.push(supervise("join-watchdog", shutdown.clone(), async move {

@@ -89,7 +89,7 @@ pub async fn run(
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open the publishing channel");
-                let _ = connection.close(0, "channel setup failed".into()).await;
+                amqp::close(&connection, "channel setup failed").await;
                 continue;
             }
         };
@@ -108,7 +108,7 @@ pub async fn run(
         )
         .await;
         status.set(false);
-        let _ = connection.close(200, "ingestor session ended".into()).await;
+        amqp::close(&connection, "ingestor session ended").await;
         match outcome {
             Session::Cancelled => return Ok(()),
             Session::SpoolError(e) => return Err(e.into()),
@@ -139,6 +139,8 @@ async fn publish_session(
     let mut in_flight: VecDeque<(Entry, Instant)> = VecDeque::new();
     let max = options.max_in_flight.max(1);
     tokio::pin!(events);
+    let mut health = tokio::time::interval(Duration::from_secs(1));
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
         // Fill the window from the resend queue first, then the outbox.
         let next_entry = async {
@@ -167,6 +169,20 @@ async fn publish_session(
                 }
                 _ => {}
             },
+            // lapin can leave a publish or confirm pending forever when the
+            // server drops the connection at the wrong moment
+            // (amqp-rs/lapin#409): do not trust a silent channel.
+            _ = health.tick() => {
+                tracing::trace!(in_flight = in_flight.len(), oldest = ?in_flight.front().map(|(_, t)| t.elapsed()), open = publisher.is_open(), resend = resend.len(), "publisher health");
+                if !publisher.is_open() {
+                    break AmqpError::Timeout { op: "channel (closed)", after: Duration::ZERO };
+                }
+                if let Some((_, sent)) = in_flight.front()
+                    && sent.elapsed() > amqp::CONFIRM_TIMEOUT
+                {
+                    break AmqpError::Timeout { op: "publisher confirm", after: amqp::CONFIRM_TIMEOUT };
+                }
+            }
             Some(result) = confirms.next(), if !confirms.is_empty() => {
                 let (entry, sent) = in_flight.pop_front().expect("a confirm per in-flight entry");
                 match result {

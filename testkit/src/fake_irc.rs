@@ -40,14 +40,18 @@ pub struct Received {
     pub line: String,
 }
 
-#[derive(Debug, Default)]
+/// A predicate on `PASS` tokens.
+type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+#[derive(Default)]
 struct State {
     conns: HashMap<u64, Conn>,
     received: Vec<Received>,
     /// Channels whose next N JOINs are ignored (ghost JOIN).
     ignore_joins: HashMap<String, usize>,
-    /// Accepted `PASS` tokens; `None` accepts any (and anonymous).
-    valid_tokens: Option<HashSet<String>>,
+    /// Decides whether a `PASS` token is accepted; `None` accepts any (and
+    /// anonymous logins are always accepted).
+    token_check: Option<TokenCheck>,
     /// Refuse (close) new connections.
     refuse: bool,
     /// Room ids handed out per channel.
@@ -56,12 +60,17 @@ struct State {
 
 /// A running fake server. Dropping it stops accepting (open connections
 /// are closed when their writer queue is dropped).
-#[derive(Debug)]
 pub struct FakeIrc {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeIrc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeIrc").field("addr", &self.addr).finish()
+    }
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -92,8 +101,14 @@ impl FakeIrc {
     /// Accept only these OAuth tokens in `PASS oauth:<token>`; anonymous
     /// logins (no PASS) are still accepted.
     pub fn set_valid_tokens<I: IntoIterator<Item = S>, S: Into<String>>(&self, tokens: I) {
-        self.state.lock().unwrap().valid_tokens =
-            Some(tokens.into_iter().map(Into::into).collect());
+        let valid: HashSet<String> = tokens.into_iter().map(Into::into).collect();
+        self.set_token_check(move |t| valid.contains(t));
+    }
+
+    /// Accept a `PASS oauth:<token>` when `check(token)` says so (e.g. ask
+    /// a fake OAuth provider whether it issued the token).
+    pub fn set_token_check(&self, check: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.state.lock().unwrap().token_check = Some(Arc::new(check));
     }
 
     /// Ignore the next `n` JOINs of `channel` (no echo): the ghost JOIN.
@@ -386,8 +401,8 @@ fn respond(st: &mut State, id: u64, line: &str, pass: &mut Option<String>) -> Re
         }
         "NICK" => {
             let nick = args.trim().to_ascii_lowercase();
-            let authenticated = match (&st.valid_tokens, pass.as_ref()) {
-                (Some(valid), Some(token)) => valid.contains(token),
+            let authenticated = match (&st.token_check, pass.as_ref()) {
+                (Some(check), Some(token)) => check(token),
                 _ => true,
             };
             if !authenticated {

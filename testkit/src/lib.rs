@@ -6,8 +6,8 @@
 
 pub mod corpus;
 pub mod events;
-pub mod fake_oauth;
 pub mod fake_irc;
+pub mod fake_oauth;
 pub mod fault;
 pub mod proxy;
 pub mod rabbit;

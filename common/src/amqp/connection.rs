@@ -79,6 +79,25 @@ impl ConnectOptions {
     }
 }
 
+/// How long [`close`] waits for the broker's `close-ok`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes `connection` politely, but never waits more than
+/// [`CLOSE_TIMEOUT`]: closing a connection the broker already dropped can
+/// otherwise wait forever for a `close-ok` that will not come.
+pub async fn close(connection: &Connection, reason: &str) {
+    if !connection.status().connected() {
+        return;
+    }
+    let closing = connection.close(200, reason.into());
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::debug!(
+            reason,
+            "no close-ok from the broker; dropping the connection"
+        );
+    }
+}
+
 /// `amqp://guest:secret@host/` -> `amqp://guest:[redacted]@host/`.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {

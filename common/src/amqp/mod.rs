@@ -34,9 +34,12 @@ mod publisher;
 mod subscriber;
 mod topology;
 
-pub use connection::{Backoff, ConnectOptions, connect, redact_url};
+pub use connection::{Backoff, CLOSE_TIMEOUT, ConnectOptions, close, connect, redact_url};
 pub use message::{CONTENT_TYPE, OutgoingMessage, header_str, headers};
-pub use publisher::{DEFAULT_MAX_IN_FLIGHT, PendingConfirm, Publisher, RecoveringPublisher};
+pub use publisher::{
+    CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingConfirm, Publisher, RecoveringPublisher,
+    SEND_TIMEOUT,
+};
 pub use subscriber::{Delivery, QueueType, Subscriber, SubscriberBuilder};
 pub use topology::Topology;
 
@@ -73,6 +76,16 @@ pub enum AmqpError {
         /// The message's id.
         message_id: String,
     },
+    /// The broker did not answer in time; the connection is presumed dead.
+    /// (lapin can leave a publish or a confirm pending forever when the
+    /// server drops the connection at the wrong moment; amqp-rs/lapin#409.)
+    #[error("AMQP {op} got no answer within {after:?}")]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// How long we waited.
+        after: std::time::Duration,
+    },
     /// A value does not fit an AMQP short string (255 bytes).
     #[error("{what} is longer than 255 bytes")]
     TooLong {
@@ -100,7 +113,10 @@ impl AmqpError {
     pub fn needs_reconnect(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::Protocol { .. } | Self::NotSent { .. }
+            Self::Connect { .. }
+                | Self::Protocol { .. }
+                | Self::NotSent { .. }
+                | Self::Timeout { .. }
         )
     }
 }

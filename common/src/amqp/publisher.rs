@@ -4,6 +4,8 @@
 //! at once; many can be in flight, and the broker's acks arrive
 //! asynchronously. Nothing here waits one round trip per message.
 
+use std::time::Duration;
+
 use futures::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
@@ -17,6 +19,14 @@ use crate::schema::ChatEvent;
 
 /// Default number of unconfirmed messages a batch keeps in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// Longest wait for `basic.publish` to be written before the connection is
+/// presumed dead.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for a publisher confirm before the connection is presumed
+/// dead (and the message re-sent on a new one).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A confirm channel bound to one exchange. It does not reconnect: when the
 /// channel dies every call fails with an error whose
@@ -127,16 +137,19 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, AmqpError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                short("exchange", exchange)?,
-                short("routing key", routing_key)?,
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+        let publish = self.channel.basic_publish(
+            short("exchange", exchange)?,
+            short("routing key", routing_key)?,
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        );
+        let confirm = tokio::time::timeout(SEND_TIMEOUT, publish)
             .await
+            .map_err(|_| AmqpError::Timeout {
+                op: "basic.publish",
+                after: SEND_TIMEOUT,
+            })?
             .map_err(AmqpError::protocol("basic.publish"))?;
         Ok(PendingConfirm {
             confirm,
@@ -265,7 +278,7 @@ impl RecoveringPublisher {
             return Ok(publisher.clone());
         }
         if let Some((connection, _)) = live.take() {
-            let _ = connection.close(0, "reconnecting".into()).await;
+            super::close(&connection, "reconnecting").await;
         }
         let mut attempt = 0;
         loop {
@@ -344,7 +357,7 @@ impl RecoveringPublisher {
     /// Closes the connection, if any.
     pub async fn close(&self) {
         if let Some((connection, _)) = self.live.lock().await.take() {
-            let _ = connection.close(200, "bye".into()).await;
+            super::close(&connection, "bye").await;
         }
     }
 }

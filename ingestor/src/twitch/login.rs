@@ -1,9 +1,19 @@
 //! How the ingestor logs in to Twitch IRC: anonymously (read-only, the
 //! default, no Twitch app needed) or as an account from the token store.
-//! Credentials are fetched for every new connection, so a token refreshed in
-//! the store is used on the next (re)connect without a restart.
+//!
+//! Credentials are fetched for every new connection. With a Twitch client
+//! id configured, they come from common's [`TokenManager`], which refreshes
+//! the token before it expires, and again when Twitch rejects it
+//! ([`IngestorLogin::on_auth_failure`]), so chat keeps flowing across token
+//! expiry without a restart. Without one, the token is read from the store,
+//! which the auth-server keeps fresh.
+
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use common::Secret;
+use common::oauth::OAuthError;
+use common::token_manager::TokenManager;
 use common::token_store::{AccountStatus, TokenStore, account_key};
 use twitch_irc::login::{CredentialsPair, LoginCredentials};
 
@@ -15,12 +25,22 @@ pub enum IngestorLogin {
         /// The generated login.
         login: String,
     },
-    /// An account from the token store.
+    /// An account from the token store, refreshed by the auth-server.
     Stored {
         /// The store.
         store: TokenStore,
         /// The account's login.
         login: String,
+    },
+    /// An account from the token store, refreshed by this process too.
+    Managed {
+        /// The shared token manager.
+        manager: TokenManager,
+        /// The account's login.
+        login: String,
+        /// The token handed to the last connection (to refresh it if
+        /// Twitch rejects it).
+        last: Arc<Mutex<Option<Secret>>>,
     },
 }
 
@@ -30,6 +50,9 @@ pub enum LoginError {
     /// The store cannot be read.
     #[error(transparent)]
     Store(#[from] common::token_store::TokenStoreError),
+    /// The token manager failed (unknown account, reauth required, provider error).
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
     /// The account is not in the store.
     #[error(
         "no token for twitch account `{0}` in the token store; authorize it with the auth-server"
@@ -48,10 +71,50 @@ impl IngestorLogin {
         }
     }
 
+    /// An account refreshed through `manager`.
+    pub fn managed(manager: TokenManager, login: &str) -> Self {
+        Self::Managed {
+            manager,
+            login: login.to_owned(),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
     /// The login name we appear as.
     pub fn login(&self) -> &str {
         match self {
-            Self::Anonymous { login } | Self::Stored { login, .. } => login,
+            Self::Anonymous { login }
+            | Self::Stored { login, .. }
+            | Self::Managed { login, .. } => login,
+        }
+    }
+
+    /// Twitch refused our token (`Login authentication failed`): refresh it
+    /// so the reconnect that follows uses a new one.
+    pub async fn on_auth_failure(&self) {
+        match self {
+            Self::Anonymous { .. } => {}
+            Self::Stored { login, .. } => {
+                tracing::error!(%login, "Twitch rejected the stored token; waiting for the auth-server to refresh it (or set TWITCH_CLIENT_ID so the ingestor can)");
+            }
+            Self::Managed {
+                manager,
+                login,
+                last,
+            } => {
+                let rejected = last.lock().expect("last token lock").clone();
+                let key = account_key(common::schema::PLATFORM_TWITCH, login);
+                let result = match rejected {
+                    Some(token) => manager.refresh_if_current(&key, &token).await,
+                    None => manager.refresh(&key).await,
+                };
+                match result {
+                    Ok(_) => tracing::warn!(%login, "Twitch rejected the token; refreshed it"),
+                    Err(e) => {
+                        tracing::error!(%login, error = %e, "Twitch rejected the token and it cannot be refreshed")
+                    }
+                }
+            }
         }
     }
 }
@@ -75,6 +138,21 @@ impl LoginCredentials for IngestorLogin {
                     tracing::error!(account = %account_key("twitch", login), "token store says reauth_required");
                     return Err(LoginError::ReauthRequired(login.clone()));
                 }
+                Ok(CredentialsPair {
+                    login: token.login.clone(),
+                    token: Some(token.access_token.expose().to_owned()),
+                })
+            }
+            Self::Managed {
+                manager,
+                login,
+                last,
+            } => {
+                let key = account_key(common::schema::PLATFORM_TWITCH, login);
+                let token = manager.access_token(&key).await.inspect_err(|e| {
+                    tracing::error!(account = %key, error = %e, "no usable Twitch token");
+                })?;
+                *last.lock().expect("last token lock") = Some(token.access_token.clone());
                 Ok(CredentialsPair {
                     login: token.login.clone(),
                     token: Some(token.access_token.expose().to_owned()),

@@ -5,3 +5,4 @@ mod admin;
 mod faults;
 mod flow;
 mod helpers;
+mod login;

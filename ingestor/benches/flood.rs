@@ -1,0 +1,249 @@
+//! Flood benchmark: the fake Twitch IRC server sends PRIVMSGs taken from the
+//! real corpus as fast as it can to the ingestor binary, which publishes
+//! them with confirms into a durable queue on the local RabbitMQ.
+//!
+//! ```sh
+//! cargo bench -p ingestor --bench flood -- --channels 10 --messages 500000
+//! cargo bench -p ingestor --bench flood -- --channels 1000 --messages 500000
+//! ```
+//!
+//! Reports confirmed messages per second (first line sent -> last confirm,
+//! read from the ingestor's own counters), the ingestor's peak RSS (VmHWM)
+//! and CPU seconds (utime + stime), and checks the queue really holds every
+//! message.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::amqp::{Subscriber, Topology};
+use testkit::fake_irc::FakeIrc;
+use testkit::rabbit::{self, Management, unique};
+
+struct Args {
+    channels: usize,
+    messages: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        channels: 10,
+        messages: 500_000,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "--channels" => {
+                a.channels = argv[i + 1].parse().expect("--channels N");
+                i += 1;
+            }
+            "--messages" => {
+                a.messages = argv[i + 1].parse().expect("--messages N");
+                i += 1;
+            }
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    a
+}
+
+/// Corpus PRIVMSG lines, each with a unique id, retargeted round-robin.
+fn flood_lines(channels: &[String], n: usize) -> Vec<String> {
+    let templates: Vec<(String, String)> = testkit::corpus::lines_with_command("PRIVMSG")
+        .into_iter()
+        .filter_map(|l| {
+            let ch = testkit::fake_irc::channel_of(&l)?.to_owned();
+            l.starts_with('@').then_some((l, ch))
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let (line, ch) = &templates[i % templates.len()];
+            let line = line.replacen(
+                &format!(" #{ch}"),
+                &format!(" #{}", channels[i % channels.len()]),
+                1,
+            );
+            // A unique id: replace the id tag's value (or add one).
+            match line.find(";id=").or_else(|| line.find("@id=")) {
+                Some(pos) => {
+                    let start = pos + 4;
+                    let end = line[start..]
+                        .find([';', ' '])
+                        .map_or(line.len(), |e| start + e);
+                    format!("{}bench-{i}{}", &line[..start], &line[end..])
+                }
+                None => line.replacen('@', &format!("@id=bench-{i};"), 1),
+            }
+        })
+        .collect()
+}
+
+fn proc_stats(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 (1-based) = 11 and 12 after ')'.
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    (hwm_kb, cpu)
+}
+
+async fn metric(port: u16, name: &str) -> f64 {
+    let Ok(res) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return 0.0;
+    };
+    let page = res.text().await.unwrap_or_default();
+    page.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let fake = FakeIrc::start().await;
+    let exchange = unique("bench-flood");
+    let queue = unique("bench-flood-q");
+    let conn = rabbit::connect("bench-setup").await;
+    let topology = Topology::named(&exchange);
+    // A durable queue bound to everything; nobody consumes during the run.
+    drop(
+        Subscriber::builder(&queue)
+            .bind("chat.#")
+            .expires(Duration::from_secs(3600))
+            .build(&conn, &topology)
+            .await
+            .unwrap(),
+    );
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let channels: Vec<String> = (0..args.channels).map(|i| format!("b{tag}_{i}")).collect();
+    let spool = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"))
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", &exchange)
+        .env("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("TWITCH_IRC_ADDR", fake.addr().to_string())
+        .env("TWITCH_IRC_TLS", "false")
+        .env("TWITCH_CHANNELS", channels.join(","))
+        // A verified bot's JOIN limit, so 1,000 channels join in seconds.
+        .env("TWITCH_JOIN_LIMIT", "2000")
+        .env("TWITCH_JOIN_WINDOW", "10s")
+        .env("SPOOL_DIR", spool.path().join("spool"))
+        .current_dir(spool.path())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the ingestor (build it first: cargo bench builds it)");
+    let pid = child.id().unwrap();
+
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    fake.wait_joined(&refs, 300).await;
+    let roomstates = channels.len() as f64;
+    testkit::within(60, "ROOMSTATEs confirmed", async {
+        while metric(port, "chatbus_ingestor_events_confirmed_total").await < roomstates {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    eprintln!("generating {} lines...", args.messages);
+    let lines = flood_lines(&channels, args.messages);
+    let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
+    let (rss_before, cpu_before) = proc_stats(pid);
+    eprintln!(
+        "flooding {} lines ({:.0} MB) over {} channels...",
+        lines.len(),
+        bytes as f64 / 1e6,
+        channels.len()
+    );
+    let start = Instant::now();
+    let mut sent = 0;
+    for chunk in lines.chunks(5_000) {
+        sent += fake.send_lines(chunk);
+        tokio::task::yield_now().await;
+    }
+    let sent_at = start.elapsed();
+    assert_eq!(sent, lines.len(), "every line reached a connection");
+    let want = roomstates + lines.len() as f64;
+    let mut samples: HashMap<u64, f64> = HashMap::new();
+    loop {
+        let confirmed = metric(port, "chatbus_ingestor_events_confirmed_total").await;
+        samples.insert(start.elapsed().as_secs(), confirmed);
+        if confirmed >= want {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(1800) {
+            panic!("only {confirmed} of {want} confirmed after 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = start.elapsed();
+    let (rss_kb, cpu_after) = proc_stats(pid);
+    let dropped = metric(port, "chatbus_ingestor_events_dropped_total").await;
+
+    // The queue really holds everything (the management API lags a little).
+    let mgmt = Management::main();
+    let mut in_queue = 0;
+    for _ in 0..100 {
+        in_queue = mgmt.queue_messages(&queue).await.unwrap_or(0);
+        if in_queue as f64 >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    rabbit::delete_topology(&conn, &topology).await;
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+
+    let rate = lines.len() as f64 / elapsed.as_secs_f64();
+    println!();
+    println!(
+        "| channels | messages | sent in | all confirmed in | confirmed msg/s | peak RSS | CPU s (ingestor) | in queue | dropped |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {} | {} | {:.1} s | {:.1} s | {:.0} | {:.0} MiB | {:.1} | {} | {} |",
+        channels.len(),
+        lines.len(),
+        sent_at.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        rate,
+        rss_kb as f64 / 1024.0,
+        cpu_after - cpu_before,
+        in_queue,
+        dropped,
+    );
+    eprintln!(
+        "(RSS before the flood: {:.0} MiB)",
+        rss_before as f64 / 1024.0
+    );
+    assert!(in_queue as f64 >= want, "queue holds {in_queue} of {want}");
+}
