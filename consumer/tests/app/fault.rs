@@ -95,37 +95,62 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         .await
         .unwrap();
 
-    let mut first = start(&exchange, &queue, &db_url);
-    // Kill it while it is busy: some batches committed, more in flight.
-    let pool = loop {
-        // The file exists once the store is open.
-        if dir.path().join("crash.sqlite").exists() {
-            break db(&db_url).await;
+    // Kill it three times while it is busy (some batches committed, more in
+    // flight), each time a random moment after a commit was seen, so the
+    // kills land anywhere in the batch cycle.
+    let mut at_kill = 0;
+    let mut pool = None;
+    for (round, threshold) in [3_000, 8_000, 13_000].into_iter().enumerate() {
+        let mut running = start(&exchange, &queue, &db_url);
+        if pool.is_none() {
+            // The file exists once the first process opened the store.
+            testkit::eventually(30, "the database file", || async {
+                dir.path().join("crash.sqlite").exists().then_some(())
+            })
+            .await;
+            pool = Some(db(&db_url).await);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    testkit::eventually(60, "some events stored", || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
-            .fetch_one(&pool)
-            .await
-            .ok()
-            .filter(|n| *n >= 3_000)
-    })
-    .await;
-    first.child.kill().expect("SIGKILL");
-    first.child.wait().unwrap();
-    let at_kill = count(&pool).await;
-    assert!(at_kill < N, "killed before the end ({at_kill})");
+        let p = pool.as_ref().expect("pool");
+        testkit::eventually(60, &format!("{threshold} events stored"), || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                .fetch_one(p)
+                .await
+                .ok()
+                .filter(|n| *n >= threshold)
+        })
+        .await;
+        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 150 / 255;
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        running.child.kill().expect("SIGKILL");
+        running.child.wait().unwrap();
+        at_kill = count(p).await;
+        tracing::info!(round, at_kill, jitter, "killed");
+        assert!(at_kill < N, "killed before the end ({at_kill})");
+    }
+    let pool = pool.expect("pool");
 
     let mut second = start(&exchange, &queue, &db_url);
-    testkit::eventually(120, "all events stored after the restart", || async {
-        (count(&pool).await >= N).then_some(())
+    // A marker behind everything still queued: once it is stored, every
+    // event the broker still had has been through the store.
+    let marker = crate::helpers::message("c1", "marker", "after the crashes");
+    publisher
+        .send(&common::amqp::OutgoingMessage::from_event(&marker).unwrap())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    testkit::eventually(120, "the marker is stored after the restart", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
+            .bind(&marker.id)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
     })
     .await;
-    // Give a redelivered duplicate the chance to show up, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&pool).await, N, "nothing lost, nothing twice");
-    assert_eq!(count_distinct(&pool).await, N);
+    assert_eq!(count(&pool).await, N + 1, "nothing lost, nothing twice");
+    assert_eq!(count_distinct(&pool).await, N + 1);
     let redelivered = metric(&second.addr, "chatbus_consumer_redelivered_total").await;
     assert!(
         redelivered > 0.0,
@@ -133,7 +158,7 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     );
     let stored_by_second = metric(&second.addr, "chatbus_consumer_events_stored_total").await;
     let duplicates = metric(&second.addr, "chatbus_consumer_duplicates_total").await;
-    assert_eq!(stored_by_second as i64, N - at_kill);
+    assert_eq!(stored_by_second as i64, N + 1 - at_kill);
     tracing::info!(at_kill, redelivered, duplicates, "crash drill");
 
     // A clean stop on SIGTERM.

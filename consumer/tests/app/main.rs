@@ -2,6 +2,7 @@
 //! consumer spawned on port 0 (or its binary, for crash drills), HTTP and
 //! WebSocket clients, and headless Chromium for the web page.
 
+mod boundary;
 mod fault;
 mod helpers;
 mod multi_instance;

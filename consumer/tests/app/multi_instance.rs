@@ -9,10 +9,13 @@ use crate::helpers::{TestApp, WsClient, count, count_distinct, cursors, ids, mes
 
 #[tokio::test]
 async fn two_instances_store_each_event_once_and_both_serve_every_event_live() {
-    // Small prefetch and batches, so the broker spreads the work.
+    // Small prefetch and batches, so the broker spreads the work; no
+    // safety-net poll, so the other instance's commits can only come from
+    // the commit announcements.
     let tweak = |c: &mut consumer::Config| {
         c.consumer_prefetch = 50;
         c.consumer_batch_size = 50;
+        c.consumer_live_poll_interval = Duration::from_secs(3600);
     };
     let a = TestApp::spawn_with(tweak).await;
     let b = a.spawn_peer(tweak).await;

@@ -37,6 +37,30 @@ async fn ten_thousand_events_over_five_channels_are_stored_once_and_republishing
         "republishing stored nothing new"
     );
     assert_eq!(count_distinct(&pool).await, 10_001);
+    // ... because they were recognised as duplicates, not refused; and
+    // every delivery was acked.
+    let metrics = testkit::eventually(10, "every delivery acked", || async {
+        let text = reqwest::get(app.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (metric(&text, "chatbus_consumer_acked_total") == 20_001.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        metric(&metrics, "chatbus_consumer_duplicates_total"),
+        10_000.0
+    );
+    assert_eq!(
+        metric(&metrics, "chatbus_consumer_events_stored_total"),
+        10_001.0
+    );
+    assert_eq!(
+        metric(&metrics, "chatbus_consumer_dead_lettered_total"),
+        0.0
+    );
 
     // Every channel has its share, and every stored body is the one published.
     let (status, body) = app.get_json("/api/channels").await;
@@ -152,4 +176,13 @@ async fn poison_goes_to_the_dead_letter_queue_with_its_reason_and_the_consumer_k
     let pool = app.db().await;
     assert_eq!(count_distinct(&pool).await, 21);
     app.stop().await;
+}
+
+/// A counter's value in the Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

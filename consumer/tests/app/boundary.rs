@@ -1,0 +1,179 @@
+//! The history/live boundary under a slow store, made deterministic: the
+//! real SQLite store, the real hub, live feed and WebSocket route, with
+//! every history read answering 150 ms late (its result is the snapshot from
+//! before the wait). Events committed during that wait reach the
+//! subscription only live, events committed just before it arrive both ways,
+//! so a gap or a duplicate at the boundary cannot hide.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use consumer::hub::Hub;
+use consumer::live_feed::LiveFeed;
+use consumer::store::{
+    self, ChannelSummary, Cursor, EventQuery, NewEvent, RetentionPolicy, Store, StoreError,
+    StoreOptions, StoredEvent, WriteOutcome, encode, new_events,
+};
+use consumer::ws::{WsContext, WsSettings};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{WsClient, cursors, message};
+
+/// The real store, with history reads that answer late.
+#[derive(Debug)]
+struct SlowReads {
+    inner: Arc<dyn Store>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowReads {
+    async fn write_batch(&self, events: &[NewEvent<'_>]) -> Result<WriteOutcome, StoreError> {
+        self.inner.write_batch(events).await
+    }
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let snapshot = self.inner.query(query).await;
+        tokio::time::sleep(self.delay).await;
+        snapshot
+    }
+    async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.inner.get(platform, id).await
+    }
+    async fn head(&self) -> Result<Option<Cursor>, StoreError> {
+        self.inner.head().await
+    }
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        self.inner.channels().await
+    }
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
+        self.inner.apply_retention(policy).await
+    }
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+async fn boundary_holds(send_queue: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.sqlite").display());
+    let real = store::open(&url, &StoreOptions::default()).await.unwrap();
+    let slow: Arc<dyn Store> = Arc::new(SlowReads {
+        inner: real.clone(),
+        delay: Duration::from_millis(150),
+    });
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new();
+    // The live feed reads the real store (fast); only history is slow.
+    let (feed, live) = LiveFeed::start(real.clone(), hub.clone(), Duration::from_secs(1), 5)
+        .await
+        .unwrap();
+    tokio::spawn(live.run(shutdown.clone()));
+    let routes = consumer::ws::route(
+        Arc::new(WsContext {
+            store: slow,
+            hub,
+            settings: WsSettings {
+                send_queue,
+                max_subscriptions: 4,
+                max_frame_bytes: 65536,
+                ping_interval: Duration::from_secs(20),
+                write_timeout: Duration::from_secs(10),
+                max_history: 1000,
+            },
+            shutdown: shutdown.clone(),
+        }),
+        None,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(common::http::serve(routes, listener, shutdown.clone()));
+
+    // The writer: 5 events every 5 ms, handed to the live feed like ingest
+    // does, plus noise on another channel.
+    let writer = {
+        let real = real.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for round in 0..300 {
+                let mut batch: Vec<_> = (0..5)
+                    .map(|i| message("edge", "u", &format!("{round}.{i}")))
+                    .collect();
+                batch.push(message("noise", "u", "noise"));
+                ids.extend(batch[..5].iter().map(|e| e.id.clone()));
+                let encoded = encode(batch);
+                let out = real.write_batch(&new_events(&encoded)).await.unwrap();
+                feed.committed(out.after, out.stored);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ids
+        })
+    };
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let (mut ws, _) = WsClient::connect_welcomed(&format!("ws://{addr}/ws")).await;
+        let mut request = json!({"sub": "e", "channels": ["twitch:edge"]});
+        match i % 3 {
+            0 => request["last"] = 30.into(),
+            1 => request["since"] = 0.into(),
+            // Resume from a cursor a little in the past.
+            _ => {
+                let head = real.head().await.unwrap().map_or(0, |c| c.get());
+                request["since"] = (head - 40).max(0).into();
+            }
+        }
+        ws.subscribe(request).await;
+        clients.push(ws);
+    }
+    let published = writer.await.unwrap();
+    let last = published.last().unwrap().clone();
+
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        let mut events = Vec::new();
+        testkit::within(60, "the last event", async {
+            loop {
+                let v = ws.json().await;
+                if v["type"] == "event" {
+                    let done = v["event"]["id"] == last.as_str();
+                    events.push(v);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        let got: Vec<String> = events
+            .iter()
+            .map(|e| e["event"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        let c = cursors(&events);
+        let disorder = c.windows(2).find(|w| w[0] >= w[1]);
+        assert!(
+            disorder.is_none(),
+            "client {i} (queue {send_queue}): a duplicate or disorder at {disorder:?}"
+        );
+        let first = published.iter().position(|id| *id == got[0]).unwrap();
+        assert_eq!(
+            got.len(),
+            published.len() - first,
+            "client {i} (queue {send_queue}): a gap"
+        );
+        assert_eq!(got, published[first..]);
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_slow_history_read_leaves_no_gap_and_no_duplicate() {
+    boundary_holds(1000).await;
+}
+
+#[tokio::test]
+async fn live_events_dropped_while_history_is_read_are_read_from_the_store() {
+    // A queue of 10 overflows during every 150 ms history read (5 matching
+    // events per 5 ms arrive): the pending live events are dropped and
+    // history goes on reading from the store, which has them.
+    boundary_holds(10).await;
+}
