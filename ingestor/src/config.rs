@@ -59,6 +59,9 @@ pub struct Config {
     pub irc_max_line_bytes: usize,
     /// Carry the raw IRC line in each event's `raw` field.
     pub ingest_include_raw: bool,
+    /// Messages read from IRC and not yet normalised before the readers
+    /// stop reading (TCP then pushes back on the server). Bounds memory.
+    pub ingest_max_backlog: usize,
 
     /// Directory of the disk spool (the outbox's durable log).
     pub spool_dir: PathBuf,
@@ -97,6 +100,7 @@ impl Default for Config {
             twitch_channels_per_connection: 90,
             irc_max_line_bytes: 64 * 1024,
             ingest_include_raw: true,
+            ingest_max_backlog: 10_000,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_segment_bytes: 16 * 1024 * 1024,

@@ -16,10 +16,14 @@ use crate::channels::ChannelManager;
 use crate::outbox::Outbox;
 use crate::twitch::login::IngestorLogin;
 use crate::twitch::normalise::{Normalised, Normaliser};
-use crate::twitch::transport::ConnectionEvent;
+use crate::twitch::transport::{Backpressure, ConnectionEvent};
 
 /// Most messages handled per outbox append.
 const BATCH: usize = 512;
+
+/// How long the pipeline must be idle before the read-ahead counter is
+/// settled (see [`Backpressure::settle_idle`]).
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Open IRC connections, for `/readyz`.
 #[derive(Debug, Default)]
@@ -50,6 +54,8 @@ pub struct Ingest {
     pub irc: Arc<IrcStatus>,
     /// How we log in (to refresh a rejected token).
     pub login: IngestorLogin,
+    /// Tells the IRC readers how far behind we are.
+    pub backpressure: Arc<Backpressure>,
 }
 
 impl Ingest {
@@ -64,17 +70,29 @@ impl Ingest {
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut idle = tokio::time::interval(IDLE_CHECK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut received_since_check = false;
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Ok(()),
                 Some(event) = connections.recv() => self.on_connection_event(event),
+                _ = idle.tick() => {
+                    if !received_since_check && messages.is_empty() {
+                        self.backpressure.settle_idle();
+                    }
+                    received_since_check = false;
+                }
                 n = messages.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         anyhow::bail!("the IRC client stopped delivering messages");
                     }
+                    received_since_check = true;
+                    let counted = batch.iter().filter(|m| !matches!(m, ServerMessage::Whisper(_))).count();
                     let out = self.handle(batch.drain(..));
                     let appended = self.outbox.append(out);
+                    self.backpressure.consumed(counted as u64);
                     if appended.dropped > 0 {
                         tracing::warn!(dropped = appended.dropped, "events dropped by a full outbox");
                     }

@@ -35,7 +35,7 @@ use crate::publisher::{BrokerStatus, PipelineOptions};
 use crate::twitch::IrcJoinClient;
 use crate::twitch::login::IngestorLogin;
 use crate::twitch::normalise::Normaliser;
-use crate::twitch::transport::{self, Endpoint, JoinLimiter};
+use crate::twitch::transport::{self, Backpressure, Endpoint, JoinLimiter};
 
 /// Runs the ingestor until `shutdown` is cancelled or a task fails.
 ///
@@ -72,7 +72,8 @@ pub async fn run(
         config.twitch_irc_tls,
         config.irc_max_line_bytes,
     )?;
-    transport::configure(endpoint, connection_events, limiter);
+    let backpressure = Arc::new(Backpressure::new(config.ingest_max_backlog));
+    transport::configure(endpoint, connection_events, limiter, backpressure.clone());
 
     let mut token_manager = None;
     let login = match &config.twitch_login {
@@ -128,6 +129,7 @@ pub async fn run(
         outbox: outbox.clone(),
         irc: irc.clone(),
         login: login_handle,
+        backpressure,
     };
     tasks.push(supervise(
         "ingest",

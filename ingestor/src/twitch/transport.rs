@@ -176,27 +176,119 @@ impl JoinLimiter {
     }
 }
 
+/// Bounds how far the IRC readers may run ahead of the ingest loop.
+///
+/// twitch-irc passes messages on through unbounded channels, so without
+/// this a flood (or a slow disk) would pile up in memory. Readers count the
+/// messages they hand to twitch-irc, the ingest loop counts what it
+/// receives; while `limit` or more are in between, the readers stop reading
+/// the socket and TCP pushes back on the server. (WHISPERs are not counted:
+/// twitch-irc may drop some of them on the way.)
+#[derive(Debug)]
+pub struct Backpressure {
+    produced: std::sync::atomic::AtomicU64,
+    consumed: std::sync::atomic::AtomicU64,
+    limit: u64,
+    wakers: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Backpressure {
+    /// Readers pause while `limit` or more messages are in flight.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            produced: std::sync::atomic::AtomicU64::new(0),
+            consumed: std::sync::atomic::AtomicU64::new(0),
+            limit: limit.max(1) as u64,
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Messages read and not yet received by the ingest loop.
+    pub fn in_flight(&self) -> u64 {
+        self.produced
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.consumed.load(Ordering::SeqCst))
+    }
+
+    /// Counts messages a reader handed on.
+    fn produced(&self) {
+        self.produced.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The ingest loop received `n` (non-WHISPER) messages.
+    pub fn consumed(&self, n: u64) {
+        self.consumed.fetch_add(n, Ordering::SeqCst);
+        let in_flight = self.in_flight();
+        metrics::gauge!("chatbus_ingestor_ingest_backlog").set(in_flight as f64);
+        if in_flight < self.limit {
+            self.wake_readers();
+        }
+    }
+
+    /// The pipeline is idle (nothing received for a while, nothing queued):
+    /// whatever the counters still show in flight was dropped inside
+    /// twitch-irc (e.g. lines after a RECONNECT). Forget it, so such losses
+    /// can never add up to a stall.
+    pub fn settle_idle(&self) {
+        let produced = self.produced.load(Ordering::SeqCst);
+        let consumed = self.consumed.swap(produced, Ordering::SeqCst);
+        if produced > consumed {
+            tracing::debug!(
+                dropped_by_twitch_irc = produced - consumed,
+                "read-ahead counter settled"
+            );
+        }
+        self.wake_readers();
+    }
+
+    fn wake_readers(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().expect("wakers lock"));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.in_flight() < self.limit {
+            return Poll::Ready(());
+        }
+        self.wakers
+            .lock()
+            .expect("wakers lock")
+            .push(cx.waker().clone());
+        // Re-check: the ingest loop may have caught up in between.
+        if self.in_flight() < self.limit {
+            return Poll::Ready(());
+        }
+        metrics::counter!("chatbus_ingestor_irc_read_pauses_total").increment(1);
+        Poll::Pending
+    }
+}
+
 struct Global {
     endpoint: Endpoint,
     events: mpsc::UnboundedSender<ConnectionEvent>,
     limiter: Arc<JoinLimiter>,
+    backpressure: Arc<Backpressure>,
 }
 
 static GLOBAL: OnceLock<RwLock<Option<Arc<Global>>>> = OnceLock::new();
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-/// Sets the endpoint, event sink and JOIN limiter for every connection this
-/// process opens from now on.
+/// Sets the endpoint, event sink, JOIN limiter and read backpressure for
+/// every connection this process opens from now on.
 pub fn configure(
     endpoint: Endpoint,
     events: mpsc::UnboundedSender<ConnectionEvent>,
     limiter: Arc<JoinLimiter>,
+    backpressure: Arc<Backpressure>,
 ) {
     let global = GLOBAL.get_or_init(|| RwLock::new(None));
     *global.write().expect("transport config lock") = Some(Arc::new(Global {
         endpoint,
         events,
         limiter,
+        backpressure,
     }));
 }
 
@@ -534,6 +626,9 @@ impl Stream for IncomingLines {
             return Poll::Ready(None);
         }
         loop {
+            if self.state.global.backpressure.poll_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
             match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
@@ -579,6 +674,9 @@ impl Stream for IncomingLines {
                             }
                             let tag = self.conn_tag.clone();
                             msg.tags.0.insert(CONN_TAG.to_owned(), tag);
+                            if msg.command != "WHISPER" {
+                                self.state.global.backpressure.produced();
+                            }
                             return Poll::Ready(Some(Ok(*msg)));
                         }
                     }
@@ -774,6 +872,24 @@ mod tests {
         }
         // 3 at t=0, 3 at t=10s, 1 at t=20s.
         assert_eq!(start.elapsed().as_secs(), 20);
+    }
+
+    #[test]
+    fn backpressure_pauses_at_the_limit_and_settles_leaks() {
+        let bp = Backpressure::new(5);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..5 {
+            bp.produced();
+        }
+        assert!(bp.poll_ready(&mut cx).is_pending(), "5 in flight: pause");
+        bp.consumed(1);
+        assert!(bp.poll_ready(&mut cx).is_ready());
+        // Two were lost inside twitch-irc: an idle pipeline forgets them.
+        bp.consumed(2);
+        assert_eq!(bp.in_flight(), 2);
+        bp.settle_idle();
+        assert_eq!(bp.in_flight(), 0);
     }
 
     proptest::proptest! {

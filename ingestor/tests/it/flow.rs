@@ -229,3 +229,45 @@ async fn joins_are_throttled_on_the_wire_and_ghost_joins_are_retried() {
     ing.stop().await;
     tap.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_flood_beyond_the_backlog_limit_pauses_reading_and_loses_nothing() {
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-ing-backlog");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let chans = channels(3);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let mut cfg = config(&fake, &rabbit::amqp_url(), &exchange, &chans, &spool);
+    cfg.ingest_max_backlog = 50;
+    let ing = Running::start(cfg).await;
+    fake.wait_joined(&refs, 30).await;
+    let lines = privmsgs(&chans, 20_000, "flood");
+    assert_eq!(fake.send_lines(&lines), lines.len());
+    let got = tap
+        .collect_until(120, "the whole flood", |g| {
+            g.iter()
+                .filter(|d| d.event.id.starts_with("flood-"))
+                .count()
+                >= 20_000
+        })
+        .await;
+    let ids: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|d| d.event.id.as_str())
+        .filter(|i| i.starts_with("flood-"))
+        .collect();
+    assert_eq!(ids.len(), 20_000);
+    let page = ing.get("/metrics").await.1;
+    assert!(
+        metric_value(&page, "chatbus_ingestor_irc_read_pauses_total") > 0.0,
+        "reading paused at the limit"
+    );
+    assert_eq!(
+        metric_value(&page, "chatbus_ingestor_irc_disconnects_total"),
+        0.0,
+        "no reconnect needed"
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+}
