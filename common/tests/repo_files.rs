@@ -140,3 +140,82 @@ fn ci_runs_the_readme_test_command() {
         "README lacks the CI command `{last}`"
     );
 }
+
+/// Every `chatbus_*` metric name the sources register.
+fn metric_names_in_code() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for krate in ["common", "auth-server", "ingestor", "consumer"] {
+        for file in rust_files(&root().join(krate).join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("\"chatbus_") {
+                rest = &rest[i + 1..];
+                let end = rest.find('"').unwrap_or(0);
+                names.insert(rest[..end].to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_only_uses_metrics_the_services_export() {
+    let path = root().join("ops/grafana/dashboards/chatbus.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let known = metric_names_in_code();
+    let mut used = BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("chatbus_") {
+                rest = &rest[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                used.insert(base.to_owned());
+                rest = &rest[end..];
+            }
+        }
+    }
+    assert!(
+        used.len() > 20,
+        "the dashboard covers the services ({} metrics)",
+        used.len()
+    );
+    let unknown: Vec<_> = used.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "dashboard uses metrics no service exports: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_ops_profile_runs_prometheus_and_grafana_with_the_dashboard() {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for svc in ["prometheus", "grafana"] {
+        let s = &doc["services"][svc];
+        assert_eq!(s["profiles"][0].as_str(), Some("ops"), "{svc} is optional");
+        for volume in s["volumes"].as_sequence().unwrap() {
+            let host = volume.as_str().unwrap().split(':').next().unwrap();
+            assert!(root().join(host).exists(), "{svc} mounts missing {host}");
+        }
+    }
+    let prom: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("ops/prometheus.yml")).unwrap())
+            .unwrap();
+    let jobs: Vec<_> = prom["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["job_name"].as_str())
+        .collect();
+    assert!(jobs.contains(&"ingestor") && jobs.contains(&"consumer"));
+}
