@@ -20,29 +20,7 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-hostport=${AMQP_URL#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
-AMQP_HOST=${hostport%%:*}; AMQP_PORT=${hostport##*:}; [ "$AMQP_PORT" = "$hostport" ] && AMQP_PORT=5672
-
-port_open() { timeout 2 bash -c "</dev/tcp/$1/$2" 2>/dev/null; }
-wait_port() { for _ in $(seq 1 "${3:-60}"); do port_open "$1" "$2" && return 0; sleep 1; done; return 1; }
-
-log "RabbitMQ at $AMQP_HOST:$AMQP_PORT"
-if ! port_open "$AMQP_HOST" "$AMQP_PORT"; then
-  if ! command -v rabbitmq-server >/dev/null; then
-    log "installing rabbitmq-server with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || die "apt-get update failed"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server \
-      || die "cannot install rabbitmq-server (run as root, or start RabbitMQ and set AMQP_URL)"
-  fi
-  log "starting rabbitmq-server"
-  as_root rabbitmq-server -detached || true
-  wait_port "$AMQP_HOST" "$AMQP_PORT" 90 || die "RabbitMQ did not come up on $AMQP_HOST:$AMQP_PORT"
-fi
-if ! port_open 127.0.0.1 15672; then
-  log "enabling the RabbitMQ management plugin"
-  as_root rabbitmq-plugins enable rabbitmq_management >/dev/null || die "cannot enable rabbitmq_management"
-  wait_port 127.0.0.1 15672 60 || die "management API did not come up on :15672"
-fi
+scripts/ensure-rabbitmq.sh || die "RabbitMQ is required for the tests"
 
 log "fault-drill RabbitMQ node"
 scripts/rabbitmq-fault-node.sh start

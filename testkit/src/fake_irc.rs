@@ -78,19 +78,25 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 impl FakeIrc {
     /// Starts a server on an ephemeral port of 127.0.0.1.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake irc");
-        let addr = listener.local_addr().expect("addr");
+        Self::start_on("127.0.0.1:0").await.expect("bind fake irc")
+    }
+
+    /// Starts a server on `addr` (e.g. `127.0.0.1:6667`).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start_on(addr: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let changed = Arc::new(Notify::new());
         let accept = tokio::spawn(accept_loop(listener, state.clone(), changed.clone()));
-        Self {
+        Ok(Self {
             addr,
             state,
             changed,
             accept,
-        }
+        })
     }
 
     /// The server's address.

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Run the whole chatbus stack on one machine, without Docker.
+#
+#   scripts/dev.sh                      # real Twitch, anonymous (read-only)
+#   TWITCH_CHANNELS=a,b scripts/dev.sh  # ... joining these channels
+#   scripts/dev.sh --demo               # offline: a local fake Twitch replays
+#                                       # real chat lines into demo channels
+#   scripts/dev.sh --release            # optimised build
+#
+# It makes sure RabbitMQ runs (scripts/ensure-rabbitmq.sh), builds the
+# services, starts auth-server, ingestor and consumer with sensible defaults
+# (settings from .env and the environment win), and stops them on Ctrl-C.
+# Data and logs go to $DEV_DIR (default data/dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+demo=false
+profile=debug
+for arg in "$@"; do
+  case "$arg" in
+    --demo) demo=true ;;
+    --release) profile=release ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "dev.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+DEV_DIR=${DEV_DIR:-data/dev}
+mkdir -p "$DEV_DIR/logs"
+DEV_DIR=$(cd "$DEV_DIR" && pwd)
+
+export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export CONSUMER_HTTP_ADDR=${CONSUMER_HTTP_ADDR:-127.0.0.1:8080}
+export INGESTOR_HTTP_ADDR=${INGESTOR_HTTP_ADDR:-127.0.0.1:9100}
+export AUTH_HTTP_ADDR=${AUTH_HTTP_ADDR:-127.0.0.1:3000}
+export DATABASE_URL=${DATABASE_URL:-sqlite://$DEV_DIR/chatbus.sqlite}
+export SPOOL_DIR=${SPOOL_DIR:-$DEV_DIR/spool}
+export TOKEN_STORE_PATH=${TOKEN_STORE_PATH:-$DEV_DIR/tokenStore.json}
+export RUST_LOG=${RUST_LOG:-info,twitch_irc=warn}
+
+scripts/ensure-rabbitmq.sh
+
+cargo_flags=()
+[ "$profile" = release ] && cargo_flags+=(--release)
+packages=(-p auth-server -p ingestor -p consumer)
+$demo && packages+=(-p testkit)
+echo "==> building ($profile)"
+cargo build "${cargo_flags[@]}" "${packages[@]}" --bins
+bin="target/$profile"
+
+pids=()
+stopping=false
+stop() {
+  $stopping && return
+  stopping=true
+  echo
+  echo "==> stopping"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop EXIT
+trap 'stop; exit 0' INT TERM
+
+start() {
+  local name=$1; shift
+  "$@" >"$DEV_DIR/logs/$name.log" 2>&1 &
+  pids+=($!)
+  echo "    $name (pid $!) -> $DEV_DIR/logs/$name.log"
+}
+
+echo "==> starting"
+if $demo; then
+  demo_port=${DEMO_IRC_PORT:-6667}
+  start fake-twitch "$bin/fake-twitch" --addr "127.0.0.1:$demo_port" --rate "${DEMO_RATE:-3}"
+  export TWITCH_IRC_ADDR=127.0.0.1:$demo_port TWITCH_IRC_TLS=false
+  export TWITCH_CHANNELS=${TWITCH_CHANNELS:-demo_chat,demo_games}
+fi
+start auth-server "$bin/auth-server"
+start consumer "$bin/consumer"
+start ingestor "$bin/ingestor"
+
+channels=${TWITCH_CHANNELS:-}
+query=""
+[ -n "$channels" ] && query="?channels=${channels// /}"
+cat <<EOF
+
+chatbus is running:
+  live chat page       http://$CONSUMER_HTTP_ADDR/$query
+  OBS overlay          http://$CONSUMER_HTTP_ADDR/overlay$query
+  REST                 http://$CONSUMER_HTTP_ADDR/api/events?limit=20
+  RabbitMQ management  http://127.0.0.1:15672  (guest / guest): exchange "chat"
+  ingestor channels    http://$INGESTOR_HTTP_ADDR/channels
+  auth-server          http://$AUTH_HTTP_ADDR/
+EOF
+[ -z "$channels" ] && echo "  (no channels yet: set TWITCH_CHANNELS, or run with --demo)"
+echo
+echo "Ctrl-C stops everything."
+
+# Stop everything if any service exits on its own.
+set +e
+wait -n "${pids[@]}"
+status=$?
+$stopping && exit 0
+echo "a service exited (status $status); see $DEV_DIR/logs" >&2
+exit "$status"

@@ -1,0 +1,79 @@
+//! A local stand-in for Twitch chat, for trying chatbus offline
+//! (`scripts/dev.sh --demo`): speaks Twitch's IRC on 127.0.0.1 and replays
+//! the real chat lines of the corpus, with fresh ids and timestamps, into
+//! whatever channels the client joins, now and then with a moderation
+//! event (a deleted message, a timeout) or a sub.
+//!
+//! ```sh
+//! cargo run -p testkit --bin fake-twitch -- --addr 127.0.0.1:6667 --rate 5
+//! ```
+
+use std::time::Duration;
+
+use testkit::corpus;
+use testkit::fake_irc::{FakeIrc, channel_of};
+
+fn arg(name: &str, default: &str) -> String {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// `line` with the `#channel` parameter, `id` and `tmi-sent-ts` replaced.
+fn refresh(line: &str, to: &str, n: u64) -> String {
+    let from = channel_of(line).unwrap_or_default().to_owned();
+    let mut out = line.replacen(&format!(" #{from}"), &format!(" #{to}"), 1);
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    for (tag, value) in [("id", format!("demo-{n}-{}", uuid::Uuid::new_v4().simple())), ("tmi-sent-ts", now)] {
+        let key = format!(";{tag}=");
+        let at = out.find(&key).map(|i| i + 1).or_else(|| out.starts_with(&format!("@{tag}=")).then_some(1));
+        if let Some(start) = at {
+            let vstart = start + tag.len() + 1;
+            let vend = out[vstart..].find([';', ' ']).map_or(out.len(), |e| vstart + e);
+            out.replace_range(vstart..vend, &value);
+        }
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addr = arg("--addr", "127.0.0.1:6667");
+    let rate: f64 = arg("--rate", "5").parse()?;
+    let server = FakeIrc::start_on(&addr).await?;
+    eprintln!("fake Twitch IRC on {} replaying corpus chat at {rate}/s per joined channel", server.addr());
+    let chat: Vec<String> = corpus::lines_with_command("PRIVMSG")
+        .into_iter()
+        .filter(|l| l.starts_with('@') && channel_of(l).is_some())
+        .collect();
+    let notices: Vec<String> = corpus::lines_with_command("USERNOTICE");
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.01));
+    let mut n: u64 = 0;
+    let mut last_id: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        tokio::time::sleep(period).await;
+        for channel in server.joined_channels() {
+            n += 1;
+            let line = if n % 40 == 0 {
+                // A moderator deletes the previous message in this channel.
+                match last_id.get(&channel) {
+                    Some(id) => format!(
+                        "@login=someone;room-id=1;target-msg-id={id};tmi-sent-ts={} :tmi.twitch.tv CLEARMSG #{channel} :deleted by the demo",
+                        chrono::Utc::now().timestamp_millis()
+                    ),
+                    None => continue,
+                }
+            } else if n % 53 == 0 {
+                refresh(&notices[(n as usize / 53) % notices.len()], &channel, n)
+            } else {
+                refresh(&chat[n as usize % chat.len()], &channel, n)
+            };
+            if let Some(id) = line.split(';').find_map(|t| t.strip_prefix("id=")) {
+                last_id.insert(channel.clone(), id.to_owned());
+            }
+            server.send_to_channel(&channel, &line);
+        }
+    }
+}
