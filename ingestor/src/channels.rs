@@ -19,6 +19,46 @@ use chrono::{DateTime, Utc};
 use common::schema::{ChatEvent, EventBody, EventKind, GapDetails, PLATFORM_TWITCH};
 use serde::Serialize;
 
+/// Channels remembered across restarts (`<SPOOL_DIR>/channels.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PersistedChannels {
+    /// By channel login.
+    pub channels: BTreeMap<String, PersistedChannel>,
+}
+
+/// One remembered channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PersistedChannel {
+    /// Last moment its chat was surely read.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl PersistedChannels {
+    const FILE: &'static str = "channels.json";
+
+    /// Reads `dir/channels.json`; missing or unreadable means nothing
+    /// remembered (logged).
+    pub fn load(dir: &std::path::Path) -> Self {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable channel state file");
+                Self::default()
+            }),
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// Writes `dir/channels.json` atomically.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), common::token_store::TokenStoreError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("channel state serialises");
+        common::token_store::write_atomic(&dir.join(Self::FILE), &bytes)
+    }
+}
+
 /// What the manager needs from the IRC client.
 pub trait JoinClient: Send + Sync + 'static {
     /// Ask to be joined to `channel` (sends JOIN unless already confirmed).
@@ -339,6 +379,42 @@ impl ChannelManager {
         retry
     }
 
+    /// What to remember across a restart: every wanted channel and the last
+    /// moment we are sure we saw its chat (its last event, or when it was
+    /// joined; `None` if it never was).
+    pub fn persisted(&self) -> PersistedChannels {
+        let channels = self.lock();
+        PersistedChannels {
+            channels: channels
+                .values()
+                .filter(|i| !matches!(i.state, JoinState::Parting))
+                .map(|i| {
+                    let seen = match (&i.state, i.last_message_at, i.joined_at) {
+                        // Not receiving now: the outage started before.
+                        (JoinState::Disconnected { since, .. }, _, _) => Some(*since),
+                        (_, last, joined) => last.max(joined),
+                    };
+                    (i.channel.clone(), PersistedChannel { last_seen: seen })
+                })
+                .collect(),
+        }
+    }
+
+    /// After a restart: joins every channel remembered, and marks those that
+    /// were being read for a gap (`reason = ingestor_restart`) from when we
+    /// last saw them to when they are joined again.
+    pub fn restore(&self, persisted: &PersistedChannels) {
+        for (channel, state) in &persisted.channels {
+            self.join(channel);
+            if let Some(last_seen) = state.last_seen
+                && let Some(info) = self.lock().get_mut(channel)
+                && info.pending_gap.is_none()
+            {
+                info.pending_gap = Some((last_seen, "ingestor_restart".to_owned()));
+            }
+        }
+    }
+
     /// Every channel's state, by name.
     pub fn snapshot(&self) -> Vec<ChannelInfo> {
         self.lock().values().cloned().collect()
@@ -488,6 +564,43 @@ mod tests {
             EventBody::Gap(d) => assert_eq!((d.started_at, d.ended_at), (t(45), t(51))),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_restart_remembers_channels_and_publishes_a_restart_gap() {
+        let (m, _) = manager();
+        m.join("a");
+        m.join("never_joined");
+        m.on_join_sent(1, "a", t(0));
+        m.on_joined("a", t(1));
+        let mut e = ChatEvent::new(
+            "x",
+            "twitch",
+            "a",
+            t(5),
+            t(5),
+            EventBody::Message(Default::default()),
+        );
+        e.channel_id = Some("42".into());
+        m.on_event(&e);
+        let saved = m.persisted();
+        assert_eq!(saved.channels["a"].last_seen, Some(t(5)));
+        assert_eq!(saved.channels["never_joined"].last_seen, None);
+        let dir = tempfile::tempdir().unwrap();
+        saved.save(dir.path()).unwrap();
+
+        let (m2, rec) = manager();
+        m2.restore(&PersistedChannels::load(dir.path()));
+        assert_eq!(rec.0.lock().unwrap().len(), 2, "both joined again");
+        let gap = m2.on_joined("a", t(100)).expect("a restart gap");
+        match &gap.body {
+            EventBody::Gap(d) => assert_eq!(
+                (d.started_at, d.ended_at, d.reason.as_str()),
+                (t(5), t(100), "ingestor_restart")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(m2.on_joined("never_joined", t(100)).is_none());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-use crate::channels::ChannelManager;
+use crate::channels::{ChannelManager, PersistedChannels};
 use crate::ingest::{Ingest, IrcStatus};
 use crate::outbox::Outbox;
 use crate::publisher::{BrokerStatus, PipelineOptions};
@@ -101,9 +101,12 @@ pub async fn run(
         config.twitch_join_timeout,
     ));
     client.connect().await;
+    // Channels from config, plus those joined at run time before a restart
+    // (remembered in the spool directory), which also get a restart gap.
     for channel in config.initial_channels() {
         manager.join(&channel);
     }
+    manager.restore(&PersistedChannels::load(&config.spool_dir));
 
     let broker = Arc::new(BrokerStatus::default());
     let irc = Arc::new(IrcStatus::default());
@@ -150,13 +153,30 @@ pub async fn run(
         }));
     }
     {
-        let (o, c) = (outbox.clone(), shutdown.clone());
+        let (o, c, m, dir) = (
+            outbox.clone(),
+            shutdown.clone(),
+            manager.clone(),
+            config.spool_dir.clone(),
+        );
         tasks.push(supervise("spool-sync", shutdown.clone(), async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut saved = PersistedChannels::default();
             loop {
-                tokio::select! {
-                    () = c.cancelled() => return Ok(()),
-                    _ = tick.tick() => o.sync(),
+                let stop = tokio::select! {
+                    () = c.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                o.sync();
+                let now = m.persisted();
+                if now != saved {
+                    match now.save(&dir) {
+                        Ok(()) => saved = now,
+                        Err(e) => tracing::warn!(error = %e, "cannot save the channel state"),
+                    }
+                }
+                if stop {
+                    return Ok(());
                 }
             }
         }));
