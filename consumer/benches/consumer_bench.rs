@@ -29,6 +29,7 @@ use testkit::events;
 use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -63,12 +64,17 @@ enum Bench {
         /// How long to publish.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// CONSUMER_BATCH_WAIT of the consumer (how long a batch may wait
+        /// to fill; also how many events reach a client per write).
+        #[arg(long, default_value = "20ms")]
+        batch_wait: String,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` appends `--bench`; it is not ours.
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    testkit::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -83,7 +89,8 @@ fn main() -> anyhow::Result<()> {
                 clients,
                 rate,
                 seconds,
-            } => fanout(clients, rate, seconds).await,
+                batch_wait,
+            } => fanout(clients, rate, seconds, &batch_wait).await,
         }
     })
 }
@@ -250,7 +257,7 @@ struct ClientResult {
     closed: Option<u16>,
 }
 
-async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
+async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> anyhow::Result<()> {
     let exchange = unique("bench-fanout");
     let topology = Topology::named(&exchange);
     let queue = unique("bench-fanout-q");
@@ -266,6 +273,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
         .env("CONSUMER_QUEUE", &queue)
         .env("DATABASE_URL", &db_url)
         .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
+        .env("CONSUMER_BATCH_WAIT", batch_wait)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,consumer=info")
         .stderr(Stdio::piped())
@@ -306,7 +314,12 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
         let batch = futures::future::join_all((0..count).map(|_| {
             let url = url.clone();
             async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+                // Small read buffers: tungstenite's default (128 KiB, zeroed on
+                // every read) would make the clients, not the server, the
+                // bottleneck.
+                let config = WebSocketConfig::default().read_buffer_size(4096);
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
                 // welcome, subscribed
                 for _ in 0..2 {
                     ws.next().await.context("closed early")??;
@@ -369,6 +382,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
     let conn = rabbit::connect("chatbus-bench-publisher").await;
     let publisher = Arc::new(Publisher::open(&conn, &topology, "chatbus-bench").await?);
     let cpu_before = cpu_seconds(pid)?;
+    let own_cpu_before = cpu_seconds(std::process::id())?;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -396,6 +410,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
     }
     let window = started.elapsed();
     let cpu = cpu_seconds(pid)? - cpu_before;
+    let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
     let rss_end = rss(pid)?;
 
     let delivered: usize = results.iter().map(|r| r.latencies_us.len()).sum();
@@ -414,7 +429,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
         f64::from(all[i]) / 1000.0
     };
     println!(
-        "fanout: {clients} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s)",
+        "fanout: {clients} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s), CONSUMER_BATCH_WAIT={batch_wait}",
         publishing.as_secs_f64()
     );
     println!(
@@ -441,10 +456,12 @@ async fn fanout(clients: usize, rate: u32, seconds: u64) -> anyhow::Result<()> {
         (rss_after.saturating_sub(rss_before)) as f64 / clients as f64 / 1024.0
     );
     println!(
-        "  consumer CPU: {:.1} s over {:.1} s = {:.0}% of one core",
-        cpu,
+        "  CPU over {:.1} s: consumer {:.1} s ({:.0}% of one core), benchmark clients + publisher {:.1} s ({:.0}%)",
         window.as_secs_f64(),
-        100.0 * cpu / window.as_secs_f64()
+        cpu,
+        100.0 * cpu / window.as_secs_f64(),
+        own_cpu,
+        100.0 * own_cpu / window.as_secs_f64()
     );
 
     Command::new("kill")

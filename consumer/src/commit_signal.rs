@@ -14,6 +14,8 @@
 //! They are not `ChatEvent`s, so this module talks to lapin directly
 //! rather than through `common::amqp::Subscriber`.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -138,18 +140,18 @@ impl CommitSignal {
             .with_content_type("application/json".into())
             .with_delivery_mode(1)
             .with_expiration(TTL_MS.into());
-        if let Err(e) = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
-        {
-            tracing::debug!(error = %e, "cannot announce a commit");
+        let publish = self.channel.basic_publish(
+            self.exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            props,
+        );
+        // Never hold up ingest for a hint: a second at most.
+        match tokio::time::timeout(Duration::from_secs(1), publish).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot announce a commit"),
+            Err(_) => tracing::debug!("announcing a commit timed out"),
         }
     }
 }

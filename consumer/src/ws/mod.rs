@@ -10,9 +10,15 @@ use std::time::Duration;
 
 use common::Secret;
 use common::http::{ApiError, bearer_auth};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
+use warp::http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, UPGRADE};
+use warp::hyper::upgrade::OnUpgrade;
 use warp::{Filter, Rejection, Reply};
 
 use crate::hub::Hub;
@@ -113,40 +119,112 @@ impl WsQuery {
     }
 }
 
+/// Bytes tungstenite allocates up front to read a connection's frames (it
+/// grows when a frame is larger). Its default, 128 KiB, would cost that much
+/// memory per connection and a memset of that size per read.
+const READ_BUFFER: usize = 4096;
+/// Bytes of outgoing frames tungstenite collects before writing to the
+/// socket (the session flushes after each burst anyway).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+impl WsSettings {
+    fn socket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_message_size(Some(self.max_frame_bytes))
+            .max_frame_size(Some(self.max_frame_bytes))
+    }
+}
+
+fn bad_handshake(message: &str) -> Rejection {
+    warp::reject::custom(ApiError::bad_request("invalid_handshake", message))
+}
+
+/// The WebSocket handshake headers (RFC 6455 4.2.1); yields the key.
+fn handshake() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("upgrade")
+        .and(warp::header::optional::<String>("connection"))
+        .and(warp::header::optional::<String>("sec-websocket-version"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and_then(
+            |upgrade: Option<String>,
+             connection: Option<String>,
+             version: Option<String>,
+             key: Option<String>| async move {
+                let websocket = upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+                let connection_upgrade = connection.is_some_and(|c| {
+                    c.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                });
+                if !websocket || !connection_upgrade {
+                    return Err(warp::reject::custom(ApiError::new(
+                        StatusCode::UPGRADE_REQUIRED,
+                        "upgrade_required",
+                        "this is a WebSocket endpoint; see docs/websocket.md",
+                    )));
+                }
+                if version.as_deref() != Some("13") {
+                    return Err(bad_handshake("Sec-WebSocket-Version must be 13"));
+                }
+                key.filter(|k| !k.is_empty())
+                    .ok_or_else(|| bad_handshake("Sec-WebSocket-Key is missing"))
+            },
+        )
+}
+
 /// `GET /ws` (bearer token if configured; `?access_token=` works for
-/// browsers).
+/// browsers). The upgrade is done here rather than with `warp::ws` so the
+/// socket's buffers can be sized (see [`READ_BUFFER`]).
 pub fn route(
     ctx: Arc<WsContext>,
     token: Option<Secret>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let upgrade = warp::header::optional::<String>("upgrade")
-        .and_then(|upgrade: Option<String>| async move {
-            if upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-                Ok(())
-            } else {
-                Err(warp::reject::custom(ApiError::new(
-                    StatusCode::UPGRADE_REQUIRED,
-                    "upgrade_required",
-                    "this is a WebSocket endpoint; see docs/websocket.md",
-                )))
-            }
-        })
-        .untuple_one();
     warp::path!("ws")
         .and(warp::get())
         .and(bearer_auth(token))
-        .and(upgrade)
-        .and(warp::ws())
+        .and(handshake())
+        .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::query::<WsQuery>())
-        .and_then(move |ws: warp::ws::Ws, query: WsQuery| {
-            let ctx = ctx.clone();
-            async move {
-                let initial = query
-                    .subscription(ctx.settings.max_history)
-                    .map_err(warp::reject::custom)?;
-                let max = ctx.settings.max_frame_bytes;
-                let ws = ws.max_message_size(max).max_frame_size(max);
-                Ok::<_, Rejection>(ws.on_upgrade(move |socket| session::run(socket, ctx, initial)))
-            }
-        })
+        .and_then(
+            move |key: String, on_upgrade: Option<OnUpgrade>, query: WsQuery| {
+                let ctx = ctx.clone();
+                async move {
+                    let initial = query
+                        .subscription(ctx.settings.max_history)
+                        .map_err(warp::reject::custom)?;
+                    let on_upgrade = on_upgrade.ok_or_else(|| {
+                        warp::reject::custom(ApiError::internal(
+                            "the connection cannot be upgraded (HTTP/2?)",
+                        ))
+                    })?;
+                    let config = ctx.settings.socket_config();
+                    tokio::spawn(async move {
+                        match on_upgrade.await {
+                            Ok(upgraded) => {
+                                let socket = WebSocketStream::from_raw_socket(
+                                    TokioIo::new(upgraded),
+                                    Role::Server,
+                                    Some(config),
+                                )
+                                .await;
+                                session::run(socket, ctx, initial).await;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+                        }
+                    });
+                    let mut response = warp::reply::Response::new(Default::default());
+                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    let headers = response.headers_mut();
+                    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                    let accept = derive_accept_key(key.as_bytes());
+                    headers.insert(
+                        SEC_WEBSOCKET_ACCEPT,
+                        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+                    );
+                    Ok::<_, Rejection>(response)
+                }
+            },
+        )
 }

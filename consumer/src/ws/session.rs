@@ -12,6 +12,13 @@
 //! on only events newer than the last one sent pass. If the pending list
 //! overflows it is dropped and history simply continues from the store,
 //! which has everything the list lost.
+//!
+//! # Writing
+//!
+//! Handlers only queue frames; after each wake-up the session writes what
+//! is queued and flushes once, under one `CONSUMER_WS_WRITE_TIMEOUT`. Live
+//! events already waiting are taken in bursts, so a client that is a little
+//! behind gets several frames per write.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -21,9 +28,14 @@ use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
+use warp::hyper::upgrade::Upgraded;
 
 use super::WsContext;
 use super::protocol::{
@@ -34,9 +46,12 @@ use crate::hub::{ClientLink, LiveEvent, Outgoing, Registration};
 use crate::selector::Selector;
 use crate::store::{Cursor, EventQuery, Order, StoreError, StoredEvent};
 
+/// An upgraded connection.
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
 /// Events read per history query.
 const HISTORY_PAGE: usize = 500;
-/// Queued events written before one flush.
+/// Queued live events taken in one go.
 const WRITE_BURST: usize = 64;
 
 type HistoryFuture =
@@ -100,7 +115,7 @@ struct Sub {
 enum Wake {
     Kicked,
     Shutdown,
-    Inbound(Option<Result<Message, warp::Error>>),
+    Inbound(Option<Result<Message, tungstenite::Error>>),
     Queue(Option<Outgoing>),
     History(u32, Result<Vec<StoredEvent>, StoreError>),
     Ping,
@@ -108,14 +123,15 @@ enum Wake {
 
 struct Session {
     ctx: Arc<WsContext>,
-    sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<Socket, Message>,
     client: Arc<ClientLink>,
     subs: HashMap<u32, Sub>,
     next_slot: u32,
     next_auto_name: u32,
     waiting: VecDeque<u32>,
     last_heard: Instant,
-    unflushed: bool,
+    /// Frames to write at the end of this wake-up.
+    out: Vec<Message>,
 }
 
 struct ConnectionGauge;
@@ -134,7 +150,7 @@ impl Drop for ConnectionGauge {
 }
 
 /// Serves one upgraded connection until it ends.
-pub(crate) async fn run(socket: WebSocket, ctx: Arc<WsContext>, initial: Option<Subscription>) {
+pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Subscription>) {
     let _gauge = ConnectionGauge::new();
     let (sink, stream) = socket.split();
     let (client, queue) = ClientLink::new(ctx.settings.send_queue);
@@ -147,7 +163,7 @@ pub(crate) async fn run(socket: WebSocket, ctx: Arc<WsContext>, initial: Option<
         next_auto_name: 0,
         waiting: VecDeque::new(),
         last_heard: Instant::now(),
-        unflushed: false,
+        out: Vec::new(),
     };
     let end = session.drive(stream, queue, initial).await;
     metrics::counter!("chatbus_consumer_ws_closed_total", "reason" => end.label()).increment(1);
@@ -158,12 +174,12 @@ pub(crate) async fn run(socket: WebSocket, ctx: Arc<WsContext>, initial: Option<
 impl Session {
     async fn drive(
         &mut self,
-        mut stream: SplitStream<WebSocket>,
+        mut stream: SplitStream<Socket>,
         mut queue: mpsc::Receiver<Outgoing>,
         initial: Option<Subscription>,
     ) -> End {
         let s = self.ctx.settings;
-        let welcome = ServerFrame::Welcome {
+        self.frame(&ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
             head: self.ctx.hub.last_published(),
             limits: Limits {
@@ -173,14 +189,9 @@ impl Session {
                 max_history: s.max_history,
                 ping_interval_secs: s.ping_interval.as_secs(),
             },
-        };
-        if self.write(welcome.to_text()).await.is_err() {
-            return End::WriteFailed;
-        }
-        if let Some(subscription) = initial
-            && let Err(end) = self.subscribe(subscription).await
-        {
-            return end;
+        });
+        if let Some(subscription) = initial {
+            self.subscribe(subscription);
         }
         let ping_every = s.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -188,8 +199,8 @@ impl Session {
         let mut history: Option<HistoryFuture> = None;
 
         loop {
-            if self.unflushed && self.flush().await.is_err() {
-                return End::WriteFailed;
+            if let Err(end) = self.send_out().await {
+                return end;
             }
             if history.is_none()
                 && let Some(slot) = self.waiting.pop_front()
@@ -200,6 +211,7 @@ impl Session {
                 biased;
                 () = self.client.kicked().cancelled() => Wake::Kicked,
                 () = self.ctx.shutdown.cancelled() => Wake::Shutdown,
+                // Inbound first: pongs must be seen even while events flow.
                 msg = stream.next() => Wake::Inbound(msg),
                 out = queue.recv() => Wake::Queue(out),
                 (slot, page) = async { match history.as_mut() {
@@ -209,16 +221,25 @@ impl Session {
                 _ = ping.tick() => Wake::Ping,
             };
             let step = match wake {
-                Wake::Kicked => Err(End::Lagged),
+                Wake::Kicked | Wake::Queue(None) => Err(End::Lagged),
                 Wake::Shutdown => Err(End::Shutdown),
-                Wake::Inbound(msg) => self.inbound(msg).await,
-                Wake::Queue(None) => Err(End::Lagged),
-                Wake::Queue(Some(out)) => self.outgoing(out, &mut queue).await,
+                Wake::Inbound(msg) => self.inbound(msg),
+                Wake::Queue(Some(out)) => {
+                    self.dispatch(out);
+                    for _ in 1..WRITE_BURST {
+                        match queue.try_recv() {
+                            Ok(out) => self.dispatch(out),
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(())
+                }
                 Wake::History(slot, page) => {
                     history = None;
-                    self.history_page(slot, page).await
+                    self.history_page(slot, page);
+                    Ok(())
                 }
-                Wake::Ping => self.ping(ping_every).await,
+                Wake::Ping => self.ping(ping_every),
             };
             if let Err(end) = step {
                 return end;
@@ -238,129 +259,110 @@ impl Session {
                     "messages are limited to {} bytes",
                     self.ctx.settings.max_frame_bytes
                 );
-                let frame = ServerFrame::Error {
-                    sub: None,
-                    code: "frame_too_large",
-                    message: &limit,
-                };
-                let _ = self.write(frame.to_text()).await;
+                self.error(None, &Refusal::new("frame_too_large", limit));
                 Some((CLOSE_TOO_BIG, "message too big"))
             }
             End::ClientClosed => None,
             End::PingTimeout | End::WriteFailed | End::ReadFailed => return,
         };
-        let message = match close {
-            Some((code, reason)) => Message::close_with(code, reason),
-            None => Message::close(),
-        };
+        self.out
+            .push(Message::Close(close.map(|(code, reason)| CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            })));
         // A lagging client gets as long as any write to read what is queued
         // and see why it is closed.
-        let _ = tokio::time::timeout(self.ctx.settings.write_timeout, async {
-            let _ = self.sink.send(message).await;
-            let _ = self.sink.close().await;
-        })
-        .await;
+        if self.send_out().await.is_ok() {
+            let _ = tokio::time::timeout(self.ctx.settings.write_timeout, self.sink.close()).await;
+        }
     }
 
-    /// Queues a text frame (flushed at the end of the loop iteration).
-    async fn write(&mut self, text: String) -> Result<(), End> {
-        match tokio::time::timeout(
-            self.ctx.settings.write_timeout,
-            self.sink.feed(Message::text(text)),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                self.unflushed = true;
-                Ok(())
+    /// Writes the queued frames and flushes, all within the write timeout.
+    async fn send_out(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let frames = std::mem::take(&mut self.out);
+        let sink = &mut self.sink;
+        let write = async move {
+            for frame in frames {
+                sink.feed(frame).await?;
             }
+            sink.flush().await
+        };
+        match tokio::time::timeout(self.ctx.settings.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
             _ => Err(End::WriteFailed),
         }
     }
 
-    async fn flush(&mut self) -> Result<(), End> {
-        match tokio::time::timeout(self.ctx.settings.write_timeout, self.sink.flush()).await {
-            Ok(Ok(())) => {
-                self.unflushed = false;
-                Ok(())
-            }
-            _ => Err(End::WriteFailed),
-        }
+    fn text(&mut self, text: String) {
+        self.out.push(Message::Text(text.into()));
     }
 
-    async fn error(&mut self, sub: Option<&str>, refusal: &Refusal) -> Result<(), End> {
-        let frame = ServerFrame::Error {
+    fn frame(&mut self, frame: &ServerFrame<'_>) {
+        self.text(frame.to_text());
+    }
+
+    fn error(&mut self, sub: Option<&str>, refusal: &Refusal) {
+        self.frame(&ServerFrame::Error {
             sub,
             code: refusal.code,
             message: &refusal.message,
-        };
-        self.write(frame.to_text()).await
+        });
     }
 
-    async fn ping(&mut self, every: Duration) -> Result<(), End> {
+    fn ping(&mut self, every: Duration) -> Result<(), End> {
         if self.last_heard.elapsed() > every * 2 {
             return Err(End::PingTimeout);
         }
-        match tokio::time::timeout(
-            self.ctx.settings.write_timeout,
-            self.sink.feed(Message::ping(Vec::new())),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                self.unflushed = true;
-                Ok(())
-            }
-            _ => Err(End::WriteFailed),
-        }
+        self.out.push(Message::Ping(Bytes::new()));
+        Ok(())
     }
 
-    async fn inbound(&mut self, msg: Option<Result<Message, warp::Error>>) -> Result<(), End> {
+    fn inbound(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Result<(), End> {
         let msg = match msg {
             None => return Err(End::ClientClosed),
+            Some(Err(tungstenite::Error::Capacity(_))) => return Err(End::TooBig),
             Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("too long") {
-                    return Err(End::TooBig);
-                }
-                tracing::debug!(error = %text, "WebSocket read failed");
+                tracing::debug!(error = %e, "WebSocket read failed");
                 return Err(End::ReadFailed);
             }
             Some(Ok(msg)) => msg,
         };
         self.last_heard = Instant::now();
-        if msg.is_close() {
-            return Err(End::ClientClosed);
-        }
-        if msg.is_binary() {
-            let refusal = Refusal::new(
-                "invalid_frame",
-                "binary messages are not supported; send JSON text",
-            );
-            return self.error(None, &refusal).await;
-        }
-        let Ok(text) = msg.to_str() else {
-            // Ping/pong: tungstenite answers pings itself.
-            return Ok(());
-        };
-        match serde_json::from_str::<ClientFrame>(text) {
-            Err(e) => {
-                let refusal = Refusal::new("invalid_frame", e.to_string());
-                self.error(None, &refusal).await
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.error(
+                    None,
+                    &Refusal::new(
+                        "invalid_frame",
+                        "binary messages are not supported; send JSON text",
+                    ),
+                );
+                return Ok(());
             }
-            Ok(ClientFrame::Ping { id }) => self.write(ServerFrame::Pong { id }.to_text()).await,
-            Ok(ClientFrame::Unsubscribe { sub }) => self.unsubscribe(&sub).await,
+            Message::Close(_) => return Err(End::ClientClosed),
+            // Pings are answered by tungstenite; pongs only show life.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
+        };
+        match serde_json::from_str::<ClientFrame>(&text) {
+            Err(e) => self.error(None, &Refusal::new("invalid_frame", e.to_string())),
+            Ok(ClientFrame::Ping { id }) => self.frame(&ServerFrame::Pong { id }),
+            Ok(ClientFrame::Unsubscribe { sub }) => self.unsubscribe(&sub),
             Ok(ClientFrame::Subscribe(request)) => {
                 let name = request.sub.clone();
                 match request.validate(self.ctx.settings.max_history) {
-                    Ok(subscription) => self.subscribe(subscription).await,
-                    Err(refusal) => self.error(name.as_deref(), &refusal).await,
+                    Ok(subscription) => self.subscribe(subscription),
+                    Err(refusal) => self.error(name.as_deref(), &refusal),
                 }
             }
         }
+        Ok(())
     }
 
-    async fn subscribe(&mut self, subscription: Subscription) -> Result<(), End> {
+    fn subscribe(&mut self, subscription: Subscription) {
         if self.subs.len() >= self.ctx.settings.max_subscriptions {
             let refusal = Refusal::new(
                 "too_many_subscriptions",
@@ -369,7 +371,7 @@ impl Session {
                     self.ctx.settings.max_subscriptions
                 ),
             );
-            return self.error(subscription.sub.as_deref(), &refusal).await;
+            return self.error(subscription.sub.as_deref(), &refusal);
         }
         let name = match subscription.sub {
             Some(name) => name,
@@ -386,7 +388,7 @@ impl Session {
                 "duplicate_subscription",
                 format!("a subscription `{name}` exists; unsubscribe it first"),
             );
-            return self.error(Some(&name), &refusal).await;
+            return self.error(Some(&name), &refusal);
         }
         let slot = self.next_slot;
         self.next_slot += 1;
@@ -426,7 +428,7 @@ impl Session {
             history: subscription.history,
         }
         .to_text();
-        self.write(frame).await?;
+        self.text(frame);
         if matches!(phase, Phase::History { .. }) {
             self.waiting.push_back(slot);
         }
@@ -441,10 +443,9 @@ impl Session {
                 _registration: registration,
             },
         );
-        Ok(())
     }
 
-    async fn unsubscribe(&mut self, name: &str) -> Result<(), End> {
+    fn unsubscribe(&mut self, name: &str) {
         let slot = self
             .subs
             .iter()
@@ -453,40 +454,24 @@ impl Session {
             Some(slot) => {
                 self.subs.remove(&slot);
                 self.waiting.retain(|s| *s != slot);
-                self.write(ServerFrame::Unsubscribed { sub: name }.to_text())
-                    .await
+                self.frame(&ServerFrame::Unsubscribed { sub: name });
             }
             None => {
                 let refusal =
                     Refusal::new("unknown_subscription", format!("no subscription `{name}`"));
-                self.error(Some(name), &refusal).await
+                self.error(Some(name), &refusal);
             }
         }
     }
 
-    /// One live event from the hub, then whatever else is already queued.
-    async fn outgoing(
-        &mut self,
-        first: Outgoing,
-        queue: &mut mpsc::Receiver<Outgoing>,
-    ) -> Result<(), End> {
-        self.dispatch(first).await?;
-        for _ in 1..WRITE_BURST {
-            match queue.try_recv() {
-                Ok(out) => self.dispatch(out).await?,
-                Err(_) => break,
-            }
-        }
-        Ok(())
-    }
-
-    async fn dispatch(&mut self, out: Outgoing) -> Result<(), End> {
+    /// One live event from the hub.
+    fn dispatch(&mut self, out: Outgoing) {
         let capacity = self.ctx.settings.send_queue;
         // Unsubscribed since it was queued: drop it.
         let Some(sub) = self.subs.get_mut(&out.slot) else {
-            return Ok(());
+            return;
         };
-        let frame = match &mut sub.phase {
+        match &mut sub.phase {
             Phase::History {
                 pending,
                 overflowed,
@@ -498,18 +483,17 @@ impl Session {
                     *overflowed = true;
                 }
                 pending.push_back(out.event);
-                return Ok(());
             }
             Phase::Live => {
                 let cursor = out.event.cursor();
                 if sub.last.is_some_and(|last| cursor <= last) {
-                    return Ok(());
+                    return;
                 }
                 sub.last = Some(cursor);
-                out.event.frame(&sub.prefix)
+                let frame = out.event.frame(&sub.prefix);
+                self.out.push(Message::Text(frame));
             }
-        };
-        self.write(frame).await
+        }
     }
 
     fn history_query(&self, slot: u32) -> Option<HistoryFuture> {
@@ -536,13 +520,9 @@ impl Session {
         Some(Box::pin(async move { (slot, store.query(&query).await) }))
     }
 
-    async fn history_page(
-        &mut self,
-        slot: u32,
-        page: Result<Vec<StoredEvent>, StoreError>,
-    ) -> Result<(), End> {
+    fn history_page(&mut self, slot: u32, page: Result<Vec<StoredEvent>, StoreError>) {
         let Some(sub) = self.subs.get_mut(&slot) else {
-            return Ok(());
+            return;
         };
         let mut page = match page {
             Ok(page) => page,
@@ -554,7 +534,7 @@ impl Session {
                     "history_unavailable",
                     "the store could not be read; subscribe again later",
                 );
-                return self.error(Some(&name), &refusal).await;
+                return self.error(Some(&name), &refusal);
             }
         };
         let Phase::History {
@@ -563,7 +543,7 @@ impl Session {
             overflowed,
         } = &mut sub.phase
         else {
-            return Ok(());
+            return;
         };
         let more = match last_n.take() {
             Some(_) => {
@@ -572,7 +552,7 @@ impl Session {
             }
             None => page.len() == HISTORY_PAGE,
         };
-        let mut frames = Vec::with_capacity(page.len() + pending.len() + 1);
+        let mut frames: Vec<Utf8Bytes> = Vec::with_capacity(page.len() + pending.len() + 1);
         for event in page {
             if sub.last.is_none_or(|last| event.cursor > last) {
                 sub.last = Some(event.cursor);
@@ -590,7 +570,8 @@ impl Session {
                     sub: &sub.name,
                     cursor: sub.last,
                 }
-                .to_text(),
+                .to_text()
+                .into(),
             );
             for event in pending.drain(..) {
                 if sub.last.is_none_or(|last| event.cursor() > last) {
@@ -600,9 +581,6 @@ impl Session {
             }
             sub.phase = Phase::Live;
         }
-        for frame in frames {
-            self.write(frame).await?;
-        }
-        Ok(())
+        self.out.extend(frames.into_iter().map(Message::Text));
     }
 }
