@@ -816,18 +816,26 @@ impl Store for SqliteStore {
             }
             qb.push(")");
         }
+        // With a text query, order and bound by the FTS table's rowid (the
+        // same value): FTS5 then walks its matches in order and the LIMIT
+        // stops it early, instead of sorting every match of a common word.
+        let key = if text.is_some() {
+            "events_fts.rowid"
+        } else {
+            "e.seq"
+        };
         if let Some(text) = text {
             qb.push(" AND events_fts MATCH ").push_bind(text);
         }
         if let Some(after) = query.after {
-            qb.push(" AND e.seq > ").push_bind(after.get());
+            qb.push(format!(" AND {key} > ")).push_bind(after.get());
         }
         if let Some(before) = query.before {
-            qb.push(" AND e.seq < ").push_bind(before.get());
+            qb.push(format!(" AND {key} < ")).push_bind(before.get());
         }
         qb.push(match query.order {
-            Order::Asc => " ORDER BY e.seq ASC LIMIT ",
-            Order::Desc => " ORDER BY e.seq DESC LIMIT ",
+            Order::Asc => format!(" ORDER BY {key} ASC LIMIT "),
+            Order::Desc => format!(" ORDER BY {key} DESC LIMIT "),
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let rows = qb.build().fetch_all(&self.reader).await?;

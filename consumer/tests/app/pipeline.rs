@@ -186,3 +186,28 @@ fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+#[tokio::test]
+async fn retention_runs_on_its_timer_and_keeps_the_newest_per_channel() {
+    let app = TestApp::spawn_with(|c| {
+        c.consumer_retention_max_per_channel = Some(5);
+        c.consumer_retention_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let events: Vec<_> = (0..20)
+        .map(|n| message(["keep_a", "keep_b"][n % 2], "u", &format!("n{n}")))
+        .collect();
+    app.publish(&events).await;
+    let pool = app.db().await;
+    testkit::eventually(30, "retention trimmed both channels to 5", || async {
+        (count(&pool).await == 10).then_some(())
+    })
+    .await;
+    let kept: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let newest: Vec<String> = events[10..].iter().map(|e| e.id.clone()).collect();
+    assert_eq!(kept, newest, "the newest five of each channel");
+    app.stop().await;
+}

@@ -94,7 +94,16 @@ async fn pattern_subscriptions_select_the_right_events() {
         (Some("alpha"), Some(e.id.as_str()))
     );
     ws.assert_quiet(300).await;
-    app.stop().await;
+
+    // Shutting down closes the connection with 1001 (reconnect and resume).
+    let stopping = tokio::spawn(app.stop());
+    let close = loop {
+        if let Frame::Close(c) = ws.next().await {
+            break c;
+        }
+    };
+    assert_eq!(close.map(|c| c.0), Some(1001));
+    stopping.await.unwrap();
 }
 
 /// Publishes `n` messages to `channel` in small confirmed batches, a little
