@@ -227,36 +227,56 @@ impl Hub {
     /// a full queue kicks its client. Returns how many queues took it.
     /// Events must be published in cursor order (the live feed does).
     pub fn publish(&self, event: &Arc<LiveEvent>) -> usize {
-        let stored = &event.stored;
+        self.publish_all(std::slice::from_ref(event))
+    }
+
+    /// [`Hub::publish`] for several events in cursor order, client by
+    /// client: each client's events of the batch land in its queue
+    /// together, so its session writes them with one flush instead of one
+    /// per event. Returns how many (event, subscription) deliveries were
+    /// queued.
+    pub fn publish_all(&self, events: &[Arc<LiveEvent>]) -> usize {
+        let Some(last) = events.last() else {
+            return 0;
+        };
         let mut delivered = 0;
         {
             let state = self.state.lock().expect("hub lock");
+            let mut matching = Vec::with_capacity(events.len());
             for (selector, members) in &state.groups {
-                if !selector.matches(&stored.routing_key, stored.kind) {
+                matching.clear();
+                matching.extend(
+                    events
+                        .iter()
+                        .filter(|e| selector.matches(&e.stored.routing_key, e.stored.kind)),
+                );
+                if matching.is_empty() {
                     continue;
                 }
                 for member in members.values() {
-                    if member.client.kicked_flag.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let outgoing = Outgoing {
-                        slot: member.slot,
-                        event: event.clone(),
-                    };
-                    match member.client.tx.try_send(outgoing) {
-                        Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => member.client.kick(),
-                        // The session ended; its registrations go with it.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    for event in &matching {
+                        if member.client.kicked_flag.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let outgoing = Outgoing {
+                            slot: member.slot,
+                            event: Arc::clone(event),
+                        };
+                        match member.client.tx.try_send(outgoing) {
+                            Ok(()) => delivered += 1,
+                            Err(mpsc::error::TrySendError::Full(_)) => member.client.kick(),
+                            // The session ended; its registrations go with it.
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        }
                     }
                 }
             }
         }
         self.last.store(
-            u64::try_from(stored.cursor.get()).unwrap_or(0),
+            u64::try_from(last.stored.cursor.get()).unwrap_or(0),
             Ordering::Relaxed,
         );
-        metrics::counter!("chatbus_consumer_live_events_total").increment(1);
+        metrics::counter!("chatbus_consumer_live_events_total").increment(events.len() as u64);
         metrics::counter!("chatbus_consumer_live_deliveries_total").increment(delivered as u64);
         delivered
     }
@@ -347,6 +367,27 @@ mod tests {
         assert!(!fast.kicked().is_cancelled());
         let got = std::iter::from_fn(|| rx_fast.try_recv().ok()).count();
         assert_eq!(got, 50);
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_in_order_for_every_client() {
+        let hub = Hub::new();
+        let (a, mut rx_a) = ClientLink::new(10);
+        let (b, mut rx_b) = ClientLink::new(10);
+        let _ra = hub.register(selector("chat.twitch.a"), 0, a);
+        let _rb = hub.register(selector("chat.#"), 1, b);
+        let batch: Vec<_> = (1..=4)
+            .map(|n| event(n, if n % 2 == 0 { "a" } else { "b" }, EventKind::Message))
+            .collect();
+        assert_eq!(hub.publish_all(&batch), 6);
+        let got = |rx: &mut mpsc::Receiver<Outgoing>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|o| o.event.cursor().get())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(&mut rx_a), [2, 4]);
+        assert_eq!(got(&mut rx_b), [1, 2, 3, 4]);
+        assert_eq!(hub.last_published(), Cursor::new(4));
     }
 
     #[test]

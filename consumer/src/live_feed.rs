@@ -138,11 +138,12 @@ impl LiveFeed {
             self.catch_up().await;
             return;
         }
-        for event in batch.events {
-            if self.last.is_none_or(|last| event.cursor > last) {
-                self.publish(event);
-            }
-        }
+        let fresh: Vec<StoredEvent> = batch
+            .events
+            .into_iter()
+            .filter(|e| self.last.is_none_or(|last| e.cursor > last))
+            .collect();
+        self.publish(fresh);
     }
 
     async fn catch_up(&mut self) {
@@ -164,17 +165,21 @@ impl LiveFeed {
                 }
             };
             let full = page.len() == self.page;
-            for event in page {
-                self.publish(event);
-            }
+            self.publish(page);
             if !full {
                 return;
             }
         }
     }
 
-    fn publish(&mut self, event: StoredEvent) {
-        self.last = Some(event.cursor);
-        self.hub.publish(&LiveEvent::new(event));
+    /// Publishes `events` (in cursor order, all newer than `last`) as one
+    /// batch.
+    fn publish(&mut self, events: Vec<StoredEvent>) {
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            return;
+        };
+        self.last = Some(last);
+        let live: Vec<_> = events.into_iter().map(LiveEvent::new).collect();
+        self.hub.publish_all(&live);
     }
 }
