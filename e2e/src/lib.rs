@@ -110,6 +110,11 @@ impl Service {
         .await;
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -442,7 +447,9 @@ impl WsClient {
             loop {
                 match self.ws.next().await {
                     Some(Ok(Message::Text(t))) => {
-                        return WsRead::Frame(serde_json::from_str(t.as_str()).expect("JSON frame"));
+                        return WsRead::Frame(
+                            serde_json::from_str(t.as_str()).expect("JSON frame"),
+                        );
                     }
                     Some(Ok(Message::Close(c))) => {
                         return WsRead::Closed(
@@ -530,4 +537,28 @@ pub fn privmsgs(channels: &[String], n: usize, tag: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Peak resident memory (VmHWM) and CPU seconds (user + system) of `pid`.
+pub fn process_stats(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (hwm_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
 }

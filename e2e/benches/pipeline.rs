@@ -1,0 +1,170 @@
+//! The pipeline performance report: fake Twitch IRC -> ingestor -> RabbitMQ
+//! -> consumer -> store and WebSocket, all on this machine.
+//!
+//! ```sh
+//! cargo bench -p e2e --bench pipeline
+//! cargo bench -p e2e --bench pipeline -- --messages 200000 --seconds 20
+//! ```
+//!
+//! 1. Throughput: a flood of `--messages` PRIVMSGs as fast as the fake server
+//!    can send; time until the consumer has committed every one.
+//! 2. Latency at 1,000 and 10,000 messages/s for `--seconds` each: time from
+//!    the fake server writing a line to a WebSocket client receiving it.
+//! 3. Memory: peak RSS (VmHWM) and CPU seconds of each service process.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use e2e::{Stack, StackOptions, WsClient, WsRead, process_stats};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1)?.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Lines from the real corpus's PRIVMSGs, retargeted, each with id `<tag>-<n>`.
+fn lines(channels: &[String], n: usize, tag: &str) -> Vec<String> {
+    let templates: Vec<(String, String)> = testkit::corpus::lines_with_command("PRIVMSG")
+        .into_iter()
+        .filter(|l| l.starts_with('@') && l.contains(";id="))
+        .filter_map(|l| Some((testkit::fake_irc::channel_of(&l)?.to_owned(), l)))
+        .map(|(c, l)| (l, c))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let (line, ch) = &templates[i % templates.len()];
+            let line = line.replacen(
+                &format!(" #{ch}"),
+                &format!(" #{}", channels[i % channels.len()]),
+                1,
+            );
+            let start = line.find(";id=").unwrap() + 4;
+            let end = line[start..]
+                .find([';', ' '])
+                .map_or(line.len(), |e| start + e);
+            format!("{}{tag}-{i}{}", &line[..start], &line[end..])
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
+    let before = stack
+        .consumer
+        .metric("chatbus_consumer_events_stored_total")
+        .await;
+    let flood = lines(&stack.channels, n, "tp");
+    let start = Instant::now();
+    for chunk in flood.chunks(5_000) {
+        stack.fake.send_lines(chunk);
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let stored = stack
+            .consumer
+            .metric("chatbus_consumer_events_stored_total")
+            .await
+            - before;
+        if stored >= n as f64 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "only {stored} of {n} stored after 30 min"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (secs, n as f64 / secs)
+}
+
+async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f64, f64, f64) {
+    let total = (rate * seconds) as usize;
+    let mut ws = WsClient::connect(stack.consumer.http).await;
+    ws.subscribe("lat", &["chat.twitch.*".into()], None).await;
+    let prefix = format!("{tag}-");
+    let receiver = tokio::spawn(async move {
+        let mut received: HashMap<usize, Instant> = HashMap::with_capacity(total);
+        while received.len() < total {
+            match ws.read(60).await {
+                WsRead::Frame(f) if f["type"] == "event" => {
+                    if let Some(n) = f["event"]["id"]
+                        .as_str()
+                        .and_then(|id| id.strip_prefix(&prefix))
+                        .and_then(|n| n.parse().ok())
+                    {
+                        received.insert(n, Instant::now());
+                    }
+                }
+                WsRead::Frame(_) => {}
+                WsRead::Closed(c) => panic!("WebSocket closed: {c:?}"),
+            }
+        }
+        received
+    });
+    let batch = (rate / 100).max(1) as usize; // every 10 ms
+    let all = lines(&stack.channels, total, tag);
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(total);
+    let start = Instant::now();
+    for (i, chunk) in all.chunks(batch).enumerate() {
+        let due = start + Duration::from_millis(10 * i as u64);
+        tokio::time::sleep_until(due.into()).await;
+        let now = Instant::now();
+        stack.fake.send_lines(chunk);
+        sent_at.extend(std::iter::repeat_n(now, chunk.len()));
+    }
+    let received = tokio::time::timeout(Duration::from_secs(seconds * 10 + 60), receiver)
+        .await
+        .expect("every message reached the WebSocket client")
+        .unwrap();
+    let mut ms: Vec<f64> = received
+        .iter()
+        .map(|(n, t)| t.duration_since(sent_at[*n]).as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        *ms.last().unwrap(),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let n = arg("--messages", 200_000) as usize;
+    let seconds = arg("--seconds", 20);
+    let stack = Stack::start(StackOptions {
+        channels: 10,
+        ingestor_env: vec![("INGEST_INCLUDE_RAW".into(), "true".into())],
+        ..Default::default()
+    })
+    .await;
+    eprintln!("throughput: {n} messages ...");
+    let (secs, rate) = throughput(&stack, n).await;
+    println!("\n| scenario | messages | time | messages/s |\n| --- | ---: | ---: | ---: |");
+    println!("| IRC -> store, flood over 10 channels | {n} | {secs:.1} s | {rate:.0} |");
+
+    println!(
+        "\n| offered rate | messages | p50 | p99 | max |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    for rate in [1_000, 10_000] {
+        eprintln!("latency at {rate}/s for {seconds}s ...");
+        let (count, p50, p99, max) = latency(&stack, rate, seconds, &format!("lat{rate}")).await;
+        println!("| {rate}/s | {count} | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |");
+    }
+
+    println!("\n| process | peak RSS | CPU s |\n| --- | ---: | ---: |");
+    for (name, service) in [("ingestor", &stack.ingestor), ("consumer", &stack.consumer)] {
+        let (rss, cpu) = process_stats(service.pid().unwrap());
+        println!("| {name} | {rss:.0} MiB | {cpu:.1} |");
+    }
+    stack.stop().await;
+}
