@@ -250,6 +250,16 @@ fn now_micros() -> u64 {
     .unwrap_or(0)
 }
 
+/// The consumer child process, killed if the benchmark stops early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What one client saw.
 #[derive(Default)]
 struct ClientResult {
@@ -282,6 +292,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
         .context("starting the consumer binary")?;
     let pid = child.id();
     let stderr = child.stderr.take().context("stderr")?;
+    let mut child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
@@ -467,7 +478,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await?;
+    let _ = tokio::task::spawn_blocking(move || child.0.wait()).await?;
     let ch = conn.create_channel().await?;
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;

@@ -16,6 +16,14 @@ struct Consumer {
     addr: String,
 }
 
+impl Drop for Consumer {
+    /// A failed assertion must not leave a consumer running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the consumer binary; returns once it logged its address.
 fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
