@@ -26,12 +26,20 @@ fn refresh(line: &str, to: &str, n: u64) -> String {
     let from = channel_of(line).unwrap_or_default().to_owned();
     let mut out = line.replacen(&format!(" #{from}"), &format!(" #{to}"), 1);
     let now = chrono::Utc::now().timestamp_millis().to_string();
-    for (tag, value) in [("id", format!("demo-{n}-{}", uuid::Uuid::new_v4().simple())), ("tmi-sent-ts", now)] {
+    for (tag, value) in [
+        ("id", format!("demo-{n}-{}", uuid::Uuid::new_v4().simple())),
+        ("tmi-sent-ts", now),
+    ] {
         let key = format!(";{tag}=");
-        let at = out.find(&key).map(|i| i + 1).or_else(|| out.starts_with(&format!("@{tag}=")).then_some(1));
+        let at = out
+            .find(&key)
+            .map(|i| i + 1)
+            .or_else(|| out.starts_with(&format!("@{tag}=")).then_some(1));
         if let Some(start) = at {
             let vstart = start + tag.len() + 1;
-            let vend = out[vstart..].find([';', ' ']).map_or(out.len(), |e| vstart + e);
+            let vend = out[vstart..]
+                .find([';', ' '])
+                .map_or(out.len(), |e| vstart + e);
             out.replace_range(vstart..vend, &value);
         }
     }
@@ -43,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let addr = arg("--addr", "127.0.0.1:6667");
     let rate: f64 = arg("--rate", "5").parse()?;
     let server = FakeIrc::start_on(&addr).await?;
-    eprintln!("fake Twitch IRC on {} replaying corpus chat at {rate}/s per joined channel", server.addr());
+    eprintln!(
+        "fake Twitch IRC on {} replaying corpus chat at {rate}/s per joined channel",
+        server.addr()
+    );
     let chat: Vec<String> = corpus::lines_with_command("PRIVMSG")
         .into_iter()
         .filter(|l| l.starts_with('@') && channel_of(l).is_some())
@@ -56,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(period).await;
         for channel in server.joined_channels() {
             n += 1;
-            let line = if n % 40 == 0 {
+            let line = if n.is_multiple_of(40) {
                 // A moderator deletes the previous message in this channel.
                 match last_id.get(&channel) {
                     Some(id) => format!(
@@ -65,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     None => continue,
                 }
-            } else if n % 53 == 0 {
+            } else if n.is_multiple_of(53) {
                 refresh(&notices[(n as usize / 53) % notices.len()], &channel, n)
             } else {
                 refresh(&chat[n as usize % chat.len()], &channel, n)
