@@ -153,3 +153,15 @@ mod tests {
         }
     }
 }
+
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "auth-server";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.auth_http_addr
+    }
+}

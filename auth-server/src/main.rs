@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::shutdown::{CancellationToken, cancel_on_signal};
 
 /// Obtain OAuth tokens for chat platforms and keep them refreshed in the token store.
 #[derive(Parser, Debug)]
@@ -39,19 +38,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config: auth_server::Config = match common::config::load(cli.config.as_deref()) {
+    let config: auth_server::Config = match common::service::load(cli.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("auth-server: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = common::telemetry::init(config.log_format, &config.rust_log) {
-        eprintln!("auth-server: {e:#}");
-        return ExitCode::from(2);
-    }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+        Command::Serve => return common::service::run(config, auth_server::run).await,
         Command::Status => auth_server::commands::status(&config)
             .await
             .map(|text| print!("{text}")),
@@ -79,11 +71,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(config: auth_server::Config) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone())?;
-    let listener = common::http::bind(&config.auth_http_addr).await?;
-    auth_server::run(config, listener, shutdown).await
 }

@@ -18,6 +18,8 @@ pub mod oauth;
 pub mod routing;
 pub mod schema;
 pub mod secret;
+#[cfg(feature = "http")]
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token_manager;

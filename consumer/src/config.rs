@@ -300,3 +300,15 @@ mod tests {
         }
     }
 }
+
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "consumer";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.consumer_http_addr
+    }
+}

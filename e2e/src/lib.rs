@@ -161,17 +161,7 @@ impl Service {
 
     /// A Prometheus metric summed over its label sets.
     pub async fn metric(&self, name: &str) -> f64 {
-        let page = match reqwest::get(format!("http://{}/metrics", self.http)).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => return f64::NAN,
-        };
-        page.lines()
-            .filter(|l| {
-                l.starts_with(name)
-                    && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        testkit::metrics::scrape(self.http, name).await
     }
 
     /// Prints the tail of its logs (for failing tests).
@@ -539,26 +529,4 @@ pub fn privmsgs(channels: &[String], n: usize, tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// Peak resident memory (VmHWM) and CPU seconds (user + system) of `pid`.
-pub fn process_stats(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (hwm_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
-}
+pub use testkit::metrics::process_stats;

@@ -80,36 +80,8 @@ fn flood_lines(channels: &[String], n: usize) -> Vec<String> {
         .collect()
 }
 
-fn proc_stats(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 (1-based) = 11 and 12 after ')'.
-    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
-    (hwm_kb, cpu)
-}
-
 async fn metric(port: u16, name: &str) -> f64 {
-    let Ok(res) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
-        return 0.0;
-    };
-    let page = res.text().await.unwrap_or_default();
-    page.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    testkit::metrics::scrape(format!("127.0.0.1:{port}"), name).await
 }
 
 #[tokio::main]
@@ -172,7 +144,7 @@ async fn main() {
     eprintln!("generating {} lines...", args.messages);
     let lines = flood_lines(&channels, args.messages);
     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
-    let (rss_before, cpu_before) = proc_stats(pid);
+    let (rss_before, cpu_before) = testkit::metrics::process_stats(pid);
     eprintln!(
         "flooding {} lines ({:.0} MB) over {} channels...",
         lines.len(),
@@ -201,7 +173,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = start.elapsed();
-    let (rss_kb, cpu_after) = proc_stats(pid);
+    let (rss_mib, cpu_after) = testkit::metrics::process_stats(pid);
     let dropped = metric(port, "chatbus_ingestor_events_dropped_total").await;
 
     // The queue really holds everything (the management API lags a little).
@@ -238,14 +210,11 @@ async fn main() {
         sent_at.as_secs_f64(),
         elapsed.as_secs_f64(),
         rate,
-        rss_kb as f64 / 1024.0,
+        rss_mib,
         cpu_after - cpu_before,
         in_queue,
         dropped.abs(),
     );
-    eprintln!(
-        "(RSS before the flood: {:.0} MiB)",
-        rss_before as f64 / 1024.0
-    );
+    eprintln!("(RSS before the flood: {rss_before:.0} MiB)");
     assert!(in_queue as f64 >= want, "queue holds {in_queue} of {want}");
 }

@@ -261,3 +261,15 @@ mod tests {
         assert!(!format!("{c:?}").contains("letmein"));
     }
 }
+
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "ingestor";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.ingestor_http_addr
+    }
+}

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::shutdown::{CancellationToken, cancel_on_signal};
 
 /// Join platform chats and publish every event to RabbitMQ.
 #[derive(Parser, Debug)]
@@ -18,34 +17,5 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config: ingestor::Config = match common::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ingestor: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = common::telemetry::init(config.log_format, &config.rust_log) {
-        eprintln!("ingestor: {e:#}");
-        return ExitCode::from(2);
-    }
-    let shutdown = CancellationToken::new();
-    if let Err(e) = cancel_on_signal(shutdown.clone()) {
-        tracing::error!(error = %e, "cannot install signal handlers");
-        return ExitCode::FAILURE;
-    }
-    let listener = match common::http::bind(&config.ingestor_http_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match ingestor::run(config, listener, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("ingestor failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::service::serve::<ingestor::Config, _, _>(cli.config.as_deref(), ingestor::run).await
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod fake_irc;
 pub mod fake_oauth;
 pub mod fault;
+pub mod metrics;
 pub mod proxy;
 pub mod rabbit;
 pub mod repo;

@@ -74,20 +74,11 @@ impl Running {
 
     /// A Prometheus counter/gauge summed over all label sets.
     pub(crate) async fn metric(&self, name: &str) -> f64 {
-        metric_value(&self.get("/metrics").await.1, name)
+        testkit::metrics::scrape(self.http, name).await
     }
 }
 
-/// Sum of every sample of `name` in a Prometheus text page.
-pub(crate) fn metric_value(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub(crate) use testkit::metrics::sample_sum as metric_value;
 
 /// A queue bound to everything on `exchange` (declared with the
 /// ingestor's own topology arguments), plus cleanup.

@@ -1,0 +1,69 @@
+//! Reading the services' figures in tests and benchmarks: Prometheus
+//! samples from `/metrics`, and a process's peak memory and CPU time.
+
+/// The sum of every sample of `name` (all label sets) in a Prometheus text
+/// page. `name` may include a label selector prefix, e.g.
+/// `foo_total{reason="x"}`.
+pub fn sample_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GETs `http://<addr>/metrics` and sums `name`; NaN if unreachable.
+pub async fn scrape(addr: impl std::fmt::Display, name: &str) -> f64 {
+    match reqwest::get(format!("http://{addr}/metrics")).await {
+        Ok(res) => sample_sum(&res.text().await.unwrap_or_default(), name),
+        Err(_) => f64::NAN,
+    }
+}
+
+/// Peak resident memory in MiB (VmHWM) and CPU seconds (user + system) of
+/// process `pid`, from /proc.
+pub fn process_stats(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses); utime
+    // and stime are fields 14 and 15, i.e. 11 and 12 after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (hwm_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_samples_across_labels_and_matches_whole_names() {
+        let page = "# HELP x\nfoo_total{a=\"1\"} 2\nfoo_total{a=\"2\"} 3\nfoo_total_other 100\nfoo_total 1\n";
+        assert_eq!(sample_sum(page, "foo_total"), 6.0);
+        assert_eq!(sample_sum(page, "foo_total{a=\"2\"}"), 3.0);
+        assert_eq!(sample_sum(page, "missing"), 0.0);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let (rss, cpu) = process_stats(std::process::id());
+        assert!(rss > 0.0 && cpu >= 0.0);
+    }
+}
