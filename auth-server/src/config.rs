@@ -107,6 +107,18 @@ impl ServiceConfig for Config {
     }
 }
 
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "auth-server";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.auth_http_addr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,17 +163,5 @@ mod tests {
             };
             assert!(err.contains(named), "{key}={value}: {err}");
         }
-    }
-}
-
-impl common::service::ServiceSettings for Config {
-    const NAME: &'static str = "auth-server";
-
-    fn logging(&self) -> (LogFormat, &str) {
-        (self.log_format, &self.rust_log)
-    }
-
-    fn http_addr(&self) -> &str {
-        &self.auth_http_addr
     }
 }

@@ -236,6 +236,18 @@ impl ServiceConfig for Config {
     }
 }
 
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "consumer";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.consumer_http_addr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,17 +310,5 @@ mod tests {
             let err = load(&[(key, value)]).unwrap_err();
             assert!(err.contains(needle), "{key}={value}: {err}");
         }
-    }
-}
-
-impl common::service::ServiceSettings for Config {
-    const NAME: &'static str = "consumer";
-
-    fn logging(&self) -> (LogFormat, &str) {
-        (self.log_format, &self.rust_log)
-    }
-
-    fn http_addr(&self) -> &str {
-        &self.consumer_http_addr
     }
 }

@@ -220,6 +220,18 @@ impl Config {
     }
 }
 
+impl common::service::ServiceSettings for Config {
+    const NAME: &'static str = "ingestor";
+
+    fn logging(&self) -> (LogFormat, &str) {
+        (self.log_format, &self.rust_log)
+    }
+
+    fn http_addr(&self) -> &str {
+        &self.ingestor_http_addr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,17 +271,5 @@ mod tests {
     fn the_api_key_is_redacted() {
         let c: Config = load_from(None, [("INGESTOR_API_KEY", "letmein")]).unwrap();
         assert!(!format!("{c:?}").contains("letmein"));
-    }
-}
-
-impl common::service::ServiceSettings for Config {
-    const NAME: &'static str = "ingestor";
-
-    fn logging(&self) -> (LogFormat, &str) {
-        (self.log_format, &self.rust_log)
-    }
-
-    fn http_addr(&self) -> &str {
-        &self.ingestor_http_addr
     }
 }
