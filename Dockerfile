@@ -5,7 +5,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
+    cargo build --release --locked -p auth-server -p ingestor -p consumer --bins \
  && mkdir -p /out \
  && cp target/release/auth-server target/release/ingestor target/release/consumer /out/
 
