@@ -7,10 +7,23 @@
 //! cargo bench -p ingestor --bench flood -- --channels 1000 --messages 500000
 //! ```
 //!
+//! The fake server sends as fast as the ingestor takes lines, keeping at
+//! most `--window` (default 20,000) sent and not yet confirmed. An unbounded
+//! flood measures twitch-irc's PING timeout instead: it pings every 30 s and
+//! drops a connection whose PONG is 5 s late, and the PONG queues behind
+//! every line already sent (with 1,000 channels, 450 channels' connections
+//! were dropped and rejoined mid-flood, losing the lines in flight).
+//!
 //! Reports confirmed messages per second (first line sent -> last confirm,
 //! read from the ingestor's own counters), the ingestor's peak RSS (VmHWM)
 //! and CPU seconds (utime + stime), and checks the queue really holds every
 //! message.
+//!
+//! Then the broker's ceiling: a bare lapin publisher (one channel, no outbox,
+//! no spool, no IRC) sends the same payloads (the ChatEvent JSON the
+//! ingestor publishes, with the same routing keys and properties) into a
+//! fresh durable queue with pipelined confirms, up to the ingestor's default
+//! 1,024 unconfirmed; the ingestor's rate is reported as a share of it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,12 +35,14 @@ use testkit::rabbit::{self, Management, unique};
 struct Args {
     channels: usize,
     messages: usize,
+    window: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
         channels: 10,
         messages: 500_000,
+        window: 20_000,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -39,6 +54,10 @@ fn args() -> Args {
             }
             "--messages" => {
                 a.messages = argv[i + 1].parse().expect("--messages N");
+                i += 1;
+            }
+            "--window" => {
+                a.window = argv[i + 1].parse().expect("--window N");
                 i += 1;
             }
             _ => {} // cargo bench passes --bench
@@ -101,6 +120,12 @@ async fn main() {
             .await
             .unwrap(),
     );
+    // The queue counts come from the management API: fail now, not after
+    // the flood, when it is not there.
+    Management::main()
+        .queue_messages(&queue)
+        .await
+        .expect("the RabbitMQ management API on :15672 (scripts/ensure-rabbitmq.sh enables it)");
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let channels: Vec<String> = (0..args.channels).map(|i| format!("b{tag}_{i}")).collect();
     let spool = tempfile::tempdir().unwrap();
@@ -126,6 +151,16 @@ async fn main() {
         .env("TWITCH_JOIN_WINDOW", "10s")
         .env("SPOOL_DIR", spool.path().join("spool"))
         .current_dir(spool.path())
+        // Tuning under test, passed through when set.
+        .envs(
+            [
+                "OUTBOX_MEMORY_EVENTS",
+                "INGEST_MAX_BACKLOG",
+                "PUBLISH_MAX_IN_FLIGHT",
+            ]
+            .into_iter()
+            .filter_map(|k| Some((k, std::env::var(k).ok()?))),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the ingestor (build it first: cargo bench builds it)");
@@ -153,11 +188,25 @@ async fn main() {
     );
     let start = Instant::now();
     let mut sent = 0;
-    for chunk in lines.chunks(5_000) {
+    for chunk in lines.chunks(2_000) {
+        // At most --window lines sent and not yet confirmed: twitch-irc
+        // pings every 30 s and drops a connection whose PONG is 5 s late,
+        // and the fake's PONG queues behind every line already sent.
+        while sent as f64 + roomstates
+            - metric(port, "chatbus_ingestor_events_confirmed_total").await
+            > args.window as f64
+        {
+            assert!(
+                metric(port, "chatbus_ingestor_irc_disconnects_total").await == 0.0,
+                "IRC disconnects during the flood: lines were lost; try a smaller --window"
+            );
+            // Not too often: each scrape renders every channel's series.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         sent += fake.send_lines(chunk);
-        tokio::task::yield_now().await;
     }
     let sent_at = start.elapsed();
+
     assert_eq!(sent, lines.len(), "every line reached a connection");
     let want = roomstates + lines.len() as f64;
     let mut samples: HashMap<u64, f64> = HashMap::new();
@@ -167,6 +216,11 @@ async fn main() {
         if confirmed >= want {
             break;
         }
+        let disconnects = metric(port, "chatbus_ingestor_irc_disconnects_total").await;
+        assert!(
+            disconnects == 0.0,
+            "{disconnects} IRC disconnects during the flood: lines were lost; try a smaller --window"
+        );
         if start.elapsed() > Duration::from_secs(1800) {
             panic!("only {confirmed} of {want} confirmed after 30 min");
         }
@@ -198,6 +252,7 @@ async fn main() {
         .await;
 
     let rate = lines.len() as f64 / elapsed.as_secs_f64();
+    let ceiling = bare_lapin_ceiling(&conn, &lines).await;
     println!();
     println!(
         "| channels | messages | sent in | all confirmed in | confirmed msg/s | peak RSS | CPU s (ingestor) | in queue | dropped |"
@@ -215,6 +270,100 @@ async fn main() {
         in_queue,
         dropped.abs(),
     );
+    println!();
+    println!("| bare lapin publisher (same payloads) | confirmed msg/s | ingestor's share |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| 1 channel, 1,024 confirms in flight | {:.0} | {:.0} % |",
+        ceiling,
+        100.0 * rate / ceiling
+    );
     eprintln!("(RSS before the flood: {rss_before:.0} MiB)");
     assert!(in_queue as f64 >= want, "queue holds {in_queue} of {want}");
+}
+
+/// Confirmed messages per second of a bare lapin publisher sending the
+/// ingestor's payloads for `lines` into a fresh durable queue.
+async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    use ingestor::twitch::normalise::{Normalised, Normaliser};
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+    const IN_FLIGHT: usize = 1024;
+    let normaliser = Normaliser::new(false);
+    let now = chrono::Utc::now();
+    let messages: Vec<common::amqp::OutgoingMessage> = lines
+        .iter()
+        .filter_map(|line| {
+            let msg = twitch_irc::message::IRCMessage::parse(line).ok()?;
+            match normaliser.normalise(&msg, now).ok()? {
+                Normalised::Event(event) => common::amqp::OutgoingMessage::from_event(&event).ok(),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(messages.len(), lines.len(), "every flood line normalises");
+
+    let exchange = unique("bench-ceiling");
+    let queue = unique("bench-ceiling-q");
+    let topology = Topology::named(&exchange);
+    drop(
+        Subscriber::builder(&queue)
+            .bind("chat.#")
+            .expires(Duration::from_secs(3600))
+            .build(conn, &topology)
+            .await
+            .unwrap(),
+    );
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    eprintln!("bare lapin publisher: {} messages...", messages.len());
+    let start = Instant::now();
+    let mut in_flight = FuturesOrdered::new();
+    for m in &messages {
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &m.body,
+                m.properties("bench").unwrap(),
+            )
+            .await
+            .unwrap();
+        in_flight.push_back(confirm);
+        while in_flight.len() >= IN_FLIGHT {
+            let ack = in_flight.next().await.unwrap().unwrap();
+            assert!(ack.is_ack(), "broker nacked");
+        }
+    }
+    while let Some(ack) = in_flight.next().await {
+        assert!(ack.unwrap().is_ack(), "broker nacked");
+    }
+    let elapsed = start.elapsed();
+    let mgmt = Management::main();
+    let mut in_queue = 0;
+    for _ in 0..100 {
+        in_queue = mgmt.queue_messages(&queue).await.unwrap_or(0);
+        if in_queue >= messages.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rabbit::delete_topology(conn, &topology).await;
+    let _ = channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    assert!(
+        in_queue >= messages.len() as u64,
+        "ceiling queue holds {in_queue} of {}",
+        messages.len()
+    );
+    messages.len() as f64 / elapsed.as_secs_f64()
 }

@@ -100,11 +100,11 @@ impl Default for Config {
             twitch_channels_per_connection: 90,
             irc_max_line_bytes: 64 * 1024,
             ingest_include_raw: true,
-            ingest_max_backlog: 10_000,
+            ingest_max_backlog: 2_000,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_segment_bytes: 16 * 1024 * 1024,
-            outbox_memory_events: 20_000,
+            outbox_memory_events: 4_096,
             publish_max_in_flight: 1024,
             amqp_reconnect_max_delay: Duration::from_secs(10),
         }
