@@ -22,8 +22,9 @@
 //! Then the broker's ceiling: a bare lapin publisher (one channel, no outbox,
 //! no spool, no IRC) sends the same payloads (the ChatEvent JSON the
 //! ingestor publishes, with the same routing keys and properties) into a
-//! fresh durable queue with pipelined confirms, up to the ingestor's default
-//! 1,024 unconfirmed; the ingestor's rate is reported as a share of it.
+//! fresh durable queue with pipelined confirms, as many unconfirmed as the
+//! ingestor allows (`PUBLISH_MAX_IN_FLIGHT`, default 2,048); the ingestor's
+//! rate is reported as a share of it.
 
 use std::time::{Duration, Instant};
 
@@ -300,7 +301,8 @@ async fn main() {
     println!("| bare lapin publisher (same payloads) | confirmed msg/s | ingestor's share |");
     println!("| --- | ---: | ---: |");
     println!(
-        "| 1 channel, 1,024 confirms in flight | {:.0} | {:.0} % |",
+        "| 1 channel, {} confirms in flight | {:.0} | {:.0} % |",
+        in_flight_max(),
         ceiling,
         100.0 * rate / ceiling
     );
@@ -315,7 +317,7 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
     use ingestor::twitch::normalise::{Normalised, Normaliser};
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 
-    const IN_FLIGHT: usize = 1024;
+    let in_flight_max = in_flight_max();
     let normaliser = Normaliser::new(false);
     let now = chrono::Utc::now();
     let messages: Vec<common::amqp::OutgoingMessage> = lines
@@ -361,7 +363,7 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
             .await
             .unwrap();
         in_flight.push_back(confirm);
-        while in_flight.len() >= IN_FLIGHT {
+        while in_flight.len() >= in_flight_max {
             let ack = in_flight.next().await.unwrap().unwrap();
             assert!(ack.is_ack(), "broker nacked");
         }
@@ -392,4 +394,12 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
         messages.len()
     );
     messages.len() as f64 / elapsed.as_secs_f64()
+}
+
+/// The ingestor's `PUBLISH_MAX_IN_FLIGHT` (its default unless set).
+fn in_flight_max() -> usize {
+    std::env::var("PUBLISH_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| ingestor::Config::default().publish_max_in_flight)
 }

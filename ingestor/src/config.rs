@@ -105,7 +105,7 @@ impl Default for Config {
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_segment_bytes: 16 * 1024 * 1024,
             outbox_memory_events: 4_096,
-            publish_max_in_flight: 1024,
+            publish_max_in_flight: 2048,
             amqp_reconnect_max_delay: Duration::from_secs(10),
         }
     }
