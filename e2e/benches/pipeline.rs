@@ -143,7 +143,18 @@ async fn main() {
     let seconds = arg("--seconds", 20);
     let stack = Stack::start(StackOptions {
         channels: 10,
-        ingestor_env: vec![("INGEST_INCLUDE_RAW".into(), "true".into())],
+        // Tuning under test is passed through when set.
+        ingestor_env: std::iter::once(("INGEST_INCLUDE_RAW".to_owned(), "true".to_owned()))
+            .chain(
+                [
+                    "OUTBOX_MEMORY_EVENTS",
+                    "INGEST_MAX_BACKLOG",
+                    "PUBLISH_MAX_IN_FLIGHT",
+                ]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
+            )
+            .collect(),
         ..Default::default()
     })
     .await;
