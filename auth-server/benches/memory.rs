@@ -13,14 +13,6 @@ use std::time::{Duration, Instant};
 
 use testkit::fake_oauth::{CLIENT_ID, CLIENT_SECRET, FakeOAuth};
 
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
@@ -31,8 +23,8 @@ fn browser() -> reqwest::Client {
 
 #[tokio::main]
 async fn main() {
-    let flows = arg("--flows", 500);
-    let pages = arg("--pages", 20_000);
+    let flows: usize = testkit::cli_arg("--flows", 500);
+    let pages: usize = testkit::cli_arg("--pages", 20_000);
     let fake = FakeOAuth::start().await;
     let base = fake.base_url();
     let dir = tempfile::tempdir().unwrap();
@@ -43,11 +35,7 @@ async fn main() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-server"))
         .env_clear()
@@ -68,19 +56,7 @@ async fn main() {
         .expect("spawn auth-server (cargo bench builds it)");
     let pid = child.id().unwrap();
     let client = browser();
-    testkit::eventually(30, "auth-server answers /healthz", || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-                .then_some(())
-        }
-    })
-    .await;
+    testkit::wait_http_ok(30, &format!("{url}/healthz")).await;
     let (idle_rss, _) = testkit::metrics::process_stats(pid);
 
     let start = Instant::now();

@@ -108,14 +108,6 @@ async fn declare_queue(topology: &Topology, queue: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()> {
     let topology = test_topology("bench-store");
     let queue = unique("bench-store-q");
@@ -170,7 +162,7 @@ async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()>
     let mut last_report = Instant::now();
     loop {
         let text = metrics.render();
-        let acked = metric(&text, "chatbus_consumer_acked_total") as usize;
+        let acked = testkit::metrics::sample_sum(&text, "chatbus_consumer_acked_total") as usize;
         if acked >= n {
             break;
         }
@@ -199,8 +191,8 @@ async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()>
     if stored != n as i64 {
         bail!("stored {stored}, expected {n}");
     }
-    let batches = metric(&text, "chatbus_consumer_batch_events_count");
-    let commit_sum = metric(&text, "chatbus_consumer_commit_seconds_sum");
+    let batches = testkit::metrics::sample_sum(&text, "chatbus_consumer_batch_events_count");
+    let commit_sum = testkit::metrics::sample_sum(&text, "chatbus_consumer_commit_seconds_sum");
     let size: u64 = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
@@ -229,15 +221,6 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.parse().ok())
         .context("VmRSS")?;
     Ok(kb * 1024)
-}
-
-/// CPU seconds (user + system) `pid` used so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
 }
 
 fn now_micros() -> u64 {
@@ -392,8 +375,8 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
 
     let conn = rabbit::connect("chatbus-bench-publisher").await;
     let publisher = Arc::new(Publisher::open(&conn, &topology, "chatbus-bench").await?);
-    let cpu_before = cpu_seconds(pid)?;
-    let own_cpu_before = cpu_seconds(std::process::id())?;
+    let cpu_before = testkit::metrics::process_stats(pid).1;
+    let own_cpu_before = testkit::metrics::process_stats(std::process::id()).1;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -420,8 +403,8 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
         results.push(reader.await?);
     }
     let window = started.elapsed();
-    let cpu = cpu_seconds(pid)? - cpu_before;
-    let own_cpu = cpu_seconds(std::process::id())? - own_cpu_before;
+    let cpu = testkit::metrics::process_stats(pid).1 - cpu_before;
+    let own_cpu = testkit::metrics::process_stats(std::process::id()).1 - own_cpu_before;
     let rss_end = rss(pid)?;
 
     let delivered: usize = results.iter().map(|r| r.latencies_us.len()).sum();

@@ -17,39 +17,6 @@ use std::time::{Duration, Instant};
 
 use e2e::{Stack, StackOptions, WsClient, WsRead, process_stats};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Lines from the real corpus's PRIVMSGs, retargeted, each with id `<tag>-<n>`.
-fn lines(channels: &[String], n: usize, tag: &str) -> Vec<String> {
-    let templates: Vec<(String, String)> = testkit::corpus::lines_with_command("PRIVMSG")
-        .into_iter()
-        .filter(|l| l.starts_with('@') && l.contains(";id="))
-        .filter_map(|l| Some((testkit::fake_irc::channel_of(&l)?.to_owned(), l)))
-        .map(|(c, l)| (l, c))
-        .collect();
-    (0..n)
-        .map(|i| {
-            let (line, ch) = &templates[i % templates.len()];
-            let line = line.replacen(
-                &format!(" #{ch}"),
-                &format!(" #{}", channels[i % channels.len()]),
-                1,
-            );
-            let start = line.find(";id=").unwrap() + 4;
-            let end = line[start..]
-                .find([';', ' '])
-                .map_or(line.len(), |e| start + e);
-            format!("{}{tag}-{i}{}", &line[..start], &line[end..])
-        })
-        .collect()
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -60,7 +27,7 @@ async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
         .consumer
         .metric("chatbus_consumer_events_stored_total")
         .await;
-    let flood = lines(&stack.channels, n, "tp");
+    let flood = testkit::corpus::flood_privmsgs(&stack.channels, n, "tp");
     let start = Instant::now();
     for chunk in flood.chunks(5_000) {
         stack.fake.send_lines(chunk);
@@ -110,7 +77,7 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f
         received
     });
     let batch = (rate / 100).max(1) as usize; // every 10 ms
-    let all = lines(&stack.channels, total, tag);
+    let all = testkit::corpus::flood_privmsgs(&stack.channels, total, tag);
     let mut sent_at: Vec<Instant> = Vec::with_capacity(total);
     let start = Instant::now();
     for (i, chunk) in all.chunks(batch).enumerate() {
@@ -139,8 +106,8 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f
 
 #[tokio::main]
 async fn main() {
-    let n = arg("--messages", 200_000) as usize;
-    let seconds = arg("--seconds", 20);
+    let n: usize = testkit::cli_arg("--messages", 200_000);
+    let seconds: u64 = testkit::cli_arg("--seconds", 20);
     let stack = Stack::start(StackOptions {
         channels: 10,
         // Tuning under test is passed through when set.

@@ -9,24 +9,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::schema::ChatEvent;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use testkit::fake_irc::FakeIrc;
-use testkit::rabbit::{self, Management, unique};
+use testkit::rabbit::{self, unique};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// A free port on 127.0.0.1 (bound and released; fine for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// The `e2e-service` binary: cargo builds it next to the test and bench
 /// executables (`target/<profile>/`), one level above their `deps/`.
@@ -51,7 +42,7 @@ pub struct Service {
 impl Service {
     /// Starts `role` with `env` (plus its HTTP address), working in `dir`.
     pub async fn start(role: &'static str, env: Vec<(String, String)>, dir: &Path) -> Self {
-        let port = free_port();
+        let port = testkit::free_port();
         let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut env = env;
         let key = if role == "ingestor" {
@@ -95,19 +86,7 @@ impl Service {
 
     /// Waits until `/healthz` answers.
     pub async fn wait_healthy(&self) {
-        let url = format!("http://{}/healthz", self.http);
-        testkit::within(60, &format!("{} healthy", self.role), async {
-            loop {
-                if reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        testkit::wait_http_ok(60, &format!("http://{}/healthz", self.http)).await;
     }
 
     /// The process id, while it runs.
@@ -321,18 +300,26 @@ impl Stack {
     }
 }
 
+/// Waits until `queue` exists on the broker at `amqp_url` (a passive
+/// declare; a failed one closes only its own channel).
 async fn wait_for_queue(amqp_url: &str, queue: &str) {
-    let mgmt = if amqp_url.contains(":5673") {
-        Management::new(testkit::fault::MANAGEMENT_URL)
-    } else {
-        Management::main()
-    };
-    testkit::within(60, "consumer queue declared", async {
-        while mgmt.queue_messages(queue).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let conn = rabbit::connect_to(amqp_url, "e2e-wait-queue").await;
+    testkit::eventually(60, "consumer queue declared", || async {
+        let ch = conn.create_channel().await.ok()?;
+        ch.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(drop)
     })
     .await;
+    common::amqp::close(&conn, "queue seen").await;
 }
 
 /// One stored event as the REST API returns it.

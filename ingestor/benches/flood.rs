@@ -30,73 +30,30 @@ use std::time::{Duration, Instant};
 
 use common::amqp::{Subscriber, Topology};
 use testkit::fake_irc::FakeIrc;
-use testkit::rabbit::{self, Management, unique};
+use testkit::rabbit::{self, unique};
 
-struct Args {
-    channels: usize,
-    messages: usize,
-    window: usize,
+/// A durable queue bound to `chat.#` on a fresh topology; nobody consumes
+/// it during the run.
+async fn bench_queue(conn: &lapin::Connection, prefix: &str) -> (Topology, String) {
+    let topology = Topology::named(&unique(prefix));
+    let queue = unique(&format!("{prefix}-q"));
+    drop(
+        Subscriber::builder(&queue)
+            .bind("chat.#")
+            .expires(Duration::from_secs(3600))
+            .build(conn, &topology)
+            .await
+            .unwrap(),
+    );
+    (topology, queue)
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        channels: 10,
-        messages: 500_000,
-        window: 20_000,
-    };
-    let argv: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < argv.len() {
-        match argv[i].as_str() {
-            "--channels" => {
-                a.channels = argv[i + 1].parse().expect("--channels N");
-                i += 1;
-            }
-            "--messages" => {
-                a.messages = argv[i + 1].parse().expect("--messages N");
-                i += 1;
-            }
-            "--window" => {
-                a.window = argv[i + 1].parse().expect("--window N");
-                i += 1;
-            }
-            _ => {} // cargo bench passes --bench
-        }
-        i += 1;
-    }
-    a
-}
-
-/// Corpus PRIVMSG lines, each with a unique id, retargeted round-robin.
-fn flood_lines(channels: &[String], n: usize) -> Vec<String> {
-    let templates: Vec<(String, String)> = testkit::corpus::lines_with_command("PRIVMSG")
-        .into_iter()
-        .filter_map(|l| {
-            let ch = testkit::fake_irc::channel_of(&l)?.to_owned();
-            l.starts_with('@').then_some((l, ch))
-        })
-        .collect();
-    (0..n)
-        .map(|i| {
-            let (line, ch) = &templates[i % templates.len()];
-            let line = line.replacen(
-                &format!(" #{ch}"),
-                &format!(" #{}", channels[i % channels.len()]),
-                1,
-            );
-            // A unique id: replace the id tag's value (or add one).
-            match line.find(";id=").or_else(|| line.find("@id=")) {
-                Some(pos) => {
-                    let start = pos + 4;
-                    let end = line[start..]
-                        .find([';', ' '])
-                        .map_or(line.len(), |e| start + e);
-                    format!("{}bench-{i}{}", &line[..start], &line[end..])
-                }
-                None => line.replacen('@', &format!("@id=bench-{i};"), 1),
-            }
-        })
-        .collect()
+async fn delete_bench_queue(conn: &lapin::Connection, topology: &Topology, queue: &str) {
+    rabbit::delete_topology(conn, topology).await;
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch
+        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+        .await;
 }
 
 async fn metric(port: u16, name: &str) -> f64 {
@@ -105,35 +62,16 @@ async fn metric(port: u16, name: &str) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args = args();
+    let n_channels: usize = testkit::cli_arg("--channels", 10);
+    let n_messages: usize = testkit::cli_arg("--messages", 500_000);
+    let window: f64 = testkit::cli_arg("--window", 20_000.0);
     let fake = FakeIrc::start().await;
-    let exchange = unique("bench-flood");
-    let queue = unique("bench-flood-q");
     let conn = rabbit::connect("bench-setup").await;
-    let topology = Topology::named(&exchange);
-    // A durable queue bound to everything; nobody consumes during the run.
-    drop(
-        Subscriber::builder(&queue)
-            .bind("chat.#")
-            .expires(Duration::from_secs(3600))
-            .build(&conn, &topology)
-            .await
-            .unwrap(),
-    );
-    // The queue counts come from the management API: fail now, not after
-    // the flood, when it is not there.
-    Management::main()
-        .queue_messages(&queue)
-        .await
-        .expect("the RabbitMQ management API on :15672 (scripts/ensure-rabbitmq.sh enables it)");
+    let (topology, queue) = bench_queue(&conn, "bench-flood").await;
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let channels: Vec<String> = (0..args.channels).map(|i| format!("b{tag}_{i}")).collect();
+    let channels: Vec<String> = (0..n_channels).map(|i| format!("b{tag}_{i}")).collect();
     let spool = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"))
         .env_clear()
@@ -141,7 +79,7 @@ async fn main() {
         // rejects (old lines without badge-info); chatbus parses them fine.
         .env("RUST_LOG", "warn,twitch_irc=off")
         .env("AMQP_URL", rabbit::amqp_url())
-        .env("CHAT_EXCHANGE", &exchange)
+        .env("CHAT_EXCHANGE", &topology.exchange)
         .env("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("TWITCH_IRC_ADDR", fake.addr().to_string())
         .env("TWITCH_IRC_TLS", "false")
@@ -176,8 +114,8 @@ async fn main() {
     })
     .await;
 
-    eprintln!("generating {} lines...", args.messages);
-    let lines = flood_lines(&channels, args.messages);
+    eprintln!("generating {n_messages} lines...");
+    let lines = testkit::corpus::flood_privmsgs(&channels, n_messages, "bench");
     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
     let (rss_before, cpu_before) = testkit::metrics::process_stats(pid);
     eprintln!(
@@ -190,22 +128,7 @@ async fn main() {
     // broker), not from the ingestor's /metrics: with 1,000 channels each
     // scrape renders thousands of series, CPU the ingestor would be charged.
     let probe = conn.create_channel().await.unwrap();
-    let in_durable_queue = || async {
-        f64::from(
-            probe
-                .queue_declare(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("passive declare of the bench queue")
-                .message_count(),
-        )
-    };
+    let in_durable_queue = || async { f64::from(rabbit::queue_depth(&probe, &queue).await) };
     let no_disconnects = || async {
         let disconnects = metric(port, "chatbus_ingestor_irc_disconnects_total").await;
         assert!(
@@ -220,7 +143,7 @@ async fn main() {
         // At most --window lines sent and not yet confirmed: twitch-irc
         // pings every 30 s and drops a connection whose PONG is 5 s late,
         // and the fake's PONG queues behind every line already sent.
-        while sent as f64 + roomstates - in_durable_queue().await > args.window as f64 {
+        while sent as f64 + roomstates - in_durable_queue().await > window {
             polls += 1;
             if polls.is_multiple_of(50) {
                 no_disconnects().await;
@@ -233,10 +156,10 @@ async fn main() {
 
     assert_eq!(sent, lines.len(), "every line reached a connection");
     let want = roomstates + lines.len() as f64;
-    loop {
+    let in_queue = loop {
         let queued = in_durable_queue().await;
         if queued >= want {
-            break;
+            break queued;
         }
         polls += 1;
         if polls.is_multiple_of(50) {
@@ -246,7 +169,7 @@ async fn main() {
             panic!("only {queued} of {want} in the queue after 30 min");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     let elapsed = start.elapsed();
     no_disconnects().await;
     let confirmed = metric(port, "chatbus_ingestor_events_confirmed_total").await;
@@ -256,27 +179,9 @@ async fn main() {
     );
     let (rss_mib, cpu_after) = testkit::metrics::process_stats(pid);
     let dropped = metric(port, "chatbus_ingestor_events_dropped_total").await;
-
-    // The queue really holds everything (the management API lags a little).
-    let mgmt = Management::main();
-    let mut in_queue = 0;
-    for _ in 0..100 {
-        in_queue = mgmt.queue_messages(&queue).await.unwrap_or(0);
-        if in_queue as f64 >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    rabbit::delete_topology(&conn, &topology).await;
-    let ch = conn.create_channel().await.unwrap();
-    let _ = ch
-        .queue_delete(
-            queue.as_str().into(),
-            lapin::options::QueueDeleteOptions::default(),
-        )
-        .await;
+    delete_bench_queue(&conn, &topology, &queue).await;
 
     let rate = lines.len() as f64 / elapsed.as_secs_f64();
     let ceiling = bare_lapin_ceiling(&conn, &lines).await;
@@ -295,7 +200,7 @@ async fn main() {
         rss_mib,
         cpu_after - cpu_before,
         in_queue,
-        dropped.abs(),
+        dropped,
     );
     println!();
     println!("| bare lapin publisher (same payloads) | confirmed msg/s | ingestor's share |");
@@ -307,7 +212,6 @@ async fn main() {
         100.0 * rate / ceiling
     );
     eprintln!("(RSS before the flood: {rss_before:.0} MiB)");
-    assert!(in_queue as f64 >= want, "queue holds {in_queue} of {want}");
 }
 
 /// Confirmed messages per second of a bare lapin publisher sending the
@@ -332,17 +236,8 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
         .collect();
     assert_eq!(messages.len(), lines.len(), "every flood line normalises");
 
-    let exchange = unique("bench-ceiling");
-    let queue = unique("bench-ceiling-q");
-    let topology = Topology::named(&exchange);
-    drop(
-        Subscriber::builder(&queue)
-            .bind("chat.#")
-            .expires(Duration::from_secs(3600))
-            .build(conn, &topology)
-            .await
-            .unwrap(),
-    );
+    let (topology, queue) = bench_queue(conn, "bench-ceiling").await;
+    let exchange = &topology.exchange;
     let channel = conn.create_channel().await.unwrap();
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -372,26 +267,13 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
         assert!(ack.unwrap().is_ack(), "broker nacked");
     }
     let elapsed = start.elapsed();
-    let mgmt = Management::main();
-    let mut in_queue = 0;
-    for _ in 0..100 {
-        in_queue = mgmt.queue_messages(&queue).await.unwrap_or(0);
-        if in_queue >= messages.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    rabbit::delete_topology(conn, &topology).await;
-    let _ = channel
-        .queue_delete(
-            queue.as_str().into(),
-            lapin::options::QueueDeleteOptions::default(),
-        )
-        .await;
-    assert!(
-        in_queue >= messages.len() as u64,
-        "ceiling queue holds {in_queue} of {}",
-        messages.len()
+    // Every confirmed message is in the queue.
+    let in_queue = rabbit::queue_depth(&channel, &queue).await as usize;
+    delete_bench_queue(conn, &topology, &queue).await;
+    assert_eq!(
+        in_queue,
+        messages.len(),
+        "the ceiling queue holds every message"
     );
     messages.len() as f64 / elapsed.as_secs_f64()
 }

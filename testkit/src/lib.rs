@@ -41,6 +41,43 @@ where
     .await
 }
 
+/// Polls `url` until it answers 2xx, for at most `secs` (a service that
+/// has just been started).
+pub async fn wait_http_ok(secs: u64, url: &str) {
+    eventually(secs, &format!("{url} answers"), || async {
+        reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    })
+    .await;
+}
+
+/// A dev binary's (bench, fake server) `--name value` argument, or
+/// `default` (cargo bench passes its own flags too; others are ignored).
+///
+/// # Panics
+/// When the value does not parse.
+pub fn cli_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.iter().position(|a| a == name) {
+        Some(i) => argv
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} needs a value")),
+        None => default,
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a child process
+/// to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// Installs a test log subscriber once (RUST_LOG, default `warn`).
 pub fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -11,7 +11,9 @@ pub fn sample_sum(page: &str, name: &str) -> f64 {
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty float sum is -0.0, which prints as "-0".
+        + 0.0
 }
 
 /// GETs `http://<addr>/metrics` and sums `name`; NaN if unreachable.
@@ -59,11 +61,20 @@ mod tests {
         assert_eq!(sample_sum(page, "foo_total"), 6.0);
         assert_eq!(sample_sum(page, "foo_total{a=\"2\"}"), 3.0);
         assert_eq!(sample_sum(page, "missing"), 0.0);
+        assert!(sample_sum(page, "missing").is_sign_positive(), "not -0");
     }
 
     #[test]
     fn reads_this_process() {
+        // Burn some CPU so a misread /proc/<pid>/stat field (which reads
+        // as 0) shows.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
         let (rss, cpu) = process_stats(std::process::id());
-        assert!(rss > 0.0 && cpu >= 0.0);
+        assert!(rss > 0.0, "peak RSS {rss}");
+        assert!(cpu > 0.0, "CPU seconds {cpu}");
     }
 }

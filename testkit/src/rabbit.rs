@@ -89,7 +89,12 @@ impl Management {
         Self::new(management_url())
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// GETs `path` (e.g. `/api/queues/%2F/<queue>`, names encoded with
+    /// [`urlencode`]) as JSON.
+    ///
+    /// # Errors
+    /// HTTP errors and bodies that are not JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -152,7 +157,8 @@ impl Management {
     }
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encodes a name for a management API path.
+pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -196,6 +202,26 @@ pub async fn drain_queue(
     })
     .await;
     out
+}
+
+/// Messages in `queue` now, from a passive declare (exact, unlike the
+/// management API's periodically refreshed counts).
+///
+/// # Panics
+/// If the queue does not exist (the broker then closes `channel`).
+pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+        .message_count()
 }
 
 /// Deletes a topology's exchanges and queues (for tests that had to declare

@@ -10,14 +10,6 @@ use testkit::fake_oauth::{CLIENT_ID, CLIENT_SECRET, FakeOAuth, TokenFailure};
 
 use crate::helpers::{browser, get};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary with a clean environment pointing at `fake`.
 fn bin(fake: &FakeOAuth, dir: &Path, port: u16) -> Command {
     let base = fake.base_url();
@@ -47,7 +39,7 @@ fn bin(fake: &FakeOAuth, dir: &Path, port: u16) -> Command {
 
 /// Runs a CLI verb; returns (exit code, stdout, stderr).
 async fn verb(fake: &FakeOAuth, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::from(bin(fake, dir, free_port()));
+    let mut cmd = tokio::process::Command::from(bin(fake, dir, testkit::free_port()));
     cmd.args(args);
     let out = testkit::within(30, "auth-server command", cmd.output())
         .await
@@ -63,7 +55,7 @@ async fn verb(fake: &FakeOAuth, dir: &Path, args: &[&str]) -> (i32, String, Stri
 async fn serve_status_refresh_and_no_secret_in_any_log() {
     let fake = FakeOAuth::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let log_path = dir.path().join("server.log");
     let mut server = bin(&fake, dir.path(), port)
@@ -72,19 +64,7 @@ async fn serve_status_refresh_and_no_secret_in_any_log() {
         .spawn()
         .unwrap();
     let client = browser();
-    testkit::eventually(20, "auth-server answers /healthz", || {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            client
-                .get(format!("{url}/healthz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-        }
-    })
-    .await;
+    testkit::wait_http_ok(20, &format!("{url}/healthz")).await;
 
     // The whole flow, one failing token request, and the status page.
     let (status, page) = get(&client, &format!("{url}/auth")).await;

@@ -63,20 +63,6 @@ fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
     Consumer { child, addr }
 }
 
-async fn metric(addr: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_twice() {
     testkit::init_logging();
@@ -159,13 +145,16 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     .await;
     assert_eq!(count(&pool).await, N + 1, "nothing lost, nothing twice");
     assert_eq!(count_distinct(&pool).await, N + 1);
-    let redelivered = metric(&second.addr, "chatbus_consumer_redelivered_total").await;
+    let redelivered =
+        testkit::metrics::scrape(&second.addr, "chatbus_consumer_redelivered_total").await;
     assert!(
         redelivered > 0.0,
         "the kill left deliveries unacked (mid-batch), which came back"
     );
-    let stored_by_second = metric(&second.addr, "chatbus_consumer_events_stored_total").await;
-    let duplicates = metric(&second.addr, "chatbus_consumer_duplicates_total").await;
+    let stored_by_second =
+        testkit::metrics::scrape(&second.addr, "chatbus_consumer_events_stored_total").await;
+    let duplicates =
+        testkit::metrics::scrape(&second.addr, "chatbus_consumer_duplicates_total").await;
     assert_eq!(stored_by_second as i64, N + 1 - at_kill);
     tracing::info!(at_kill, redelivered, duplicates, "crash drill");
 

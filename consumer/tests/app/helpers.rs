@@ -124,13 +124,7 @@ impl TestApp {
             conn,
             publisher,
         };
-        testkit::eventually(10, "consumer answers /healthz", || async {
-            reqwest::get(app.url("/healthz"))
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
-        .await;
+        testkit::wait_http_ok(10, &app.url("/healthz")).await;
         app
     }
 

@@ -46,19 +46,20 @@ async fn ten_thousand_events_over_five_channels_are_stored_once_and_republishing
             .text()
             .await
             .ok()?;
-        (metric(&text, "chatbus_consumer_acked_total") == 20_001.0).then_some(text)
+        (testkit::metrics::sample_sum(&text, "chatbus_consumer_acked_total") == 20_001.0)
+            .then_some(text)
     })
     .await;
     assert_eq!(
-        metric(&metrics, "chatbus_consumer_duplicates_total"),
+        testkit::metrics::sample_sum(&metrics, "chatbus_consumer_duplicates_total"),
         10_000.0
     );
     assert_eq!(
-        metric(&metrics, "chatbus_consumer_events_stored_total"),
+        testkit::metrics::sample_sum(&metrics, "chatbus_consumer_events_stored_total"),
         10_001.0
     );
     assert_eq!(
-        metric(&metrics, "chatbus_consumer_dead_lettered_total"),
+        testkit::metrics::sample_sum(&metrics, "chatbus_consumer_dead_lettered_total"),
         0.0
     );
 
@@ -176,15 +177,6 @@ async fn poison_goes_to_the_dead_letter_queue_with_its_reason_and_the_consumer_k
     let pool = app.db().await;
     assert_eq!(count_distinct(&pool).await, 21);
     app.stop().await;
-}
-
-/// A counter's value in the Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -327,16 +327,7 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving_and_can_
     let mut all = ids(&slow_events);
     all.extend(ids(&rest));
     assert_eq!(all, events.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("chatbus_consumer_ws_lagged_total"),
-        "{metrics}"
-    );
+    assert!(testkit::metrics::scrape(app.addr, "chatbus_consumer_ws_lagged_total").await >= 1.0);
     app.stop().await;
 }
 
@@ -496,22 +487,12 @@ async fn the_server_pings_and_drops_a_client_that_stays_silent() {
     // A client that reads nothing answers no ping and is dropped.
     let mut silent = WsClient::connect(&app.ws_url("")).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let ended = testkit::within(5, "the silent client is dropped", async {
-        loop {
-            if let Frame::Close(_) = silent.next().await {
-                return true;
-            }
-        }
+    testkit::within(5, "the silent client is dropped", async {
+        while !matches!(silent.next().await, Frame::Close(_)) {}
     })
     .await;
-    assert!(ended);
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("reason=\"ping_timeout\""), "{metrics}");
+    let closed = "chatbus_consumer_ws_closed_total{reason=\"ping_timeout\"}";
+    assert!(testkit::metrics::scrape(app.addr, closed).await >= 1.0);
     app.stop().await;
 }
 

@@ -242,14 +242,6 @@ async fn fault_broker_away_for_ten_seconds_mid_flood_loses_nothing() {
     let _ = sub;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_ingestor(envs: &[(&str, String)]) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"));
     cmd.env_clear()
@@ -282,7 +274,7 @@ async fn an_ingestor_killed_with_a_full_spool_publishes_it_after_restart() {
     let chans = channels(2);
     let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
     let (_dir, spool) = spool_dir();
-    let port = free_port();
+    let port = testkit::free_port();
     let envs = vec![
         ("AMQP_URL", proxy.url(&rabbit::amqp_url())),
         ("CHAT_EXCHANGE", exchange.clone()),

@@ -13,43 +13,22 @@ use std::time::Duration;
 use testkit::corpus;
 use testkit::fake_irc::{FakeIrc, channel_of};
 
-fn arg(name: &str, default: &str) -> String {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// `line` with the `#channel` parameter, `id` and `tmi-sent-ts` replaced.
+/// `line` sent to `#to` now, with a fresh `id` and `tmi-sent-ts`.
 fn refresh(line: &str, to: &str, n: u64) -> String {
-    let from = channel_of(line).unwrap_or_default().to_owned();
-    let mut out = line.replacen(&format!(" #{from}"), &format!(" #{to}"), 1);
-    let now = chrono::Utc::now().timestamp_millis().to_string();
-    for (tag, value) in [
-        ("id", format!("demo-{n}-{}", uuid::Uuid::new_v4().simple())),
-        ("tmi-sent-ts", now),
-    ] {
-        let key = format!(";{tag}=");
-        let at = out
-            .find(&key)
-            .map(|i| i + 1)
-            .or_else(|| out.starts_with(&format!("@{tag}=")).then_some(1));
-        if let Some(start) = at {
-            let vstart = start + tag.len() + 1;
-            let vend = out[vstart..]
-                .find([';', ' '])
-                .map_or(out.len(), |e| vstart + e);
-            out.replace_range(vstart..vend, &value);
-        }
-    }
-    out
+    let line = corpus::retarget(line, to);
+    let id = format!("demo-{n}-{}", uuid::Uuid::new_v4().simple());
+    let line = corpus::set_tag(&line, "id", &id);
+    corpus::set_tag(
+        &line,
+        "tmi-sent-ts",
+        &chrono::Utc::now().timestamp_millis().to_string(),
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = arg("--addr", "127.0.0.1:6667");
-    let rate: f64 = arg("--rate", "5").parse()?;
+    let addr: String = testkit::cli_arg("--addr", "127.0.0.1:6667".to_owned());
+    let rate: f64 = testkit::cli_arg("--rate", 5.0);
     let server = FakeIrc::start_on(&addr).await?;
     eprintln!(
         "fake Twitch IRC on {} replaying corpus chat at {rate}/s per joined channel",
