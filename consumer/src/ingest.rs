@@ -37,11 +37,6 @@ use crate::commit_signal::{self, CommitSignal};
 use crate::live_feed::LiveFeedHandle;
 use crate::store::{NewEvent, Store, StoreError, WriteOutcome};
 
-/// Longest an ack or a dead-lettering may take before the session is
-/// given up (and the broker redelivers): a broker that went away without
-/// closing the connection must not stall ingest forever.
-const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How ingest connects and batches.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -302,9 +297,11 @@ impl Ingest {
         }
         for (i, reason) in &refused {
             let reason = format!("the store refused the event: {reason}");
-            tokio::time::timeout(AMQP_TIMEOUT, batch[*i].dead_letter(&reason))
+            // Bounded by common::amqp::ACK_TIMEOUT: a broker that went away
+            // without closing the connection ends the session, not ingest.
+            batch[*i]
+                .dead_letter(&reason)
                 .await
-                .context("dead-lettering a refused event timed out")?
                 .context("dead-lettering a refused event")?;
             metrics::counter!("chatbus_consumer_dead_lettered_total").increment(1);
         }
@@ -314,10 +311,7 @@ impl Ingest {
             .rev()
             .find(|i| !refused.iter().any(|(r, _)| r == i));
         if let Some(i) = last_ok {
-            tokio::time::timeout(AMQP_TIMEOUT, batch[i].ack_through())
-                .await
-                .context("acking a batch timed out")?
-                .context("acking a batch")?;
+            batch[i].ack_through().await.context("acking a batch")?;
             let acked = batch.len() - refused.len();
             metrics::counter!("chatbus_consumer_acked_total").increment(acked as u64);
         }

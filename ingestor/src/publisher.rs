@@ -175,7 +175,7 @@ async fn publish_session(
             _ = health.tick() => {
                 tracing::trace!(in_flight = in_flight.len(), oldest = ?in_flight.front().map(|(_, t)| t.elapsed()), open = publisher.is_open(), resend = resend.len(), "publisher health");
                 if !publisher.is_open() {
-                    break AmqpError::Timeout { op: "channel (closed)", after: Duration::ZERO };
+                    break AmqpError::ChannelClosed;
                 }
                 if let Some((_, sent)) = in_flight.front()
                     && sent.elapsed() > amqp::CONFIRM_TIMEOUT

@@ -40,7 +40,7 @@ pub use publisher::{
     CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingConfirm, Publisher, RecoveringPublisher,
     SEND_TIMEOUT,
 };
-pub use subscriber::{Delivery, QueueType, Subscriber, SubscriberBuilder};
+pub use subscriber::{ACK_TIMEOUT, Delivery, QueueType, Subscriber, SubscriberBuilder};
 pub use topology::Topology;
 
 /// What went wrong talking to the broker.
@@ -86,6 +86,9 @@ pub enum AmqpError {
         /// How long we waited.
         after: std::time::Duration,
     },
+    /// The channel is closed (the broker or the connection closed it).
+    #[error("the AMQP channel is closed")]
+    ChannelClosed,
     /// A value does not fit an AMQP short string (255 bytes).
     #[error("{what} is longer than 255 bytes")]
     TooLong {
@@ -117,6 +120,7 @@ impl AmqpError {
                 | Self::Protocol { .. }
                 | Self::NotSent { .. }
                 | Self::Timeout { .. }
+                | Self::ChannelClosed
         )
     }
 }

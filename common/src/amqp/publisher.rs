@@ -24,8 +24,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// presumed dead.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest wait for a publisher confirm before the connection is presumed
-/// dead (and the message re-sent on a new one).
+/// Longest wait for the oldest outstanding publisher confirm before the
+/// connection is presumed dead (and the message re-sent on a new one).
+/// [`Publisher::publish_all`] and [`RecoveringPublisher`] apply it; a caller
+/// awaiting [`PendingConfirm::wait`] itself applies its own (one timer per
+/// pipeline, not per message), as the ingestor does.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A confirm channel bound to one exchange. It does not reconnect: when the
@@ -190,7 +193,9 @@ impl Publisher {
 
     /// Publishes each `(index, message)` pipelined and reports every
     /// message's outcome. A send failure fails that message and all after it
-    /// (the channel is gone).
+    /// (the channel is gone); so does [`CONFIRM_TIMEOUT`] without a confirm,
+    /// which fails every message still unconfirmed with
+    /// [`AmqpError::Timeout`].
     async fn publish_each<'a>(
         &self,
         messages: impl Iterator<Item = (usize, &'a OutgoingMessage)>,
@@ -199,6 +204,8 @@ impl Publisher {
         let max_in_flight = max_in_flight.max(1);
         let mut outcomes = Vec::new();
         let mut in_flight = FuturesOrdered::new();
+        // The indices in `in_flight`, oldest first, to fail them on a timeout.
+        let mut unconfirmed = std::collections::VecDeque::new();
         let mut broken = false;
         for (index, message) in messages {
             if broken {
@@ -207,7 +214,10 @@ impl Publisher {
                 continue;
             }
             match self.send(message).await {
-                Ok(pending) => in_flight.push_back(async move { (index, pending.wait().await) }),
+                Ok(pending) => {
+                    in_flight.push_back(async move { (index, pending.wait().await) });
+                    unconfirmed.push_back(index);
+                }
                 Err(e) => {
                     broken = true;
                     outcomes.push((index, Err(e)));
@@ -215,15 +225,47 @@ impl Publisher {
                 }
             }
             while in_flight.len() >= max_in_flight {
-                if let Some(outcome) = in_flight.next().await {
-                    outcomes.push(outcome);
-                }
+                broken |= !next_confirm(&mut in_flight, &mut unconfirmed, &mut outcomes).await;
             }
         }
-        while let Some(outcome) = in_flight.next().await {
-            outcomes.push(outcome);
+        while !in_flight.is_empty() {
+            next_confirm(&mut in_flight, &mut unconfirmed, &mut outcomes).await;
         }
         outcomes
+    }
+}
+
+/// Waits up to [`CONFIRM_TIMEOUT`] for the oldest confirm in `in_flight`
+/// and records it. On a timeout every unconfirmed message fails with
+/// [`AmqpError::Timeout`], `in_flight` is emptied and `false` returned.
+async fn next_confirm<F>(
+    in_flight: &mut FuturesOrdered<F>,
+    unconfirmed: &mut std::collections::VecDeque<usize>,
+    outcomes: &mut Vec<(usize, Result<(), AmqpError>)>,
+) -> bool
+where
+    F: std::future::Future<Output = (usize, Result<(), AmqpError>)>,
+{
+    match tokio::time::timeout(CONFIRM_TIMEOUT, in_flight.next()).await {
+        Ok(Some(outcome)) => {
+            unconfirmed.pop_front();
+            outcomes.push(outcome);
+            true
+        }
+        Ok(None) => true,
+        Err(_) => {
+            *in_flight = FuturesOrdered::new();
+            outcomes.extend(unconfirmed.drain(..).map(|index| {
+                (
+                    index,
+                    Err(AmqpError::Timeout {
+                        op: "publisher confirm",
+                        after: CONFIRM_TIMEOUT,
+                    }),
+                )
+            }));
+            false
+        }
     }
 }
 

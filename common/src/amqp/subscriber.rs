@@ -251,15 +251,14 @@ impl Subscriber {
                     }));
                 }
                 Err(reason) => {
-                    if let Err(e) = dead_letter(
+                    let dead = dead_letter(
                         &self.dead_letters,
                         &self.dead_letter_exchange,
                         &self.queue,
                         &raw,
                         &reason,
-                    )
-                    .await
-                    {
+                    );
+                    if let Err(e) = bounded("dead-lettering", dead).await {
                         return Some(Err(e));
                     }
                 }
@@ -274,10 +273,13 @@ impl Subscriber {
     /// [`AmqpError::Protocol`] if the channel is closed (the broker will
     /// redeliver those messages).
     pub async fn ack_up_to(&self, delivery_tag: u64) -> Result<(), AmqpError> {
-        self.channel
-            .basic_ack(delivery_tag, BasicAckOptions { multiple: true })
-            .await
-            .map_err(AmqpError::protocol("basic.ack"))
+        bounded("basic.ack", async {
+            self.channel
+                .basic_ack(delivery_tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(AmqpError::protocol("basic.ack"))
+        })
+        .await
     }
 
     /// Nacks every delivery up to and including `delivery_tag`, requeueing
@@ -286,16 +288,19 @@ impl Subscriber {
     /// # Errors
     /// [`AmqpError::Protocol`] if the channel is closed.
     pub async fn nack_up_to(&self, delivery_tag: u64, requeue: bool) -> Result<(), AmqpError> {
-        self.channel
-            .basic_nack(
-                delivery_tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue,
-                },
-            )
-            .await
-            .map_err(AmqpError::protocol("basic.nack"))
+        bounded("basic.nack", async {
+            self.channel
+                .basic_nack(
+                    delivery_tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue,
+                    },
+                )
+                .await
+                .map_err(AmqpError::protocol("basic.nack"))
+        })
+        .await
     }
 
     /// The exchange the queue is bound to.
@@ -332,12 +337,15 @@ impl Delivery {
     /// # Errors
     /// [`AmqpError::Protocol`] if the channel is closed.
     pub async fn ack(&self) -> Result<(), AmqpError> {
-        self.raw
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(AmqpError::protocol("basic.ack"))
+        bounded("basic.ack", async {
+            self.raw
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(AmqpError::protocol("basic.ack"))
+        })
+        .await
     }
 
     /// Negatively acknowledges this delivery; `requeue` puts it back on the
@@ -346,15 +354,18 @@ impl Delivery {
     /// # Errors
     /// [`AmqpError::Protocol`] if the channel is closed.
     pub async fn nack(&self, requeue: bool) -> Result<(), AmqpError> {
-        self.raw
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue,
-            })
-            .await
-            .map(drop)
-            .map_err(AmqpError::protocol("basic.nack"))
+        bounded("basic.nack", async {
+            self.raw
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                })
+                .await
+                .map(drop)
+                .map_err(AmqpError::protocol("basic.nack"))
+        })
+        .await
     }
 
     /// Sends this delivery to the dead-letter exchange with `reason` in the
@@ -365,13 +376,16 @@ impl Delivery {
     /// [`AmqpError`] if the dead-letter publish or the ack fails; the
     /// delivery is then still unacked and will be redelivered.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), AmqpError> {
-        dead_letter(
-            &self.dead_letters,
-            &self.dead_letter_exchange,
-            &self.queue,
-            &self.raw,
-            reason,
-        )
+        bounded("dead-lettering", async {
+            dead_letter(
+                &self.dead_letters,
+                &self.dead_letter_exchange,
+                &self.queue,
+                &self.raw,
+                reason,
+            )
+            .await
+        })
         .await
     }
 
@@ -395,13 +409,35 @@ impl Delivery {
     /// [`AmqpError::Protocol`] if the channel is closed (the broker will
     /// redeliver those messages).
     pub async fn ack_through(&self) -> Result<(), AmqpError> {
-        self.raw
-            .acker
-            .ack(BasicAckOptions { multiple: true })
-            .await
-            .map(drop)
-            .map_err(AmqpError::protocol("basic.ack"))
+        bounded("basic.ack", async {
+            self.raw
+                .acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .map(drop)
+                .map_err(AmqpError::protocol("basic.ack"))
+        })
+        .await
     }
+}
+
+/// Longest any ack, nack or dead-lettering of this module may take before
+/// it fails with [`AmqpError::Timeout`] and the channel is presumed dead (lapin can leave them pending forever when the server
+/// drops the connection at the wrong moment; amqp-rs/lapin#409). The
+/// broker redelivers whatever was not acked.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `op` bounded by [`ACK_TIMEOUT`].
+async fn bounded<T>(
+    op: &'static str,
+    fut: impl std::future::Future<Output = Result<T, AmqpError>>,
+) -> Result<T, AmqpError> {
+    tokio::time::timeout(ACK_TIMEOUT, fut)
+        .await
+        .map_err(|_| AmqpError::Timeout {
+            op,
+            after: ACK_TIMEOUT,
+        })?
 }
 
 fn decode(raw: &RawDelivery) -> Result<ChatEvent, String> {
