@@ -101,8 +101,10 @@ pub async fn run(
         config.twitch_join_timeout,
     ));
     client.connect().await;
-    // Channels from config, plus those joined at run time before a restart
-    // (remembered in the spool directory), which also get a restart gap.
+    // Channels from config, plus every channel wanted before a restart
+    // (remembered in the spool directory; those get a restart gap). A
+    // channel removed from TWITCH_CHANNELS stays joined until it is parted
+    // through the admin API.
     for channel in config.initial_channels() {
         manager.join(&channel);
     }
@@ -167,14 +169,23 @@ pub async fn run(
                     () = c.cancelled() => true,
                     _ = tick.tick() => false,
                 };
-                o.sync();
-                let now = m.persisted();
-                if now != saved {
-                    match now.save(&dir) {
-                        Ok(()) => saved = now,
-                        Err(e) => tracing::warn!(error = %e, "cannot save the channel state"),
+                // fsyncs: off the async workers.
+                let (o, m, dir) = (o.clone(), m.clone(), dir.clone());
+                saved = tokio::task::spawn_blocking(move || {
+                    o.sync();
+                    let now = m.persisted();
+                    if now == saved {
+                        return saved;
                     }
-                }
+                    match now.save(&dir) {
+                        Ok(()) => now,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot save the channel state");
+                            saved
+                        }
+                    }
+                })
+                .await?;
                 if stop {
                     return Ok(());
                 }
