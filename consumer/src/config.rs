@@ -72,7 +72,9 @@ pub struct Config {
 
     /// Events a WebSocket client may have queued before it counts as too
     /// slow and is disconnected (it can resume from its last cursor). At
-    /// least `consumer_batch_size`: a batch reaches the hub at once.
+    /// least `consumer_batch_size`: a batch reaches the hub at once. A
+    /// client whose k subscriptions overlap queues an event once per
+    /// matching subscription, so it needs k times the batch size.
     pub consumer_ws_send_queue: usize,
     /// Subscriptions one WebSocket connection may hold.
     pub consumer_ws_max_subscriptions: usize,
@@ -209,7 +211,7 @@ impl ServiceConfig for Config {
                 "consumer_ws_send_queue",
                 format!(
                     "{} is smaller than CONSUMER_BATCH_SIZE ({}): one committed batch would \
-                     disconnect every client",
+                     disconnect every client subscribed to all of it",
                     self.consumer_ws_send_queue, self.consumer_batch_size
                 ),
             ));
