@@ -341,11 +341,18 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
                     latencies_us: Vec::with_capacity(expected),
                     closed: None,
                 };
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 30);
+                // One timer for the whole run: a timeout per read would put
+                // a million timer-wheel inserts a second on the shared cores.
+                let deadline = tokio::time::sleep(Duration::from_secs(seconds + 30));
+                tokio::pin!(deadline);
                 while result.latencies_us.len() < expected {
-                    let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
-                        Ok(Some(Ok(msg))) => msg,
-                        Ok(Some(Err(_)) | None) | Err(_) => break,
+                    let msg = tokio::select! {
+                        biased;
+                        next = ws.next() => match next {
+                            Some(Ok(msg)) => msg,
+                            Some(Err(_)) | None => break,
+                        },
+                        () = &mut deadline => break,
                     };
                     match msg {
                         Message::Text(text) => {

@@ -26,7 +26,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -123,7 +122,9 @@ enum Wake {
 
 struct Session {
     ctx: Arc<WsContext>,
-    sink: SplitSink<Socket, Message>,
+    /// Read and written by this task alone, so not split: a split socket
+    /// takes a lock for every read and write.
+    socket: Socket,
     client: Arc<ClientLink>,
     subs: HashMap<u32, Sub>,
     next_slot: u32,
@@ -152,11 +153,10 @@ impl Drop for ConnectionGauge {
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Subscription>) {
     let _gauge = ConnectionGauge::new();
-    let (sink, stream) = socket.split();
     let (client, queue) = ClientLink::new(ctx.settings.send_queue);
     let mut session = Session {
         ctx,
-        sink,
+        socket,
         client,
         subs: HashMap::new(),
         next_slot: 0,
@@ -165,7 +165,7 @@ pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Sub
         last_heard: Instant::now(),
         out: Vec::new(),
     };
-    let end = session.drive(stream, queue, initial).await;
+    let end = session.drive(queue, initial).await;
     metrics::counter!("chatbus_consumer_ws_closed_total", "reason" => end.label()).increment(1);
     tracing::debug!(reason = end.label(), "WebSocket session over");
     session.finish(end).await;
@@ -174,7 +174,6 @@ pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Sub
 impl Session {
     async fn drive(
         &mut self,
-        mut stream: SplitStream<Socket>,
         mut queue: mpsc::Receiver<Outgoing>,
         initial: Option<Subscription>,
     ) -> End {
@@ -197,6 +196,11 @@ impl Session {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut history: Option<HistoryFuture> = None;
+        // Made once: a `cancelled()` future made per wake-up registers
+        // with the token anew every time.
+        let kicked = self.client.kicked().clone().cancelled_owned();
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        tokio::pin!(kicked, shutdown);
 
         loop {
             if let Err(end) = self.send_out().await {
@@ -209,10 +213,10 @@ impl Session {
             }
             let wake = tokio::select! {
                 biased;
-                () = self.client.kicked().cancelled() => Wake::Kicked,
-                () = self.ctx.shutdown.cancelled() => Wake::Shutdown,
+                () = &mut kicked => Wake::Kicked,
+                () = &mut shutdown => Wake::Shutdown,
                 // Inbound first: pongs must be seen even while events flow.
-                msg = stream.next() => Wake::Inbound(msg),
+                msg = self.socket.next() => Wake::Inbound(msg),
                 out = queue.recv() => Wake::Queue(out),
                 (slot, page) = async { match history.as_mut() {
                     Some(query) => query.await,
@@ -273,7 +277,8 @@ impl Session {
         // A lagging client gets as long as any write to read what is queued
         // and see why it is closed.
         if self.send_out().await.is_ok() {
-            let _ = tokio::time::timeout(self.ctx.settings.write_timeout, self.sink.close()).await;
+            let _ = tokio::time::timeout(self.ctx.settings.write_timeout, self.socket.close(None))
+                .await;
         }
     }
 
@@ -283,17 +288,24 @@ impl Session {
             return Ok(());
         }
         let frames = std::mem::take(&mut self.out);
-        let sink = &mut self.sink;
+        let socket = &mut self.socket;
         let write = async move {
             for frame in frames {
-                sink.feed(frame).await?;
+                socket.feed(frame).await?;
             }
-            sink.flush().await
+            socket.flush().await
         };
-        match tokio::time::timeout(self.ctx.settings.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::WriteFailed),
-        }
+        tokio::pin!(write);
+        // Usually the socket takes it all at once: the timer (an insert and
+        // a removal in the timer wheel per write) is only armed when not.
+        let written = match futures::FutureExt::now_or_never(&mut write) {
+            Some(result) => result,
+            None => match tokio::time::timeout(self.ctx.settings.write_timeout, write).await {
+                Ok(result) => result,
+                Err(_) => return Err(End::WriteFailed),
+            },
+        };
+        written.map_err(|_| End::WriteFailed)
     }
 
     fn text(&mut self, text: String) {
