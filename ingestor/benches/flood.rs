@@ -99,6 +99,8 @@ async fn main() {
             .into_iter()
             .filter_map(|k| Some((k, std::env::var(k).ok()?))),
         )
+        // and the allocator's options (MIMALLOC_*), to try its tuning
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the ingestor (build it first: cargo bench builds it)");
