@@ -19,12 +19,17 @@
 //! and CPU seconds (utime + stime), and checks the queue really holds every
 //! message.
 //!
-//! Then the broker's ceiling: a bare lapin publisher (one channel, no outbox,
+//! The broker's ceiling: a bare lapin publisher (one channel, no outbox,
 //! no spool, no IRC) sends the same payloads (the ChatEvent JSON the
 //! ingestor publishes, with the same routing keys and properties) into a
 //! fresh durable queue with pipelined confirms, as many unconfirmed as the
-//! ingestor allows (`PUBLISH_MAX_IN_FLIGHT`, default 2,048); the ingestor's
-//! rate is reported as a share of it.
+//! ingestor allows (`PUBLISH_MAX_IN_FLIGHT`, default 2,048). It runs once
+//! before and once after the ingestor, and the ingestor's rate is reported
+//! as a share of their mean: the broker's rate drifts between runs (it
+//! ranged from 9,238 to 12,410 msg/s in one day on the same machine), and one ceiling
+//! run next to one ingestor run decided too much. Before each of the three
+//! runs the benchmark waits until RabbitMQ is idle: deleting the previous
+//! run's queue of 500,000 persistent messages keeps it busy for a while.
 
 use std::time::{Duration, Instant};
 
@@ -67,9 +72,16 @@ async fn main() {
     let window: f64 = testkit::cli_arg("--window", 20_000.0);
     let fake = FakeIrc::start().await;
     let conn = rabbit::connect("bench-setup").await;
-    let (topology, queue) = bench_queue(&conn, "bench-flood").await;
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let channels: Vec<String> = (0..n_channels).map(|i| format!("b{tag}_{i}")).collect();
+    eprintln!("generating {n_messages} lines...");
+    let lines = testkit::corpus::flood_privmsgs(&channels, n_messages, "bench");
+
+    broker_idle().await;
+    let ceiling_before = bare_lapin_ceiling(&conn, &lines).await;
+    broker_idle().await;
+
+    let (topology, queue) = bench_queue(&conn, "bench-flood").await;
     let spool = tempfile::tempdir().unwrap();
     let port = testkit::free_port();
 
@@ -116,8 +128,6 @@ async fn main() {
     })
     .await;
 
-    eprintln!("generating {n_messages} lines...");
-    let lines = testkit::corpus::flood_privmsgs(&channels, n_messages, "bench");
     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
     let (rss_before, cpu_before) = testkit::metrics::process_stats(pid);
     eprintln!(
@@ -186,7 +196,9 @@ async fn main() {
     delete_bench_queue(&conn, &topology, &queue).await;
 
     let rate = lines.len() as f64 / elapsed.as_secs_f64();
-    let ceiling = bare_lapin_ceiling(&conn, &lines).await;
+    broker_idle().await;
+    let ceiling_after = bare_lapin_ceiling(&conn, &lines).await;
+    let ceiling = f64::midpoint(ceiling_before, ceiling_after);
     println!();
     println!(
         "| channels | messages | sent in | all confirmed in | confirmed msg/s | peak RSS | CPU s (ingestor) | in queue | dropped |"
@@ -205,15 +217,52 @@ async fn main() {
         dropped,
     );
     println!();
-    println!("| bare lapin publisher (same payloads) | confirmed msg/s | ingestor's share |");
-    println!("| --- | ---: | ---: |");
     println!(
-        "| 1 channel, {} confirms in flight | {:.0} | {:.0} % |",
+        "| bare lapin publisher (same payloads) | before | after | mean | ingestor's share of the mean |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| 1 channel, {} confirms in flight | {:.0} | {:.0} | {:.0} | {:.0} % |",
         in_flight_max(),
+        ceiling_before,
+        ceiling_after,
         ceiling,
         100.0 * rate / ceiling
     );
     eprintln!("(RSS before the flood: {rss_before:.0} MiB)");
+}
+
+/// Waits (at most a minute) until the local RabbitMQ nodes (every
+/// `beam.smp`) use under 10 % of a core over a second.
+async fn broker_idle() {
+    let beam_cpu = || -> f64 {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "beam.smp")
+            })
+            .map(|pid| testkit::metrics::process_stats(pid).1)
+            .sum()
+    };
+    let started = Instant::now();
+    let mut before = beam_cpu();
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = beam_cpu();
+        if now - before < 0.1 {
+            eprintln!(
+                "RabbitMQ idle after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        before = now;
+    }
+    eprintln!("RabbitMQ still busy after 60 s; measuring anyway");
 }
 
 /// Confirmed messages per second of a bare lapin publisher sending the

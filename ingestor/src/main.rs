@@ -7,8 +7,9 @@ use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: in the flood benchmark glibc's
 /// allocator (mostly `malloc_consolidate` and `unlink_chunk`) took a fifth
-/// of the ingestor's CPU. Built without transparent huge pages, which
-/// raised the peak RSS from 65 to 94-99 MiB in the same benchmark.
+/// of the ingestor's CPU. mimalloc v2 (it returns freed pages to the OS
+/// after 10 ms; v3 waits 1 s), without transparent huge pages (which
+/// raised the peak RSS to 94-99 MiB in the same benchmark).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
