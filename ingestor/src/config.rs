@@ -75,6 +75,11 @@ pub struct Config {
     pub outbox_memory_events: usize,
     /// Unconfirmed messages in flight to RabbitMQ.
     pub publish_max_in_flight: usize,
+    /// How long the oldest unconfirmed message may wait for its confirm
+    /// before the connection is given up as silent (it is then reopened and
+    /// everything unconfirmed re-sent).
+    #[serde(with = "humantime_serde")]
+    pub publish_confirm_timeout: Duration,
     /// Longest wait between broker reconnect attempts.
     #[serde(with = "humantime_serde")]
     pub amqp_reconnect_max_delay: Duration,
@@ -106,6 +111,7 @@ impl Default for Config {
             spool_segment_bytes: 16 * 1024 * 1024,
             outbox_memory_events: 4_096,
             publish_max_in_flight: 2048,
+            publish_confirm_timeout: common::amqp::CONFIRM_TIMEOUT,
             amqp_reconnect_max_delay: Duration::from_secs(10),
         }
     }
@@ -202,6 +208,12 @@ impl ServiceConfig for Config {
             1,
             1_000_000,
         )?;
+        if self.publish_confirm_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "publish_confirm_timeout",
+                "must be more than 0",
+            ));
+        }
         Ok(())
     }
 }

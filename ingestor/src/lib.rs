@@ -120,6 +120,7 @@ pub async fn run(
         }),
         topology: Topology::named(&config.chat_exchange),
         max_in_flight: config.publish_max_in_flight,
+        confirm_timeout: config.publish_confirm_timeout,
     };
 
     let mut tasks = Vec::new();

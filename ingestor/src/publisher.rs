@@ -31,6 +31,9 @@ pub struct PipelineOptions {
     pub topology: Topology,
     /// Unconfirmed messages in flight.
     pub max_in_flight: usize,
+    /// How long the oldest unconfirmed message may wait for its confirm
+    /// before the session is abandoned and everything unconfirmed re-sent.
+    pub confirm_timeout: Duration,
 }
 
 /// Whether the pipeline currently has a working broker channel.
@@ -178,9 +181,9 @@ async fn publish_session(
                     break AmqpError::ChannelClosed;
                 }
                 if let Some((_, sent)) = in_flight.front()
-                    && sent.elapsed() > amqp::CONFIRM_TIMEOUT
+                    && sent.elapsed() > options.confirm_timeout
                 {
-                    break AmqpError::Timeout { op: "publisher confirm", after: amqp::CONFIRM_TIMEOUT };
+                    break AmqpError::Timeout { op: "publisher confirm", after: options.confirm_timeout };
                 }
             }
             Some(result) = confirms.next(), if !confirms.is_empty() => {

@@ -1,6 +1,6 @@
-//! A TCP proxy on 127.0.0.1 that a test can cut and restore: a broker (or
-//! any server) "going away" for one client without disturbing anything else
-//! on the machine.
+//! A TCP proxy on 127.0.0.1 that a test can cut, freeze and restore: a
+//! broker (or any server) "going away", or going silent, for one client
+//! without disturbing anything else on the machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub struct TcpProxy {
 struct State {
     enabled: AtomicBool,
     cuts: watch::Sender<u64>,
+    freezes: watch::Sender<u64>,
     accepted: AtomicUsize,
 }
 
@@ -31,9 +32,11 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (cuts, _) = watch::channel(0);
+        let (freezes, _) = watch::channel(0);
         let state = Arc::new(State {
             enabled: AtomicBool::new(true),
             cuts,
+            freezes,
             accepted: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, state.clone()));
@@ -69,6 +72,15 @@ impl TcpProxy {
         self.state.cuts.send_modify(|g| *g += 1);
     }
 
+    /// Stops forwarding on every open connection but keeps both of its
+    /// sockets open: to each side the other has gone silent, with no close
+    /// and no reset (a hung broker, a black-holed route). Connections made
+    /// afterwards are forwarded normally. Frozen ones stay open until
+    /// [`TcpProxy::cut`], [`TcpProxy::reset_connections`] or the drop.
+    pub fn freeze_connections(&self) {
+        self.state.freezes.send_modify(|g| *g += 1);
+    }
+
     /// Accepts and forwards connections again.
     pub fn restore(&self) {
         self.state.enabled.store(true, Ordering::SeqCst);
@@ -98,6 +110,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
         }
         state.accepted.fetch_add(1, Ordering::SeqCst);
         let mut cuts = state.cuts.subscribe();
+        let mut freezes = state.freezes.subscribe();
         tokio::spawn(async move {
             let Ok(mut server) = TcpStream::connect(upstream).await else {
                 return;
@@ -105,7 +118,12 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                 _ = cuts.changed() => {}
+                _ = freezes.changed() => {
+                    // Silent: hold both sockets, read and write nothing.
+                    let _ = cuts.changed().await;
+                }
             }
+            drop((client, server));
         });
     }
 }
@@ -115,8 +133,9 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn forwards_then_cuts_then_restores() {
+    use std::time::Duration;
+
+    async fn echo_server() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let echo_addr = echo.local_addr().unwrap();
         tokio::spawn(async move {
@@ -132,7 +151,44 @@ mod tests {
                 });
             }
         });
-        let proxy = TcpProxy::start(echo_addr).await;
+        echo_addr
+    }
+
+    #[tokio::test]
+    async fn a_frozen_connection_stays_open_and_silent_while_new_ones_work() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut frozen = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 2];
+        frozen.write_all(b"hi").await.unwrap();
+        frozen.read_exact(&mut buf).await.unwrap();
+
+        proxy.freeze_connections();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        frozen.write_all(b"hi").await.unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), frozen.read(&mut b))
+                .await
+                .is_err(),
+            "no echo and no close while frozen"
+        );
+
+        let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+        fresh.write_all(b"ok").await.unwrap();
+        fresh.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok", "new connections are forwarded");
+
+        proxy.reset_connections();
+        let n = tokio::time::timeout(Duration::from_secs(2), frozen.read(&mut b))
+            .await
+            .expect("a reset closes the frozen connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn forwards_then_cuts_then_restores() {
+        let proxy = TcpProxy::start(echo_server().await).await;
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 2];
@@ -141,7 +197,7 @@ mod tests {
 
         proxy.cut();
         let mut rest = Vec::new();
-        let n = tokio::time::timeout(std::time::Duration::from_secs(2), c.read_to_end(&mut rest))
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut rest))
             .await
             .unwrap()
             .unwrap_or(0);

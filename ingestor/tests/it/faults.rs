@@ -340,3 +340,78 @@ async fn an_ingestor_killed_with_a_full_spool_publishes_it_after_restart() {
     let _ = second.wait().await;
     tap.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_and_nothing_is_lost()
+{
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-ing-silent");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let chans = channels(2);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let ing = Running::start(ingestor::Config {
+        publish_confirm_timeout: Duration::from_secs(2),
+        ..config(
+            &fake,
+            &proxy.url(&rabbit::amqp_url()),
+            &exchange,
+            &chans,
+            &spool,
+        )
+    })
+    .await;
+    fake.wait_joined(&refs, 30).await;
+    let before = privmsgs(&chans, 200, "before");
+    assert_eq!(fake.send_lines(&before), 200);
+    tap.collect_until(30, "the events before the freeze", |g| {
+        g.iter()
+            .filter(|d| d.event.id.starts_with("before-"))
+            .count()
+            >= 200
+    })
+    .await;
+    assert_eq!(
+        ing.metric("chatbus_ingestor_amqp_reconnects_total").await,
+        0.0
+    );
+
+    // The broker connection goes silent: no bytes either way, no close, no
+    // reset. Publishes go into the void and no confirm ever comes back.
+    proxy.freeze_connections();
+    let frozen = privmsgs(&chans, 300, "frozen");
+    assert_eq!(fake.send_lines(&frozen), 300);
+    eventually(30, "the silent connection is given up", || async {
+        (ing.metric("chatbus_ingestor_amqp_reconnects_total").await >= 1.0).then_some(())
+    })
+    .await;
+    let got = tap
+        .collect_until(30, "every event sent into the silent connection", |g| {
+            g.iter()
+                .filter(|d| d.event.id.starts_with("frozen-"))
+                .map(|d| d.event.id.as_str())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= 300
+        })
+        .await;
+    let ids: BTreeSet<&str> = got
+        .iter()
+        .filter(|d| d.event.id.starts_with("frozen-"))
+        .map(|d| d.event.id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 300, "each event arrived (duplicates allowed)");
+    assert!(
+        proxy.accepted() >= 2,
+        "the ingestor opened a new connection"
+    );
+    eventually(30, "everything confirmed", || async {
+        let r: serde_json::Value = serde_json::from_str(&ing.get("/readyz").await.1).ok()?;
+        (r["outbox_unconfirmed"].as_u64()? == 0).then_some(())
+    })
+    .await;
+    ing.stop().await;
+    drop(proxy);
+    tap.cleanup().await;
+}
