@@ -52,22 +52,42 @@ async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
     (secs, n as f64 / secs)
 }
 
-async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f64, f64, f64) {
+/// Wall-clock microseconds since the epoch.
+fn wall_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Latencies of one run, in ms, each sorted: end to end, and split at the
+/// event's `received_at` (stamped by the ingestor when it read the line)
+/// into fake -> ingestor and ingestor -> WebSocket client.
+struct Latencies {
+    total: Vec<f64>,
+    to_ingestor: Vec<f64>,
+    to_client: Vec<f64>,
+}
+
+async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies {
     let total = (rate * seconds) as usize;
     let mut ws = WsClient::connect(stack.consumer.http).await;
     ws.subscribe("lat", &["chat.twitch.*".into()], None).await;
     let prefix = format!("{tag}-");
     let receiver = tokio::spawn(async move {
-        let mut received: HashMap<usize, Instant> = HashMap::with_capacity(total);
+        // message number -> (arrival, arrival wall clock, ingestor's received_at)
+        let mut received: HashMap<usize, (Instant, i64, i64)> = HashMap::with_capacity(total);
         while received.len() < total {
             match ws.read(60).await {
                 WsRead::Frame(f) if f["type"] == "event" => {
+                    let (now, now_wall) = (Instant::now(), wall_us());
                     if let Some(n) = f["event"]["id"]
                         .as_str()
                         .and_then(|id| id.strip_prefix(&prefix))
                         .and_then(|n| n.parse().ok())
                     {
-                        received.insert(n, Instant::now());
+                        let ingested = f["event"]["received_at"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map_or(now_wall, |t| t.timestamp_micros());
+                        received.insert(n, (now, now_wall, ingested));
                     }
                 }
                 WsRead::Frame(_) => {}
@@ -78,12 +98,12 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f
     });
     let batch = (rate / 100).max(1) as usize; // every 10 ms
     let all = testkit::corpus::flood_privmsgs(&stack.channels, total, tag);
-    let mut sent_at: Vec<Instant> = Vec::with_capacity(total);
+    let mut sent_at: Vec<(Instant, i64)> = Vec::with_capacity(total);
     let start = Instant::now();
     for (i, chunk) in all.chunks(batch).enumerate() {
         let due = start + Duration::from_millis(10 * i as u64);
         tokio::time::sleep_until(due.into()).await;
-        let now = Instant::now();
+        let now = (Instant::now(), wall_us());
         stack.fake.send_lines(chunk);
         sent_at.extend(std::iter::repeat_n(now, chunk.len()));
     }
@@ -91,17 +111,31 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> (usize, f
         .await
         .expect("every message reached the WebSocket client")
         .unwrap();
-    let mut ms: Vec<f64> = received
-        .iter()
-        .map(|(n, t)| t.duration_since(sent_at[*n]).as_secs_f64() * 1000.0)
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    (
-        ms.len(),
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        *ms.last().unwrap(),
-    )
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let ms = |us: i64| us as f64 / 1000.0;
+    Latencies {
+        total: sorted(
+            received
+                .iter()
+                .map(|(n, (t, _, _))| t.duration_since(sent_at[*n].0).as_secs_f64() * 1000.0)
+                .collect(),
+        ),
+        to_ingestor: sorted(
+            received
+                .iter()
+                .map(|(n, (_, _, ingested))| ms(ingested - sent_at[*n].1))
+                .collect(),
+        ),
+        to_client: sorted(
+            received
+                .values()
+                .map(|(_, wall, ingested)| ms(wall - ingested))
+                .collect(),
+        ),
+    }
 }
 
 #[tokio::main]
@@ -133,10 +167,34 @@ async fn main() {
     println!(
         "\n| offered rate | messages | p50 | p99 | max |\n| ---: | ---: | ---: | ---: | ---: |"
     );
+    let mut splits = Vec::new();
     for rate in [1_000, 10_000] {
         eprintln!("latency at {rate}/s for {seconds}s ...");
-        let (count, p50, p99, max) = latency(&stack, rate, seconds, &format!("lat{rate}")).await;
-        println!("| {rate}/s | {count} | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |");
+        let l = latency(&stack, rate, seconds, &format!("lat{rate}")).await;
+        println!(
+            "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            l.total.len(),
+            percentile(&l.total, 0.5),
+            percentile(&l.total, 0.99),
+            l.total.last().unwrap()
+        );
+        splits.push((rate, l));
+    }
+    println!(
+        "\n| offered rate | leg (split at the ingestor's received_at) | p50 | p99 | max |\n| ---: | --- | ---: | ---: | ---: |"
+    );
+    for (rate, l) in &splits {
+        for (leg, v) in [
+            ("fake server -> ingestor", &l.to_ingestor),
+            ("ingestor -> WebSocket client", &l.to_client),
+        ] {
+            println!(
+                "| {rate}/s | {leg} | {:.1} ms | {:.1} ms | {:.1} ms |",
+                percentile(v, 0.5),
+                percentile(v, 0.99),
+                v.last().unwrap()
+            );
+        }
     }
 
     println!("\n| process | peak RSS | CPU s |\n| --- | ---: | ---: |");
