@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use common::config::{ConfigError, ServiceConfig};
+use common::config::{ConfigError, ServiceConfig, check_socket_addr};
 use common::oauth::{OAuthConfig, check_url_scheme};
 use common::telemetry::LogFormat;
 use reqwest::Url;
@@ -75,9 +75,7 @@ impl Config {
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.auth_http_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid("auth_http_addr", "must be ip:port"));
-        }
+        check_socket_addr("auth_http_addr", &self.auth_http_addr)?;
         let key = "auth_redirect_url";
         let url = Url::parse(&self.auth_redirect_url)
             .map_err(|e| ConfigError::invalid(key, format!("not a URL ({e})")))?;

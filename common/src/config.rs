@@ -197,6 +197,17 @@ pub fn check_http_url(field: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Checks that `value` is a listen address, `ip:port`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `field`.
+pub fn check_socket_addr(field: &str, value: &str) -> Result<(), ConfigError> {
+    value
+        .parse::<std::net::SocketAddr>()
+        .map(drop)
+        .map_err(|_| ConfigError::invalid(field, "must be ip:port, e.g. 127.0.0.1:8080"))
+}
+
 /// Checks `value` is within `min..=max`.
 ///
 /// # Errors

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use common::Secret;
 use common::amqp::QueueType;
-use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range};
+use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range, check_socket_addr};
 use common::routing::TopicPattern;
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,7 @@ impl ServiceConfig for Config {
         if self.chat_exchange.is_empty() {
             return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
         }
+        check_socket_addr("consumer_http_addr", &self.consumer_http_addr)?;
         crate::store::StoreKind::from_url(&self.database_url)
             .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
         check_range(
@@ -307,6 +308,7 @@ mod tests {
                 "CONSUMER_WS_MAX_FRAME_BYTES",
             ),
             ("CONSUMER_BATCH_WAIT", "0s", "CONSUMER_BATCH_WAIT"),
+            ("CONSUMER_HTTP_ADDR", "localhost", "CONSUMER_HTTP_ADDR"),
             ("CONSUMER_WS_SEND_QUEUE", "10", "CONSUMER_WS_SEND_QUEUE"),
         ] {
             let err = load(&[(key, value)]).unwrap_err();

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Secret;
-use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range, comma_list};
+use common::config::{
+    ConfigError, ServiceConfig, check_amqp_url, check_range, check_socket_addr, comma_list,
+};
 use common::oauth::OAuthConfig;
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
@@ -137,16 +139,7 @@ impl ServiceConfig for Config {
         if self.chat_exchange.is_empty() {
             return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
         }
-        if self
-            .ingestor_http_addr
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
-            return Err(ConfigError::invalid(
-                "ingestor_http_addr",
-                "must be ip:port",
-            ));
-        }
+        check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
         match self.twitch_irc_addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(ConfigError::invalid("twitch_irc_addr", "must be host:port")),
