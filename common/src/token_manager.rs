@@ -53,6 +53,11 @@ pub struct TokenManagerOptions {
     /// First wait after a failed refresh or validation; doubles with each
     /// further failure of the same account, up to `validate_every`.
     pub retry_after: Duration,
+    /// When set, [`TokenManager::run`] looks after this account (its key,
+    /// e.g. `twitch:mybot`) and leaves the store's others to whoever uses
+    /// them. A service that logs in as one account sets it; the auth-server,
+    /// which keeps every account, does not.
+    pub only_account: Option<String>,
 }
 
 impl Default for TokenManagerOptions {
@@ -62,6 +67,7 @@ impl Default for TokenManagerOptions {
             validate_every: Duration::from_secs(3600),
             poll_every: Duration::from_secs(30),
             retry_after: Duration::from_secs(15),
+            only_account: None,
         }
     }
 }
@@ -182,6 +188,16 @@ impl TokenManager {
             .into_values()
             .filter(|t| self.owns(t))
             .collect())
+    }
+
+    /// The accounts [`TokenManager::run`] looks after: every one of the
+    /// provider's, or only [`TokenManagerOptions::only_account`].
+    async fn managed_accounts(&self) -> Result<Vec<StoredToken>, OAuthError> {
+        let mut accounts = self.accounts().await?;
+        if let Some(only) = &self.inner.options.only_account {
+            accounts.retain(|t| t.key() == *only);
+        }
+        Ok(accounts)
     }
 
     /// The key of the first account of this provider's platform, for
@@ -404,7 +420,7 @@ impl TokenManager {
         validated_at_start: &mut std::collections::HashSet<String>,
     ) -> Duration {
         let options = &self.inner.options;
-        let accounts = match self.accounts().await {
+        let accounts = match self.managed_accounts().await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(provider = self.provider().name(), error = %e, "cannot read the token store");
@@ -455,7 +471,7 @@ impl TokenManager {
         let options = &self.inner.options;
         let now = Utc::now();
         let mut next = now + to_chrono(options.poll_every);
-        if let Ok(accounts) = self.accounts().await {
+        if let Ok(accounts) = self.managed_accounts().await {
             for token in accounts.iter().filter(|t| t.status == AccountStatus::Valid) {
                 let due = match failures.get(&token.key()) {
                     Some(b) => Some(b.until),

@@ -23,7 +23,8 @@ use std::time::Duration;
 use anyhow::Context;
 use common::amqp::{Backoff, ConnectOptions, Topology};
 use common::shutdown::{CancellationToken, supervise};
-use common::token_manager::TokenManager;
+use common::token_manager::{TokenManager, TokenManagerOptions};
+use common::token_store::account_key;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -80,7 +81,14 @@ pub async fn run(
         None => IngestorLogin::anonymous(),
         Some(login) => match config.oauth.twitch()? {
             Some(settings) => {
-                let manager = TokenManager::new(config.oauth.token_store(), settings);
+                // Only its own account: others in the store are not ours
+                // to validate or refresh.
+                let options = TokenManagerOptions {
+                    only_account: Some(account_key(common::schema::PLATFORM_TWITCH, login)),
+                    ..TokenManagerOptions::default()
+                };
+                let manager =
+                    TokenManager::with_options(config.oauth.token_store(), settings, options);
                 token_manager = Some(manager.clone());
                 IngestorLogin::managed(manager, login)
             }

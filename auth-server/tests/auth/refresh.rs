@@ -370,3 +370,65 @@ async fn refresh_at_is_honoured_and_tokens_without_expiry_are_never_due() {
     t.expires_at = None;
     assert_eq!(m.refresh_due(&t), None);
 }
+
+#[tokio::test]
+async fn a_manager_limited_to_one_account_leaves_the_others_alone() {
+    let fake = FakeOAuth::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = TokenStore::new(dir.path().join("tokenStore.json"));
+    // Two accounts, both past their refresh point.
+    let (own, own_old) = seed(&store, &fake, secs(100), secs(10));
+    let issued = fake.issue(&["chat:read"]);
+    let mut other = own_old.clone();
+    other.login = "someone_else".into();
+    other.access_token = common::secret::Secret::new(issued.access_token);
+    other.refresh_token = issued.refresh_token.map(common::secret::Secret::new);
+    let other_key = other.key();
+    let other_before = other.clone();
+    store
+        .update(move |f| f.accounts.insert(other.key(), other))
+        .unwrap();
+
+    let m = manager(
+        &store,
+        &fake,
+        TokenManagerOptions {
+            only_account: Some(own.clone()),
+            ..quiet_options()
+        },
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let m = m.clone();
+        let cancel = cancel.clone();
+        async move { m.run(cancel).await }
+    });
+    testkit::eventually(6, "its own account is refreshed", || {
+        let store = store.clone();
+        let own = own.clone();
+        let old = own_old.access_token.clone();
+        async move {
+            let t = store.load().unwrap().accounts.remove(&own)?;
+            (t.access_token != old).then_some(())
+        }
+    })
+    .await;
+    // A few more passes (poll_every is 200 ms) for it to get things wrong.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cancel.cancel();
+    testkit::within(5, "manager stops", task)
+        .await
+        .unwrap()
+        .unwrap();
+    let other_after = store.load().unwrap().accounts.remove(&other_key).unwrap();
+    assert_eq!(
+        other_after.access_token, other_before.access_token,
+        "not refreshed"
+    );
+    assert_eq!(
+        other_after.last_validated_at, other_before.last_validated_at,
+        "not validated"
+    );
+    assert_eq!(other_after.status, AccountStatus::Valid);
+    assert_eq!(fake.stats().refresh_grants, 1, "one refresh: its own");
+}
