@@ -43,20 +43,21 @@ impl LiveEvent {
     /// Encodes `stored` once.
     pub fn new(stored: StoredEvent) -> Arc<Self> {
         let mut tail = String::with_capacity(stored.event.get().len() + 64);
-        tail.push_str("\"cursor\":");
-        tail.push_str(&stored.cursor.to_string());
-        tail.push_str(",\"moderation\":");
-        tail.push_str(
-            &serde_json::to_string(&stored.moderation).expect("moderation always serialises"),
-        );
-        tail.push_str(",\"event\":");
-        tail.push_str(stored.event.get());
-        tail.push('}');
+        push_tail(&mut tail, &stored);
         Arc::new(Self {
             stored,
             tail,
             shared: OnceLock::new(),
         })
+    }
+
+    /// The frame of a history event for one subscription: written straight
+    /// into one buffer, since no other client will reuse it.
+    pub fn history_frame(stored: &StoredEvent, prefix: &str) -> Utf8Bytes {
+        let mut frame = String::with_capacity(prefix.len() + stored.event.get().len() + 64);
+        frame.push_str(prefix);
+        push_tail(&mut frame, stored);
+        Utf8Bytes::from(frame)
     }
 
     /// Its cursor.
@@ -79,6 +80,17 @@ impl LiveEvent {
         let _ = self.shared.set((prefix.to_owned(), frame.clone()));
         frame
     }
+}
+
+/// Appends `"cursor":…,"moderation":…,"event":…}`.
+fn push_tail(out: &mut String, stored: &StoredEvent) {
+    out.push_str("\"cursor\":");
+    out.push_str(&stored.cursor.to_string());
+    out.push_str(",\"moderation\":");
+    out.push_str(&serde_json::to_string(&stored.moderation).expect("moderation always serialises"));
+    out.push_str(",\"event\":");
+    out.push_str(stored.event.get());
+    out.push('}');
 }
 
 /// One event for one subscription of a client.
@@ -330,6 +342,14 @@ mod tests {
         assert_eq!(again.as_str().as_ptr(), frame.as_str().as_ptr());
         let other = e.frame("{\"type\":\"event\",\"sub\":\"t\",");
         assert!(other.as_str().contains("\"sub\":\"t\""));
+    }
+
+    #[test]
+    fn a_history_frame_is_the_live_frame_without_the_cache() {
+        let e = event(9, "a", EventKind::Message);
+        let prefix = "{\"type\":\"event\",\"sub\":\"h\",";
+        let history = LiveEvent::history_frame(&e.stored, prefix);
+        assert_eq!(history.as_str(), e.frame(prefix).as_str());
     }
 
     #[tokio::test]

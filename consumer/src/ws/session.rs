@@ -568,7 +568,7 @@ impl Session {
         for event in page {
             if sub.last.is_none_or(|last| event.cursor > last) {
                 sub.last = Some(event.cursor);
-                frames.push(LiveEvent::new(event).frame(&sub.prefix));
+                frames.push(LiveEvent::history_frame(&event, &sub.prefix));
             }
         }
         if more || *overflowed {
