@@ -208,6 +208,17 @@ pub fn check_socket_addr(field: &str, value: &str) -> Result<(), ConfigError> {
         .map_err(|_| ConfigError::invalid(field, "must be ip:port, e.g. 127.0.0.1:8080"))
 }
 
+/// Checks that a duration setting is not zero.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `field`.
+pub fn check_nonzero(field: &str, value: std::time::Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(field, "must be more than 0"));
+    }
+    Ok(())
+}
+
 /// Checks `value` is within `min..=max`.
 ///
 /// # Errors

@@ -263,7 +263,7 @@ where
 /// per-connection hook, so this is set on the listener: Linux copies
 /// `TCP_NODELAY` to each accepted socket (tested below). Elsewhere it may
 /// not be copied, which costs latency, not correctness.
-pub fn no_delay(listener: &TcpListener) {
+fn no_delay(listener: &TcpListener) {
     if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
         tracing::warn!(error = %e, "cannot set TCP_NODELAY on the listener; small replies may be delayed");
     }

@@ -375,9 +375,7 @@ impl OAuthConfig {
                 "must not be empty",
             ));
         }
-        if self.oauth_timeout.is_zero() {
-            return Err(ConfigError::invalid("oauth_timeout", "must be more than 0"));
-        }
+        crate::config::check_nonzero("oauth_timeout", self.oauth_timeout)?;
         self.providers().map(drop)
     }
 

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use common::Secret;
 use common::amqp::QueueType;
-use common::config::{ConfigError, ServiceConfig, check_amqp_url, check_range, check_socket_addr};
+use common::config::{
+    ConfigError, ServiceConfig, check_amqp_url, check_nonzero, check_range, check_socket_addr,
+};
 use common::routing::TopicPattern;
 use common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
@@ -197,8 +199,8 @@ impl ServiceConfig for Config {
             ),
         ];
         for (field, value) in durations {
-            if value.is_some_and(|d| d.is_zero()) {
-                return Err(ConfigError::invalid(field, "must be greater than zero"));
+            if let Some(value) = value {
+                check_nonzero(field, value)?;
             }
         }
         check_range(

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use common::Secret;
 use common::config::{
-    ConfigError, ServiceConfig, check_amqp_url, check_range, check_socket_addr, comma_list,
+    ConfigError, ServiceConfig, check_amqp_url, check_nonzero, check_range, check_socket_addr,
+    comma_list,
 };
 use common::oauth::OAuthConfig;
 use common::telemetry::LogFormat;
@@ -159,12 +160,7 @@ impl ServiceConfig for Config {
             self.oauth.validate()?;
         }
         check_range("twitch_join_limit", self.twitch_join_limit, 1, 100_000)?;
-        if self.twitch_join_window.is_zero() {
-            return Err(ConfigError::invalid(
-                "twitch_join_window",
-                "must be more than 0",
-            ));
-        }
+        check_nonzero("twitch_join_window", self.twitch_join_window)?;
         check_range(
             "twitch_channels_per_connection",
             self.twitch_channels_per_connection,
@@ -201,12 +197,7 @@ impl ServiceConfig for Config {
             1,
             1_000_000,
         )?;
-        if self.publish_confirm_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "publish_confirm_timeout",
-                "must be more than 0",
-            ));
-        }
+        check_nonzero("publish_confirm_timeout", self.publish_confirm_timeout)?;
         Ok(())
     }
 }

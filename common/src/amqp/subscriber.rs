@@ -376,17 +376,14 @@ impl Delivery {
     /// [`AmqpError`] if the dead-letter publish or the ack fails; the
     /// delivery is then still unacked and will be redelivered.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), AmqpError> {
-        bounded("dead-lettering", async {
-            dead_letter(
-                &self.dead_letters,
-                &self.dead_letter_exchange,
-                &self.queue,
-                &self.raw,
-                reason,
-            )
-            .await
-        })
-        .await
+        let dead = dead_letter(
+            &self.dead_letters,
+            &self.dead_letter_exchange,
+            &self.queue,
+            &self.raw,
+            reason,
+        );
+        bounded("dead-lettering", dead).await
     }
 
     /// The AMQP properties as received.
@@ -422,9 +419,10 @@ impl Delivery {
 }
 
 /// Longest any ack, nack or dead-lettering of this module may take before
-/// it fails with [`AmqpError::Timeout`] and the channel is presumed dead (lapin can leave them pending forever when the server
-/// drops the connection at the wrong moment; amqp-rs/lapin#409). The
-/// broker redelivers whatever was not acked.
+/// it fails with [`AmqpError::Timeout`] and the channel is presumed dead
+/// (lapin can leave them pending forever when the server drops the
+/// connection at the wrong moment; amqp-rs/lapin#409). The broker
+/// redelivers whatever was not acked.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `op` bounded by [`ACK_TIMEOUT`].
