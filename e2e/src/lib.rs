@@ -305,18 +305,9 @@ impl Stack {
 async fn wait_for_queue(amqp_url: &str, queue: &str) {
     let conn = rabbit::connect_to(amqp_url, "e2e-wait-queue").await;
     testkit::eventually(60, "consumer queue declared", || async {
+        // A fresh channel each try: a failed passive declare closes it.
         let ch = conn.create_channel().await.ok()?;
-        ch.queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .ok()
-        .map(drop)
+        rabbit::passive_declare(&ch, queue).await.ok().map(drop)
     })
     .await;
     common::amqp::close(&conn, "queue seen").await;

@@ -207,10 +207,10 @@ pub async fn drain_queue(
 /// Messages in `queue` now, from a passive declare (exact, unlike the
 /// management API's periodically refreshed counts).
 ///
-/// # Panics
-/// If the queue does not exist (the broker then closes `channel`).
-pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
-    channel
+/// # Errors
+/// If the queue does not exist; the broker then closes `channel`.
+pub async fn passive_declare(channel: &lapin::Channel, queue: &str) -> lapin::Result<u32> {
+    let declared = channel
         .queue_declare(
             queue.into(),
             lapin::options::QueueDeclareOptions {
@@ -219,9 +219,18 @@ pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
             },
             lapin::types::FieldTable::default(),
         )
+        .await?;
+    Ok(declared.message_count())
+}
+
+/// [`passive_declare`] of a queue that must exist.
+///
+/// # Panics
+/// If the queue does not exist.
+pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
+    passive_declare(channel, queue)
         .await
         .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
-        .message_count()
 }
 
 /// Deletes a topology's exchanges and queues (for tests that had to declare

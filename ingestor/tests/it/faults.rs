@@ -308,12 +308,7 @@ async fn an_ingestor_killed_with_a_full_spool_publishes_it_after_restart() {
     let mut second = spawn_ingestor(&envs);
     let got = tap
         .collect_until(90, "the spooled events after restart", |g| {
-            g.iter()
-                .filter(|d| d.event.id.starts_with("spooled-"))
-                .map(|d| d.event.id.as_str())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= 3_000
+            ids_with_prefix(g, "spooled-").len() >= 3_000
         })
         .await;
     let ids: BTreeSet<&str> = got
@@ -366,10 +361,7 @@ async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_a
     let before = privmsgs(&chans, 200, "before");
     assert_eq!(fake.send_lines(&before), 200);
     tap.collect_until(30, "the events before the freeze", |g| {
-        g.iter()
-            .filter(|d| d.event.id.starts_with("before-"))
-            .count()
-            >= 200
+        ids_with_prefix(g, "before-").len() >= 200
     })
     .await;
     assert_eq!(
@@ -388,20 +380,14 @@ async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_a
     .await;
     let got = tap
         .collect_until(30, "every event sent into the silent connection", |g| {
-            g.iter()
-                .filter(|d| d.event.id.starts_with("frozen-"))
-                .map(|d| d.event.id.as_str())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= 300
+            ids_with_prefix(g, "frozen-").len() >= 300
         })
         .await;
-    let ids: BTreeSet<&str> = got
-        .iter()
-        .filter(|d| d.event.id.starts_with("frozen-"))
-        .map(|d| d.event.id.as_str())
-        .collect();
-    assert_eq!(ids.len(), 300, "each event arrived (duplicates allowed)");
+    assert_eq!(
+        ids_with_prefix(&got, "frozen-").len(),
+        300,
+        "each event arrived (duplicates allowed)"
+    );
     assert!(
         proxy.accepted() >= 2,
         "the ingestor opened a new connection"

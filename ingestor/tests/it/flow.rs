@@ -260,12 +260,7 @@ async fn a_flood_beyond_the_backlog_limit_pauses_reading_and_loses_nothing() {
                 >= 20_000
         })
         .await;
-    let ids: std::collections::BTreeSet<&str> = got
-        .iter()
-        .map(|d| d.event.id.as_str())
-        .filter(|i| i.starts_with("flood-"))
-        .collect();
-    assert_eq!(ids.len(), 20_000);
+    assert_eq!(ids_with_prefix(&got, "flood-").len(), 20_000);
     let page = ing.get("/metrics").await.1;
     assert!(
         metric_value(&page, "chatbus_ingestor_irc_read_pauses_total") > 0.0,

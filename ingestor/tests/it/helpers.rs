@@ -2,6 +2,7 @@
 //! fake Twitch IRC server and the real RabbitMQ, and reading what it
 //! published.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,6 +80,16 @@ impl Running {
 }
 
 pub(crate) use testkit::metrics::sample_sum as metric_value;
+
+/// The distinct event ids among `deliveries` that start with `prefix`
+/// (redeliveries count once).
+pub(crate) fn ids_with_prefix<'a>(deliveries: &'a [Delivery], prefix: &str) -> BTreeSet<&'a str> {
+    deliveries
+        .iter()
+        .map(|d| d.event.id.as_str())
+        .filter(|id| id.starts_with(prefix))
+        .collect()
+}
 
 /// A queue bound to everything on `exchange` (declared with the
 /// ingestor's own topology arguments), plus cleanup.
