@@ -59,7 +59,8 @@ fn wall_us() -> i64 {
 
 /// Latencies of one run, in ms, each sorted: end to end, and split at the
 /// event's `received_at` (stamped by the ingestor when it read the line)
-/// into fake -> ingestor and ingestor -> WebSocket client.
+/// into fake -> ingestor and ingestor -> WebSocket client. All three come
+/// from the wall clock, which the processes share on this machine.
 struct Latencies {
     total: Vec<f64>,
     to_ingestor: Vec<f64>,
@@ -72,12 +73,12 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
     ws.subscribe("lat", &["chat.twitch.*".into()], None).await;
     let prefix = format!("{tag}-");
     let receiver = tokio::spawn(async move {
-        // message number -> (arrival, arrival wall clock, ingestor's received_at)
-        let mut received: HashMap<usize, (Instant, i64, i64)> = HashMap::with_capacity(total);
+        // message number -> (arrival, the ingestor's received_at), in µs
+        let mut received: HashMap<usize, (i64, i64)> = HashMap::with_capacity(total);
         while received.len() < total {
             match ws.read(60).await {
                 WsRead::Frame(f) if f["type"] == "event" => {
-                    let (now, now_wall) = (Instant::now(), wall_us());
+                    let now = wall_us();
                     if let Some(n) = f["event"]["id"]
                         .as_str()
                         .and_then(|id| id.strip_prefix(&prefix))
@@ -86,8 +87,9 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
                         let ingested = f["event"]["received_at"]
                             .as_str()
                             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map_or(now_wall, |t| t.timestamp_micros());
-                        received.insert(n, (now, now_wall, ingested));
+                            .expect("every event carries received_at")
+                            .timestamp_micros();
+                        received.insert(n, (now, ingested));
                     }
                 }
                 WsRead::Frame(_) => {}
@@ -98,12 +100,12 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
     });
     let batch = (rate / 100).max(1) as usize; // every 10 ms
     let all = testkit::corpus::flood_privmsgs(&stack.channels, total, tag);
-    let mut sent_at: Vec<(Instant, i64)> = Vec::with_capacity(total);
+    let mut sent_at: Vec<i64> = Vec::with_capacity(total);
     let start = Instant::now();
     for (i, chunk) in all.chunks(batch).enumerate() {
         let due = start + Duration::from_millis(10 * i as u64);
         tokio::time::sleep_until(due.into()).await;
-        let now = (Instant::now(), wall_us());
+        let now = wall_us();
         stack.fake.send_lines(chunk);
         sent_at.extend(std::iter::repeat_n(now, chunk.len()));
     }
@@ -111,30 +113,19 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
         .await
         .expect("every message reached the WebSocket client")
         .unwrap();
-    let sorted = |mut v: Vec<f64>| {
+    // One leg of every message, in ms, sorted.
+    let leg = |f: &dyn Fn(i64, i64, i64) -> i64| {
+        let mut v: Vec<f64> = received
+            .iter()
+            .map(|(n, &(arrived, ingested))| f(sent_at[*n], ingested, arrived) as f64 / 1000.0)
+            .collect();
         v.sort_by(f64::total_cmp);
         v
     };
-    let ms = |us: i64| us as f64 / 1000.0;
     Latencies {
-        total: sorted(
-            received
-                .iter()
-                .map(|(n, (t, _, _))| t.duration_since(sent_at[*n].0).as_secs_f64() * 1000.0)
-                .collect(),
-        ),
-        to_ingestor: sorted(
-            received
-                .iter()
-                .map(|(n, (_, _, ingested))| ms(ingested - sent_at[*n].1))
-                .collect(),
-        ),
-        to_client: sorted(
-            received
-                .values()
-                .map(|(_, wall, ingested)| ms(wall - ingested))
-                .collect(),
-        ),
+        total: leg(&|sent, _, arrived| arrived - sent),
+        to_ingestor: leg(&|sent, ingested, _| ingested - sent),
+        to_client: leg(&|_, ingested, arrived| arrived - ingested),
     }
 }
 
@@ -146,15 +137,7 @@ async fn main() {
         channels: 10,
         // Tuning under test is passed through when set.
         ingestor_env: std::iter::once(("INGEST_INCLUDE_RAW".to_owned(), "true".to_owned()))
-            .chain(
-                [
-                    "OUTBOX_MEMORY_EVENTS",
-                    "INGEST_MAX_BACKLOG",
-                    "PUBLISH_MAX_IN_FLIGHT",
-                ]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?))),
-            )
+            .chain(testkit::ingestor_tuning_env())
             .collect(),
         ..Default::default()
     })

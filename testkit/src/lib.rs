@@ -69,6 +69,21 @@ pub fn cli_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// The ingestor tuning set in this process's environment
+/// (`OUTBOX_MEMORY_EVENTS`, `INGEST_MAX_BACKLOG`, `PUBLISH_MAX_IN_FLIGHT`
+/// and the allocator's `MIMALLOC_*`), for a bench to pass to the ingestor
+/// it starts: `OUTBOX_MEMORY_EVENTS=20000 cargo bench ...`.
+pub fn ingestor_tuning_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "OUTBOX_MEMORY_EVENTS" | "INGEST_MAX_BACKLOG" | "PUBLISH_MAX_IN_FLIGHT"
+            ) || k.starts_with("MIMALLOC_")
+        })
+        .collect()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a child process
 /// to bind.
 pub fn free_port() -> u16 {
