@@ -77,8 +77,9 @@ async fn main() {
     eprintln!("generating {n_messages} lines...");
     let lines = testkit::corpus::flood_privmsgs(&channels, n_messages, "bench");
 
+    let payloads = ingestor_payloads(&lines);
     broker_idle().await;
-    let ceiling_before = bare_lapin_ceiling(&conn, &lines).await;
+    let ceiling_before = bare_lapin_ceiling(&conn, &payloads).await;
     broker_idle().await;
 
     let (topology, queue) = bench_queue(&conn, "bench-flood").await;
@@ -102,17 +103,7 @@ async fn main() {
         .env("SPOOL_DIR", spool.path().join("spool"))
         .current_dir(spool.path())
         // Tuning under test, passed through when set.
-        .envs(
-            [
-                "OUTBOX_MEMORY_EVENTS",
-                "INGEST_MAX_BACKLOG",
-                "PUBLISH_MAX_IN_FLIGHT",
-            ]
-            .into_iter()
-            .filter_map(|k| Some((k, std::env::var(k).ok()?))),
-        )
-        // and the allocator's options (MIMALLOC_*), to try its tuning
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
+        .envs(testkit::ingestor_tuning_env())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the ingestor (build it first: cargo bench builds it)");
@@ -197,7 +188,7 @@ async fn main() {
 
     let rate = lines.len() as f64 / elapsed.as_secs_f64();
     broker_idle().await;
-    let ceiling_after = bare_lapin_ceiling(&conn, &lines).await;
+    let ceiling_after = bare_lapin_ceiling(&conn, &payloads).await;
     let ceiling = f64::midpoint(ceiling_before, ceiling_after);
     println!();
     println!(
@@ -265,17 +256,14 @@ async fn broker_idle() {
     eprintln!("RabbitMQ still busy after 60 s; measuring anyway");
 }
 
-/// Confirmed messages per second of a bare lapin publisher sending the
-/// ingestor's payloads for `lines` into a fresh durable queue.
-async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
-    use futures::stream::{FuturesOrdered, StreamExt};
+/// What the ingestor publishes for `lines`, as it is configured in this
+/// bench (its defaults: the raw line included in each event).
+fn ingestor_payloads(lines: &[String]) -> Vec<common::amqp::OutgoingMessage> {
     use ingestor::twitch::normalise::{Normalised, Normaliser};
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 
-    let in_flight_max = in_flight_max();
-    let normaliser = Normaliser::new(false);
+    let normaliser = Normaliser::new(ingestor::Config::default().ingest_include_raw);
     let now = chrono::Utc::now();
-    let messages: Vec<common::amqp::OutgoingMessage> = lines
+    let messages: Vec<_> = lines
         .iter()
         .filter_map(|line| {
             let msg = twitch_irc::message::IRCMessage::parse(line).ok()?;
@@ -286,7 +274,19 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
         })
         .collect();
     assert_eq!(messages.len(), lines.len(), "every flood line normalises");
+    messages
+}
 
+/// Confirmed messages per second of a bare lapin publisher sending
+/// `messages` into a fresh durable queue.
+async fn bare_lapin_ceiling(
+    conn: &lapin::Connection,
+    messages: &[common::amqp::OutgoingMessage],
+) -> f64 {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+    let in_flight_max = in_flight_max();
     let (topology, queue) = bench_queue(conn, "bench-ceiling").await;
     let exchange = &topology.exchange;
     let channel = conn.create_channel().await.unwrap();
@@ -297,14 +297,14 @@ async fn bare_lapin_ceiling(conn: &lapin::Connection, lines: &[String]) -> f64 {
     eprintln!("bare lapin publisher: {} messages...", messages.len());
     let start = Instant::now();
     let mut in_flight = FuturesOrdered::new();
-    for m in &messages {
+    for m in messages {
         let confirm = channel
             .basic_publish(
                 exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 &m.body,
-                m.properties("bench").unwrap(),
+                m.properties(ingestor::publisher::APP_ID).unwrap(),
             )
             .await
             .unwrap();
