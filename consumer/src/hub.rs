@@ -1,30 +1,30 @@
 //! The live hub: fans every committed event out to the live subscriptions
 //! whose [`Selector`] matches.
 //!
-//! * Each client (WebSocket connection) has **one bounded queue**. The hub
-//!   only ever `try_send`s into it: publishing never waits for a client, so
-//!   a slow client cannot slow the others or the AMQP consumer.
-//! * A client whose queue is full is **kicked**: its [`ClientLink`]'s token
-//!   is cancelled and it stops receiving. The session closes the socket
-//!   with a reason that says which cursor to resume from.
+//! * Each client (WebSocket connection) has **one queue, bounded in
+//!   events** ([`ClientLink`]). Publishing never waits for a client, so a
+//!   slow client cannot slow the others or the AMQP consumer.
+//! * A client whose queue is full is **kicked**: it stops receiving and its
+//!   session closes the socket with a reason that says which cursor to
+//!   resume from.
 //! * Subscriptions with equal selectors share one match per event, so
-//!   10,000 overlays on one channel cost one pattern match, not 10,000.
-//! * Each event is encoded once ([`LiveEvent`]); every client reuses the
-//!   bytes.
+//!   10,000 overlays on one channel cost one pattern match, not 10,000;
+//!   and one queue item per published batch, not one per event.
+//! * Each event's WebSocket frame is encoded once ([`LiveEvent`]); every
+//!   client copies the same bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 
 use crate::selector::Selector;
 use crate::store::{Cursor, StoredEvent};
+use crate::ws::frame;
 
 /// A committed event ready to send: the stored event plus its encoded
-/// frame tail, shared by every client.
+/// frame, shared by every client.
 #[derive(Debug)]
 pub struct LiveEvent {
     /// The event.
@@ -32,11 +32,12 @@ pub struct LiveEvent {
     /// `"cursor":…,"moderation":…,"event":…}`: everything of an event frame
     /// after the subscription id.
     tail: String,
-    /// The whole frame for the first subscription id it was built for.
-    /// Clients usually name their subscriptions alike (the web page always
-    /// says `chat`), so 10,000 of them share one buffer instead of building
-    /// 10,000 copies.
-    shared: OnceLock<(String, Utf8Bytes)>,
+    /// The whole WebSocket frame, header included, for the first
+    /// subscription id it was built for, with that id's prefix. Clients
+    /// usually name their subscriptions alike (the web page always says
+    /// `chat`), so 10,000 of them copy one frame instead of building
+    /// 10,000.
+    shared: OnceLock<(String, Box<[u8]>)>,
 }
 
 impl LiveEvent {
@@ -51,13 +52,13 @@ impl LiveEvent {
         })
     }
 
-    /// The frame of a history event for one subscription: written straight
-    /// into one buffer, since no other client will reuse it.
-    pub fn history_frame(stored: &StoredEvent, prefix: &str) -> Utf8Bytes {
-        let mut frame = String::with_capacity(prefix.len() + stored.event.get().len() + 64);
-        frame.push_str(prefix);
-        push_tail(&mut frame, stored);
-        Utf8Bytes::from(frame)
+    /// Appends the WebSocket frame of a history event for one
+    /// subscription to `out`: built straight into it, since no other
+    /// client will reuse it.
+    pub fn write_history_frame(stored: &StoredEvent, prefix: &str, out: &mut Vec<u8>) {
+        let mut tail = String::with_capacity(stored.event.get().len() + 64);
+        push_tail(&mut tail, stored);
+        frame::push_text(out, &[prefix, &tail]);
     }
 
     /// Its cursor.
@@ -65,20 +66,20 @@ impl LiveEvent {
         self.stored.cursor
     }
 
-    /// The frame for one subscription: `prefix` is
-    /// `{"type":"event","sub":"<id>",` (see `ws::protocol`). Cheap to clone.
-    pub fn frame(&self, prefix: &str) -> Utf8Bytes {
-        if let Some((shared_prefix, frame)) = self.shared.get()
-            && shared_prefix == prefix
-        {
-            return frame.clone();
+    /// Appends the WebSocket frame of this event for one subscription to
+    /// `out`; `prefix` is `{"type":"event","sub":"<id>",` (see
+    /// `ws::protocol`).
+    pub fn write_frame(&self, prefix: &str, out: &mut Vec<u8>) {
+        let (shared_prefix, shared) = self.shared.get_or_init(|| {
+            let mut frame = Vec::with_capacity(prefix.len() + self.tail.len() + 10);
+            frame::push_text(&mut frame, &[prefix, &self.tail]);
+            (prefix.to_owned(), frame.into_boxed_slice())
+        });
+        if shared_prefix == prefix {
+            out.extend_from_slice(shared);
+        } else {
+            frame::push_text(out, &[prefix, &self.tail]);
         }
-        let mut frame = String::with_capacity(prefix.len() + self.tail.len());
-        frame.push_str(prefix);
-        frame.push_str(&self.tail);
-        let frame = Utf8Bytes::from(frame);
-        let _ = self.shared.set((prefix.to_owned(), frame.clone()));
-        frame
     }
 }
 
@@ -93,49 +94,89 @@ fn push_tail(out: &mut String, stored: &StoredEvent) {
     out.push('}');
 }
 
-/// One event for one subscription of a client.
+/// What the hub hands a client's session.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The client's subscription slot.
-    pub slot: u32,
-    /// The event.
-    pub event: Arc<LiveEvent>,
+pub enum Outgoing {
+    /// Events of one published batch for one subscription of the client,
+    /// in cursor order; shared by every client with an equal selector.
+    Events {
+        /// The client's subscription slot.
+        slot: u32,
+        /// The events.
+        events: Arc<[Arc<LiveEvent>]>,
+    },
+    /// The client was too slow and is given up: wakes its session, which
+    /// also checks [`ClientLink::is_kicked`] before every write.
+    Kicked,
 }
 
-/// The hub's side of one client: its bounded queue and its kick switch.
+/// The hub's side of one client: its queue and its kick switch.
+///
+/// The queue is bounded in events, not in items: each published batch is
+/// one item per subscription, and the link counts the events queued in
+/// it. The hub never waits on it: a client whose count would pass the
+/// capacity is kicked instead.
 #[derive(Debug)]
 pub struct ClientLink {
-    tx: mpsc::Sender<Outgoing>,
-    /// Checked by the hub for every event: an atomic, not the token's lock.
-    kicked_flag: AtomicBool,
-    kicked: CancellationToken,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    /// Events in the queue, counted up by the hub and down by the session.
+    queued: AtomicUsize,
+    capacity: usize,
+    /// Checked by the hub for every batch and by the session for every
+    /// write.
+    kicked: AtomicBool,
 }
 
 impl ClientLink {
     /// A link with a queue of `capacity` events; the receiver goes to the
     /// client's session.
-    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
                 tx,
-                kicked_flag: AtomicBool::new(false),
-                kicked: CancellationToken::new(),
+                queued: AtomicUsize::new(0),
+                capacity: capacity.max(1),
+                kicked: AtomicBool::new(false),
             }),
             rx,
         )
     }
 
-    /// Cancelled when the hub gave up on this client (its queue was full).
-    pub fn kicked(&self) -> &CancellationToken {
-        &self.kicked
+    /// Whether the hub gave up on this client (its queue was full).
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Relaxed)
+    }
+
+    /// The session took `events` events out of the queue.
+    pub fn taken(&self, events: usize) {
+        self.queued.fetch_sub(events, Ordering::Relaxed);
     }
 
     fn kick(&self) {
-        if !self.kicked_flag.swap(true, Ordering::Relaxed) {
-            self.kicked.cancel();
+        if !self.kicked.swap(true, Ordering::Relaxed) {
+            let _ = self.tx.send(Outgoing::Kicked);
             metrics::counter!("chatbus_consumer_ws_lagged_total").increment(1);
         }
+    }
+
+    /// Queues `events` for `slot`, or kicks the client if they do not fit.
+    /// Returns how many were queued.
+    fn offer(&self, slot: u32, events: &Arc<[Arc<LiveEvent>]>) -> usize {
+        if self.is_kicked() {
+            return 0;
+        }
+        let n = events.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.capacity {
+            self.kick();
+            return 0;
+        }
+        let outgoing = Outgoing::Events {
+            slot,
+            events: Arc::clone(events),
+        };
+        // A send error means the session ended; its registrations go with it.
+        self.tx.send(outgoing).map_or(0, |()| n)
     }
 }
 
@@ -254,33 +295,17 @@ impl Hub {
         let mut delivered = 0;
         {
             let state = self.state.lock().expect("hub lock");
-            let mut matching = Vec::with_capacity(events.len());
             for (selector, members) in &state.groups {
-                matching.clear();
-                matching.extend(
-                    events
-                        .iter()
-                        .filter(|e| selector.matches(&e.stored.routing_key, e.stored.kind)),
-                );
+                let matching: Arc<[Arc<LiveEvent>]> = events
+                    .iter()
+                    .filter(|e| selector.matches(&e.stored.routing_key, e.stored.kind))
+                    .cloned()
+                    .collect();
                 if matching.is_empty() {
                     continue;
                 }
                 for member in members.values() {
-                    for event in &matching {
-                        if member.client.kicked_flag.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let outgoing = Outgoing {
-                            slot: member.slot,
-                            event: Arc::clone(event),
-                        };
-                        match member.client.tx.try_send(outgoing) {
-                            Ok(()) => delivered += 1,
-                            Err(mpsc::error::TrySendError::Full(_)) => member.client.kick(),
-                            // The session ended; its registrations go with it.
-                            Err(mpsc::error::TrySendError::Closed(_)) => break,
-                        }
-                    }
+                    delivered += member.client.offer(member.slot, &matching);
                 }
             }
         }
@@ -328,28 +353,51 @@ mod tests {
         Selector::new(vec![TopicPattern::parse(pattern).unwrap()], vec![])
     }
 
+    /// Every (slot, cursor) queued for a client, in order; a kick shows
+    /// as `None`.
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Option<(u32, i64)>> {
+        let mut got = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            match out {
+                Outgoing::Events { slot, events } => {
+                    got.extend(events.iter().map(|e| Some((slot, e.cursor().get()))));
+                }
+                Outgoing::Kicked => got.push(None),
+            }
+        }
+        got
+    }
+
     #[test]
     fn frames_are_complete_json() {
         let e = event(7, "a", EventKind::Message);
-        let frame = e.frame("{\"type\":\"event\",\"sub\":\"s\",");
-        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        let mut out = Vec::new();
+        e.write_frame("{\"type\":\"event\",\"sub\":\"s\",", &mut out);
+        // The same prefix copies the shared frame; another one gets its own.
+        e.write_frame("{\"type\":\"event\",\"sub\":\"s\",", &mut out);
+        e.write_frame("{\"type\":\"event\",\"sub\":\"t\",", &mut out);
+        let frames = frame::tests::texts(&out);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0], frames[1]);
+        let v: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
         assert_eq!(v["cursor"], 7);
         assert_eq!(v["sub"], "s");
         assert_eq!(v["event"]["n"], 7);
         assert!(v["moderation"].is_null());
-        // The same prefix shares the buffer; another one gets its own.
-        let again = e.frame("{\"type\":\"event\",\"sub\":\"s\",");
-        assert_eq!(again.as_str().as_ptr(), frame.as_str().as_ptr());
-        let other = e.frame("{\"type\":\"event\",\"sub\":\"t\",");
-        assert!(other.as_str().contains("\"sub\":\"t\""));
+        let v: serde_json::Value = serde_json::from_str(&frames[2]).unwrap();
+        assert_eq!(v["sub"], "t");
+        assert_eq!(v["event"]["n"], 7);
     }
 
     #[test]
     fn a_history_frame_is_the_live_frame_without_the_cache() {
         let e = event(9, "a", EventKind::Message);
         let prefix = "{\"type\":\"event\",\"sub\":\"h\",";
-        let history = LiveEvent::history_frame(&e.stored, prefix);
-        assert_eq!(history.as_str(), e.frame(prefix).as_str());
+        let mut history = Vec::new();
+        LiveEvent::write_history_frame(&e.stored, prefix, &mut history);
+        let mut live = Vec::new();
+        e.write_frame(prefix, &mut live);
+        assert_eq!(history, live);
     }
 
     #[tokio::test]
@@ -363,30 +411,48 @@ mod tests {
             let channel = if n % 2 == 0 { "a" } else { "b" };
             hub.publish(&event(n, channel, EventKind::Message));
         }
-        let got: Vec<_> = std::iter::from_fn(|| rx_a.try_recv().ok())
-            .map(|o| (o.slot, o.event.cursor().get()))
-            .collect();
-        assert_eq!(got, [(0, 2), (0, 4)]);
-        let got: Vec<_> = std::iter::from_fn(|| rx_b.try_recv().ok())
-            .map(|o| (o.slot, o.event.cursor().get()))
-            .collect();
-        assert_eq!(got, [(3, 1), (3, 3)]);
+        assert_eq!(drain(&mut rx_a), [Some((0, 2)), Some((0, 4))]);
+        assert_eq!(drain(&mut rx_b), [Some((3, 1)), Some((3, 3))]);
     }
 
     #[tokio::test]
     async fn a_full_queue_kicks_only_that_client_and_never_blocks() {
         let hub = Hub::new();
-        let (slow, _rx_slow) = ClientLink::new(2);
+        let (slow, mut rx_slow) = ClientLink::new(2);
         let (fast, mut rx_fast) = ClientLink::new(100);
         let _r1 = hub.register(selector("chat.#"), 0, slow.clone());
         let _r2 = hub.register(selector("chat.#"), 0, fast.clone());
         for n in 1..=50 {
             hub.publish(&event(n, "a", EventKind::Message));
         }
-        assert!(slow.kicked().is_cancelled());
-        assert!(!fast.kicked().is_cancelled());
-        let got = std::iter::from_fn(|| rx_fast.try_recv().ok()).count();
-        assert_eq!(got, 50);
+        assert!(slow.is_kicked());
+        assert!(!fast.is_kicked());
+        // Two fitted, the third kicked it, and nothing came after the kick.
+        assert_eq!(drain(&mut rx_slow), [Some((0, 1)), Some((0, 2)), None]);
+        assert_eq!(drain(&mut rx_fast).len(), 50);
+    }
+
+    #[tokio::test]
+    async fn taking_events_makes_room_in_the_queue() {
+        let hub = Hub::new();
+        let (client, mut rx) = ClientLink::new(3);
+        let _r = hub.register(selector("chat.#"), 0, client.clone());
+        for round in 0..10 {
+            let batch: Vec<_> = (1..=3)
+                .map(|n| event(round * 3 + n, "a", EventKind::Message))
+                .collect();
+            assert_eq!(hub.publish_all(&batch), 3);
+            let got = drain(&mut rx);
+            assert_eq!(got.len(), 3);
+            client.taken(got.len());
+        }
+        assert!(!client.is_kicked());
+        // Not taken: the next batch does not fit.
+        hub.publish(&event(31, "a", EventKind::Message));
+        hub.publish(&event(32, "a", EventKind::Message));
+        hub.publish(&event(33, "a", EventKind::Message));
+        hub.publish(&event(34, "a", EventKind::Message));
+        assert!(client.is_kicked());
     }
 
     #[tokio::test]
@@ -400,13 +466,14 @@ mod tests {
             .map(|n| event(n, if n % 2 == 0 { "a" } else { "b" }, EventKind::Message))
             .collect();
         assert_eq!(hub.publish_all(&batch), 6);
-        let got = |rx: &mut mpsc::Receiver<Outgoing>| {
-            std::iter::from_fn(|| rx.try_recv().ok())
-                .map(|o| o.event.cursor().get())
-                .collect::<Vec<_>>()
+        // One queue item per client for the whole batch.
+        assert_eq!(rx_a.len(), 1);
+        assert_eq!(rx_b.len(), 1);
+        let cursors = |got: Vec<Option<(u32, i64)>>| -> Vec<i64> {
+            got.into_iter().map(|g| g.unwrap().1).collect()
         };
-        assert_eq!(got(&mut rx_a), [2, 4]);
-        assert_eq!(got(&mut rx_b), [1, 2, 3, 4]);
+        assert_eq!(cursors(drain(&mut rx_a)), [2, 4]);
+        assert_eq!(cursors(drain(&mut rx_b)), [1, 2, 3, 4]);
         assert_eq!(hub.last_published(), Cursor::new(4));
     }
 

@@ -2,6 +2,7 @@
 //! [`protocol`] and documented in `docs/websocket.md`; one connection is a
 //! [`session`].
 
+pub(crate) mod frame;
 pub mod protocol;
 mod session;
 
@@ -124,7 +125,8 @@ impl WsQuery {
 /// memory per connection and a memset of that size per read.
 const READ_BUFFER: usize = 4096;
 /// Bytes of outgoing frames tungstenite collects before writing to the
-/// socket (the session flushes after each burst anyway).
+/// socket. It writes only pongs and the close frame: the session encodes
+/// and writes everything else itself (see [`frame`]).
 const WRITE_BUFFER: usize = 16 * 1024;
 
 impl WsSettings {

@@ -15,10 +15,11 @@
 //!
 //! # Writing
 //!
-//! Handlers only queue frames; after each wake-up the session writes what
-//! is queued and flushes once, under one `CONSUMER_WS_WRITE_TIMEOUT`. Live
-//! events already waiting are taken in bursts, so a client that is a little
-//! behind gets several frames per write.
+//! Handlers only append frames to one buffer, encoded by [`super::frame`];
+//! after each wake-up the session writes the buffer in one go, under one
+//! `CONSUMER_WS_WRITE_TIMEOUT`. Live events already waiting are taken in
+//! bursts, so a client that is a little behind gets several frames per
+//! write. tungstenite reads, answers pings and does the closing handshake.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -28,15 +29,17 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message};
 use warp::hyper::upgrade::Upgraded;
 
 use super::WsContext;
+use super::frame;
 use super::protocol::{
     CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_TOO_BIG, ClientFrame, History, Limits, PROTOCOL_VERSION,
     Refusal, ServerFrame, Subscription, event_prefix,
@@ -52,6 +55,9 @@ pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 const HISTORY_PAGE: usize = 500;
 /// Queued live events taken in one go.
 const WRITE_BURST: usize = 64;
+/// A write buffer that grew past this is freed once written, so an idle
+/// connection does not keep a burst's worth of memory.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 type HistoryFuture =
     Pin<Box<dyn Future<Output = (u32, Result<Vec<StoredEvent>, StoreError>)> + Send>>;
@@ -112,7 +118,6 @@ struct Sub {
 
 /// What woke the session up.
 enum Wake {
-    Kicked,
     Shutdown,
     Inbound(Option<Result<Message, tungstenite::Error>>),
     Queue(Option<Outgoing>),
@@ -131,8 +136,8 @@ struct Session {
     next_auto_name: u32,
     waiting: VecDeque<u32>,
     last_heard: Instant,
-    /// Frames to write at the end of this wake-up.
-    out: Vec<Message>,
+    /// Frames to write at the end of this wake-up, encoded.
+    out: Vec<u8>,
 }
 
 struct ConnectionGauge;
@@ -174,7 +179,7 @@ pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Sub
 impl Session {
     async fn drive(
         &mut self,
-        mut queue: mpsc::Receiver<Outgoing>,
+        mut queue: mpsc::UnboundedReceiver<Outgoing>,
         initial: Option<Subscription>,
     ) -> End {
         let s = self.ctx.settings;
@@ -198,11 +203,13 @@ impl Session {
         let mut history: Option<HistoryFuture> = None;
         // Made once: a `cancelled()` future made per wake-up registers
         // with the token anew every time.
-        let kicked = self.client.kicked().clone().cancelled_owned();
         let shutdown = self.ctx.shutdown.clone().cancelled_owned();
-        tokio::pin!(kicked, shutdown);
+        tokio::pin!(shutdown);
 
         loop {
+            if self.client.is_kicked() {
+                return End::Lagged;
+            }
             if let Err(end) = self.send_out().await {
                 return end;
             }
@@ -213,7 +220,6 @@ impl Session {
             }
             let wake = tokio::select! {
                 biased;
-                () = &mut kicked => Wake::Kicked,
                 () = &mut shutdown => Wake::Shutdown,
                 // Inbound first: pongs must be seen even while events flow.
                 msg = self.socket.next() => Wake::Inbound(msg),
@@ -225,14 +231,14 @@ impl Session {
                 _ = ping.tick() => Wake::Ping,
             };
             let step = match wake {
-                Wake::Kicked | Wake::Queue(None) => Err(End::Lagged),
+                Wake::Queue(None | Some(Outgoing::Kicked)) => Err(End::Lagged),
                 Wake::Shutdown => Err(End::Shutdown),
                 Wake::Inbound(msg) => self.inbound(msg),
                 Wake::Queue(Some(out)) => {
-                    self.dispatch(out);
-                    for _ in 1..WRITE_BURST {
+                    let mut taken = self.dispatch(out);
+                    while taken < WRITE_BURST {
                         match queue.try_recv() {
-                            Ok(out) => self.dispatch(out),
+                            Ok(out) => taken += self.dispatch(out),
                             Err(_) => break,
                         }
                     }
@@ -269,31 +275,35 @@ impl Session {
             End::ClientClosed => None,
             End::PingTimeout | End::WriteFailed | End::ReadFailed => return,
         };
-        self.out
-            .push(Message::Close(close.map(|(code, reason)| CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            })));
         // A lagging client gets as long as any write to read what is queued
-        // and see why it is closed.
-        if self.send_out().await.is_ok() {
-            let _ = tokio::time::timeout(self.ctx.settings.write_timeout, self.socket.close(None))
-                .await;
+        // and see why it is closed. The close frame goes through
+        // tungstenite, after the session's own bytes, so that it knows the
+        // closing handshake has begun.
+        if self.send_out().await.is_err() {
+            return;
+        }
+        let close = Message::Close(close.map(|(code, reason)| CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }));
+        let timeout = self.ctx.settings.write_timeout;
+        if let Ok(Ok(())) = tokio::time::timeout(timeout, self.socket.send(close)).await {
+            let _ = tokio::time::timeout(timeout, self.socket.close(None)).await;
         }
     }
 
-    /// Writes the queued frames and flushes, all within the write timeout.
+    /// Writes the buffered frames, all within the write timeout.
     async fn send_out(&mut self) -> Result<(), End> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let frames = std::mem::take(&mut self.out);
         let socket = &mut self.socket;
+        let bytes = &self.out;
         let write = async move {
-            for frame in frames {
-                socket.feed(frame).await?;
-            }
-            socket.flush().await
+            // An automatic pong tungstenite could not finish writing must
+            // not be cut in two by these frames: it goes first.
+            socket.flush().await.map_err(std::io::Error::other)?;
+            socket.get_mut().write_all(bytes).await
         };
         tokio::pin!(write);
         // Usually the socket takes it all at once: the timer (an insert and
@@ -305,15 +315,20 @@ impl Session {
                 Err(_) => return Err(End::WriteFailed),
             },
         };
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
         written.map_err(|_| End::WriteFailed)
     }
 
-    fn text(&mut self, text: String) {
-        self.out.push(Message::Text(text.into()));
+    fn text(&mut self, text: &str) {
+        frame::push_text(&mut self.out, &[text]);
     }
 
     fn frame(&mut self, frame: &ServerFrame<'_>) {
-        self.text(frame.to_text());
+        self.text(&frame.to_text());
     }
 
     fn error(&mut self, sub: Option<&str>, refusal: &Refusal) {
@@ -328,7 +343,7 @@ impl Session {
         if self.last_heard.elapsed() > every * 2 {
             return Err(End::PingTimeout);
         }
-        self.out.push(Message::Ping(Bytes::new()));
+        frame::push_ping(&mut self.out);
         Ok(())
     }
 
@@ -440,7 +455,7 @@ impl Session {
             history: subscription.history,
         }
         .to_text();
-        self.text(frame);
+        self.text(&frame);
         if matches!(phase, Phase::History { .. }) {
             self.waiting.push_back(slot);
         }
@@ -476,12 +491,17 @@ impl Session {
         }
     }
 
-    /// One live event from the hub.
-    fn dispatch(&mut self, out: Outgoing) {
+    /// Live events from the hub; returns how many were taken.
+    fn dispatch(&mut self, out: Outgoing) -> usize {
+        let Outgoing::Events { slot, events } = out else {
+            // The kick is seen at the top of the loop.
+            return 0;
+        };
+        self.client.taken(events.len());
         let capacity = self.ctx.settings.send_queue;
-        // Unsubscribed since it was queued: drop it.
-        let Some(sub) = self.subs.get_mut(&out.slot) else {
-            return;
+        // Unsubscribed since it was queued: drop them.
+        let Some(sub) = self.subs.get_mut(&slot) else {
+            return events.len();
         };
         match &mut sub.phase {
             Phase::History {
@@ -489,23 +509,27 @@ impl Session {
                 overflowed,
                 ..
             } => {
-                if pending.len() >= capacity {
-                    // The store has them all; history will read them.
-                    pending.clear();
-                    *overflowed = true;
+                for event in events.iter() {
+                    if pending.len() >= capacity {
+                        // The store has them all; history will read them.
+                        pending.clear();
+                        *overflowed = true;
+                    }
+                    pending.push_back(Arc::clone(event));
                 }
-                pending.push_back(out.event);
             }
             Phase::Live => {
-                let cursor = out.event.cursor();
-                if sub.last.is_some_and(|last| cursor <= last) {
-                    return;
+                for event in events.iter() {
+                    let cursor = event.cursor();
+                    if sub.last.is_some_and(|last| cursor <= last) {
+                        continue;
+                    }
+                    sub.last = Some(cursor);
+                    event.write_frame(&sub.prefix, &mut self.out);
                 }
-                sub.last = Some(cursor);
-                let frame = out.event.frame(&sub.prefix);
-                self.out.push(Message::Text(frame));
             }
         }
+        events.len()
     }
 
     fn history_query(&self, slot: u32) -> Option<HistoryFuture> {
@@ -564,11 +588,10 @@ impl Session {
             }
             None => page.len() == HISTORY_PAGE,
         };
-        let mut frames: Vec<Utf8Bytes> = Vec::with_capacity(page.len() + pending.len() + 1);
         for event in page {
             if sub.last.is_none_or(|last| event.cursor > last) {
                 sub.last = Some(event.cursor);
-                frames.push(LiveEvent::history_frame(&event, &sub.prefix));
+                LiveEvent::write_history_frame(&event, &sub.prefix, &mut self.out);
             }
         }
         if more || *overflowed {
@@ -577,22 +600,19 @@ impl Session {
             *overflowed = false;
             self.waiting.push_back(slot);
         } else {
-            frames.push(
-                ServerFrame::Live {
-                    sub: &sub.name,
-                    cursor: sub.last,
-                }
-                .to_text()
-                .into(),
-            );
+            let live = ServerFrame::Live {
+                sub: &sub.name,
+                cursor: sub.last,
+            }
+            .to_text();
+            frame::push_text(&mut self.out, &[&live]);
             for event in pending.drain(..) {
                 if sub.last.is_none_or(|last| event.cursor() > last) {
                     sub.last = Some(event.cursor());
-                    frames.push(event.frame(&sub.prefix));
+                    event.write_frame(&sub.prefix, &mut self.out);
                 }
             }
             sub.phase = Phase::Live;
         }
-        self.out.extend(frames.into_iter().map(Message::Text));
     }
 }
