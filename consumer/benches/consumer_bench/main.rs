@@ -26,6 +26,8 @@ use common::amqp::{OutgoingMessage, Publisher, Subscriber, Topology};
 use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use testkit::events;
+
+mod raw_client;
 use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -68,6 +70,9 @@ enum Bench {
         /// to fill; also how many events reach a client per write).
         #[arg(long, default_value = "20ms")]
         batch_wait: String,
+        /// The WebSocket client the benchmark runs.
+        #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
+        client: ClientKind,
     },
 }
 
@@ -90,7 +95,8 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
                 batch_wait,
-            } => fanout(clients, rate, seconds, &batch_wait).await,
+                client,
+            } => fanout(clients, rate, seconds, &batch_wait, client).await,
         }
     })
 }
@@ -243,6 +249,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Bytes a bench client reads per call. tungstenite's default (128 KiB,
+/// zeroed before every read) would make the clients, not the server, the
+/// bottleneck; 4 KiB took several reads for one burst of frames.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
+/// What precedes the publish time (µs since the epoch) in a frame.
+const SENT_AT: &[u8] = b"\"text\":\"bench ";
+
 /// What one client saw.
 #[derive(Default)]
 struct ClientResult {
@@ -250,7 +264,138 @@ struct ClientResult {
     closed: Option<u16>,
 }
 
-async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> anyhow::Result<()> {
+impl ClientResult {
+    /// Records the latency of the event in `frame`, if it is one.
+    fn record(&mut self, sent_at: &memchr::memmem::Finder<'_>, frame: &[u8]) {
+        let now = now_micros();
+        if let Some(at) = sent_at.find(frame)
+            && let Some(sent) = frame[at + SENT_AT.len()..]
+                .split(|b| *b == b' ')
+                .next()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        {
+            let us = now.saturating_sub(sent);
+            self.latencies_us
+                .push(u32::try_from(us).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+/// Which WebSocket client the fan-out benchmark runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ClientKind {
+    /// `raw_client`: parses frames in place; the default, as it leaves
+    /// the shared cores to the consumer.
+    Raw,
+    /// tokio-tungstenite, as the benchmark used before.
+    Tungstenite,
+}
+
+/// One connected, subscribed bench client.
+enum BenchClient {
+    Raw(raw_client::RawClient),
+    Tungstenite(
+        Box<
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+        >,
+    ),
+}
+
+impl BenchClient {
+    /// Connects and waits for the welcome and subscribed frames.
+    async fn connect(kind: ClientKind, addr: &str, path: &str) -> anyhow::Result<Self> {
+        match kind {
+            ClientKind::Raw => {
+                let mut client = raw_client::RawClient::connect(addr, path).await?;
+                let deadline = tokio::time::sleep(Duration::from_secs(30));
+                tokio::pin!(deadline);
+                let mut frames = 0;
+                match client
+                    .read_texts(&mut deadline, |_| {
+                        frames += 1;
+                        frames < 2
+                    })
+                    .await?
+                {
+                    raw_client::Ended::Done => Ok(Self::Raw(client)),
+                    _ => bail!("closed before it was subscribed"),
+                }
+            }
+            ClientKind::Tungstenite => {
+                // See CLIENT_READ_BUFFER.
+                let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+                let url = format!("ws://{addr}{path}");
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+                for _ in 0..2 {
+                    ws.next().await.context("closed early")??;
+                }
+                Ok(Self::Tungstenite(Box::new(ws)))
+            }
+        }
+    }
+
+    /// Reads until `expected` events came, the server closed or `limit`
+    /// passed.
+    async fn receive(self, expected: usize, limit: Duration) -> ClientResult {
+        // Built once per client: a search set up per frame cost the
+        // clients more than the scan itself.
+        let sent_at = memchr::memmem::Finder::new(SENT_AT);
+        let mut result = ClientResult {
+            latencies_us: Vec::with_capacity(expected),
+            closed: None,
+        };
+        // One timer for the whole run: a timeout per read would put a
+        // million timer-wheel inserts a second on the shared cores.
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        match self {
+            Self::Raw(mut client) => {
+                let ended = client
+                    .read_texts(&mut deadline, |frame| {
+                        result.record(&sent_at, frame);
+                        result.latencies_us.len() < expected
+                    })
+                    .await;
+                if let Ok(raw_client::Ended::Closed(code)) = ended {
+                    result.closed = Some(code);
+                }
+            }
+            Self::Tungstenite(mut ws) => {
+                while result.latencies_us.len() < expected {
+                    let msg = tokio::select! {
+                        biased;
+                        next = ws.next() => match next {
+                            Some(Ok(msg)) => msg,
+                            Some(Err(_)) | None => break,
+                        },
+                        () = &mut deadline => break,
+                    };
+                    match msg {
+                        Message::Text(text) => result.record(&sent_at, text.as_bytes()),
+                        Message::Close(frame) => {
+                            result.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = ws.close(None).await;
+            }
+        }
+        result
+    }
+}
+
+async fn fanout(
+    clients: usize,
+    rate: u32,
+    seconds: u64,
+    batch_wait: &str,
+    client: ClientKind,
+) -> anyhow::Result<()> {
     let exchange = unique("bench-fanout");
     let topology = Topology::named(&exchange);
     let queue = unique("bench-fanout-q");
@@ -299,35 +444,22 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
     let rss_before = rss(pid)?;
 
     // Connect every client (in waves) and wait for each to be subscribed.
-    let url = format!("ws://{addr}/ws?sub=b&patterns=chat.twitch.bench");
+    let path = "/ws?sub=b&patterns=chat.twitch.bench";
     let expected = (u64::from(rate) * seconds) as usize;
     let connect_started = Instant::now();
     let mut sockets = Vec::with_capacity(clients);
     for wave in 0..clients.div_ceil(250) {
         let count = 250.min(clients - wave * 250);
-        let batch = futures::future::join_all((0..count).map(|_| {
-            let url = url.clone();
-            async move {
-                // Small read buffers: tungstenite's default (128 KiB, zeroed on
-                // every read) would make the clients, not the server, the
-                // bottleneck.
-                let config = WebSocketConfig::default().read_buffer_size(4096);
-                let (mut ws, _) =
-                    tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-                // welcome, subscribed
-                for _ in 0..2 {
-                    ws.next().await.context("closed early")??;
-                }
-                anyhow::Ok(ws)
-            }
-        }))
+        let batch = futures::future::join_all(
+            (0..count).map(|_| BenchClient::connect(client, &addr, path)),
+        )
         .await;
-        for ws in batch {
-            sockets.push(ws?);
+        for socket in batch {
+            sockets.push(socket?);
         }
     }
     println!(
-        "{clients} clients connected and subscribed in {:.1} s",
+        "{clients} {client:?} clients connected and subscribed in {:.1} s",
         connect_started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -335,49 +467,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
 
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|mut ws| {
-            tokio::spawn(async move {
-                let mut result = ClientResult {
-                    latencies_us: Vec::with_capacity(expected),
-                    closed: None,
-                };
-                // One timer for the whole run: a timeout per read would put
-                // a million timer-wheel inserts a second on the shared cores.
-                let deadline = tokio::time::sleep(Duration::from_secs(seconds + 30));
-                tokio::pin!(deadline);
-                while result.latencies_us.len() < expected {
-                    let msg = tokio::select! {
-                        biased;
-                        next = ws.next() => match next {
-                            Some(Ok(msg)) => msg,
-                            Some(Err(_)) | None => break,
-                        },
-                        () = &mut deadline => break,
-                    };
-                    match msg {
-                        Message::Text(text) => {
-                            let now = now_micros();
-                            if let Some(rest) = text.split_once("\"text\":\"bench ").map(|(_, r)| r)
-                                && let Some(sent) =
-                                    rest.split(' ').next().and_then(|v| v.parse::<u64>().ok())
-                            {
-                                let us = now.saturating_sub(sent);
-                                result
-                                    .latencies_us
-                                    .push(u32::try_from(us).unwrap_or(u32::MAX));
-                            }
-                        }
-                        Message::Close(frame) => {
-                            result.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                let _ = ws.close(None).await;
-                result
-            })
-        })
+        .map(|socket| tokio::spawn(socket.receive(expected, Duration::from_secs(seconds + 30))))
         .collect();
 
     let conn = rabbit::connect("chatbus-bench-publisher").await;
@@ -430,7 +520,7 @@ async fn fanout(clients: usize, rate: u32, seconds: u64, batch_wait: &str) -> an
         f64::from(all[i]) / 1000.0
     };
     println!(
-        "fanout: {clients} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s), CONSUMER_BATCH_WAIT={batch_wait}",
+        "fanout: {clients} {client:?} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s), CONSUMER_BATCH_WAIT={batch_wait}",
         publishing.as_secs_f64()
     );
     println!(
