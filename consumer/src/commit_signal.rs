@@ -154,6 +154,11 @@ impl CommitSignal {
             Err(_) => tracing::debug!("announcing a commit timed out"),
         }
     }
+
+    /// Closes the channel, which also ends the announcements' consumer.
+    pub async fn close(&self) {
+        common::amqp::close_channel(&self.channel, "commit announcements closed").await;
+    }
 }
 
 /// Wakes `feed` for every announcement of another instance, until the

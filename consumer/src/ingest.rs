@@ -173,7 +173,12 @@ impl Ingest {
         let puller = tokio::spawn(pull(subscriber, tx, session.clone()));
         let result = self.batches(&mut rx, &signal, shutdown).await;
         session.cancel();
-        let _ = puller.await;
+        // Closed here, after the last ack, rather than dropped: see
+        // `amqp::close_channel`.
+        if let Ok(subscriber) = puller.await {
+            subscriber.close().await;
+        }
+        signal.close().await;
         result
     }
 
@@ -384,16 +389,21 @@ impl Ingest {
 }
 
 /// Owns the subscriber: forwards every delivery (or the failure that ends
-/// the stream) until the session ends.
-async fn pull(mut subscriber: Subscriber, tx: mpsc::Sender<Pulled>, session: CancellationToken) {
+/// the stream) until the session ends, then hands it back to be closed.
+async fn pull(
+    mut subscriber: Subscriber,
+    tx: mpsc::Sender<Pulled>,
+    session: CancellationToken,
+) -> Subscriber {
     loop {
         let next = tokio::select! {
-            () = session.cancelled() => return,
+            () = session.cancelled() => break,
             next = subscriber.next() => next,
         };
         let end = !matches!(next, Some(Ok(_)));
         if tx.send(next).await.is_err() || end {
-            return;
+            break;
         }
     }
+    subscriber
 }

@@ -254,4 +254,5 @@ pub async fn delete_topology(conn: &Connection, topology: &Topology) {
             .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
             .await;
     }
+    common::amqp::close_channel(&ch, "topology deleted").await;
 }

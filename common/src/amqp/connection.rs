@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use super::AmqpError;
@@ -95,6 +95,24 @@ pub async fn close(connection: &Connection, reason: &str) {
             reason,
             "no close-ok from the broker; dropping the connection"
         );
+    }
+}
+
+/// Closes `channel` and waits for the broker's `close-ok`, at most
+/// [`CLOSE_TIMEOUT`].
+///
+/// Close a channel this way before closing its connection. A channel that
+/// is merely dropped is closed by lapin in the background; if the
+/// connection closes first, lapin reports that background close's failure
+/// as a connection error at ERROR level, on every clean shutdown.
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    if !channel.status().connected() {
+        return;
+    }
+    match tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, reason.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, reason, "closing a channel failed"),
+        Err(_) => tracing::debug!(reason, "no channel.close-ok from the broker"),
     }
 }
 

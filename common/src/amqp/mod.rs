@@ -34,7 +34,9 @@ mod publisher;
 mod subscriber;
 mod topology;
 
-pub use connection::{Backoff, CLOSE_TIMEOUT, ConnectOptions, close, connect, redact_url};
+pub use connection::{
+    Backoff, CLOSE_TIMEOUT, ConnectOptions, close, close_channel, connect, redact_url,
+};
 pub use message::{CONTENT_TYPE, OutgoingMessage, header_str, headers};
 pub use publisher::{
     CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingConfirm, Publisher, RecoveringPublisher,

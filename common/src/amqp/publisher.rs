@@ -103,6 +103,11 @@ impl Publisher {
         self.channel.status().connected()
     }
 
+    /// Closes the channel, for every clone (see [`super::close_channel`]).
+    pub async fn close(&self) {
+        super::close_channel(&self.channel, "publisher closed").await;
+    }
+
     /// The underlying channel (for declarations the toolkit does not cover).
     pub fn channel(&self) -> &Channel {
         &self.channel

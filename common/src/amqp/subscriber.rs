@@ -312,6 +312,13 @@ impl Subscriber {
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()
     }
+
+    /// Closes the subscriber's channels (see [`super::close_channel`]).
+    /// Deliveries not yet acked go back to the queue.
+    pub async fn close(self) {
+        super::close_channel(&self.channel, "subscriber closed").await;
+        self.dead_letters.close().await;
+    }
 }
 
 /// One received event with its AMQP context.

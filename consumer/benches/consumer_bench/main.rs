@@ -109,8 +109,9 @@ async fn declare_queue(topology: &Topology, queue: &str) -> anyhow::Result<()> {
     if let Some(expires) = topology.queue_expires {
         builder = builder.expires(expires);
     }
-    drop(builder.build(&conn, topology).await?);
-    let _ = conn.close(200, "declared".into()).await;
+    // Channels closed before their connection: see `amqp::close_channel`.
+    builder.build(&conn, topology).await?.close().await;
+    common::amqp::close(&conn, "declared").await;
     Ok(())
 }
 
@@ -213,7 +214,8 @@ async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()>
         1000.0 * commit_sum / batches.max(1.0),
         size as f64 / 1e6
     );
-    let _ = conn.close(200, "bench over".into()).await;
+    publisher.close().await;
+    common::amqp::close(&conn, "bench over").await;
     Ok(())
 }
 
@@ -570,6 +572,8 @@ async fn fanout(
     )
     .await?;
     rabbit::delete_topology(&conn, &topology).await;
-    let _ = conn.close(200, "bench over".into()).await;
+    common::amqp::close_channel(&ch, "bench over").await;
+    publisher.close().await;
+    common::amqp::close(&conn, "bench over").await;
     Ok(())
 }

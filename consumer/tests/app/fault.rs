@@ -14,6 +14,9 @@ use crate::helpers::{count, count_distinct, db, declare_queue};
 struct Consumer {
     child: Child,
     addr: String,
+    /// Its ERROR lines, complete once the process has exited and the
+    /// reader has seen the end of its stderr.
+    errors: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Drop for Consumer {
@@ -46,21 +49,31 @@ fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
         .expect("start the consumer binary");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let errors = std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut errors = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "consumer listening"
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["level"] == "ERROR" {
+                errors.push(line);
+            } else if v["message"] == "consumer listening"
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
             }
         }
+        errors
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the consumer logs `consumer listening`");
-    Consumer { child, addr }
+    Consumer {
+        child,
+        addr,
+        errors: Some(errors),
+    }
 }
 
 #[tokio::test]
@@ -173,6 +186,11 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     })
     .await;
     assert!(status.success(), "{status:?}");
+    let errors = second.errors.take().unwrap().join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "a clean run and stop log no error: {errors:#?}"
+    );
 
     let ch = conn.create_channel().await.unwrap();
     for q in [queue.as_str()] {
