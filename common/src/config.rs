@@ -208,6 +208,17 @@ pub fn check_socket_addr(field: &str, value: &str) -> Result<(), ConfigError> {
         .map_err(|_| ConfigError::invalid(field, "must be ip:port, e.g. 127.0.0.1:8080"))
 }
 
+/// Checks that a text setting is not empty.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `field`.
+pub fn check_nonempty(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
 /// Checks that a duration setting is not zero.
 ///
 /// # Errors

@@ -5,7 +5,8 @@ use std::time::Duration;
 use common::Secret;
 use common::amqp::QueueType;
 use common::config::{
-    ConfigError, ServiceConfig, check_amqp_url, check_nonzero, check_range, check_socket_addr,
+    ConfigError, ServiceConfig, check_amqp_url, check_nonempty, check_nonzero, check_range,
+    check_socket_addr,
 };
 use common::routing::TopicPattern;
 use common::telemetry::LogFormat;
@@ -136,9 +137,7 @@ impl Config {
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check_amqp_url("amqp_url", &self.amqp_url)?;
-        if self.chat_exchange.is_empty() {
-            return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
-        }
+        check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("consumer_http_addr", &self.consumer_http_addr)?;
         crate::store::StoreKind::from_url(&self.database_url)
             .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
@@ -312,6 +311,7 @@ mod tests {
             ("CONSUMER_BATCH_WAIT", "0s", "CONSUMER_BATCH_WAIT"),
             ("CONSUMER_HTTP_ADDR", "localhost", "CONSUMER_HTTP_ADDR"),
             ("CONSUMER_WS_SEND_QUEUE", "10", "CONSUMER_WS_SEND_QUEUE"),
+            ("CHAT_EXCHANGE", "", "CHAT_EXCHANGE"),
         ] {
             let err = load(&[(key, value)]).unwrap_err();
             assert!(err.contains(needle), "{key}={value}: {err}");

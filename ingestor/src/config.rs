@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use common::Secret;
 use common::config::{
-    ConfigError, ServiceConfig, check_amqp_url, check_nonzero, check_range, check_socket_addr,
-    comma_list,
+    ConfigError, ServiceConfig, check_amqp_url, check_nonempty, check_nonzero, check_range,
+    check_socket_addr, comma_list,
 };
 use common::oauth::OAuthConfig;
 use common::telemetry::LogFormat;
@@ -137,9 +137,7 @@ pub fn is_valid_login(login: &str) -> bool {
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check_amqp_url("amqp_url", &self.amqp_url)?;
-        if self.chat_exchange.is_empty() {
-            return Err(ConfigError::invalid("chat_exchange", "must not be empty"));
-        }
+        check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
         match self.twitch_irc_addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
@@ -255,6 +253,7 @@ mod tests {
             ("TWITCH_JOIN_LIMIT", "0"),
             ("SPOOL_MAX_BYTES", "10"),
             ("TWITCH_JOIN_TIMEOUT", "whenever"),
+            ("CHAT_EXCHANGE", ""),
         ] {
             let err = load_from::<Config, _, _, _>(None, [(k, v)])
                 .unwrap_err()
