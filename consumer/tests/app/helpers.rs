@@ -356,6 +356,20 @@ impl WsClient {
         Self { inner }
     }
 
+    /// Connects over a socket the test set up itself (its buffer sizes,
+    /// say).
+    pub(crate) async fn connect_over(url: &str, stream: tokio::net::TcpStream) -> Self {
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (inner, _) = within(
+            10,
+            "WebSocket connect",
+            tokio_tungstenite::client_async(url, stream),
+        )
+        .await
+        .expect("WebSocket handshake");
+        Self { inner }
+    }
+
     /// Connects and reads the `welcome` frame.
     pub(crate) async fn connect_welcomed(url: &str) -> (Self, Value) {
         let mut ws = Self::connect(url).await;

@@ -266,10 +266,7 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving_and_can_
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(app.addr).await.unwrap();
-    let (slow, _) = tokio_tungstenite::client_async(app.ws_url(""), stream)
-        .await
-        .unwrap();
-    let mut slow = WsClientRaw(slow);
+    let mut slow = WsClient::connect_over(&app.ws_url(""), stream).await;
     slow.send(json!({"type": "subscribe", "sub": "s", "channels": ["twitch:firehose"]}))
         .await;
     let (mut fast, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
@@ -329,32 +326,6 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving_and_can_
     assert_eq!(all, events.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
     assert!(testkit::metrics::scrape(app.addr, "chatbus_consumer_ws_lagged_total").await >= 1.0);
     app.stop().await;
-}
-
-/// A WebSocket over a socket we configured ourselves.
-struct WsClientRaw(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>);
-
-impl WsClientRaw {
-    async fn send(&mut self, v: Value) {
-        use futures::SinkExt;
-        self.0.send(Message::text(v.to_string())).await.unwrap();
-    }
-
-    async fn next(&mut self) -> Frame {
-        use futures::StreamExt;
-        loop {
-            match self.0.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return Frame::Json(serde_json::from_str(&t).unwrap());
-                }
-                Some(Ok(Message::Close(c))) => {
-                    return Frame::Close(c.map(|c| (u16::from(c.code), c.reason.to_string())));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Frame::Close(None),
-            }
-        }
-    }
 }
 
 #[tokio::test]
