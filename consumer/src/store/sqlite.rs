@@ -645,39 +645,27 @@ impl Store for SqliteStore {
             pos += rows;
         }
         // Under the write lock AUTOINCREMENT hands out after+1, after+2, ...
-        // in insertion order; check that it did, else read them back.
+        // in insertion order, and every fresh row was inserted (the
+        // duplicates were filtered out above, under the same lock). Anything
+        // else is a broken store: the transaction rolls back and the write
+        // is refused (ingest then retries event by event and dead-letters
+        // what still fails, with this reason).
         let head: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
                 .fetch_optional(&mut *tx)
                 .await?;
         let base = after.unwrap_or(0);
-        let seqs: Vec<i64> = if head.unwrap_or(0) - base == fresh.len() as i64 {
-            (1..=fresh.len() as i64).map(|i| base + i).collect()
-        } else {
-            let rows = sqlx::query(
-                "SELECT seq, platform, event_id FROM events WHERE seq > ?1 ORDER BY seq",
-            )
-            .bind(base)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut by_id = HashMap::with_capacity(rows.len());
-            for row in rows {
-                let key: (String, String) = (row.try_get("platform")?, row.try_get("event_id")?);
-                by_id.insert(key, row.try_get::<i64, _>("seq")?);
-            }
-            fresh
-                .iter()
-                .map(|e| {
-                    by_id
-                        .get(&(e.event.platform.clone(), e.event.id.clone()))
-                        .copied()
-                        .ok_or_else(|| StoreError::Corrupt {
-                            cursor: base,
-                            reason: format!("event {} was not stored", e.event.id),
-                        })
-                })
-                .collect::<Result<_, _>>()?
-        };
+        let inserted = head.unwrap_or(0) - base;
+        if inserted != fresh.len() as i64 {
+            return Err(StoreError::Corrupt {
+                cursor: base,
+                reason: format!(
+                    "{} events inserted after cursor {base}, but the sequence moved by {inserted}",
+                    fresh.len()
+                ),
+            });
+        }
+        let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
         outcome.duplicates = events.len() - fresh.len();
 
         let mut moderations = Vec::new();
