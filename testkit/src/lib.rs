@@ -10,6 +10,7 @@ pub mod fake_irc;
 pub mod fake_oauth;
 pub mod fault;
 pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod rabbit;
 pub mod repo;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use common::amqp::{self, Backoff, ConnectOptions, Topology};
+use common::amqp::{self, Backoff, ConnectOptions, Subscriber, Topology};
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -231,6 +231,24 @@ pub async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
     passive_declare(channel, queue)
         .await
         .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+}
+
+/// Declares `queue`, bound to `chat.#` and expiring like `topology`'s
+/// queues, as the consumer declares its queue: events published before the
+/// consumer starts are kept for it.
+///
+/// # Panics
+/// If the broker refuses the declaration.
+pub async fn declare_consumer_queue(topology: &Topology, queue: &str) {
+    let conn = connect("chatbus-test-declare").await;
+    let mut builder = Subscriber::builder(queue).bind("chat.#");
+    if let Some(expires) = topology.queue_expires {
+        builder = builder.expires(expires);
+    }
+    let subscriber = builder.build(&conn, topology).await.expect("declare queue");
+    // Closed before the connection: see `amqp::close_channel`.
+    subscriber.close().await;
+    amqp::close(&conn, "declared").await;
 }
 
 /// Deletes a topology's exchanges and queues (for tests that had to declare

@@ -15,17 +15,17 @@
 //! publishes at the given rate with the publish time in each message, and
 //! measures publish-to-client latency.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use common::amqp::{OutgoingMessage, Publisher, Subscriber, Topology};
+use common::amqp::{OutgoingMessage, Publisher, Topology};
 use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use testkit::events;
+use testkit::process::{Echo, ServiceProcess};
 
 mod raw_client;
 use testkit::rabbit::{self, test_topology, unique};
@@ -101,24 +101,10 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Declares the consumer's queue as the consumer will, so events published
-/// before it starts are queued.
-async fn declare_queue(topology: &Topology, queue: &str) -> anyhow::Result<()> {
-    let conn = rabbit::connect("chatbus-bench-declare").await;
-    let mut builder = Subscriber::builder(queue).bind("chat.#");
-    if let Some(expires) = topology.queue_expires {
-        builder = builder.expires(expires);
-    }
-    // Channels closed before their connection: see `amqp::close_channel`.
-    builder.build(&conn, topology).await?.close().await;
-    common::amqp::close(&conn, "declared").await;
-    Ok(())
-}
-
 async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()> {
     let topology = test_topology("bench-store");
     let queue = unique("bench-store-q");
-    declare_queue(&topology, &queue).await?;
+    rabbit::declare_consumer_queue(&topology, &queue).await;
     let dir = tempfile::tempdir()?;
     let db_path = dir.path().join("bench.sqlite");
     let db_url = format!("sqlite://{}", db_path.display());
@@ -241,19 +227,9 @@ fn now_micros() -> u64 {
     .unwrap_or(0)
 }
 
-/// The consumer child process, killed if the benchmark stops early.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Bytes a bench client reads per call. tungstenite's default (128 KiB,
+/// Bytes a tungstenite bench client reads per call. Its default (128 KiB,
 /// zeroed before every read) would make the clients, not the server, the
-/// bottleneck; 4 KiB took several reads for one burst of frames.
+/// bottleneck.
 const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 /// What precedes the publish time (µs since the epoch) in a frame.
@@ -401,12 +377,12 @@ async fn fanout(
     let exchange = unique("bench-fanout");
     let topology = Topology::named(&exchange);
     let queue = unique("bench-fanout-q");
-    declare_queue(&topology, &queue).await?;
+    rabbit::declare_consumer_queue(&topology, &queue).await;
     let dir = tempfile::tempdir()?;
     let db_url = format!("sqlite://{}", dir.path().join("fanout.sqlite").display());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
-        .env_clear()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+    cmd.env_clear()
         .current_dir(dir.path())
         .env("AMQP_URL", rabbit::amqp_url())
         .env("CHAT_EXCHANGE", &exchange)
@@ -414,34 +390,10 @@ async fn fanout(
         .env("DATABASE_URL", &db_url)
         .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
         .env("CONSUMER_BATCH_WAIT", batch_wait)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,consumer=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting the consumer binary")?;
-    let pid = child.id();
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if v["message"] == "consumer listening" {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            } else if v["level"] == "WARN" || v["level"] == "ERROR" {
-                eprintln!("consumer: {line}");
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("the consumer did not start")?;
+        .env("RUST_LOG", "warn,consumer=info");
+    let mut consumer = ServiceProcess::spawn(cmd, "consumer listening", Echo::Print("consumer"))?;
+    let pid = consumer.id();
+    let addr = consumer.addr.clone();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss(pid)?;
 
@@ -557,10 +509,7 @@ async fn fanout(
         100.0 * own_cpu / window.as_secs_f64()
     );
 
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    let _ = tokio::task::spawn_blocking(move || child.0.wait()).await?;
+    consumer.terminate(30).await?;
     let ch = conn.create_channel().await?;
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;

@@ -1,36 +1,20 @@
 //! Crash drills with the real binary: SIGKILL in the middle of a batch.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::amqp::Topology;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use testkit::process::{Echo, ServiceProcess};
 use testkit::rabbit::{self, unique};
 use testkit::{events, within};
 
-use crate::helpers::{count, count_distinct, db, declare_queue};
-
-struct Consumer {
-    child: Child,
-    addr: String,
-    /// Its ERROR lines, complete once the process has exited and the
-    /// reader has seen the end of its stderr.
-    errors: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Drop for Consumer {
-    /// A failed assertion must not leave a consumer running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{count, count_distinct, db};
 
 /// Starts the consumer binary; returns once it logged its address.
-fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
-        .env_clear()
+fn start(exchange: &str, queue: &str, db_url: &str) -> ServiceProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+    cmd.env_clear()
         .current_dir(std::env::temp_dir())
         .env("AMQP_URL", rabbit::amqp_url())
         .env("CHAT_EXCHANGE", exchange)
@@ -41,39 +25,8 @@ fn start(exchange: &str, queue: &str, db_url: &str) -> Consumer {
         .env("CONSUMER_PREFETCH", "2000")
         .env("CONSUMER_WS_SEND_QUEUE", "1000")
         .env("CONSUMER_BATCH_WAIT", "200ms")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the consumer binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let errors = std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        let mut errors = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if v["level"] == "ERROR" {
-                errors.push(line);
-            } else if v["message"] == "consumer listening"
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-        errors
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the consumer logs `consumer listening`");
-    Consumer {
-        child,
-        addr,
-        errors: Some(errors),
-    }
+        .env("RUST_LOG", "info");
+    ServiceProcess::spawn(cmd, "consumer listening", Echo::Keep).expect("the consumer starts")
 }
 
 #[tokio::test]
@@ -84,7 +37,7 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     let exchange = unique("test-crash");
     let topology = Topology::named(&exchange);
     let queue = unique("test-crash-q");
-    declare_queue(&topology, &queue).await;
+    rabbit::declare_consumer_queue(&topology, &queue).await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
 
@@ -128,8 +81,7 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         .await;
         let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 150 / 255;
         tokio::time::sleep(Duration::from_millis(jitter)).await;
-        running.child.kill().expect("SIGKILL");
-        running.child.wait().unwrap();
+        running.kill().expect("SIGKILL");
         at_kill = count(p).await;
         tracing::info!(round, at_kill, jitter, "killed");
         assert!(at_kill < N, "killed before the end ({at_kill})");
@@ -172,21 +124,9 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     tracing::info!(at_kill, redelivered, duplicates, "crash drill");
 
     // A clean stop on SIGTERM.
-    Command::new("kill")
-        .args(["-TERM", &second.child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = within(20, "the consumer exits on SIGTERM", async {
-        loop {
-            if let Some(status) = second.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let status = second.terminate(20).await.unwrap();
     assert!(status.success(), "{status:?}");
-    let errors = second.errors.take().unwrap().join().unwrap();
+    let errors = second.errors();
     assert!(
         errors.is_empty(),
         "a clean run and stop log no error: {errors:#?}"

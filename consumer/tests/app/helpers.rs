@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::amqp::{OutgoingMessage, Publisher, Subscriber, Topology};
+use common::amqp::{OutgoingMessage, Publisher, Topology};
 use common::schema::{
     Author, Badge, BanDetails, ChatClearDetails, ChatEvent, EventBody, MessageDeleteDetails,
     MessageDetails, PLATFORM_TWITCH, TimeoutDetails, UserRef,
@@ -49,19 +49,6 @@ pub(crate) fn test_config(db_url: &str, queue: &str) -> Config {
     }
 }
 
-/// Declares `queue` bound to `chat.#` exactly as the consumer does, so
-/// events published before the consumer is up are not unrouted.
-pub(crate) async fn declare_queue(topology: &Topology, queue: &str) {
-    let conn = rabbit::connect("chatbus-test-declare").await;
-    let mut builder = Subscriber::builder(queue).bind("chat.#");
-    if let Some(expires) = topology.queue_expires {
-        builder = builder.expires(expires);
-    }
-    let sub = builder.build(&conn, topology).await.expect("declare queue");
-    drop(sub);
-    let _ = conn.close(200, "declared".into()).await;
-}
-
 impl TestApp {
     /// A consumer with the default test config.
     pub(crate) async fn spawn() -> Self {
@@ -75,7 +62,7 @@ impl TestApp {
         let db_url = format!("sqlite://{}", dir.path().join("chatbus.sqlite").display());
         let topology = test_topology("consumer");
         let queue = unique("test-consumer-q");
-        declare_queue(&topology, &queue).await;
+        rabbit::declare_consumer_queue(&topology, &queue).await;
         Self::start(dir, db_url, topology, queue, tweak).await
     }
 
