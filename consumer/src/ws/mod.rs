@@ -120,10 +120,12 @@ impl WsQuery {
     }
 }
 
-/// Bytes tungstenite allocates up front to read a connection's frames (it
-/// grows when a frame is larger). Its default, 128 KiB, would cost that much
-/// memory per connection and a memset of that size per read.
-const READ_BUFFER: usize = 4096;
+/// Bytes tungstenite reads at a time (its buffer grows when a frame is
+/// larger). It zeroes that much before every read attempt, and the session
+/// polls the socket on every wake-up, data or not: its default, 128 KiB,
+/// would cost that much memory per connection and a 128 KiB memset per
+/// event written. Clients send small frames (subscriptions, pongs).
+const READ_BUFFER: usize = 1024;
 /// Bytes of outgoing frames tungstenite collects before writing to the
 /// socket. It writes only pongs and the close frame: the session encodes
 /// and writes everything else itself (see [`frame`]).
