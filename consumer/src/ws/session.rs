@@ -258,6 +258,9 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
+        // Out of the hub now: nothing more is queued, and a queue nobody
+        // reads any more is not counted as a client falling behind.
+        self.subs.clear();
         let close = match end {
             End::Lagged => Some((
                 CLOSE_LAGGED,
@@ -275,21 +278,32 @@ impl Session {
             End::ClientClosed => None,
             End::PingTimeout | End::WriteFailed | End::ReadFailed => return,
         };
-        // A lagging client gets as long as any write to read what is queued
+        // A lagging client gets as long as one write to read what is queued
         // and see why it is closed. The close frame goes through
         // tungstenite, after the session's own bytes, so that it knows the
         // closing handshake has begun.
-        if self.send_out().await.is_err() {
-            return;
-        }
-        let close = Message::Close(close.map(|(code, reason)| CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        }));
         let timeout = self.ctx.settings.write_timeout;
-        if let Ok(Ok(())) = tokio::time::timeout(timeout, self.socket.send(close)).await {
-            let _ = tokio::time::timeout(timeout, self.socket.close(None)).await;
-        }
+        let _ = tokio::time::timeout(timeout, async {
+            if self.send_out().await.is_err() {
+                return;
+            }
+            // `SinkExt::close`, not `WebSocketStream::close`: the latter
+            // sends a close frame, which after the client's close is refused
+            // before tungstenite's queued answer is written.
+            if let Some((code, reason)) = close {
+                let frame = Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                }));
+                if self.socket.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            // Writes what tungstenite has queued: its answer to the client's
+            // close, or the rest of ours.
+            let _ = SinkExt::close(&mut self.socket).await;
+        })
+        .await;
     }
 
     /// Writes the buffered frames, all within the write timeout.

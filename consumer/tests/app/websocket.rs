@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::helpers::{Frame, TestApp, WsClient, ban, cursors, ids, message};
 
@@ -429,6 +431,26 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_usable() {
         panic!("expected an HTTP error, got {bad:?}");
     };
     assert_eq!(res.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_closes_gets_the_closing_handshake_back() {
+    let app = TestApp::spawn().await;
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    ws.subscribe(json!({"sub": "s", "patterns": ["chat.#"]}))
+        .await;
+    ws.send_raw(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await;
+    // A close frame back, not a dropped connection (which browsers report
+    // as 1006, not clean).
+    match ws.next().await {
+        Frame::Close(Some((code, _))) => assert_eq!(code, 1000),
+        other => panic!("expected the server's close frame, got {other:?}"),
+    }
     app.stop().await;
 }
 
