@@ -98,19 +98,21 @@ impl ServiceProcess {
         Command::new("kill")
             .args(["-TERM", &self.id().to_string()])
             .status()?;
-        crate::within(secs, "the process exits on SIGTERM", async {
+        let exited = async {
             loop {
                 if let Some(status) = self.child.try_wait()? {
-                    return Ok(status);
+                    return anyhow::Ok(status);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        })
-        .await
+        };
+        tokio::time::timeout(Duration::from_secs(secs), exited)
+            .await
+            .with_context(|| format!("still running {secs} s after SIGTERM"))?
     }
 
     /// Its WARN and ERROR lines. Call it after the process has exited: it
-    /// waits for the end of its log.
+    /// blocks the thread until the end of the process's log.
     pub fn problems(&mut self) -> Vec<String> {
         self.problems
             .take()

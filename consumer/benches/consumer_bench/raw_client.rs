@@ -94,27 +94,30 @@ impl RawClient {
                 };
                 let payload = &self.buf[begin..end];
                 self.start = end;
-                match opcode {
-                    0x1 => {
-                        if !on_text(payload) {
-                            return Ok(Ended::Done);
-                        }
-                    }
-                    0x8 => {
-                        let code = payload
+                let ended = match opcode {
+                    0x1 => (!on_text(payload)).then_some(Ended::Done),
+                    0x8 => Some(Ended::Closed(
+                        payload
                             .get(..2)
-                            .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
-                        return Ok(Ended::Closed(code));
-                    }
+                            .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]])),
+                    )),
                     0x9 => {
                         ensure!(payload.len() <= 125, "a ping of {} bytes", payload.len());
                         // FIN + pong, masked with the all-zero key (a
                         // valid mask that leaves the payload as it is).
                         pongs.extend_from_slice(&[0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
                         pongs.extend_from_slice(payload);
+                        None
                     }
-                    0xA => {}
+                    0xA => None,
                     other => bail!("unexpected frame opcode {other:#x}"),
+                };
+                if let Some(ended) = ended {
+                    // Pings read before the end still get their pongs.
+                    if !pongs.is_empty() {
+                        self.stream.write_all(&pongs).await?;
+                    }
+                    return Ok(ended);
                 }
             }
             if !pongs.is_empty() {

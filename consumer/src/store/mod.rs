@@ -318,6 +318,19 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The events' sequence did not move by the rows just inserted under
+    /// the write lock. The transaction was rolled back. Not expected to
+    /// happen; treated as transient, so the batch is retried rather than
+    /// its events dead-lettered.
+    #[error("{inserted} events inserted after cursor {after}, but the sequence moved by {moved}")]
+    SequenceMismatch {
+        /// The sequence before the insert.
+        after: i64,
+        /// Rows inserted.
+        inserted: usize,
+        /// How far the sequence moved.
+        moved: i64,
+    },
     /// A stored row does not decode (corruption or a newer writer).
     #[error("corrupt row {cursor}: {reason}")]
     Corrupt {
@@ -336,7 +349,7 @@ impl StoreError {
         match self {
             Self::Database(e) => sqlite::is_transient(e),
             Self::UnsupportedUrl(_) | Self::Migrate(_) | Self::Corrupt { .. } => false,
-            Self::CreateDir { .. } => true,
+            Self::CreateDir { .. } | Self::SequenceMismatch { .. } => true,
         }
     }
 }

@@ -647,9 +647,9 @@ impl Store for SqliteStore {
         // Under the write lock AUTOINCREMENT hands out after+1, after+2, ...
         // in insertion order, and every fresh row was inserted (the
         // duplicates were filtered out above, under the same lock). Anything
-        // else is a broken store: the transaction rolls back and the write
-        // is refused (ingest then retries event by event and dead-letters
-        // what still fails, with this reason).
+        // else is a broken store: the transaction rolls back and the batch
+        // is retried (the error is transient: nothing is dead-lettered for
+        // a fault of the store).
         let head: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
                 .fetch_optional(&mut *tx)
@@ -657,12 +657,10 @@ impl Store for SqliteStore {
         let base = after.unwrap_or(0);
         let inserted = head.unwrap_or(0) - base;
         if inserted != fresh.len() as i64 {
-            return Err(StoreError::Corrupt {
-                cursor: base,
-                reason: format!(
-                    "{} events inserted after cursor {base}, but the sequence moved by {inserted}",
-                    fresh.len()
-                ),
+            return Err(StoreError::SequenceMismatch {
+                after: base,
+                inserted: fresh.len(),
+                moved: inserted,
             });
         }
         let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
