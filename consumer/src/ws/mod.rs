@@ -126,16 +126,11 @@ impl WsQuery {
 /// would cost that much memory per connection and a 128 KiB memset per
 /// event written. Clients send small frames (subscriptions, pongs).
 const READ_BUFFER: usize = 1024;
-/// Bytes of outgoing frames tungstenite collects before writing to the
-/// socket. It writes only pongs and the close frame: the session encodes
-/// and writes everything else itself (see [`frame`]).
-const WRITE_BUFFER: usize = 16 * 1024;
 
 impl WsSettings {
     fn socket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(WRITE_BUFFER)
             .max_message_size(Some(self.max_frame_bytes))
             .max_frame_size(Some(self.max_frame_bytes))
     }
