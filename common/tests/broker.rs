@@ -409,8 +409,8 @@ async fn channels_closed_before_their_connection_leave_it_closed_not_errored() {
     // A dropped channel is closed by lapin in the background; when the
     // connection closes first, that close fails and lapin marks the
     // connection errored and logs "Connection error" at ERROR. Dropping the
-    // subscriber and the publisher here instead of closing them made the
-    // connection errored in 20 of 20 tries.
+    // subscriber instead of closing it made the connection errored in 20 of
+    // 20 tries.
     let topology = test_topology("closing");
     for _ in 0..5 {
         let conn = rabbit::connect("chatbus-test-closing").await;
