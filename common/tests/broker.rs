@@ -433,3 +433,194 @@ async fn channels_closed_before_their_connection_leave_it_closed_not_errored() {
         assert!(!conn.status().errored(), "not errored");
     }
 }
+
+fn encode_all(events: &[ChatEvent]) -> Vec<OutgoingMessage> {
+    events
+        .iter()
+        .map(|e| OutgoingMessage::from_event(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_keep_their_order_and_report_every_message() {
+    let conn = rabbit::connect("test-batch-order").await;
+    let topology = test_topology("batch-order");
+    let mut sub = Subscriber::builder(unique("q-batch-order"))
+        .bind("chat.#")
+        .prefetch(1000)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let events = events::twitch_messages(&["a", "b", "c"], 6_000);
+    let messages = encode_all(&events);
+    // Three batches queued back to back, confirms awaited afterwards: the
+    // second and third are queued while the first is still unconfirmed.
+    let mut pending = Vec::new();
+    for chunk in messages.chunks(2_000) {
+        pending.push(publisher.send_batch(chunk).await);
+    }
+    for batch in pending {
+        assert_eq!(batch.len(), 2_000);
+        let outcomes = within(60, "confirms", batch.wait()).await;
+        assert!(outcomes.iter().all(Result::is_ok), "every message acked");
+    }
+    // One channel, one queue: the queue holds them in publish order.
+    let got = receive_all(&mut sub, events.len(), 60).await;
+    let ids: Vec<&str> = got.iter().map(|d| d.event.id.as_str()).collect();
+    let want: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, want);
+    // publish_batch pipelines the same way with a small window.
+    let more = encode_all(&events::twitch_messages(&["a"], 1_000));
+    let outcomes = within(60, "publish_batch", publisher.publish_batch(&more, 64)).await;
+    assert_eq!(outcomes.len(), 1_000);
+    assert!(outcomes.iter().all(Result::is_ok));
+    let got = receive_all(&mut sub, more.len(), 60).await;
+    assert!(
+        got.iter()
+            .map(|d| d.event.id.as_str())
+            .eq(more.iter().map(|m| m.message_id.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn a_nack_fails_only_the_messages_the_broker_refused() {
+    // A queue that holds 5 messages and refuses more (`reject-publish`):
+    // the broker nacks messages 6 to 10 of a batch and acks the rest.
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let conn = rabbit::connect("test-batch-nack").await;
+    let topology = test_topology("batch-nack");
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let queue = unique("q-batch-nack");
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(5));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
+    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        topology.exchange.as_str().into(),
+        "chat.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let messages = encode_all(&events::twitch_messages(&["a"], 10));
+    let outcomes = within(30, "confirms", publisher.send_batch(&messages).await.wait()).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i < 5, outcome) {
+            (true, Ok(())) => {}
+            (false, Err(common::amqp::AmqpError::Nacked { message_id })) => {
+                assert_eq!(message_id, &messages[i].message_id);
+            }
+            _ => panic!("message {i}: {outcome:?}"),
+        }
+    }
+    // A nack is the broker's answer, not a dead channel: it stays usable.
+    assert!(publisher.is_open());
+    assert!(!outcomes[9].as_ref().unwrap_err().needs_reconnect());
+    let got = drain_queue(&conn, &queue, 5, 30).await;
+    let ids: Vec<String> = got
+        .iter()
+        .map(|m| ChatEvent::from_json(&m.data).unwrap().id)
+        .collect();
+    let want: Vec<String> = messages[..5].iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_batch_fails_the_unconfirmed_rest_and_nothing_else() {
+    let upstream: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = testkit::proxy::TcpProxy::start(upstream).await;
+    let conn = rabbit::connect("test-batch-cut-observer").await;
+    let topology = test_topology("batch-cut");
+    let queue = unique("q-batch-cut");
+    Subscriber::builder(&queue)
+        .bind("chat.#")
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let proxied = rabbit::connect_to(&proxy.url(&rabbit::amqp_url()), "test-batch-cut").await;
+    let publisher = Publisher::open(&proxied, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let messages = encode_all(&events::twitch_messages(&["a", "b"], 30_000));
+    let cutter = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.cut();
+    };
+    let (outcomes, ()) = tokio::join!(
+        within(
+            60,
+            "publish across a cut",
+            publisher.publish_batch(&messages, 2_048)
+        ),
+        cutter
+    );
+    assert_eq!(outcomes.len(), messages.len());
+    let confirmed = outcomes.iter().take_while(|o| o.is_ok()).count();
+    assert!(confirmed > 0, "the cut came after some confirms");
+    assert!(confirmed < messages.len(), "the cut fell inside the batch");
+    // Confirms come in order: once one fails, every later one has failed
+    // too, each with an error that asks for a reconnect.
+    for outcome in &outcomes[confirmed..] {
+        let e = outcome
+            .as_ref()
+            .expect_err("no confirm after the first failure");
+        assert!(e.needs_reconnect(), "{e}");
+    }
+    // Everything reported confirmed is in the queue (the broker may hold
+    // more: messages whose confirm the cut lost).
+    let in_queue = rabbit::queue_depth(&conn.create_channel().await.unwrap(), &queue).await;
+    assert!(in_queue as usize >= confirmed, "{in_queue} < {confirmed}");
+    let got = drain_queue(&conn, &queue, in_queue as usize, 60).await;
+    for (m, want) in got.iter().zip(&messages[..confirmed]) {
+        assert_eq!(ChatEvent::from_json(&m.data).unwrap().id, want.message_id);
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_times_out_every_unconfirmed_message_of_a_batch() {
+    let upstream: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = testkit::proxy::TcpProxy::start(upstream).await;
+    let topology = test_topology("batch-silent");
+    let conn = rabbit::connect_to(&proxy.url(&rabbit::amqp_url()), "test-batch-silent").await;
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let first = encode_all(&events::twitch_messages(&["a"], 100));
+    let outcomes = within(30, "first batch", publisher.send_batch(&first).await.wait()).await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    // The broker goes silent: no close, no reset, no confirms.
+    proxy.freeze_connections();
+    let second = encode_all(&events::twitch_messages(&["a"], 100));
+    let pending = within(30, "written to the socket", publisher.send_batch(&second)).await;
+    let started = std::time::Instant::now();
+    let outcomes = pending.wait_timeout(Duration::from_secs(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(outcomes.len(), 100);
+    for outcome in outcomes {
+        match outcome {
+            Err(e @ common::amqp::AmqpError::Timeout { .. }) => assert!(e.needs_reconnect()),
+            other => panic!("{other:?}"),
+        }
+    }
+    proxy.cut();
+}

@@ -39,8 +39,8 @@ pub use connection::{
 };
 pub use message::{CONTENT_TYPE, OutgoingMessage, header_str, headers};
 pub use publisher::{
-    CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingConfirm, Publisher, RecoveringPublisher,
-    SEND_TIMEOUT,
+    CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingBatch, PendingConfirm, Publisher,
+    RecoveringPublisher, SEND_TIMEOUT,
 };
 pub use subscriber::{ACK_TIMEOUT, Delivery, QueueType, Subscriber, SubscriberBuilder};
 pub use topology::Topology;
