@@ -152,6 +152,21 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Respo
 /// carries `Authorization: Bearer <token>` (or `?access_token=<token>`, for
 /// browsers' WebSocket API, which cannot set headers). Otherwise 401.
 pub fn bearer_auth(token: Option<Secret>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    bearer(token, true)
+}
+
+/// As [`bearer_auth`], but only the `Authorization` header counts: for
+/// keys that must not end up in URLs (and so in proxy and access logs).
+pub fn bearer_header_auth(
+    token: Option<Secret>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    bearer(token, false)
+}
+
+fn bearer(
+    token: Option<Secret>,
+    allow_query: bool,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let token = std::sync::Arc::new(token.filter(|t| !t.is_empty()));
     warp::header::optional::<String>("authorization")
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -167,8 +182,9 @@ pub fn bearer_auth(token: Option<Secret>) -> impl Filter<Extract = (), Error = R
                 });
                 let from_query = query
                     .split('&')
+                    .filter(|_| allow_query)
                     .find_map(|kv| kv.strip_prefix("access_token="))
-                    .map(percent_decode);
+                    .map(|v| percent_decode(v, true));
                 let offered = from_header.map(str::to_owned).or(from_query);
                 match offered {
                     Some(t) if constant_time_eq(t.as_bytes(), expected.expose().as_bytes()) => {
@@ -181,7 +197,14 @@ pub fn bearer_auth(token: Option<Secret>) -> impl Filter<Extract = (), Error = R
         .untuple_one()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes of a URL path segment (`+` stays `+`); invalid
+/// UTF-8 is replaced.
+pub fn percent_decode_path(s: &str) -> String {
+    percent_decode(s, false)
+}
+
+/// Decodes `%XX` escapes; `plus_is_space` for query strings.
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
@@ -200,7 +223,7 @@ fn percent_decode(s: &str) -> String {
                 out.push(b);
                 i += 3;
             }
-            (None, b'+') => {
+            (None, b'+') if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -359,9 +382,10 @@ mod tests {
 
     #[test]
     fn percent_decoding_handles_edge_cases() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("%zz%"), "%zz%");
-        assert_eq!(percent_decode("é%C3%A9"), "éé");
+        assert_eq!(percent_decode("a%20b+c", true), "a b c");
+        assert_eq!(percent_decode("%zz%", true), "%zz%");
+        assert_eq!(percent_decode("é%C3%A9", true), "éé");
+        assert_eq!(percent_decode_path("a%20b+c%2Fd"), "a b+c/d");
     }
 
     #[test]

@@ -1,35 +1,34 @@
 //! Flood benchmark: the fake Twitch IRC server sends PRIVMSGs taken from the
-//! real corpus as fast as it can to the ingestor binary, which publishes
-//! them with confirms into a durable queue on the local RabbitMQ.
+//! real corpus as fast as the ingestor takes them to the ingestor binary,
+//! which publishes them with confirms into a durable queue on the local
+//! RabbitMQ.
 //!
 //! ```sh
-//! cargo bench -p ingestor --bench flood -- --channels 10 --messages 500000
-//! cargo bench -p ingestor --bench flood -- --channels 1000 --messages 500000
+//! cargo bench -p ingestor --bench flood -- --channels 10 --messages 200000
+//! cargo bench -p ingestor --bench flood -- --channels 1000 --messages 200000
+//! cargo bench -p ingestor --bench flood -- --channels 10 --rate 1000 --seconds 20
 //! ```
 //!
-//! The fake server sends as fast as the ingestor takes lines, keeping at
-//! most `--window` (default 20,000) sent and not yet confirmed. An unbounded
-//! flood measures twitch-irc's PING timeout instead: it pings every 30 s and
-//! drops a connection whose PONG is 5 s late, and the PONG queues behind
-//! every line already sent (with 1,000 channels, 450 channels' connections
-//! were dropped and rejoined mid-flood, losing the lines in flight).
+//! **Flood** (the default): the fake keeps at most `--window` (20,000)
+//! lines sent and not yet in the queue. Reports confirmed messages per
+//! second (first line sent to last message in the durable queue, read with
+//! a passive declare), the ingestor's CPU per message (utime + stime over
+//! the flood), its system calls per message (`perf stat` on the syscall
+//! tracepoints, when perf is installed) and its peak RSS (VmHWM), and
+//! checks the queue holds every message.
 //!
-//! Reports confirmed messages per second (first line sent -> last message
-//! in the durable queue, read with a passive declare), the ingestor's peak RSS (VmHWM)
-//! and CPU seconds (utime + stime), and checks the queue really holds every
-//! message.
+//! **The broker's ceiling** is measured by code that is not under test:
+//! `testkit/ceiling/publish.mjs`, a bare amqplib (Node.js) publisher with
+//! confirms, sending the ingestor's own payloads (its JSON, routing keys
+//! and properties, pre-built) into a fresh durable queue with as many
+//! confirms in flight as the ingestor (`PUBLISH_MAX_IN_FLIGHT`). It runs
+//! once before and once after the ingestor, each after RabbitMQ has gone
+//! idle, and the ingestor's rate is reported as a share of their mean.
 //!
-//! The broker's ceiling: a bare lapin publisher (one channel, no outbox,
-//! no spool, no IRC) sends the same payloads (the ChatEvent JSON the
-//! ingestor publishes, with the same routing keys and properties) into a
-//! fresh durable queue with pipelined confirms, as many unconfirmed as the
-//! ingestor allows (`PUBLISH_MAX_IN_FLIGHT`, default 2,048). It runs once
-//! before and once after the ingestor, and the ingestor's rate is reported
-//! as a share of their mean: the broker's rate drifts between runs (it
-//! ranged from 9,238 to 12,410 msg/s in one day on the same machine), and one ceiling
-//! run next to one ingestor run decided too much. Before each of the three
-//! runs the benchmark waits until RabbitMQ is idle: deleting the previous
-//! run's queue of 500,000 persistent messages keeps it busy for a while.
+//! **Latency** (`--rate N`): the fake sends N lines a second for
+//! `--seconds`, each carrying its send time; a consumer on the queue
+//! measures fake-write to delivery (so it includes the broker's delivery
+//! to a consumer, on top of IRC -> queue).
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +67,45 @@ async fn metric(port: u16, name: &str) -> f64 {
 #[tokio::main]
 async fn main() {
     let n_channels: usize = testkit::cli_arg("--channels", 10);
-    let n_messages: usize = testkit::cli_arg("--messages", 500_000);
+    let rate: f64 = testkit::cli_arg("--rate", 0.0);
+    if rate > 0.0 {
+        latency(n_channels, rate, testkit::cli_arg("--seconds", 20.0)).await;
+    } else {
+        flood(n_channels, testkit::cli_arg("--messages", 200_000)).await;
+    }
+}
+
+/// Starts the ingestor binary against `fake`, publishing to `exchange`.
+fn spawn_ingestor(
+    fake: &FakeIrc,
+    exchange: &str,
+    channels: &[String],
+    spool: &std::path::Path,
+    port: u16,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"))
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", exchange)
+        .env("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("TWITCH_IRC_ADDR", fake.addr().to_string())
+        .env("TWITCH_IRC_TLS", "false")
+        .env("TWITCH_CHANNELS", channels.join(","))
+        .env("TWITCH_MAX_CHANNELS", "100000")
+        // A verified bot's JOIN limit, so 1,000 channels join in seconds.
+        .env("TWITCH_JOIN_LIMIT", "2000")
+        .env("TWITCH_JOIN_WINDOW", "10s")
+        .env("SPOOL_DIR", spool.join("spool"))
+        .current_dir(spool)
+        // Tuning under test, passed through when set.
+        .envs(testkit::ingestor_tuning_env())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the ingestor (build it first: cargo bench builds it)")
+}
+
+async fn flood(n_channels: usize, n_messages: usize) {
     let window: f64 = testkit::cli_arg("--window", 20_000.0);
     let fake = FakeIrc::start().await;
     let conn = rabbit::connect("bench-setup").await;
@@ -78,41 +115,21 @@ async fn main() {
     let lines = testkit::corpus::flood_privmsgs(&channels, n_messages, "bench");
 
     let payloads = ingestor_payloads(&lines);
+    let sample = &payloads[..payloads.len().min(5_000)];
     broker_idle().await;
-    let ceiling_before = bare_lapin_ceiling(&conn, &payloads).await;
+    let ceiling_before = node_ceiling(&conn, sample, n_messages).await;
     broker_idle().await;
 
     let (topology, queue) = bench_queue(&conn, "bench-flood").await;
     let spool = tempfile::tempdir().unwrap();
     let port = testkit::free_port();
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"))
-        .env_clear()
-        // twitch-irc logs an error for every corpus line its typed parser
-        // rejects (old lines without badge-info); chatbus parses them fine.
-        .env("RUST_LOG", "warn,twitch_irc=off")
-        .env("AMQP_URL", rabbit::amqp_url())
-        .env("CHAT_EXCHANGE", &topology.exchange)
-        .env("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("TWITCH_IRC_ADDR", fake.addr().to_string())
-        .env("TWITCH_IRC_TLS", "false")
-        .env("TWITCH_CHANNELS", channels.join(","))
-        // A verified bot's JOIN limit, so 1,000 channels join in seconds.
-        .env("TWITCH_JOIN_LIMIT", "2000")
-        .env("TWITCH_JOIN_WINDOW", "10s")
-        .env("SPOOL_DIR", spool.path().join("spool"))
-        .current_dir(spool.path())
-        // Tuning under test, passed through when set.
-        .envs(testkit::ingestor_tuning_env())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the ingestor (build it first: cargo bench builds it)");
+    let mut child = spawn_ingestor(&fake, &topology.exchange, &channels, spool.path(), port);
     let pid = child.id().unwrap();
 
     let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
-    fake.wait_joined(&refs, 300).await;
+    fake.wait_joined(&refs, 600).await;
     let roomstates = channels.len() as f64;
-    testkit::within(60, "ROOMSTATEs confirmed", async {
+    testkit::within(120, "ROOMSTATEs confirmed", async {
         while metric(port, "chatbus_ingestor_events_confirmed_total").await < roomstates {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -132,31 +149,16 @@ async fn main() {
     // scrape renders thousands of series, CPU the ingestor would be charged.
     let probe = conn.create_channel().await.unwrap();
     let in_durable_queue = || async { f64::from(rabbit::queue_depth(&probe, &queue).await) };
-    let no_disconnects = || async {
-        let disconnects = metric(port, "chatbus_ingestor_irc_disconnects_total").await;
-        assert!(
-            disconnects == 0.0,
-            "{disconnects} IRC disconnects during the flood: lines were lost; try a smaller --window"
-        );
-    };
+    let perf = testkit::perf::SyscallCounter::attach(pid);
     let start = Instant::now();
     let mut sent = 0;
-    let mut polls = 0u64;
     for chunk in lines.chunks(2_000) {
-        // At most --window lines sent and not yet confirmed: twitch-irc
-        // pings every 30 s and drops a connection whose PONG is 5 s late,
-        // and the fake's PONG queues behind every line already sent.
         while sent as f64 + roomstates - in_durable_queue().await > window {
-            polls += 1;
-            if polls.is_multiple_of(50) {
-                no_disconnects().await;
-            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sent += fake.send_lines(chunk);
     }
     let sent_at = start.elapsed();
-
     assert_eq!(sent, lines.len(), "every line reached a connection");
     let want = roomstates + lines.len() as f64;
     let in_queue = loop {
@@ -164,24 +166,24 @@ async fn main() {
         if queued >= want {
             break queued;
         }
-        polls += 1;
-        if polls.is_multiple_of(50) {
-            no_disconnects().await;
-        }
         if start.elapsed() > Duration::from_secs(1800) {
             panic!("only {queued} of {want} in the queue after 30 min");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = start.elapsed();
-    no_disconnects().await;
+    let syscalls = perf
+        .map(testkit::perf::SyscallCounter::stop)
+        .unwrap_or_default();
+    let (_, cpu_after) = testkit::metrics::process_stats(pid);
     // The queue can hold the last message a moment before its confirm
     // reaches the ingestor and is counted.
     testkit::eventually(30, "the ingestor counting every confirm", || async {
         (metric(port, "chatbus_ingestor_events_confirmed_total").await >= want).then_some(())
     })
     .await;
-    let (rss_mib, cpu_after) = testkit::metrics::process_stats(pid);
+    let disconnects = metric(port, "chatbus_ingestor_irc_disconnects_total").await;
+    let (rss_mib, _) = testkit::metrics::process_stats(pid);
     let dropped = metric(port, "chatbus_ingestor_events_dropped_total").await;
     child.start_kill().unwrap();
     let _ = child.wait().await;
@@ -189,39 +191,155 @@ async fn main() {
 
     let rate = lines.len() as f64 / elapsed.as_secs_f64();
     broker_idle().await;
-    let ceiling_after = bare_lapin_ceiling(&conn, &payloads).await;
-    let ceiling = f64::midpoint(ceiling_before, ceiling_after);
+    let ceiling_after = node_ceiling(&conn, sample, n_messages).await;
+    let ceiling = f64::midpoint(ceiling_before.rate, ceiling_after.rate);
+    let n = lines.len() as f64;
+    let cpu_us = (cpu_after - cpu_before) * 1e6 / n;
+    let per = |name: &str| syscalls.get(name).copied().unwrap_or(0) as f64 / n;
+    let hot = ["sendto", "write", "writev", "futex"]
+        .iter()
+        .map(|s| per(s))
+        .sum::<f64>();
     println!();
     println!(
-        "| channels | messages | sent in | all confirmed in | confirmed msg/s | peak RSS | CPU s (ingestor) | in queue | dropped |"
+        "| channels | messages | mean body | confirmed msg/s | ceiling before / after (mean) | share | CPU per msg | ceiling's CPU per msg | syscalls per msg (sendto + write + writev + futex) | peak RSS | in queue / dropped / IRC drops |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
-        "| {} | {} | {:.1} s | {:.1} s | {:.0} | {:.0} MiB | {:.1} | {} | {} |",
+        "| {} | {} | {:.0} B | **{:.0}** | {:.0} / {:.0} ({:.0}) | **{:.0} %** | **{:.1} µs** | {:.1} µs | **{:.3}** ({:.3} + {:.3} + {:.3} + {:.3}) | {:.0} MiB | {} / {} / {} |",
         channels.len(),
         lines.len(),
-        sent_at.as_secs_f64(),
-        elapsed.as_secs_f64(),
+        testkit::ceiling::mean_body_bytes(&payloads),
         rate,
+        ceiling_before.rate,
+        ceiling_after.rate,
+        ceiling,
+        100.0 * rate / ceiling,
+        cpu_us,
+        f64::midpoint(
+            ceiling_before.cpu_us_per_message,
+            ceiling_after.cpu_us_per_message
+        ),
+        hot,
+        per("sendto"),
+        per("write"),
+        per("writev"),
+        per("futex"),
         rss_mib,
-        cpu_after - cpu_before,
         in_queue,
         dropped,
+        disconnects,
     );
+    eprintln!(
+        "(sent in {:.1} s, all confirmed in {:.1} s; RSS before the flood {rss_before:.0} MiB; other syscalls per msg: read {:.3}, recvfrom {:.3}, epoll_wait {:.3})",
+        sent_at.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        per("read"),
+        per("recvfrom"),
+        per("epoll_wait"),
+    );
+}
+
+/// Sends `rate` lines a second for `seconds`, each with its send time in
+/// its text, and measures send -> delivery from the queue.
+async fn latency(n_channels: usize, rate: f64, seconds: f64) {
+    let fake = std::sync::Arc::new(FakeIrc::start().await);
+    let conn = rabbit::connect("bench-setup").await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let channels: Vec<String> = (0..n_channels).map(|i| format!("l{tag}_{i}")).collect();
+    let topology = Topology::named(&unique("bench-latency"));
+    let mut sub = Subscriber::builder(unique("bench-latency-q"))
+        .bind("chat.#")
+        .prefetch(1000)
+        .auto_delete(true)
+        .durable(false)
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let mut child = spawn_ingestor(&fake, &topology.exchange, &channels, spool.path(), port);
+    let pid = child.id().unwrap();
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    fake.wait_joined(&refs, 600).await;
+    // Skip the ROOMSTATEs.
+    for _ in 0..channels.len() {
+        let d = sub.next().await.unwrap().unwrap();
+        d.ack().await.unwrap();
+    }
+    let total = (rate * seconds) as usize;
+    let epoch = Instant::now();
+    let (_, cpu_before) = testkit::metrics::process_stats(pid);
+    let sender = {
+        let fake = fake.clone();
+        let channels = channels.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0usize;
+            while sent < total {
+                tick.tick().await;
+                let due = ((epoch.elapsed().as_secs_f64() * rate) as usize).min(total);
+                let lines: Vec<String> = (sent..due)
+                    .map(|i| {
+                        let ch = &channels[i % channels.len()];
+                        let at = epoch.elapsed().as_nanos();
+                        format!(
+                            "@badge-info=;badges=;color=#1E90FF;display-name=U;emotes=;id=lat-{i};mod=0;room-id=1;subscriber=0;tmi-sent-ts=1594556065407;turbo=0;user-id=7;user-type= :u!u@u.tmi.twitch.tv PRIVMSG #{ch} :t={at}"
+                        )
+                    })
+                    .collect();
+                fake.send_lines(&lines);
+                sent = due;
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(total);
+    testkit::within(
+        (seconds as u64) * 3 + 60,
+        "every message delivered",
+        async {
+            while latencies.len() < total {
+                let d = sub.next().await.unwrap().unwrap();
+                let now = epoch.elapsed().as_nanos();
+                if let Some(at) = d
+                    .event
+                    .text
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix("t="))
+                    .and_then(|t| t.parse::<u128>().ok())
+                {
+                    latencies.push((now - at) as f64 / 1e6);
+                }
+                d.ack().await.unwrap();
+            }
+        },
+    )
+    .await;
+    sender.await.unwrap();
+    let (rss, cpu_after) = testkit::metrics::process_stats(pid);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    rabbit::delete_topology(&conn, &topology).await;
+    latencies.sort_by(f64::total_cmp);
+    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!();
     println!(
-        "| bare lapin publisher (same payloads) | before | after | mean | ingestor's share of the mean |"
+        "| channels | rate | messages | IRC -> consumer p50 / p90 / p99 / max | ingestor CPU per msg | peak RSS |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
-        "| 1 channel, {} confirms in flight | {:.0} | {:.0} | {:.0} | {:.0} % |",
-        in_flight_max(),
-        ceiling_before,
-        ceiling_after,
-        ceiling,
-        100.0 * rate / ceiling
+        "| {} | {:.0} msg/s | {} | {:.2} / {:.2} / **{:.2}** / {:.2} ms | {:.1} µs | {:.0} MiB |",
+        channels.len(),
+        rate,
+        latencies.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        latencies[latencies.len() - 1],
+        (cpu_after - cpu_before) * 1e6 / total as f64,
+        rss,
     );
-    eprintln!("(RSS before the flood: {rss_before:.0} MiB)");
 }
 
 /// Waits (at most a minute) until the local RabbitMQ nodes (every
@@ -278,56 +396,32 @@ fn ingestor_payloads(lines: &[String]) -> Vec<common::amqp::OutgoingMessage> {
     messages
 }
 
-/// Confirmed messages per second of a bare lapin publisher sending
-/// `messages` into a fresh durable queue.
-async fn bare_lapin_ceiling(
+/// The broker's ceiling: the Node.js amqplib publisher sends `count`
+/// messages cycling through `messages` into a fresh durable queue.
+async fn node_ceiling(
     conn: &lapin::Connection,
     messages: &[common::amqp::OutgoingMessage],
-) -> f64 {
-    use futures::stream::{FuturesOrdered, StreamExt};
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-
-    let in_flight_max = in_flight_max();
+    count: usize,
+) -> testkit::ceiling::Ceiling {
     let (topology, queue) = bench_queue(conn, "bench-ceiling").await;
-    let exchange = &topology.exchange;
+    eprintln!("amqplib ceiling publisher: {count} messages...");
+    let ceiling = testkit::ceiling::run(
+        &rabbit::amqp_url(),
+        &topology.exchange,
+        messages,
+        count,
+        in_flight_max(),
+    )
+    .await;
     let channel = conn.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    eprintln!("bare lapin publisher: {} messages...", messages.len());
-    let start = Instant::now();
-    let mut in_flight = FuturesOrdered::new();
-    for m in messages {
-        let confirm = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                m.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                &m.body,
-                m.properties(ingestor::publisher::APP_ID).unwrap(),
-            )
-            .await
-            .unwrap();
-        in_flight.push_back(confirm);
-        while in_flight.len() >= in_flight_max {
-            let ack = in_flight.next().await.unwrap().unwrap();
-            assert!(ack.is_ack(), "broker nacked");
-        }
-    }
-    while let Some(ack) = in_flight.next().await {
-        assert!(ack.unwrap().is_ack(), "broker nacked");
-    }
-    let elapsed = start.elapsed();
-    // Every confirmed message is in the queue.
     let in_queue = rabbit::queue_depth(&channel, &queue).await as usize;
     delete_bench_queue(conn, &topology, &queue).await;
-    assert_eq!(
-        in_queue,
-        messages.len(),
-        "the ceiling queue holds every message"
+    assert_eq!(in_queue, count, "the ceiling queue holds every message");
+    eprintln!(
+        "ceiling: {:.0} msg/s, {:.1} µs CPU per message",
+        ceiling.rate, ceiling.cpu_us_per_message
     );
-    messages.len() as f64 / elapsed.as_secs_f64()
+    ceiling
 }
 
 /// The ingestor's `PUBLISH_MAX_IN_FLIGHT` (its default unless set).

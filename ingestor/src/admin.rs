@@ -1,31 +1,33 @@
 //! The ingestor's HTTP server: `/healthz`, `/readyz`, `/metrics`, and the
-//! channel admin API (`GET /channels`; `POST`/`DELETE /channels/{login}`
-//! with the API key as a bearer token).
+//! channel admin API of every source:
+//!
+//! * `GET /channels`: every channel of every platform (each has a
+//!   `platform` field); `GET /channels/{platform}`: one platform's.
+//! * `POST` / `DELETE /channels/{platform}/{channel}`: join / part, with
+//!   the API key as a bearer token (`Authorization` header only). The
+//!   older `/channels/{channel}` means Twitch.
 
 use std::sync::Arc;
 
 use common::Secret;
-use common::http::{ApiError, bearer_auth};
+use common::http::{ApiError, bearer_header_auth};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::channels::ChannelManager;
-use crate::config::{is_valid_login, normalise_channel};
-use crate::ingest::IrcStatus;
+use crate::channels::{ChannelInfo, JoinError};
 use crate::outbox::Outbox;
 use crate::publisher::BrokerStatus;
+use crate::source::{Source, SourceHealth};
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    /// Channel states.
-    pub manager: Arc<ChannelManager>,
+    /// Every running source.
+    pub sources: Vec<Arc<dyn Source>>,
     /// Broker connectivity.
     pub broker: Arc<BrokerStatus>,
-    /// IRC connectivity.
-    pub irc: Arc<IrcStatus>,
     /// Outbox figures.
     pub outbox: Arc<Outbox>,
     /// `/metrics`.
@@ -34,114 +36,201 @@ pub struct AdminState {
     pub api_key: Option<Secret>,
 }
 
+impl AdminState {
+    fn source(&self, platform: &str) -> Result<&Arc<dyn Source>, Rejection> {
+        self.sources
+            .iter()
+            .find(|s| s.platform() == platform)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.sources.iter().map(|s| s.platform()).collect();
+                warp::reject::custom(ApiError::not_found(format!(
+                    "no `{platform}` source runs here (running: {})",
+                    known.join(", ")
+                )))
+            })
+    }
+}
+
+/// One source's part of `/readyz`.
+#[derive(Serialize)]
+struct SourceReadiness {
+    #[serde(flatten)]
+    health: SourceHealth,
+    ready: bool,
+    channels_wanted: usize,
+    channels_joined: usize,
+    channel_limit: usize,
+}
+
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
     broker_connected: bool,
-    irc_connections: i64,
+    /// Open IRC connections (Twitch), kept for older dashboards.
+    irc_connections: usize,
     channels_wanted: usize,
     channels_joined: usize,
     outbox_unconfirmed: u64,
     spool_bytes: u64,
     events_dropped: u64,
+    sources: Vec<SourceReadiness>,
 }
 
 #[derive(Serialize)]
 struct ChannelChange<'a> {
+    platform: &'a str,
     channel: &'a str,
     action: &'a str,
     changed: bool,
+}
+
+fn readiness(state: &AdminState) -> Readiness {
+    let sources: Vec<SourceReadiness> = state
+        .sources
+        .iter()
+        .map(|s| {
+            let (wanted, joined) = s.channels().counts();
+            let health = s.health();
+            // A platform with nothing to read is ready whatever it says;
+            // one with channels must be reachable.
+            let ready = wanted == 0 || (health.reachable && health.connections > 0);
+            SourceReadiness {
+                ready,
+                channels_wanted: wanted,
+                channels_joined: joined,
+                channel_limit: s.channels().limit(),
+                health,
+            }
+        })
+        .collect();
+    let stats = state.outbox.stats();
+    let broker = state.broker.connected();
+    Readiness {
+        ready: broker && sources.iter().all(|s| s.ready),
+        broker_connected: broker,
+        irc_connections: sources
+            .iter()
+            .filter(|s| s.health.platform == common::schema::PLATFORM_TWITCH)
+            .map(|s| s.health.connections)
+            .sum(),
+        channels_wanted: sources.iter().map(|s| s.channels_wanted).sum(),
+        channels_joined: sources.iter().map(|s| s.channels_joined).sum(),
+        outbox_unconfirmed: stats.unconfirmed,
+        spool_bytes: stats.spool_bytes,
+        events_dropped: stats.dropped,
+        sources,
+    }
+}
+
+fn all_channels(state: &AdminState) -> Vec<ChannelInfo> {
+    state
+        .sources
+        .iter()
+        .flat_map(|s| s.channels().snapshot())
+        .collect()
 }
 
 /// All routes.
 pub fn routes(
     state: AdminState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let readyz = {
+    let with_state = {
         let s = state.clone();
-        warp::path!("readyz").and(warp::get()).map(move || {
-            let (wanted, joined) = s.manager.counts();
-            let stats = s.outbox.stats();
-            let body = Readiness {
-                ready: s.broker.connected() && s.irc.connections() > 0,
-                broker_connected: s.broker.connected(),
-                irc_connections: s.irc.connections(),
-                channels_wanted: wanted,
-                channels_joined: joined,
-                outbox_unconfirmed: stats.unconfirmed,
-                spool_bytes: stats.spool_bytes,
-                events_dropped: stats.dropped,
-            };
+        warp::any().map(move || s.clone())
+    };
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: AdminState| {
+            let body = readiness(&s);
             let status = if body.ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
             warp::reply::with_status(warp::reply::json(&body), status)
-        })
-    };
-    let list = {
-        let m = state.manager.clone();
-        warp::path!("channels")
-            .and(warp::get())
-            .map(move || warp::reply::json(&m.snapshot()))
-    };
+        });
+    let list = warp::path!("channels")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: AdminState| warp::reply::json(&all_channels(&s)));
+    let list_platform = warp::path!("channels" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and_then(|platform: String, s: AdminState| async move {
+            let source = s.source(&platform)?;
+            Ok::<_, Rejection>(warp::reply::json(&source.channels().snapshot()))
+        });
     let admin = admin_auth(state.api_key.clone());
-    let join = {
-        let m = state.manager.clone();
-        warp::path!("channels" / String)
-            .and(warp::post())
-            .and(admin.clone())
-            .and_then(move |name: String| {
-                let m = m.clone();
-                async move {
-                    let channel = valid_channel(&name)?;
-                    let changed = m.join(&channel);
-                    let status = if changed {
-                        StatusCode::ACCEPTED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok::<_, Rejection>(warp::reply::with_status(
-                        warp::reply::json(&ChannelChange {
-                            channel: &channel,
-                            action: "join",
-                            changed,
-                        }),
-                        status,
-                    ))
-                }
-            })
-    };
-    let part = {
-        let m = state.manager.clone();
-        warp::path!("channels" / String)
-            .and(warp::delete())
-            .and(admin)
-            .and_then(move |name: String| {
-                let m = m.clone();
-                async move {
-                    let channel = valid_channel(&name)?;
-                    if !m.part(&channel) {
-                        return Err(warp::reject::custom(ApiError::not_found(format!(
-                            "not joined to {channel}"
-                        ))));
-                    }
-                    Ok::<_, Rejection>(warp::reply::with_status(
-                        warp::reply::json(&ChannelChange {
-                            channel: &channel,
-                            action: "part",
-                            changed: true,
-                        }),
-                        StatusCode::ACCEPTED,
-                    ))
-                }
-            })
-    };
+    // `/channels/{platform}/{channel}`, or `/channels/{channel}` for Twitch.
+    let target = warp::path("channels")
+        .and(
+            warp::path!(String / String)
+                .map(|platform: String, channel: String| (platform, channel))
+                .or(warp::path!(String)
+                    .map(|channel: String| (common::schema::PLATFORM_TWITCH.to_owned(), channel)))
+                .unify(),
+        )
+        .and(with_state.clone());
+    let join = target
+        .clone()
+        .and(warp::post())
+        .and(admin.clone())
+        .and_then(
+            |(platform, name): (String, String), s: AdminState| async move {
+                let source = s.source(&platform)?;
+                let channel = valid_channel(source.as_ref(), &name)?;
+                let changed = source.channels().join(&channel).map_err(|e| match e {
+                    JoinError::Limit { .. } => warp::reject::custom(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "channel_limit",
+                        e.to_string(),
+                    )),
+                })?;
+                source
+                    .channels()
+                    .set_requested_as(&channel, &percent_decoded(&name));
+                let status = if changed {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                Ok::<_, Rejection>(warp::reply::with_status(
+                    warp::reply::json(&ChannelChange {
+                        platform: source.platform(),
+                        channel: &channel,
+                        action: "join",
+                        changed,
+                    }),
+                    status,
+                ))
+            },
+        );
+    let part = target.and(warp::delete()).and(admin).and_then(
+        |(platform, name): (String, String), s: AdminState| async move {
+            let source = s.source(&platform)?;
+            let channel = valid_channel(source.as_ref(), &name)?;
+            if !source.channels().part(&channel) {
+                return Err(warp::reject::custom(ApiError::not_found(format!(
+                    "not joined to {platform} channel {channel}"
+                ))));
+            }
+            Ok::<_, Rejection>(warp::reply::with_status(
+                warp::reply::json(&ChannelChange {
+                    platform: source.platform(),
+                    channel: &channel,
+                    action: "part",
+                    changed: true,
+                }),
+                StatusCode::ACCEPTED,
+            ))
+        },
+    );
     common::http::healthz()
         .or(readyz)
         .or(common::http::metrics(state.metrics.clone()))
         .or(list)
+        .or(list_platform)
         .or(join)
         .or(part)
 }
@@ -161,17 +250,15 @@ fn admin_auth(key: Option<Secret>) -> impl Filter<Extract = (), Error = Rejectio
             }
         })
         .untuple_one()
-        .and(bearer_auth(key))
+        .and(bearer_header_auth(key))
 }
 
-fn valid_channel(name: &str) -> Result<String, Rejection> {
-    let channel = normalise_channel(name);
-    if is_valid_login(&channel) {
-        Ok(channel)
-    } else {
-        Err(warp::reject::custom(ApiError::bad_request(
-            "invalid_channel",
-            format!("`{name}` is not a Twitch login ([a-z0-9_], 1-25 characters)"),
-        )))
-    }
+fn percent_decoded(segment: &str) -> String {
+    common::http::percent_decode_path(segment)
+}
+
+fn valid_channel(source: &dyn Source, name: &str) -> Result<String, Rejection> {
+    source
+        .parse_channel(&percent_decoded(name))
+        .map_err(|message| warp::reject::custom(ApiError::bad_request("invalid_channel", message)))
 }

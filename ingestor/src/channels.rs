@@ -1,15 +1,18 @@
-//! The channel manager: which channels we want (desired) and where each one
-//! really is (queued, JOIN sent, joined, disconnected), with
+//! The channel manager of one source: which channels we want (desired,
+//! capped per platform) and where each one really is (queued, JOIN sent,
+//! joined, disconnected, unreachable, waiting), with
 //!
-//! * JOIN confirmation: a JOIN the server has not echoed within
-//!   `join_timeout` is sent again (the "ghost JOIN");
-//! * re-join after a reconnect (twitch-irc re-joins at once; the watchdog
-//!   catches any it missed), every JOIN on the wire going through the
-//!   transport's rate limiter;
+//! * join confirmation: a join the platform has not confirmed within
+//!   `join_timeout` is asked for again (Twitch's "ghost JOIN");
+//! * re-join after a reconnect (the source re-joins at once; the watchdog
+//!   catches any it missed);
 //! * gap events: when a connection drops, each of its channels is marked
 //!   disconnected; when the channel is joined again a `gap` event covering
 //!   the outage is produced;
 //! * per-channel figures for `GET /channels`.
+//!
+//! The manager is platform-neutral: the source drives the platform through
+//! [`JoinClient`] and reports back through the `on_*` methods.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -19,7 +22,8 @@ use chrono::{DateTime, Utc};
 use common::schema::{ChatEvent, EventBody, EventKind, GapDetails, PLATFORM_TWITCH};
 use serde::Serialize;
 
-/// Channels remembered across restarts (`<SPOOL_DIR>/channels.json`).
+/// Channels remembered across restarts (`<SPOOL_DIR>/channels.json` for
+/// Twitch, `channels-<platform>.json` for the others).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PersistedChannels {
     /// By channel login.
@@ -34,12 +38,20 @@ pub struct PersistedChannel {
 }
 
 impl PersistedChannels {
-    const FILE: &'static str = "channels.json";
+    /// The file a platform's channels are remembered in (Twitch keeps the
+    /// name it had before there were other platforms).
+    pub fn file_name(platform: &str) -> String {
+        if platform == PLATFORM_TWITCH {
+            "channels.json".to_owned()
+        } else {
+            format!("channels-{platform}.json")
+        }
+    }
 
-    /// Reads `dir/channels.json`; missing or unreadable means nothing
-    /// remembered (logged).
-    pub fn load(dir: &std::path::Path) -> Self {
-        let path = dir.join(Self::FILE);
+    /// Reads the platform's file in `dir`; missing or unreadable means
+    /// nothing remembered (logged).
+    pub fn load(dir: &std::path::Path, platform: &str) -> Self {
+        let path = dir.join(Self::file_name(platform));
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable channel state file");
@@ -49,22 +61,46 @@ impl PersistedChannels {
         }
     }
 
-    /// Writes `dir/channels.json` atomically.
+    /// Writes the platform's file in `dir` atomically (mode 0600).
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn save(&self, dir: &std::path::Path) -> Result<(), common::token_store::TokenStoreError> {
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        platform: &str,
+    ) -> Result<(), common::token_store::TokenStoreError> {
         let bytes = serde_json::to_vec_pretty(self).expect("channel state serialises");
-        common::token_store::write_atomic(&dir.join(Self::FILE), &bytes)
+        common::token_store::write_atomic(&dir.join(Self::file_name(platform)), &bytes)
+    }
+
+    /// The same channels, ignoring when each was last seen.
+    pub fn same_channels(&self, other: &Self) -> bool {
+        self.channels.keys().eq(other.channels.keys())
     }
 }
 
-/// What the manager needs from the IRC client.
+/// What the manager needs from its source.
 pub trait JoinClient: Send + Sync + 'static {
-    /// Ask to be joined to `channel` (sends JOIN unless already confirmed).
+    /// Ask to be joined to `channel` (asks again if not yet confirmed).
     fn join(&self, channel: &str);
     /// Ask to leave `channel`.
     fn part(&self, channel: &str);
+}
+
+/// Why a channel cannot be joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The platform's channel cap is reached.
+    #[error("{platform} already has {max} channels, its limit ({why}); part one first")]
+    Limit {
+        /// The platform.
+        platform: &'static str,
+        /// The cap.
+        max: usize,
+        /// Which setting or rule sets it.
+        why: String,
+    },
 }
 
 /// Where a channel is.
@@ -93,6 +129,27 @@ pub enum JoinState {
         /// Why.
         reason: String,
     },
+    /// The platform cannot be reached; retrying with backoff.
+    Unreachable {
+        /// Since when.
+        since: DateTime<Utc>,
+        /// The last error.
+        error: String,
+    },
+    /// Nothing to read yet, or the platform asked us to wait (not live,
+    /// chat ended, quota exhausted ...): checked again at `next_check`.
+    Waiting {
+        /// Since when.
+        since: DateTime<Utc>,
+        /// Why, as a stable word (`offline`, `chat_ended`,
+        /// `quota_exceeded`, `chat_disabled`, `not_found`, `forbidden`,
+        /// `error`).
+        reason: String,
+        /// Details for a human.
+        detail: Option<String>,
+        /// When it is tried again.
+        next_check: Option<DateTime<Utc>>,
+    },
     /// Leaving (PART sent).
     Parting,
 }
@@ -100,7 +157,9 @@ pub enum JoinState {
 /// One channel's state and figures, as `GET /channels` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelInfo {
-    /// Channel login.
+    /// The platform.
+    pub platform: &'static str,
+    /// The channel word (Twitch login, YouTube channel id ...).
     pub channel: String,
     /// Where it is.
     #[serde(flatten)]
@@ -119,8 +178,15 @@ pub struct ChannelInfo {
     pub gaps: u32,
     /// The platform's channel id, once seen.
     pub channel_id: Option<String>,
-    /// The IRC connection it is on.
+    /// The connection it is on (IRC connection, chat stream).
     pub connection: Option<u64>,
+    /// What the user asked for, when it differs from the channel word
+    /// (a YouTube handle or video id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
+    /// Source-specific details (a YouTube channel's live video and chat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
     #[serde(skip)]
     pending_gap: Option<(DateTime<Utc>, String)>,
     #[serde(skip)]
@@ -128,8 +194,9 @@ pub struct ChannelInfo {
 }
 
 impl ChannelInfo {
-    fn new(channel: &str, now: DateTime<Utc>) -> Self {
+    fn new(platform: &'static str, channel: &str, now: DateTime<Utc>) -> Self {
         Self {
+            platform,
             channel: channel.to_owned(),
             state: JoinState::Queued { since: now },
             joined_at: None,
@@ -140,6 +207,8 @@ impl ChannelInfo {
             gaps: 0,
             channel_id: None,
             connection: None,
+            requested_as: None,
+            detail: None,
             pending_gap: None,
             last_retry: None,
         }
@@ -148,28 +217,55 @@ impl ChannelInfo {
 
 /// The manager. Share it with `Arc`.
 pub struct ChannelManager {
+    platform: &'static str,
     client: Box<dyn JoinClient>,
     join_timeout: Duration,
+    limit: (usize, String),
     channels: Mutex<BTreeMap<String, ChannelInfo>>,
 }
 
 impl std::fmt::Debug for ChannelManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelManager")
+            .field("platform", &self.platform)
             .field("join_timeout", &self.join_timeout)
+            .field("limit", &self.limit.0)
             .finish()
     }
 }
 
 impl ChannelManager {
-    /// A manager driving `client`; unconfirmed JOINs are retried after
-    /// `join_timeout`.
-    pub fn new(client: Box<dyn JoinClient>, join_timeout: Duration) -> Self {
+    /// A manager of `platform`'s channels driving `client`; unconfirmed
+    /// joins are retried after `join_timeout`. No limit on the number of
+    /// channels until [`ChannelManager::with_limit`].
+    pub fn new(
+        platform: &'static str,
+        client: Box<dyn JoinClient>,
+        join_timeout: Duration,
+    ) -> Self {
         Self {
+            platform,
             client,
             join_timeout,
+            limit: (usize::MAX, String::new()),
             channels: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// At most `max` wanted channels; `why` names the setting or rule.
+    pub fn with_limit(mut self, max: usize, why: impl Into<String>) -> Self {
+        self.limit = (max, why.into());
+        self
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &'static str {
+        self.platform
+    }
+
+    /// The channel cap.
+    pub fn limit(&self) -> usize {
+        self.limit.0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ChannelInfo>> {
@@ -177,10 +273,27 @@ impl ChannelManager {
     }
 
     /// Wants `channel` joined. Returns false if it was already wanted.
-    pub fn join(&self, channel: &str) -> bool {
+    ///
+    /// # Errors
+    /// [`JoinError::Limit`] when the platform's channel cap is reached.
+    pub fn join(&self, channel: &str) -> Result<bool, JoinError> {
         let now = Utc::now();
         let added = {
             let mut channels = self.lock();
+            let wanted = channels
+                .values()
+                .filter(|i| !matches!(i.state, JoinState::Parting))
+                .count();
+            let parting = channels
+                .get(channel)
+                .is_some_and(|i| matches!(i.state, JoinState::Parting));
+            if (!channels.contains_key(channel) || parting) && wanted >= self.limit.0 {
+                return Err(JoinError::Limit {
+                    platform: self.platform,
+                    max: self.limit.0,
+                    why: self.limit.1.clone(),
+                });
+            }
             match channels.get_mut(channel) {
                 Some(info) if !matches!(info.state, JoinState::Parting) => false,
                 Some(info) => {
@@ -188,17 +301,30 @@ impl ChannelManager {
                     true
                 }
                 None => {
-                    channels.insert(channel.to_owned(), ChannelInfo::new(channel, now));
+                    channels.insert(
+                        channel.to_owned(),
+                        ChannelInfo::new(self.platform, channel, now),
+                    );
                     true
                 }
             }
         };
         if added {
-            tracing::info!(channel, "joining");
+            tracing::info!(platform = self.platform, channel, "joining");
             self.client.join(channel);
             self.record_gauges();
         }
-        added
+        Ok(added)
+    }
+
+    /// Records what the user asked for when it differs from the channel
+    /// word (a YouTube handle, a video id).
+    pub fn set_requested_as(&self, channel: &str, requested: &str) {
+        if let Some(info) = self.lock().get_mut(channel)
+            && requested != channel
+        {
+            info.requested_as = Some(requested.to_owned());
+        }
     }
 
     /// Stops wanting `channel`. Returns false if it was not wanted.
@@ -215,10 +341,118 @@ impl ChannelManager {
             }
         };
         if parted {
-            tracing::info!(channel, "parting");
+            tracing::info!(platform = self.platform, channel, "parting");
             self.client.part(channel);
         }
         parted
+    }
+
+    /// Sets a channel's state (sources whose states are not JOIN/PART:
+    /// waiting for a broadcast, reading a stream ...). A parting channel
+    /// keeps its state.
+    pub fn set_state(&self, channel: &str, state: JoinState) {
+        let mut channels = self.lock();
+        if let Some(info) = channels.get_mut(channel)
+            && !matches!(info.state, JoinState::Parting)
+        {
+            info.state = state;
+        }
+        drop(channels);
+        self.record_gauges();
+    }
+
+    /// Sets a channel's source-specific details.
+    pub fn set_detail(&self, channel: &str, detail: Option<serde_json::Value>) {
+        if let Some(info) = self.lock().get_mut(channel) {
+            info.detail = detail;
+        }
+    }
+
+    /// The connection for `channels` could not be made: they are marked
+    /// unreachable (until their JOIN goes out on a new connection).
+    pub fn on_unreachable(&self, channels: &[String], error: &str) {
+        let now = Utc::now();
+        let mut all = self.lock();
+        for channel in channels {
+            if let Some(info) = all.get_mut(channel) {
+                match &mut info.state {
+                    JoinState::Parting => {}
+                    JoinState::Unreachable { error: e, .. } => error.clone_into(e),
+                    state => {
+                        *state = JoinState::Unreachable {
+                            since: now,
+                            error: error.to_owned(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The channel is being read again after an outage that started at
+    /// `started_at` (or, if `None`, its pending outage): the gap event to
+    /// publish, if there was an outage.
+    pub fn on_resumed(
+        &self,
+        channel: &str,
+        at: DateTime<Utc>,
+        outage: Option<(DateTime<Utc>, String)>,
+    ) -> Option<ChatEvent> {
+        let gap = {
+            let mut channels = self.lock();
+            let info = channels.get_mut(channel)?;
+            if let Some(outage) = outage
+                && info.pending_gap.is_none()
+            {
+                info.pending_gap = Some(outage);
+            }
+            Self::take_gap(self.platform, info, channel, at)
+        };
+        self.log_gap(channel, gap.as_ref());
+        gap
+    }
+
+    /// Marks `channel` as possibly missing events from `since` for
+    /// `reason`, to be published as a gap when it is read again.
+    pub fn mark_outage(&self, channel: &str, since: DateTime<Utc>, reason: &str) {
+        if let Some(info) = self.lock().get_mut(channel)
+            && info.pending_gap.is_none()
+            && !matches!(info.state, JoinState::Parting)
+        {
+            info.pending_gap = Some((since, reason.to_owned()));
+        }
+    }
+
+    fn take_gap(
+        platform: &'static str,
+        info: &mut ChannelInfo,
+        channel: &str,
+        at: DateTime<Utc>,
+    ) -> Option<ChatEvent> {
+        let (started_at, reason) = info.pending_gap.take()?;
+        info.gaps += 1;
+        let mut event = ChatEvent::new(
+            uuid::Uuid::now_v7().to_string(),
+            platform,
+            channel,
+            at,
+            at,
+            EventBody::Gap(GapDetails {
+                started_at: started_at.min(at),
+                ended_at: at,
+                reason,
+            }),
+        );
+        event.channel_id = info.channel_id.clone();
+        Some(event)
+    }
+
+    fn log_gap(&self, channel: &str, gap: Option<&ChatEvent>) {
+        if let Some(g) = gap
+            && let EventBody::Gap(d) = &g.body
+        {
+            tracing::warn!(platform = self.platform, channel, from = %d.started_at, to = %d.ended_at, reason = %d.reason, "resumed after an outage; publishing a gap event");
+        }
     }
 
     /// The transport wrote a JOIN for `channel` on connection `conn`.
@@ -256,29 +490,10 @@ impl ChannelManager {
             }
             info.state = JoinState::Joined { since: at };
             info.joined_at = Some(at);
-            let (started_at, reason) = info.pending_gap.take()?;
-            info.gaps += 1;
-            let mut event = ChatEvent::new(
-                uuid::Uuid::now_v7().to_string(),
-                PLATFORM_TWITCH,
-                channel,
-                at,
-                at,
-                EventBody::Gap(GapDetails {
-                    started_at,
-                    ended_at: at,
-                    reason,
-                }),
-            );
-            event.channel_id = info.channel_id.clone();
-            Some(event)
+            Self::take_gap(self.platform, info, channel, at)
         };
         self.record_gauges();
-        if let Some(g) = &gap
-            && let EventBody::Gap(d) = &g.body
-        {
-            tracing::warn!(channel, from = %d.started_at, to = %d.ended_at, reason = %d.reason, "rejoined after an outage; publishing a gap event");
-        }
+        self.log_gap(channel, gap.as_ref());
         gap
     }
 
@@ -337,13 +552,20 @@ impl ChannelManager {
 
     /// Counts an event of `channel`.
     pub fn on_event(&self, event: &ChatEvent) {
+        self.on_events(std::slice::from_ref(event));
+    }
+
+    /// Counts a batch of events (one lock for the batch).
+    pub fn on_events(&self, events: &[ChatEvent]) {
         let mut channels = self.lock();
-        if let Some(info) = channels.get_mut(&event.channel) {
-            info.events += 1;
-            *info.counts.entry(event.kind()).or_default() += 1;
-            info.last_message_at = Some(event.received_at);
-            if info.channel_id.is_none() {
-                info.channel_id.clone_from(&event.channel_id);
+        for event in events {
+            if let Some(info) = channels.get_mut(&event.channel) {
+                info.events += 1;
+                *info.counts.entry(event.kind()).or_default() += 1;
+                info.last_message_at = Some(event.received_at);
+                if info.channel_id.is_none() {
+                    info.channel_id.clone_from(&event.channel_id);
+                }
             }
         }
     }
@@ -362,6 +584,9 @@ impl ChannelManager {
                     JoinState::Disconnected { since, .. } => *since,
                     _ => continue,
                 };
+                if self.platform != PLATFORM_TWITCH {
+                    continue;
+                }
                 let since = info
                     .last_retry
                     .map_or(waited_since, |r| r.max(waited_since));
@@ -372,7 +597,7 @@ impl ChannelManager {
             }
         }
         for channel in &retry {
-            tracing::warn!(%channel, timeout = ?self.join_timeout, "JOIN not confirmed in time; sending it again");
+            tracing::warn!(platform = self.platform, %channel, timeout = ?self.join_timeout, "join not confirmed in time; asking again");
             metrics::counter!("chatbus_ingestor_join_retries_total").increment(1);
             self.client.join(channel);
         }
@@ -405,7 +630,10 @@ impl ChannelManager {
     /// last saw them to when they are joined again.
     pub fn restore(&self, persisted: &PersistedChannels) {
         for (channel, state) in &persisted.channels {
-            self.join(channel);
+            if let Err(e) = self.join(channel) {
+                tracing::warn!(platform = self.platform, %channel, error = %e, "a channel remembered from the last run is not joined");
+                continue;
+            }
             if let Some(last_seen) = state.last_seen
                 && let Some(info) = self.lock().get_mut(channel)
                 && info.pending_gap.is_none()
@@ -436,8 +664,10 @@ impl ChannelManager {
 
     fn record_gauges(&self) {
         let (wanted, joined) = self.counts();
-        metrics::gauge!("chatbus_ingestor_channels_wanted").set(wanted as f64);
-        metrics::gauge!("chatbus_ingestor_channels_joined").set(joined as f64);
+        metrics::gauge!("chatbus_ingestor_channels_wanted", "platform" => self.platform)
+            .set(wanted as f64);
+        metrics::gauge!("chatbus_ingestor_channels_joined", "platform" => self.platform)
+            .set(joined as f64);
     }
 
     /// Runs the JOIN watchdog until cancelled.
@@ -475,7 +705,7 @@ mod tests {
     fn manager() -> (ChannelManager, Arc<Recorder>) {
         let rec = Arc::new(Recorder::default());
         (
-            ChannelManager::new(Box::new(rec.clone()), Duration::from_secs(10)),
+            ChannelManager::new("twitch", Box::new(rec.clone()), Duration::from_secs(10)),
             rec,
         )
     }
@@ -487,8 +717,8 @@ mod tests {
     #[test]
     fn join_flow_and_figures() {
         let (m, rec) = manager();
-        assert!(m.join("a"));
-        assert!(!m.join("a"), "joining twice is a no-op");
+        assert!(m.join("a").unwrap());
+        assert!(!m.join("a").unwrap(), "joining twice is a no-op");
         m.on_join_sent(1, "a", t(0));
         assert!(matches!(m.snapshot()[0].state, JoinState::Joining { .. }));
         assert!(m.on_joined("a", t(1)).is_none(), "first join is no gap");
@@ -501,7 +731,7 @@ mod tests {
     #[test]
     fn unconfirmed_joins_are_retried_after_the_timeout_only() {
         let (m, rec) = manager();
-        m.join("ghost");
+        m.join("ghost").unwrap();
         m.on_join_sent(1, "ghost", t(0));
         assert!(m.retry_unconfirmed(t(5)).is_empty());
         assert_eq!(m.retry_unconfirmed(t(10)), ["ghost"]);
@@ -519,7 +749,7 @@ mod tests {
     fn a_dropped_connection_yields_one_gap_per_channel_when_rejoined() {
         let (m, _) = manager();
         for c in ["a", "b", "other"] {
-            m.join(c);
+            m.join(c).unwrap();
         }
         m.on_join_sent(1, "a", t(0));
         m.on_join_sent(1, "b", t(0));
@@ -553,7 +783,7 @@ mod tests {
     #[test]
     fn a_rejoin_seen_before_the_close_still_yields_a_gap_from_the_close() {
         let (m, _) = manager();
-        m.join("a");
+        m.join("a").unwrap();
         m.on_join_sent(1, "a", t(0));
         m.on_joined("a", t(1));
         // twitch-irc re-joined on connection 2 before connection 1 reported.
@@ -569,8 +799,8 @@ mod tests {
     #[test]
     fn a_restart_remembers_channels_and_publishes_a_restart_gap() {
         let (m, _) = manager();
-        m.join("a");
-        m.join("never_joined");
+        m.join("a").unwrap();
+        m.join("never_joined").unwrap();
         m.on_join_sent(1, "a", t(0));
         m.on_joined("a", t(1));
         let mut e = ChatEvent::new(
@@ -587,10 +817,10 @@ mod tests {
         assert_eq!(saved.channels["a"].last_seen, Some(t(5)));
         assert_eq!(saved.channels["never_joined"].last_seen, None);
         let dir = tempfile::tempdir().unwrap();
-        saved.save(dir.path()).unwrap();
+        saved.save(dir.path(), "twitch").unwrap();
 
         let (m2, rec) = manager();
-        m2.restore(&PersistedChannels::load(dir.path()));
+        m2.restore(&PersistedChannels::load(dir.path(), "twitch"));
         assert_eq!(rec.0.lock().unwrap().len(), 2, "both joined again");
         let gap = m2.on_joined("a", t(100)).expect("a restart gap");
         match &gap.body {
@@ -606,7 +836,7 @@ mod tests {
     #[test]
     fn parted_channels_do_not_produce_gaps() {
         let (m, rec) = manager();
-        m.join("a");
+        m.join("a").unwrap();
         m.on_join_sent(1, "a", t(0));
         m.on_joined("a", t(1));
         m.on_connection_closed(1, t(10), "disconnect", &["a".into()]);
@@ -615,5 +845,20 @@ mod tests {
         m.on_parted("a");
         assert!(m.snapshot().is_empty());
         assert_eq!(rec.0.lock().unwrap().last().unwrap(), "PART a");
+    }
+
+    #[test]
+    fn the_channel_cap_refuses_one_more_until_one_is_parted() {
+        let rec = Arc::new(Recorder::default());
+        let m = ChannelManager::new("twitch", Box::new(rec.clone()), Duration::from_secs(10))
+            .with_limit(2, "TWITCH_MAX_CHANNELS");
+        assert!(m.join("a").unwrap());
+        assert!(m.join("b").unwrap());
+        let err = m.join("c").unwrap_err();
+        assert!(err.to_string().contains("TWITCH_MAX_CHANNELS"), "{err}");
+        assert!(!m.join("a").unwrap(), "an already wanted channel is fine");
+        assert!(m.part("a"));
+        assert!(m.join("c").unwrap());
+        assert_eq!(m.counts().0, 2);
     }
 }

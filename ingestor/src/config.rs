@@ -58,13 +58,22 @@ pub struct Config {
     pub twitch_join_timeout: Duration,
     /// Channels per IRC connection.
     pub twitch_channels_per_connection: usize,
+    /// Most Twitch channels wanted at once (config, restored and admin API
+    /// together); more are refused. With `twitch_login` set Twitch itself
+    /// allows at most 100.
+    pub twitch_max_channels: usize,
+    /// An IRC connection silent this long is pinged; silent as long again,
+    /// it is dropped and reopened.
+    #[serde(with = "humantime_serde")]
+    pub twitch_keepalive: Duration,
+    /// Longest wait between attempts to reach Twitch IRC (exponential
+    /// backoff from 1 s).
+    #[serde(with = "humantime_serde")]
+    pub twitch_reconnect_max_delay: Duration,
     /// Longest IRC line accepted, in bytes; longer lines are logged and skipped.
     pub irc_max_line_bytes: usize,
     /// Carry the raw IRC line in each event's `raw` field.
     pub ingest_include_raw: bool,
-    /// Messages read from IRC and not yet normalised before the readers
-    /// stop reading (TCP then pushes back on the server). Bounds memory.
-    pub ingest_max_backlog: usize,
 
     /// Directory of the disk spool (the outbox's durable log).
     pub spool_dir: PathBuf,
@@ -106,9 +115,11 @@ impl Default for Config {
             twitch_join_window: Duration::from_secs(10),
             twitch_join_timeout: Duration::from_secs(15),
             twitch_channels_per_connection: 90,
+            twitch_max_channels: 1_000,
+            twitch_keepalive: Duration::from_secs(60),
+            twitch_reconnect_max_delay: Duration::from_secs(120),
             irc_max_line_bytes: 64 * 1024,
             ingest_include_raw: true,
-            ingest_max_backlog: 2_000,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_segment_bytes: 16 * 1024 * 1024,
@@ -165,6 +176,30 @@ impl ServiceConfig for Config {
             1,
             10_000,
         )?;
+        check_range("twitch_max_channels", self.twitch_max_channels, 1, 100_000)?;
+        check_nonzero("twitch_keepalive", self.twitch_keepalive)?;
+        check_nonzero(
+            "twitch_reconnect_max_delay",
+            self.twitch_reconnect_max_delay,
+        )?;
+        let wanted = self.initial_channels(common::schema::PLATFORM_TWITCH).len();
+        if wanted > self.twitch_max_channels {
+            return Err(ConfigError::invalid(
+                "twitch_channels",
+                format!(
+                    "{wanted} channels, more than TWITCH_MAX_CHANNELS ({})",
+                    self.twitch_max_channels
+                ),
+            ));
+        }
+        if self.twitch_login.is_some() && wanted > crate::twitch::LOGGED_IN_CHANNEL_LIMIT {
+            return Err(ConfigError::invalid(
+                "twitch_channels",
+                format!(
+                    "{wanted} channels, but Twitch lets a logged-in account join 100: unset TWITCH_LOGIN to read anonymously (no limit), or list fewer"
+                ),
+            ));
+        }
         check_range(
             "irc_max_line_bytes",
             self.irc_max_line_bytes,
@@ -201,13 +236,18 @@ impl ServiceConfig for Config {
 }
 
 impl Config {
-    /// The channels to join at start, normalised and deduplicated.
-    pub fn initial_channels(&self) -> Vec<String> {
-        let mut channels: Vec<String> = self
-            .twitch_channels
-            .iter()
-            .map(|c| normalise_channel(c))
-            .collect();
+    /// The channels of `platform` to join at start, normalised and
+    /// deduplicated.
+    pub fn initial_channels(&self, platform: &str) -> Vec<String> {
+        let mut channels: Vec<String> = match platform {
+            common::schema::PLATFORM_TWITCH => self
+                .twitch_channels
+                .iter()
+                .map(|c| normalise_channel(c))
+                .filter(|c| !c.is_empty())
+                .collect(),
+            _ => Vec::new(),
+        };
         channels.sort();
         channels.dedup();
         channels
@@ -242,7 +282,7 @@ mod tests {
     #[test]
     fn channels_from_a_comma_list_are_normalised() {
         let c: Config = load_from(None, [("TWITCH_CHANNELS", "#Foo, bar,foo")]).unwrap();
-        assert_eq!(c.initial_channels(), ["bar", "foo"]);
+        assert_eq!(c.initial_channels("twitch"), ["bar", "foo"]);
     }
 
     #[test]

@@ -1,19 +1,20 @@
-//! The chatbus ingestor: joins Twitch channels over IRC, normalises every
-//! event into a `ChatEvent` and publishes it to the `chat` exchange with
-//! publisher confirms, through a disk-backed outbox so nothing read is lost
-//! while the broker is away.
+//! The chatbus ingestor: reads chat from every configured platform source
+//! (Twitch IRC; YouTube live chat), normalises every event into a
+//! `ChatEvent` and publishes it to the `chat` exchange with publisher
+//! confirms, through a disk-backed outbox so nothing read is lost while the
+//! broker is away.
 //!
 //! ```text
-//! twitch-irc (our transport) --> ingest (normalise, channel manager, gaps)
-//!     --> outbox (spool on disk + memory cache) --> publisher (confirms) --> RabbitMQ
+//! sources (twitch, youtube): read, normalise, batch
+//!     --> EventSink --> outbox (spool on disk + memory cache) --> publisher (batches, confirms) --> RabbitMQ
 //! ```
 
 pub mod admin;
 pub mod channels;
 pub mod config;
-pub mod ingest;
 pub mod outbox;
 pub mod publisher;
+pub mod source;
 pub mod spool;
 pub mod twitch;
 
@@ -29,18 +30,14 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-use crate::channels::{ChannelManager, PersistedChannels};
-use crate::ingest::{Ingest, IrcStatus};
+use crate::channels::PersistedChannels;
 use crate::outbox::Outbox;
 use crate::publisher::{BrokerStatus, PipelineOptions};
-use crate::twitch::IrcJoinClient;
+use crate::source::{EventSink, Source};
 use crate::twitch::login::IngestorLogin;
-use crate::twitch::normalise::Normaliser;
-use crate::twitch::transport::{self, Backpressure, Endpoint, JoinLimiter};
+use crate::twitch::{Endpoint, TwitchSettings, TwitchSource};
 
 /// Runs the ingestor until `shutdown` is cancelled or a task fails.
-///
-/// One ingestor per process: the IRC transport's endpoint is process-wide.
 ///
 /// # Errors
 /// When the spool cannot be opened, the configuration is unusable, or a
@@ -62,64 +59,68 @@ pub async fn run(
         tracing::info!(records = recovered.records, "recovered spooled events");
     }
     let outbox = Arc::new(outbox);
+    let sink = EventSink::new(outbox.clone());
 
-    let (connection_events, connection_rx) = tokio::sync::mpsc::unbounded_channel();
-    let limiter = Arc::new(JoinLimiter::new(
-        config.twitch_join_limit,
-        config.twitch_join_window,
-    ));
-    let endpoint = Endpoint::parse(
-        &config.twitch_irc_addr,
-        config.twitch_irc_tls,
-        config.irc_max_line_bytes,
-    )?;
-    let backpressure = Arc::new(Backpressure::new(config.ingest_max_backlog));
-    transport::configure(endpoint, connection_events, limiter, backpressure.clone());
-
-    let mut token_manager = None;
-    let login = match &config.twitch_login {
-        None => IngestorLogin::anonymous(),
-        Some(login) => match config.oauth.twitch()? {
-            Some(settings) => {
-                // Only its own account: others in the store are not ours
-                // to validate or refresh.
-                let options = TokenManagerOptions {
-                    only_account: Some(account_key(common::schema::PLATFORM_TWITCH, login)),
-                    ..TokenManagerOptions::default()
-                };
-                let manager =
-                    TokenManager::with_options(config.oauth.token_store(), settings, options);
-                token_manager = Some(manager.clone());
-                IngestorLogin::managed(manager, login)
-            }
-            None => {
-                tracing::warn!(%login, "no TWITCH_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
-                IngestorLogin::Stored {
-                    store: config.oauth.token_store(),
-                    login: login.clone(),
-                }
-            }
+    let mut tasks = Vec::new();
+    let (twitch_login, token_manager) = twitch_login(&config)?;
+    if let Some(tokens) = token_manager {
+        let c = shutdown.clone();
+        tasks.push(supervise("token-manager", shutdown.clone(), async move {
+            tokens.run(c).await
+        }));
+    }
+    let twitch = TwitchSource::new(
+        TwitchSettings {
+            endpoint: Endpoint::parse(
+                &config.twitch_irc_addr,
+                config.twitch_irc_tls,
+                config.irc_max_line_bytes,
+            )?,
+            login: twitch_login,
+            channels_per_connection: config.twitch_channels_per_connection,
+            join_limit: config.twitch_join_limit,
+            join_window: config.twitch_join_window,
+            join_timeout: config.twitch_join_timeout,
+            max_channels: config.twitch_max_channels,
+            include_raw: config.ingest_include_raw,
+            keepalive: config.twitch_keepalive,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: config.twitch_reconnect_max_delay,
+                max_attempts: None,
+            },
         },
-    };
-    tracing::info!(login = login.login(), addr = %config.twitch_irc_addr, tls = config.twitch_irc_tls, "starting Twitch IRC");
-    let login_handle = login.clone();
-    let (messages, client) = twitch::client(login, config.twitch_channels_per_connection);
-    let manager = Arc::new(ChannelManager::new(
-        Box::new(IrcJoinClient(client.clone())),
-        config.twitch_join_timeout,
-    ));
-    client.connect().await;
+        sink.clone(),
+    );
+    let sources: Vec<Arc<dyn Source>> = vec![twitch];
+
     // Channels from config, plus every channel wanted before a restart
     // (remembered in the spool directory; those get a restart gap). A
-    // channel removed from TWITCH_CHANNELS stays joined until it is parted
+    // channel removed from the config stays joined until it is parted
     // through the admin API.
-    for channel in config.initial_channels() {
-        manager.join(&channel);
+    for source in &sources {
+        let manager = source.channels();
+        for channel in config.initial_channels(source.platform()) {
+            manager.join(&channel).with_context(|| {
+                format!(
+                    "joining {} channel {channel} from the configuration",
+                    source.platform()
+                )
+            })?;
+        }
+        manager.restore(&PersistedChannels::load(
+            &config.spool_dir,
+            source.platform(),
+        ));
     }
-    manager.restore(&PersistedChannels::load(&config.spool_dir));
+    let wanted: usize = sources.iter().map(|s| s.channels().counts().0).sum();
+    if wanted == 0 {
+        tracing::warn!(
+            "no channels to read: set TWITCH_CHANNELS (a comma list), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)"
+        );
+    }
 
     let broker = Arc::new(BrokerStatus::default());
-    let irc = Arc::new(IrcStatus::default());
     let pipeline = PipelineOptions {
         connect: ConnectOptions::new(&config.amqp_url, "chatbus-ingestor").with_backoff(Backoff {
             initial: Duration::from_millis(200),
@@ -130,81 +131,36 @@ pub async fn run(
         max_in_flight: config.publish_max_in_flight,
         confirm_timeout: config.publish_confirm_timeout,
     };
-
-    let mut tasks = Vec::new();
     tasks.push(supervise(
         "publisher",
         shutdown.clone(),
         publisher::run(outbox.clone(), pipeline, broker.clone(), shutdown.clone()),
     ));
-    let ingest = Ingest {
-        normaliser: Normaliser::new(config.ingest_include_raw),
-        manager: manager.clone(),
-        outbox: outbox.clone(),
-        irc: irc.clone(),
-        login: login_handle,
-        backpressure,
-    };
-    tasks.push(supervise(
-        "ingest",
-        shutdown.clone(),
-        ingest.run(messages, connection_rx, shutdown.clone()),
-    ));
-    if let Some(tokens) = token_manager {
-        let c = shutdown.clone();
-        tasks.push(supervise("token-manager", shutdown.clone(), async move {
-            tokens.run(c).await
-        }));
+    for source in &sources {
+        let name = match source.platform() {
+            "twitch" => "twitch-source",
+            _ => "source",
+        };
+        tasks.push(supervise(
+            name,
+            shutdown.clone(),
+            source.clone().run(shutdown.clone()),
+        ));
     }
     {
-        let (m, c) = (manager.clone(), shutdown.clone());
-        tasks.push(supervise("join-watchdog", shutdown.clone(), async move {
-            m.watchdog(c).await;
-            Ok(())
-        }));
-    }
-    {
-        let (o, c, m, dir) = (
+        let (o, c, s, dir) = (
             outbox.clone(),
             shutdown.clone(),
-            manager.clone(),
+            sources.clone(),
             config.spool_dir.clone(),
         );
         tasks.push(supervise("spool-sync", shutdown.clone(), async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut saved = PersistedChannels::default();
-            loop {
-                let stop = tokio::select! {
-                    () = c.cancelled() => true,
-                    _ = tick.tick() => false,
-                };
-                // fsyncs: off the async workers.
-                let (o, m, dir) = (o.clone(), m.clone(), dir.clone());
-                saved = tokio::task::spawn_blocking(move || {
-                    o.sync();
-                    let now = m.persisted();
-                    if now == saved {
-                        return saved;
-                    }
-                    match now.save(&dir) {
-                        Ok(()) => now,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot save the channel state");
-                            saved
-                        }
-                    }
-                })
-                .await?;
-                if stop {
-                    return Ok(());
-                }
-            }
+            persist_loop(o, s, dir, c).await
         }));
     }
     let state = admin::AdminState {
-        manager: manager.clone(),
+        sources: sources.clone(),
         broker,
-        irc,
         outbox: outbox.clone(),
         metrics,
         api_key: config.ingestor_api_key.clone(),
@@ -239,4 +195,89 @@ pub async fn run(
         "ingestor stopped"
     );
     first_error.map_or(Ok(()), Err)
+}
+
+/// How often the wanted channels are saved when only their `last_seen`
+/// moved (a change of which channels are wanted is saved within a second).
+const LAST_SEEN_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Every second: flushes the spool (fsync) and saves each platform's
+/// wanted channels when they changed, until cancelled (then once more).
+async fn persist_loop(
+    outbox: Arc<Outbox>,
+    sources: Vec<Arc<dyn Source>>,
+    dir: std::path::PathBuf,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut saved: Vec<(PersistedChannels, tokio::time::Instant)> = sources
+        .iter()
+        .map(|_| (PersistedChannels::default(), tokio::time::Instant::now()))
+        .collect();
+    loop {
+        let stop = tokio::select! {
+            () = cancel.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        // fsyncs: off the async workers.
+        let (o, s, d) = (outbox.clone(), sources.clone(), dir.clone());
+        saved = tokio::task::spawn_blocking(move || {
+            o.sync();
+            s.iter()
+                .zip(saved)
+                .map(|(source, (before, at))| {
+                    let now = source.channels().persisted();
+                    let due = !now.same_channels(&before)
+                        || (now != before && (stop || at.elapsed() >= LAST_SEEN_SAVE_INTERVAL));
+                    if !due {
+                        return (before, at);
+                    }
+                    match now.save(&d, source.platform()) {
+                        Ok(()) => (now, tokio::time::Instant::now()),
+                        Err(e) => {
+                            tracing::warn!(platform = source.platform(), error = %e, "cannot save the channel state");
+                            (before, at)
+                        }
+                    }
+                })
+                .collect()
+        })
+        .await?;
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+/// The Twitch login, and the token manager that keeps its token fresh
+/// when this process refreshes it itself.
+fn twitch_login(config: &Config) -> anyhow::Result<(IngestorLogin, Option<TokenManager>)> {
+    let Some(login) = &config.twitch_login else {
+        return Ok((IngestorLogin::anonymous(), None));
+    };
+    match config.oauth.twitch()? {
+        Some(settings) => {
+            // Only its own account: others in the store are not ours to
+            // validate or refresh.
+            let options = TokenManagerOptions {
+                only_account: Some(account_key(common::schema::PLATFORM_TWITCH, login)),
+                ..TokenManagerOptions::default()
+            };
+            let manager = TokenManager::with_options(config.oauth.token_store(), settings, options);
+            Ok((
+                IngestorLogin::managed(manager.clone(), login),
+                Some(manager),
+            ))
+        }
+        None => {
+            tracing::warn!(%login, "no TWITCH_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
+            Ok((
+                IngestorLogin::Stored {
+                    store: config.oauth.token_store(),
+                    login: login.clone(),
+                },
+                None,
+            ))
+        }
+    }
 }

@@ -127,6 +127,7 @@ impl Outbox {
             inner: Mutex::new(inner),
             ready: Notify::new(),
         };
+        metrics::gauge!("chatbus_ingestor_spool_records_recovered").set(recovered.records as f64);
         outbox.record_gauges();
         Ok((outbox, recovered))
     }
@@ -217,6 +218,42 @@ impl Outbox {
         }
     }
 
+    /// The next entries to publish, at most `max`, waiting until there is
+    /// at least one. Entries come in seq order, each once.
+    ///
+    /// # Errors
+    /// [`SpoolError`] if the spool cannot be read.
+    pub async fn next_batch(&self, max: usize) -> Result<Vec<Entry>, SpoolError> {
+        loop {
+            let notified = self.ready.notified();
+            let batch = self.try_next_batch(max)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            notified.await;
+        }
+    }
+
+    /// Up to `max` entries available now (one lock for the batch).
+    ///
+    /// # Errors
+    /// [`SpoolError`] if the spool cannot be read.
+    pub fn try_next_batch(&self, max: usize) -> Result<Vec<Entry>, SpoolError> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            if inner.cache.is_empty() && inner.read_seq < inner.next_seq {
+                inner.load_from_disk()?;
+            }
+            let Some(entry) = inner.cache.pop_front() else {
+                break;
+            };
+            inner.read_seq = entry.seq + 1;
+            batch.push(entry);
+        }
+        Ok(batch)
+    }
+
     /// The next entry if one is available now.
     ///
     /// # Errors
@@ -236,18 +273,34 @@ impl Outbox {
     /// Records that the broker confirmed `seq`; releases spool segments
     /// that are now fully confirmed.
     pub fn confirm(&self, seq: u64) {
+        self.confirm_all(std::iter::once(seq));
+    }
+
+    /// Records that the broker confirmed every seq of `seqs` (one lock, and
+    /// at most one segment release, for the batch). Confirms usually come
+    /// in order, so the watermark just moves; the rest wait in a set.
+    pub fn confirm_all(&self, seqs: impl IntoIterator<Item = u64>) {
         let mut inner = self.inner.lock().expect("outbox lock");
-        if seq < inner.watermark {
-            return;
+        let before = inner.watermark;
+        for seq in seqs {
+            if seq < inner.watermark {
+                continue;
+            }
+            if seq == inner.watermark {
+                inner.watermark += 1;
+            } else {
+                inner.confirmed_ahead.insert(seq);
+            }
+            while inner.confirmed_ahead.first() == Some(&inner.watermark) {
+                let w = inner.watermark;
+                inner.confirmed_ahead.remove(&w);
+                inner.watermark += 1;
+            }
         }
-        inner.confirmed_ahead.insert(seq);
-        while inner.confirmed_ahead.first() == Some(&inner.watermark) {
-            let w = inner.watermark;
-            inner.confirmed_ahead.remove(&w);
-            inner.watermark += 1;
+        if inner.watermark != before {
+            let watermark = inner.watermark;
+            inner.spool.release_below(watermark);
         }
-        let watermark = inner.watermark;
-        inner.spool.release_below(watermark);
     }
 
     /// Flushes the spool to stable storage and persists the confirmed

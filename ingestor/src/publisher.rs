@@ -1,7 +1,12 @@
-//! The publishing pipeline: outbox -> RabbitMQ with pipelined publisher
-//! confirms (up to `max_in_flight` unconfirmed), reconnecting with backoff
-//! and re-sending everything unconfirmed when the broker goes away.
-//! An outbox entry is released only when the broker has confirmed it.
+//! The publishing pipeline: outbox -> RabbitMQ in batches with pipelined
+//! publisher confirms (up to `max_in_flight` unconfirmed), reconnecting
+//! with backoff and re-sending everything unconfirmed when the broker goes
+//! away. An outbox entry is released only when the broker has confirmed it.
+//!
+//! Each batch is what the outbox holds when the publisher asks (up to
+//! 512), queued whole on the channel before lapin writes any of it
+//! (`Publisher::send_batch`): under load many messages share a socket
+//! write, and an idle pipeline sends a lone event at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -52,7 +57,16 @@ impl BrokerStatus {
     }
 }
 
-type Confirm = BoxFuture<'static, Result<(), AmqpError>>;
+/// Most messages sent as one batch (queued whole before lapin writes).
+const BATCH_MAX: usize = 512;
+
+type Confirms = BoxFuture<'static, Vec<Result<(), AmqpError>>>;
+
+/// A batch written to the broker, its confirms awaited.
+struct InFlight {
+    entries: Vec<Entry>,
+    sent: Instant,
+}
 
 /// Runs the pipeline until `cancel`; then waits briefly for outstanding
 /// confirms. Unconfirmed entries stay in the spool for the next start.
@@ -138,18 +152,22 @@ async fn publish_session(
     cancel: &CancellationToken,
     failures: &mut u32,
 ) -> Session {
-    let mut confirms: FuturesOrdered<Confirm> = FuturesOrdered::new();
-    let mut in_flight: VecDeque<(Entry, Instant)> = VecDeque::new();
+    let mut confirms: FuturesOrdered<Confirms> = FuturesOrdered::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut unconfirmed = 0usize;
     let max = options.max_in_flight.max(1);
     tokio::pin!(events);
     let mut health = tokio::time::interval(Duration::from_secs(1));
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
+        let room = max.saturating_sub(unconfirmed).min(BATCH_MAX);
         // Fill the window from the resend queue first, then the outbox.
-        let next_entry = async {
-            match resend.pop_front() {
-                Some(e) => Ok(e),
-                None => outbox.next().await,
+        let next_batch = async {
+            if resend.is_empty() {
+                outbox.next_batch(room).await
+            } else {
+                let n = room.min(resend.len());
+                Ok(resend.drain(..n).collect())
             }
         };
         tokio::select! {
@@ -176,55 +194,56 @@ async fn publish_session(
             // server drops the connection at the wrong moment
             // (amqp-rs/lapin#409): do not trust a silent channel.
             _ = health.tick() => {
-                tracing::trace!(in_flight = in_flight.len(), oldest = ?in_flight.front().map(|(_, t)| t.elapsed()), open = publisher.is_open(), resend = resend.len(), "publisher health");
+                tracing::trace!(in_flight = unconfirmed, oldest = ?in_flight.front().map(|b| b.sent.elapsed()), open = publisher.is_open(), resend = resend.len(), "publisher health");
                 if !publisher.is_open() {
                     break AmqpError::ChannelClosed;
                 }
-                if let Some((_, sent)) = in_flight.front()
-                    && sent.elapsed() > options.confirm_timeout
+                if let Some(oldest) = in_flight.front()
+                    && oldest.sent.elapsed() > options.confirm_timeout
                 {
                     break AmqpError::Timeout { op: "publisher confirm", after: options.confirm_timeout };
                 }
             }
-            Some(result) = confirms.next(), if !confirms.is_empty() => {
-                let (entry, sent) = in_flight.pop_front().expect("a confirm per in-flight entry");
-                match result {
-                    Ok(()) => {
-                        *failures = 0;
-                        confirmed(outbox, &entry, sent);
-                    }
-                    Err(e) => {
-                        resend.push_back(entry);
-                        break e;
+            Some(outcomes) = confirms.next(), if !confirms.is_empty() => {
+                let batch = in_flight.pop_front().expect("a batch per confirm future");
+                unconfirmed -= batch.entries.len();
+                let mut failed = None;
+                let mut ok = Vec::with_capacity(batch.entries.len());
+                for (entry, outcome) in batch.entries.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(()) => ok.push(entry),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                            resend.push_back(entry);
+                        }
                     }
                 }
+                if !ok.is_empty() {
+                    *failures = 0;
+                    confirmed(outbox, &ok, batch.sent);
+                }
+                if let Some(e) = failed {
+                    break e;
+                }
             }
-            entry = next_entry, if in_flight.len() < max => {
-                let entry = match entry {
+            entries = next_batch, if room > 0 => {
+                let entries = match entries {
                     Ok(e) => e,
                     Err(e) => return Session::SpoolError(e),
                 };
-                match publisher.send(&entry.message).await {
-                    Ok(pending) => {
-                        metrics::counter!(
-                            "chatbus_ingestor_events_published_total",
-                            "channel" => entry.message.channel.clone(),
-                            "kind" => entry.message.kind.as_str()
-                        ).increment(1);
-                        confirms.push_back(Box::pin(pending.wait()));
-                        in_flight.push_back((entry, Instant::now()));
-                    }
-                    Err(e) => {
-                        resend.push_front(entry);
-                        break e;
-                    }
-                }
+                let pending = publisher.send_batch(entries.iter().map(|e| &*e.message)).await;
+                count_entries("chatbus_ingestor_events_published_total", &entries);
+                unconfirmed += entries.len();
+                in_flight.push_back(InFlight { entries, sent: Instant::now() });
+                confirms.push_back(Box::pin(pending.wait()));
             }
         }
     };
     // Everything still in flight goes back, in order, ahead of the rest.
-    for (entry, _) in in_flight.into_iter().rev() {
-        resend.push_front(entry);
+    for batch in in_flight.into_iter().rev() {
+        for entry in batch.entries.into_iter().rev() {
+            resend.push_front(entry);
+        }
     }
     let mut v: Vec<Entry> = resend.drain(..).collect();
     v.sort_by_key(|e| e.seq);
@@ -233,39 +252,53 @@ async fn publish_session(
     Session::Failed(failure)
 }
 
-fn confirmed(outbox: &Outbox, entry: &Entry, sent: Instant) {
-    outbox.confirm(entry.seq);
+fn count_entries(name: &'static str, entries: &[Entry]) {
+    crate::source::count_by_channel_and_kind(
+        name,
+        entries.iter().map(|e| {
+            (
+                e.message.platform.as_str(),
+                e.message.channel.as_str(),
+                e.message.kind,
+            )
+        }),
+    );
+}
+
+fn confirmed(outbox: &Outbox, entries: &[Entry], sent: Instant) {
+    outbox.confirm_all(entries.iter().map(|e| e.seq));
     metrics::histogram!("chatbus_ingestor_publish_confirm_seconds")
         .record(sent.elapsed().as_secs_f64());
-    metrics::counter!(
-        "chatbus_ingestor_events_confirmed_total",
-        "channel" => entry.message.channel.clone(),
-        "kind" => entry.message.kind.as_str()
-    )
-    .increment(1);
+    count_entries("chatbus_ingestor_events_confirmed_total", entries);
 }
 
 async fn drain_on_shutdown(
     outbox: &Outbox,
-    confirms: &mut FuturesOrdered<Confirm>,
-    in_flight: &mut VecDeque<(Entry, Instant)>,
+    confirms: &mut FuturesOrdered<Confirms>,
+    in_flight: &mut VecDeque<InFlight>,
 ) {
     let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
     tokio::pin!(deadline);
     while !confirms.is_empty() {
         tokio::select! {
             () = &mut deadline => break,
-            Some(result) = confirms.next() => {
-                let (entry, sent) = in_flight.pop_front().expect("a confirm per in-flight entry");
-                if result.is_ok() {
-                    confirmed(outbox, &entry, sent);
-                }
+            Some(outcomes) = confirms.next() => {
+                let batch = in_flight.pop_front().expect("a batch per confirm future");
+                let ok: Vec<Entry> = batch
+                    .entries
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter(|(_, o)| o.is_ok())
+                    .map(|(e, _)| e)
+                    .collect();
+                confirmed(outbox, &ok, batch.sent);
             }
         }
     }
-    if !in_flight.is_empty() {
+    let left: usize = in_flight.iter().map(|b| b.entries.len()).sum();
+    if left > 0 {
         tracing::info!(
-            unconfirmed = in_flight.len(),
+            unconfirmed = left,
             "shutting down with unconfirmed events; they stay in the spool"
         );
     }

@@ -11,6 +11,7 @@ pub mod fake_irc;
 pub mod fake_oauth;
 pub mod fault;
 pub mod metrics;
+pub mod perf;
 pub mod process;
 pub mod proxy;
 pub mod rabbit;
@@ -72,7 +73,7 @@ pub fn cli_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The ingestor tuning set in this process's environment
-/// (`OUTBOX_MEMORY_EVENTS`, `INGEST_MAX_BACKLOG`, `PUBLISH_MAX_IN_FLIGHT`
+/// (`OUTBOX_MEMORY_EVENTS`, `PUBLISH_MAX_IN_FLIGHT`, `INGESTOR_WORKER_THREADS`
 /// and the allocator's `MIMALLOC_*`), for a bench to pass to the ingestor
 /// it starts: `OUTBOX_MEMORY_EVENTS=20000 cargo bench ...`.
 pub fn ingestor_tuning_env() -> Vec<(String, String)> {
@@ -80,7 +81,7 @@ pub fn ingestor_tuning_env() -> Vec<(String, String)> {
         .filter(|(k, _)| {
             matches!(
                 k.as_str(),
-                "OUTBOX_MEMORY_EVENTS" | "INGEST_MAX_BACKLOG" | "PUBLISH_MAX_IN_FLIGHT"
+                "OUTBOX_MEMORY_EVENTS" | "PUBLISH_MAX_IN_FLIGHT" | "INGESTOR_WORKER_THREADS"
             ) || k.starts_with("MIMALLOC_")
         })
         .collect()

@@ -10,14 +10,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use common::Secret;
 use common::oauth::OAuthError;
 use common::token_manager::TokenManager;
 use common::token_store::{AccountStatus, TokenStore, account_key};
-use twitch_irc::login::{CredentialsPair, LoginCredentials};
+/// What a connection logs in with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The nick (`NICK`).
+    pub login: String,
+    /// The OAuth token (`PASS oauth:...`); none for anonymous reading.
+    pub token: Option<Secret>,
+}
 
-/// Login credentials for twitch-irc.
+/// How the ingestor logs in to Twitch IRC.
 #[derive(Debug, Clone)]
 pub enum IngestorLogin {
     /// `justinfanNNNNN`: read-only access to any channel's chat.
@@ -80,6 +86,11 @@ impl IngestorLogin {
         }
     }
 
+    /// Whether this reads anonymously.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Self::Anonymous { .. })
+    }
+
     /// The login name we appear as.
     pub fn login(&self) -> &str {
         match self {
@@ -119,13 +130,14 @@ impl IngestorLogin {
     }
 }
 
-#[async_trait]
-impl LoginCredentials for IngestorLogin {
-    type Error = LoginError;
-
-    async fn get_credentials(&self) -> Result<CredentialsPair, LoginError> {
+impl IngestorLogin {
+    /// The credentials for a new connection.
+    ///
+    /// # Errors
+    /// [`LoginError`] when the account has no usable token.
+    pub async fn credentials(&self) -> Result<Credentials, LoginError> {
         match self {
-            Self::Anonymous { login } => Ok(CredentialsPair {
+            Self::Anonymous { login } => Ok(Credentials {
                 login: login.clone(),
                 token: None,
             }),
@@ -138,9 +150,9 @@ impl LoginCredentials for IngestorLogin {
                     tracing::error!(account = %account_key("twitch", login), "token store says reauth_required");
                     return Err(LoginError::ReauthRequired(login.clone()));
                 }
-                Ok(CredentialsPair {
+                Ok(Credentials {
                     login: token.login.clone(),
-                    token: Some(token.access_token.expose().to_owned()),
+                    token: Some(token.access_token.clone()),
                 })
             }
             Self::Managed {
@@ -153,9 +165,9 @@ impl LoginCredentials for IngestorLogin {
                     tracing::error!(account = %key, error = %e, "no usable Twitch token");
                 })?;
                 *last.lock().expect("last token lock") = Some(token.access_token.clone());
-                Ok(CredentialsPair {
+                Ok(Credentials {
                     login: token.login.clone(),
-                    token: Some(token.access_token.expose().to_owned()),
+                    token: Some(token.access_token.clone()),
                 })
             }
         }

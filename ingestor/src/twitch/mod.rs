@@ -1,43 +1,402 @@
-//! Twitch chat over IRC (twitch-irc), through chatbus's own transport.
+//! The Twitch source: chat over IRC, read by chatbus's own connection pool
+//! with twitch-irc's message parser.
+//!
+//! * [`TwitchSource`] owns the pool: each wanted channel is assigned to a
+//!   connection with room (`TWITCH_CHANNELS_PER_CONNECTION`), a new one is
+//!   opened when all are full, and a connection left without channels is
+//!   closed.
+//! * [`connection`]: one task per connection, reading, normalising and
+//!   spooling in batches, with JOINs rate-limited across connections.
+//! * [`normalise`]: IRC lines to `ChatEvent`s; [`lines`]: line splitting
+//!   and parsing; [`login`]: anonymous or token-store login.
+//!
+//! Reading is anonymous by default (`justinfanNNNNN`, no limit on
+//! channels). With `TWITCH_LOGIN` every connection logs in as that account,
+//! and Twitch then allows 100 joined channels: more are refused with a
+//! clear error (docs/ingestor.md).
 
+pub mod connection;
+pub mod lines;
 pub mod login;
 pub mod normalise;
-pub mod transport;
 
-use twitch_irc::message::ServerMessage;
-use twitch_irc::{ClientConfig, TwitchIRCClient};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::channels::JoinClient;
+use common::amqp::Backoff;
+use common::schema::PLATFORM_TWITCH;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{ChannelManager, JoinClient};
+use crate::config::{is_valid_login, normalise_channel};
+use crate::source::{EventSink, Reachability, Source, SourceHealth};
+pub use connection::Endpoint;
+use connection::{Command, Connection};
 use login::IngestorLogin;
-use transport::ChatbusTransport;
+use normalise::Normaliser;
 
-/// The IRC client type the ingestor uses.
-pub type Client = TwitchIRCClient<ChatbusTransport, IngestorLogin>;
+/// Twitch lets a logged-in account join this many channels.
+pub const LOGGED_IN_CHANNEL_LIMIT: usize = 100;
 
-/// Creates the client (it connects lazily, on `connect` or the first JOIN)
-/// and the stream of everything the server sends.
-pub fn client(
-    login: IngestorLogin,
-    channels_per_connection: usize,
-) -> (tokio::sync::mpsc::UnboundedReceiver<ServerMessage>, Client) {
-    let mut config = ClientConfig::new_simple(login);
-    config.max_channels_per_connection = channels_per_connection;
-    config.tracing_identifier = Some("chatbus-ingestor".into());
-    TwitchIRCClient::new(config)
+/// How the Twitch source connects and reads.
+#[derive(Debug, Clone)]
+pub struct TwitchSettings {
+    /// The IRC server.
+    pub endpoint: Endpoint,
+    /// Anonymous or an account.
+    pub login: IngestorLogin,
+    /// Channels per IRC connection.
+    pub channels_per_connection: usize,
+    /// Most JOINs per `join_window` over all connections.
+    pub join_limit: u32,
+    /// The window of `join_limit`.
+    pub join_window: Duration,
+    /// A JOIN not confirmed within this is sent again.
+    pub join_timeout: Duration,
+    /// Most channels wanted at once.
+    pub max_channels: usize,
+    /// Carry the raw IRC line in events.
+    pub include_raw: bool,
+    /// Ping a connection silent this long; drop it if it stays silent as
+    /// long again.
+    pub keepalive: Duration,
+    /// Reconnect backoff (after a connection that did not last).
+    pub backoff: Backoff,
 }
 
-/// The channel manager drives JOIN/PART through the client.
-#[derive(Debug, Clone)]
-pub struct IrcJoinClient(pub Client);
+/// What every connection of the source shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) login: IngestorLogin,
+    pub(crate) limiter: Arc<JoinLimiter>,
+    pub(crate) manager: Arc<ChannelManager>,
+    pub(crate) sink: EventSink,
+    pub(crate) normaliser: Normaliser,
+    pub(crate) reach: Reachability,
+    pub(crate) open: AtomicUsize,
+    pub(crate) backoff: Backoff,
+    pub(crate) keepalive: Duration,
+}
 
-impl JoinClient for IrcJoinClient {
+/// What the channel manager asks of the pool.
+#[derive(Debug)]
+enum PoolCommand {
+    Join(String),
+    Part(String),
+}
+
+/// The channel manager's handle on the pool.
+struct PoolClient(mpsc::UnboundedSender<PoolCommand>);
+
+impl JoinClient for PoolClient {
     fn join(&self, channel: &str) {
-        if let Err(e) = self.0.join(channel.to_owned()) {
-            tracing::error!(channel, error = %e, "twitch-irc refused the channel name");
-        }
+        let _ = self.0.send(PoolCommand::Join(channel.to_owned()));
     }
 
     fn part(&self, channel: &str) {
-        self.0.part(channel.to_owned());
+        let _ = self.0.send(PoolCommand::Part(channel.to_owned()));
+    }
+}
+
+/// The Twitch source.
+#[derive(Debug)]
+pub struct TwitchSource {
+    shared: Arc<Shared>,
+    channels_per_connection: usize,
+    commands: Mutex<Option<mpsc::UnboundedReceiver<PoolCommand>>>,
+}
+
+impl TwitchSource {
+    /// A source that will read Twitch with `settings` into `sink` once run.
+    pub fn new(settings: TwitchSettings, sink: EventSink) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (max, why) = if settings.login.is_anonymous()
+            || settings.max_channels <= LOGGED_IN_CHANNEL_LIMIT
+        {
+            (settings.max_channels, "TWITCH_MAX_CHANNELS".to_owned())
+        } else {
+            (
+                LOGGED_IN_CHANNEL_LIMIT,
+                "Twitch lets a logged-in account join 100 channels; unset TWITCH_LOGIN to read anonymously, without that limit".to_owned(),
+            )
+        };
+        let manager = Arc::new(
+            ChannelManager::new(
+                PLATFORM_TWITCH,
+                Box::new(PoolClient(tx)),
+                settings.join_timeout,
+            )
+            .with_limit(max, why),
+        );
+        let what = format!("Twitch IRC at {}", settings.endpoint.addr());
+        let shared = Arc::new(Shared {
+            limiter: Arc::new(JoinLimiter::new(settings.join_limit, settings.join_window)),
+            manager,
+            sink,
+            normaliser: Normaliser::new(settings.include_raw),
+            reach: Reachability::new(PLATFORM_TWITCH, what, Duration::from_secs(60)),
+            open: AtomicUsize::new(0),
+            backoff: settings.backoff,
+            keepalive: settings.keepalive,
+            endpoint: settings.endpoint,
+            login: settings.login,
+        });
+        Arc::new(Self {
+            shared,
+            channels_per_connection: settings.channels_per_connection.max(1),
+            commands: Mutex::new(Some(rx)),
+        })
+    }
+
+    async fn pool(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Some(mut commands) = self.commands.lock().expect("pool lock").take() else {
+            anyhow::bail!("the Twitch source was started twice");
+        };
+        let mut pool = Pool::default();
+        let mut tasks = JoinSet::new();
+        {
+            let (m, c) = (self.shared.manager.clone(), cancel.clone());
+            tasks.spawn(async move { m.watchdog(c).await });
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(PoolCommand::Join(channel)) => {
+                        if let Some(spawn) = pool.join(channel, self.channels_per_connection) {
+                            let connection = Connection::new(spawn.slot, self.shared.clone(), spawn.commands, cancel.clone());
+                            tasks.spawn(connection.run());
+                        }
+                    }
+                    Some(PoolCommand::Part(channel)) => pool.part(&channel),
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        anyhow::bail!("a Twitch IRC connection task panicked: {e}");
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl Source for TwitchSource {
+    fn platform(&self) -> &'static str {
+        PLATFORM_TWITCH
+    }
+
+    fn channels(&self) -> &Arc<ChannelManager> {
+        &self.shared.manager
+    }
+
+    fn parse_channel(&self, input: &str) -> Result<String, String> {
+        let channel = normalise_channel(input);
+        if is_valid_login(&channel) {
+            Ok(channel)
+        } else {
+            Err(format!(
+                "`{input}` is not a Twitch login ([a-z0-9_], 1-25 characters)"
+            ))
+        }
+    }
+
+    fn health(&self) -> SourceHealth {
+        self.shared
+            .reach
+            .health(self.shared.open.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn run(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        tracing::info!(
+            login = self.shared.login.login(),
+            addr = %self.shared.endpoint.addr(),
+            tls = self.shared.endpoint.tls,
+            "starting the Twitch source"
+        );
+        Box::pin(self.pool(cancel))
+    }
+}
+
+/// A connection to start.
+struct Spawn {
+    slot: u64,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// Which connection carries which channel.
+#[derive(Default)]
+struct Pool {
+    slots: BTreeMap<u64, Slot>,
+    assigned: HashMap<String, u64>,
+    next_slot: u64,
+}
+
+struct Slot {
+    tx: mpsc::UnboundedSender<Command>,
+    channels: BTreeSet<String>,
+}
+
+impl Pool {
+    /// Routes a join to the channel's connection, or to one with room;
+    /// returns the connection to start when a new one is needed.
+    fn join(&mut self, channel: String, per_connection: usize) -> Option<Spawn> {
+        if let Some(slot) = self.assigned.get(&channel) {
+            // A JOIN that went unanswered: ask the same connection again.
+            let _ = self.slots[slot].tx.send(Command::Join(channel));
+            return None;
+        }
+        let room = self
+            .slots
+            .iter()
+            .find(|(_, s)| s.channels.len() < per_connection)
+            .map(|(id, _)| *id);
+        let (slot, spawn) = match room {
+            Some(slot) => (slot, None),
+            None => {
+                self.next_slot += 1;
+                let slot = self.next_slot;
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.slots.insert(
+                    slot,
+                    Slot {
+                        tx,
+                        channels: BTreeSet::new(),
+                    },
+                );
+                (slot, Some(Spawn { slot, commands: rx }))
+            }
+        };
+        let s = self.slots.get_mut(&slot).expect("slot exists");
+        s.channels.insert(channel.clone());
+        let _ = s.tx.send(Command::Join(channel.clone()));
+        self.assigned.insert(channel, slot);
+        spawn
+    }
+
+    /// Routes a part; a connection left without channels is shut down.
+    fn part(&mut self, channel: &str) {
+        let Some(slot) = self.assigned.remove(channel) else {
+            return;
+        };
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        s.channels.remove(channel);
+        let _ = s.tx.send(Command::Part(channel.to_owned()));
+        if s.channels.is_empty() {
+            let _ = s.tx.send(Command::Shutdown);
+            self.slots.remove(&slot);
+        }
+    }
+}
+
+/// A sliding-window limiter for JOINs shared by every connection.
+#[derive(Debug)]
+pub struct JoinLimiter {
+    limit: usize,
+    window: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl JoinLimiter {
+    /// At most `limit` JOINs in any `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// `None` if a JOIN may go now (and it is counted), else how long to wait.
+    fn try_acquire(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().expect("limiter lock");
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            sent.pop_front();
+        }
+        if sent.len() < self.limit {
+            sent.push_back(now);
+            None
+        } else {
+            let oldest = *sent.front().expect("non-empty");
+            Some(self.window.saturating_sub(now.duration_since(oldest)))
+        }
+    }
+
+    /// Waits until a JOIN may be sent, and counts it.
+    pub async fn acquire(&self) {
+        while let Some(wait) = self.try_acquire() {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_join_limiter_allows_limit_per_window() {
+        let limiter = JoinLimiter::new(3, Duration::from_secs(10));
+        let start = Instant::now();
+        for _ in 0..7 {
+            limiter.acquire().await;
+        }
+        // 3 at t=0, 3 at t=10s, 1 at t=20s.
+        assert_eq!(start.elapsed().as_secs(), 20);
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Command>) -> Vec<Command> {
+        let mut out = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            out.push(c);
+        }
+        out
+    }
+
+    #[test]
+    fn the_pool_fills_connections_and_closes_empty_ones() {
+        let mut pool = Pool::default();
+        let mut first = pool.join("a".into(), 2).expect("a first connection");
+        assert!(pool.join("b".into(), 2).is_none(), "room on the first");
+        let mut second = pool.join("c".into(), 2).expect("a second connection");
+        assert_eq!(
+            drain(&mut first.commands),
+            [Command::Join("a".into()), Command::Join("b".into())]
+        );
+        assert_eq!(drain(&mut second.commands), [Command::Join("c".into())]);
+        // A retried join goes to the same connection.
+        assert!(pool.join("a".into(), 2).is_none());
+        assert_eq!(drain(&mut first.commands), [Command::Join("a".into())]);
+        // Parting the last channel of a connection closes it.
+        pool.part("c");
+        assert_eq!(
+            drain(&mut second.commands),
+            [Command::Part("c".into()), Command::Shutdown]
+        );
+        assert_eq!(pool.slots.len(), 1);
+        // Room freed on the first is used before a new connection.
+        pool.part("b");
+        assert!(pool.join("d".into(), 2).is_none());
+        assert_eq!(
+            drain(&mut first.commands),
+            [Command::Part("b".into()), Command::Join("d".into())]
+        );
     }
 }

@@ -21,13 +21,6 @@ use common::schema::{
 use twitch_irc::message::{AsRawIRC, IRCMessage, IRCPrefix};
 use uuid::Uuid;
 
-/// Tag the transport adds with the exact line as received.
-pub const RAW_TAG: &str = "chatbus-raw";
-/// Tag the transport adds with the id of the connection the line came on.
-pub const CONN_TAG: &str = "chatbus-conn";
-/// Prefix of every tag chatbus adds (never part of the platform's data).
-const OWN_TAG_PREFIX: &str = "chatbus-";
-
 /// Namespace of derived event ids (UUIDv5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3e0a_9b7d_4f52_8a21_5d0c_e4b3_9f17);
 
@@ -89,7 +82,8 @@ impl Normaliser {
         Self { include_raw }
     }
 
-    /// Normalises one message read at `received_at`.
+    /// Normalises one message read at `received_at`; its raw line (when
+    /// raw lines are included) is rebuilt from the parsed message.
     ///
     /// # Errors
     /// [`NormaliseError`] when a channel command has no usable channel (it
@@ -97,6 +91,30 @@ impl Normaliser {
     pub fn normalise(
         &self,
         msg: &IRCMessage,
+        received_at: DateTime<Utc>,
+    ) -> Result<Normalised, NormaliseError> {
+        self.normalise_inner(msg, None, received_at)
+    }
+
+    /// Normalises one message read at `received_at` from the line `raw`
+    /// (exactly as received, without its line ending), which events carry
+    /// when raw lines are included.
+    ///
+    /// # Errors
+    /// As [`Normaliser::normalise`].
+    pub fn normalise_line(
+        &self,
+        raw: &str,
+        msg: &IRCMessage,
+        received_at: DateTime<Utc>,
+    ) -> Result<Normalised, NormaliseError> {
+        self.normalise_inner(msg, Some(raw), received_at)
+    }
+
+    fn normalise_inner(
+        &self,
+        msg: &IRCMessage,
+        raw: Option<&str>,
         received_at: DateTime<Utc>,
     ) -> Result<Normalised, NormaliseError> {
         let command = msg.command.as_str();
@@ -113,7 +131,7 @@ impl Normaliser {
             }
             _ => return Ok(Normalised::Unknown),
         }
-        let line = Line::new(msg);
+        let line = Line { msg, raw };
         let channel = line.channel()?;
         let event = self.event(&line, channel, received_at);
         Ok(Normalised::Event(Box::new(event)))
@@ -173,13 +191,11 @@ impl Normaliser {
 /// One IRC message with convenient access to its parts.
 struct Line<'a> {
     msg: &'a IRCMessage,
+    /// The line as received, if known.
+    raw: Option<&'a str>,
 }
 
 impl<'a> Line<'a> {
-    fn new(msg: &'a IRCMessage) -> Self {
-        Self { msg }
-    }
-
     fn tag(&self, key: &str) -> Option<&'a str> {
         self.msg.tags.0.get(key).map(String::as_str)
     }
@@ -196,13 +212,12 @@ impl<'a> Line<'a> {
         self.tag(key).filter(|v| !v.is_empty()).map(str::to_owned)
     }
 
-    /// The platform's tags, without the ones chatbus added.
+    /// The platform's tags.
     fn platform_tags(&self) -> BTreeMap<String, String> {
         self.msg
             .tags
             .0
             .iter()
-            .filter(|(k, _)| !k.starts_with(OWN_TAG_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -243,21 +258,10 @@ impl<'a> Line<'a> {
     }
 
     fn raw(&self) -> String {
-        if let Some(raw) = self.tag(RAW_TAG) {
-            return raw.to_owned();
+        match self.raw {
+            Some(raw) => raw.to_owned(),
+            None => self.msg.as_raw_irc(),
         }
-        if self
-            .msg
-            .tags
-            .0
-            .keys()
-            .any(|k| k.starts_with(OWN_TAG_PREFIX))
-        {
-            let mut clean = self.msg.clone();
-            clean.tags.0.retain(|k, _| !k.starts_with(OWN_TAG_PREFIX));
-            return clean.as_raw_irc();
-        }
-        self.msg.as_raw_irc()
     }
 
     fn derived_id(&self, channel: &str, ts: Option<i64>, received_at: DateTime<Utc>) -> String {
@@ -963,14 +967,21 @@ mod tests {
     }
 
     #[test]
-    fn the_transport_raw_tag_is_the_raw_line_and_is_not_a_platform_tag() {
-        let mut msg = IRCMessage::parse("@id=abc;room-id=1 :a!a@a PRIVMSG #c :hi").unwrap();
-        msg.tags.0.insert(RAW_TAG.into(), "exact line".into());
-        msg.tags.0.insert(CONN_TAG.into(), "3".into());
-        let Normalised::Event(e) = Normaliser::new(true).normalise(&msg, Utc::now()).unwrap()
+    fn the_line_as_received_is_the_raw_line() {
+        let raw = "@id=abc;room-id=1 :a!a@a PRIVMSG #c :hi";
+        let msg = IRCMessage::parse(raw).unwrap();
+        let Normalised::Event(e) = Normaliser::new(true)
+            .normalise_line("exact line", &msg, Utc::now())
+            .unwrap()
         else {
             panic!()
         };
         assert_eq!(e.raw.as_deref(), Some("exact line"));
+        let Normalised::Event(e) = Normaliser::new(true).normalise(&msg, Utc::now()).unwrap()
+        else {
+            panic!()
+        };
+        let rebuilt = IRCMessage::parse(e.raw.as_deref().unwrap()).unwrap();
+        assert_eq!(rebuilt, msg, "rebuilt from the message (tags in any order)");
     }
 }

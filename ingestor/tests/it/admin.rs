@@ -149,7 +149,7 @@ async fn readiness_follows_the_broker_and_metrics_count_events() {
     let page = ing.get("/metrics").await.1;
     assert!(
         page.contains(&format!(
-            "chatbus_ingestor_events_received_total{{channel=\"{}\",kind=\"message\"}} 20",
+            "chatbus_ingestor_events_received_total{{platform=\"twitch\",channel=\"{}\",kind=\"message\"}} 20",
             chans[0]
         )),
         "{page}"

@@ -1,0 +1,275 @@
+//! The source seam: what every platform (Twitch IRC, YouTube live chat,
+//! the next one) implements, and the [`EventSink`] they all write to.
+//!
+//! A source owns everything platform-specific: its connections, login,
+//! channel resolution, normalisation, rate limits and quota. It reports
+//! per-channel state through its [`ChannelManager`] and emits batches of
+//! `ChatEvent`s (chat and `gap` markers) into the sink. Everything after
+//! the sink (outbox, spool, publisher, admin API, `/channels`, `/readyz`,
+//! metrics) is shared and knows only events and a `platform` label.
+//!
+//! ```text
+//!  Twitch IRC  --> twitch::TwitchSource   --\
+//!  YouTube API --> youtube::YoutubeSource --+--> EventSink --> outbox (spool) --> publisher --> RabbitMQ
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::amqp::OutgoingMessage;
+use common::schema::{ChatEvent, EventKind};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::ChannelManager;
+use crate::outbox::{Appended, Outbox};
+
+/// A platform source. One ingestor process runs every configured source,
+/// side by side, into one outbox (see docs/ingestor.md for why).
+pub trait Source: Send + Sync + std::fmt::Debug + 'static {
+    /// The platform (`twitch`, `youtube`): the second word of the routing
+    /// key and the `platform` of every event and metric.
+    fn platform(&self) -> &'static str;
+
+    /// The channels this source is asked to read, with their states.
+    fn channels(&self) -> &Arc<ChannelManager>;
+
+    /// The channel word for what a user asked for (admin API, config), or
+    /// why it is not one.
+    ///
+    /// # Errors
+    /// A user-facing message naming what is wrong with `input`.
+    fn parse_channel(&self, input: &str) -> Result<String, String>;
+
+    /// Whether the platform can be reached, for `/readyz` and `/channels`.
+    fn health(&self) -> SourceHealth;
+
+    /// Runs the source until `cancel`.
+    fn run(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// A source's view of its platform.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceHealth {
+    /// The platform.
+    pub platform: &'static str,
+    /// Whether the platform answered the last time it was tried (true
+    /// while nothing has been tried yet).
+    pub reachable: bool,
+    /// Since when it has been unreachable.
+    pub unreachable_since: Option<DateTime<Utc>>,
+    /// The last error talking to it.
+    pub last_error: Option<String>,
+    /// Open connections (IRC connections, chat streams or pollers).
+    pub connections: usize,
+}
+
+/// Tracks whether a platform answers, and says so in the log: one WARN
+/// line when it stops answering, one every `repeat` while it stays away,
+/// one INFO line when it is back.
+#[derive(Debug)]
+pub struct Reachability {
+    platform: &'static str,
+    what: String,
+    repeat: Duration,
+    state: Mutex<ReachState>,
+}
+
+#[derive(Debug, Default)]
+struct ReachState {
+    down_since: Option<(Instant, DateTime<Utc>)>,
+    last_logged: Option<Instant>,
+    attempts: u64,
+    last_error: Option<String>,
+}
+
+impl Reachability {
+    /// Tracking for `what` (e.g. `Twitch IRC at irc.chat.twitch.tv:6697`).
+    pub fn new(platform: &'static str, what: impl Into<String>, repeat: Duration) -> Self {
+        Self {
+            platform,
+            what: what.into(),
+            repeat,
+            state: Mutex::new(ReachState::default()),
+        }
+    }
+
+    /// An attempt to reach the platform failed with `error`.
+    pub fn failed(&self, error: &str) {
+        let mut s = self.state.lock().expect("reachability lock");
+        s.attempts += 1;
+        s.last_error = Some(error.to_owned());
+        let now = Instant::now();
+        match s.down_since {
+            None => {
+                s.down_since = Some((now, Utc::now()));
+                s.last_logged = Some(now);
+                metrics::gauge!("chatbus_ingestor_platform_reachable", "platform" => self.platform)
+                    .set(0.0);
+                tracing::warn!(
+                    platform = self.platform,
+                    error,
+                    "{} is unreachable; retrying with backoff",
+                    self.what
+                );
+            }
+            Some((since, _)) => {
+                if s.last_logged
+                    .is_none_or(|l| now.duration_since(l) >= self.repeat)
+                {
+                    s.last_logged = Some(now);
+                    tracing::warn!(
+                        platform = self.platform,
+                        error,
+                        attempts = s.attempts,
+                        down_for = %humantime::format_duration(Duration::from_secs(now.duration_since(since).as_secs())),
+                        "{} is still unreachable",
+                        self.what
+                    );
+                }
+            }
+        }
+        metrics::counter!("chatbus_ingestor_platform_errors_total", "platform" => self.platform)
+            .increment(1);
+    }
+
+    /// The platform answered.
+    pub fn succeeded(&self) {
+        let mut s = self.state.lock().expect("reachability lock");
+        if let Some((since, _)) = s.down_since.take() {
+            tracing::info!(
+                platform = self.platform,
+                attempts = s.attempts,
+                down_for = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                "{} is reachable again",
+                self.what
+            );
+        }
+        metrics::gauge!("chatbus_ingestor_platform_reachable", "platform" => self.platform)
+            .set(1.0);
+        s.attempts = 0;
+        s.last_logged = None;
+    }
+
+    /// Whether the last attempt succeeded (or none was made).
+    pub fn is_reachable(&self) -> bool {
+        self.state
+            .lock()
+            .expect("reachability lock")
+            .down_since
+            .is_none()
+    }
+
+    /// The health figures, given the open connections.
+    pub fn health(&self, connections: usize) -> SourceHealth {
+        let s = self.state.lock().expect("reachability lock");
+        SourceHealth {
+            platform: self.platform,
+            reachable: s.down_since.is_none(),
+            unreachable_since: s.down_since.map(|(_, at)| at),
+            last_error: s.last_error.clone(),
+            connections,
+        }
+    }
+}
+
+/// Where sources put their events: encodes them, counts them and appends
+/// them to the outbox (the disk spool) in one write per batch.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    outbox: Arc<Outbox>,
+}
+
+impl EventSink {
+    /// A sink appending to `outbox`.
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        Self { outbox }
+    }
+
+    /// Encodes and appends `events`, in order, with one spool write. An
+    /// event that cannot be encoded is logged, counted and dropped (it
+    /// cannot be published either).
+    pub fn emit(&self, events: &[ChatEvent]) -> Appended {
+        if events.is_empty() {
+            return Appended::default();
+        }
+        let mut messages = Vec::with_capacity(events.len());
+        for event in events {
+            match OutgoingMessage::from_event(event) {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    metrics::counter!("chatbus_ingestor_events_dropped_total", "reason" => "unencodable")
+                        .increment(1);
+                    tracing::error!(id = %event.id, platform = %event.platform, error = %e, "event cannot be encoded; dropped");
+                }
+            }
+        }
+        self.append(messages)
+    }
+
+    /// Appends already encoded events, in order, with one spool write.
+    pub fn append(&self, messages: Vec<OutgoingMessage>) -> Appended {
+        if messages.is_empty() {
+            return Appended::default();
+        }
+        count_by_channel_and_kind(
+            "chatbus_ingestor_events_received_total",
+            messages
+                .iter()
+                .map(|m| (m.platform.as_str(), m.channel.as_str(), m.kind)),
+        );
+        let appended = self.outbox.append(messages);
+        if appended.dropped > 0 {
+            tracing::warn!(
+                dropped = appended.dropped,
+                "events dropped by a full outbox"
+            );
+        }
+        appended
+    }
+}
+
+/// Increments a `platform`/`channel`/`kind` counter once per distinct
+/// label set of a batch, not once per event: a labelled counter's lookup
+/// costs more than the rest of an event's bookkeeping.
+pub fn count_by_channel_and_kind<'a>(
+    name: &'static str,
+    items: impl Iterator<Item = (&'a str, &'a str, EventKind)>,
+) {
+    let mut counts: HashMap<(&str, &str, EventKind), u64> = HashMap::new();
+    for key in items {
+        *counts.entry(key).or_default() += 1;
+    }
+    for ((platform, channel, kind), n) in counts {
+        metrics::counter!(
+            name,
+            "platform" => platform.to_owned(),
+            "channel" => channel.to_owned(),
+            "kind" => kind.as_str()
+        )
+        .increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachability_flips_and_reports() {
+        let r = Reachability::new("twitch", "Twitch IRC", Duration::from_secs(60));
+        assert!(r.is_reachable());
+        r.failed("connection refused");
+        r.failed("connection refused");
+        let h = r.health(0);
+        assert!(!h.reachable);
+        assert!(h.unreachable_since.is_some());
+        assert_eq!(h.last_error.as_deref(), Some("connection refused"));
+        r.succeeded();
+        assert!(r.is_reachable());
+        assert!(r.health(2).reachable);
+    }
+}
