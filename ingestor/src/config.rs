@@ -30,6 +30,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax.
     pub rust_log: String,
+    /// Async worker threads (lapin adds its own I/O thread per
+    /// connection).
+    pub ingestor_worker_threads: usize,
 
     /// Twitch IRC server `host:port`.
     pub twitch_irc_addr: String,
@@ -106,6 +109,7 @@ impl Default for Config {
             ingestor_api_key: None,
             log_format: LogFormat::Human,
             rust_log: "info".into(),
+            ingestor_worker_threads: 1,
             twitch_irc_addr: "irc.chat.twitch.tv:6697".into(),
             twitch_irc_tls: true,
             twitch_channels: Vec::new(),
@@ -150,6 +154,12 @@ impl ServiceConfig for Config {
         check_amqp_url("amqp_url", &self.amqp_url)?;
         check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
+        check_range(
+            "ingestor_worker_threads",
+            self.ingestor_worker_threads,
+            1,
+            256,
+        )?;
         match self.twitch_irc_addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(ConfigError::invalid("twitch_irc_addr", "must be host:port")),

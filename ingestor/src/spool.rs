@@ -6,7 +6,10 @@
 //! and not yet handed to the broker.
 //!
 //! Record: `u32 LE len | u32 LE crc32(payload) | payload`, payload =
-//! `u64 LE seq | u32 LE header_len | header JSON | body`. A torn record at
+//! `u64 LE seq | u32 LE header_len | header | body`. The header is binary
+//! (`0x01`, then routing key, id, kind, platform and channel each as
+//! `u16 LE len | bytes`, then `u64 LE` timestamp); spools written by older
+//! versions have a JSON header, which is still read. A torn record at
 //! the end of the newest segment (a crash mid-write) is truncated away on
 //! open; a corrupt record elsewhere ends that segment's replay and is
 //! reported.
@@ -23,6 +26,8 @@ use serde::{Deserialize, Serialize};
 const EXT: &str = "spool";
 const WATERMARK_FILE: &str = "confirmed.seq";
 const RECORD_OVERHEAD: u64 = 8;
+/// Read-back buffer.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Spool failures.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Sp
     }
 }
 
+/// The JSON header of spools written by earlier versions.
 #[derive(Serialize, Deserialize)]
 struct Header<'a> {
     rk: &'a str,
@@ -58,34 +64,67 @@ struct Header<'a> {
     ts: u64,
 }
 
-/// Encodes one record.
+/// The first byte of a binary header (a JSON header starts with `{`).
+const BINARY_HEADER: u8 = 1;
+
+/// Encodes one record, in place at the end of `out`.
 fn encode(seq: u64, msg: &OutgoingMessage, out: &mut Vec<u8>) {
-    let header = serde_json::to_vec(&Header {
-        rk: &msg.routing_key,
-        id: &msg.message_id,
-        kind: msg.kind,
-        platform: &msg.platform,
-        channel: &msg.channel,
-        ts: msg.timestamp,
-    })
-    .expect("header serialises");
-    let mut payload = Vec::with_capacity(12 + header.len() + msg.body.len());
-    payload.extend_from_slice(&seq.to_le_bytes());
-    payload.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    payload.extend_from_slice(&header);
-    payload.extend_from_slice(&msg.body);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let fields = [
+        msg.routing_key.as_str(),
+        msg.message_id.as_str(),
+        msg.kind.as_str(),
+        msg.platform.as_str(),
+        msg.channel.as_str(),
+    ];
+    let header_len = 1 + fields.iter().map(|f| 2 + f.len()).sum::<usize>() + 8;
+    let payload_len = 12 + header_len + msg.body.len();
+    let start = out.len();
+    out.reserve(RECORD_OVERHEAD as usize + payload_len);
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // the CRC, below
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    out.push(BINARY_HEADER);
+    for field in fields {
+        // Each is a short AMQP string or an event id (at most 255 bytes).
+        let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&field.as_bytes()[..usize::from(len)]);
+    }
+    out.extend_from_slice(&msg.timestamp.to_le_bytes());
+    out.extend_from_slice(&msg.body);
+    let crc = crc32fast::hash(&out[start + RECORD_OVERHEAD as usize..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn decode(payload: &[u8]) -> Option<(u64, OutgoingMessage)> {
+/// Decodes a record's payload; the body is taken out of `payload`
+/// without a copy of it.
+fn decode(mut payload: Vec<u8>) -> Option<(u64, OutgoingMessage)> {
     let seq = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
     let hlen = u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?) as usize;
-    let header: Header<'_> = serde_json::from_slice(payload.get(12..12 + hlen)?).ok()?;
-    let body = payload.get(12 + hlen..)?.to_vec();
-    Some((
-        seq,
+    let header = payload.get(12..12 + hlen)?;
+    let message = if header.first() == Some(&BINARY_HEADER) {
+        let mut rest = &header[1..];
+        let mut field = || -> Option<String> {
+            let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+            let value = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_owned();
+            rest = &rest[2 + len..];
+            Some(value)
+        };
+        let (routing_key, message_id, kind, platform, channel) =
+            (field()?, field()?, field()?, field()?, field()?);
+        let timestamp = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        OutgoingMessage {
+            routing_key,
+            message_id,
+            kind: kind.parse().ok()?,
+            platform,
+            channel,
+            timestamp,
+            body: Vec::new(),
+        }
+    } else {
+        let header: Header<'_> = serde_json::from_slice(header).ok()?;
         OutgoingMessage {
             routing_key: header.rk.to_owned(),
             message_id: header.id.to_owned(),
@@ -93,7 +132,15 @@ fn decode(payload: &[u8]) -> Option<(u64, OutgoingMessage)> {
             platform: header.platform.to_owned(),
             channel: header.channel.to_owned(),
             timestamp: header.ts,
-            body,
+            body: Vec::new(),
+        }
+    };
+    payload.drain(..12 + hlen);
+    Some((
+        seq,
+        OutgoingMessage {
+            body: payload,
+            ..message
         },
     ))
 }
@@ -119,7 +166,7 @@ fn read_record(
     if read_full(reader, &mut payload) != Ok(len) || crc32fast::hash(&payload) != crc {
         return Err(offset);
     }
-    let (seq, msg) = decode(&payload).ok_or(offset)?;
+    let (seq, msg) = decode(payload).ok_or(offset)?;
     Ok(Some((seq, msg, RECORD_OVERHEAD + len as u64)))
 }
 
@@ -458,7 +505,10 @@ impl Spool {
             let mut file = File::open(&seg.path).map_err(io("open", &seg.path))?;
             file.seek(SeekFrom::Start(cursor.offset))
                 .map_err(io("seek", &seg.path))?;
-            let mut reader = BufReader::new(file.take(seg.bytes - cursor.offset));
+            // Large reads: the publisher reads back a whole memory-load of
+            // records at a time.
+            let mut reader =
+                BufReader::with_capacity(READ_BUFFER, file.take(seg.bytes - cursor.offset));
             while out.len() < max {
                 match read_record(&mut reader, cursor.offset) {
                     Ok(Some((seq, msg, size))) => {
@@ -617,5 +667,43 @@ mod tests {
         assert!(spool.has_room(size));
         append(&mut spool, 0..3);
         assert!(!spool.has_room(size));
+    }
+
+    #[test]
+    fn records_with_the_older_json_header_are_still_read() {
+        let m = OutgoingMessage {
+            routing_key: "chat.twitch.c".into(),
+            message_id: "old-1".into(),
+            kind: EventKind::Message,
+            platform: "twitch".into(),
+            channel: "c".into(),
+            timestamp: 7,
+            body: b"{\"x\":1}".to_vec(),
+        };
+        let header = serde_json::to_vec(&Header {
+            rk: &m.routing_key,
+            id: &m.message_id,
+            kind: m.kind,
+            platform: &m.platform,
+            channel: &m.channel,
+            ts: m.timestamp,
+        })
+        .unwrap();
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&41u64.to_le_bytes());
+        payload.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&header);
+        payload.extend_from_slice(&m.body);
+        let mut record = Vec::new();
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{:020}.{EXT}", 41)), &record).unwrap();
+        let (spool, recovered) = Spool::open(dir.path(), 1 << 30, 1 << 20).unwrap();
+        assert_eq!(recovered.records, 1);
+        let mut cursor = spool.cursor_at(41);
+        let got = spool.read(&mut cursor, 41, 10).unwrap();
+        assert_eq!(got, [(41, m)]);
     }
 }
