@@ -1,11 +1,17 @@
 //! Ingest: the AMQP side of the consumer.
 //!
 //! ```text
-//! queue --Subscriber (pull task)--> bounded channel --> batcher --> store.write_batch (one transaction)
-//!                                                          |--> live feed (committed events)
-//!                                                          |--> commit announcement (other instances)
-//!                                                          '--> ack (one multiple-ack per batch)
+//! queue --Subscriber::next_batch (pull task)--> bounded channel of batches
+//!     --> batcher --> store.write_batch (one transaction)
+//!            |--> live feed (committed events)
+//!            |--> commit announcement (other instances)
+//!            '--> ack (one multiple-ack per batch)
 //! ```
+//!
+//! Deliveries move in batches at every hop: the pull task takes every
+//! delivery lapin has already received (`next_batch`) and hands them over
+//! as one item, so a busy queue costs one hand-off per batch, not one per
+//! event, and an idle one still passes a lone event on at once.
 //!
 //! * **Acks only after the commit.** A crash anywhere before the ack means
 //!   redelivery, and the store ignores what it already has, so nothing is
@@ -112,7 +118,7 @@ enum WriteFailure {
     Aborted,
 }
 
-type Pulled = Option<Result<Delivery, AmqpError>>;
+type Pulled = Option<Result<Vec<Delivery>, AmqpError>>;
 
 impl Ingest {
     async fn session(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
@@ -169,8 +175,9 @@ impl Ingest {
         ));
         tracing::info!(queue = %s.queue, bindings = ?s.bindings, "consuming");
 
-        let (tx, mut rx) = mpsc::channel(usize::from(s.prefetch));
-        let puller = tokio::spawn(pull(subscriber, tx, session.clone()));
+        // Batches in the channel: the prefetch bounds the deliveries.
+        let (tx, mut rx) = mpsc::channel(64);
+        let puller = tokio::spawn(pull(subscriber, tx, s.batch_size, session.clone()));
         let result = self.batches(&mut rx, &signal, shutdown).await;
         session.cancel();
         // Closed here, after the last ack, rather than dropped: see
@@ -190,18 +197,23 @@ impl Ingest {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let s = &self.settings;
+        // Deliveries received beyond a full batch, for the next one.
+        let mut carry: Vec<Delivery> = Vec::new();
         loop {
-            let first = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                item = rx.recv() => item,
-            };
             let mut batch = Vec::with_capacity(s.batch_size);
-            match first.flatten() {
-                None => return Err(anyhow!("the broker cancelled the consumer")),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(d)) => batch.push(d),
+            if carry.is_empty() {
+                let first = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    item = rx.recv() => item,
+                };
+                match first.flatten() {
+                    None => return Err(anyhow!("the broker cancelled the consumer")),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(d)) => carry = d,
+                }
             }
+            take_up_to(&mut carry, &mut batch, s.batch_size);
             let deadline = Instant::now() + s.batch_wait;
             let mut failure = None;
             while batch.len() < s.batch_size {
@@ -226,7 +238,10 @@ impl Ingest {
                         failure = Some(e.into());
                         break;
                     }
-                    Some(Ok(d)) => batch.push(d),
+                    Some(Ok(d)) => {
+                        carry = d;
+                        take_up_to(&mut carry, &mut batch, s.batch_size);
+                    }
                 }
             }
             self.commit(&batch, failure.is_none(), signal, shutdown)
@@ -388,17 +403,26 @@ impl Ingest {
     }
 }
 
-/// Owns the subscriber: forwards every delivery (or the failure that ends
-/// the stream) until the session ends, then hands it back to be closed.
+/// Moves deliveries from the front of `from` to `batch` until it holds
+/// `max`.
+fn take_up_to(from: &mut Vec<Delivery>, batch: &mut Vec<Delivery>, max: usize) {
+    let n = from.len().min(max.saturating_sub(batch.len()));
+    batch.extend(from.drain(..n));
+}
+
+/// Owns the subscriber: forwards deliveries in batches of up to `max` (or
+/// the failure that ends the stream) until the session ends, then hands it
+/// back to be closed.
 async fn pull(
     mut subscriber: Subscriber,
     tx: mpsc::Sender<Pulled>,
+    max: usize,
     session: CancellationToken,
 ) -> Subscriber {
     loop {
         let next = tokio::select! {
             () = session.cancelled() => break,
-            next = subscriber.next() => next,
+            next = subscriber.next_batch(max) => next,
         };
         let end = !matches!(next, Some(Ok(_)));
         if tx.send(next).await.is_err() || end {

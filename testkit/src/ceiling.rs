@@ -5,7 +5,8 @@
 //!
 //! [`run`] installs amqplib on first use (`npm ci` in `testkit/ceiling`),
 //! writes the pre-built messages to a file and runs the publisher as its
-//! own process. The caller declares the exchange and queue first.
+//! own process. [`consume`] drains a filled queue with a bare consumer
+//! (the delivery ceiling). The caller declares the exchange and queue.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -95,6 +96,37 @@ pub async fn run(
         .expect("run node (Node.js is needed for the broker ceiling)");
     let _ = std::fs::remove_file(&file);
     assert!(output.status.success(), "the ceiling publisher failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ceiling output `{stdout}`: {e}"))
+}
+
+/// Consumes `count` messages from `queue` (already filled) with at most
+/// `prefetch` unacked, acking every `ack_every` with one multiple-ack;
+/// returns what the consumer measured. The queue's delivery ceiling.
+///
+/// # Panics
+/// When the consumer cannot run or fails.
+pub async fn consume(
+    amqp_url: &str,
+    queue: &str,
+    count: usize,
+    prefetch: u16,
+    ack_every: usize,
+) -> Ceiling {
+    install();
+    let output = tokio::process::Command::new("node")
+        .arg(dir().join("consume.mjs"))
+        .arg(amqp_url)
+        .arg(queue)
+        .arg(count.to_string())
+        .arg(prefetch.to_string())
+        .arg(ack_every.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .expect("run node (Node.js is needed for the broker ceiling)");
+    assert!(output.status.success(), "the ceiling consumer failed");
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ceiling output `{stdout}`: {e}"))
 }

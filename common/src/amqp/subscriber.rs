@@ -176,10 +176,13 @@ impl SubscriberBuilder {
         Ok(Subscriber {
             channel,
             consumer,
-            queue: queue_name,
             exchange: topology.exchange.clone(),
-            dead_letter_exchange: topology.dead_letter_exchange.clone(),
-            dead_letters,
+            dead_letter: std::sync::Arc::new(DeadLetter {
+                queue: queue_name,
+                exchange: topology.dead_letter_exchange.clone(),
+                publisher: dead_letters,
+            }),
+            failed: None,
         })
     }
 }
@@ -191,10 +194,19 @@ impl SubscriberBuilder {
 pub struct Subscriber {
     channel: Channel,
     consumer: Consumer,
+    exchange: String,
+    dead_letter: std::sync::Arc<DeadLetter>,
+    /// A failure seen while a batch was being collected, for the next call.
+    failed: Option<AmqpError>,
+}
+
+/// Where a subscriber's deliveries are dead-lettered; shared by every
+/// delivery (one reference count each, nothing copied).
+#[derive(Debug)]
+struct DeadLetter {
     queue: String,
     exchange: String,
-    dead_letter_exchange: String,
-    dead_letters: Publisher,
+    publisher: Publisher,
 }
 
 impl Subscriber {
@@ -216,7 +228,7 @@ impl Subscriber {
 
     /// The queue's name (useful when the broker named it).
     pub fn queue(&self) -> &str {
-        &self.queue
+        &self.dead_letter.queue
     }
 
     /// The next valid event. Undecodable payloads are dead-lettered on the
@@ -227,41 +239,76 @@ impl Subscriber {
     /// [`AmqpError::Protocol`] when the channel or connection fails; the
     /// unacked deliveries are then redelivered by the broker.
     pub async fn next(&mut self) -> Option<Result<Delivery, AmqpError>> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
         loop {
             let raw = match self.consumer.next().await? {
                 Ok(raw) => raw,
-                Err(e) => {
-                    return Some(Err(AmqpError::Protocol {
-                        op: "basic.consume",
-                        source: e,
-                    }));
+                Err(e) => return Some(Err(AmqpError::protocol("basic.consume")(e))),
+            };
+            match self.accept(raw).await {
+                Ok(Some(delivery)) => return Some(Ok(delivery)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next valid events, for consumers that work in batches: waits for
+    /// one, then takes every delivery already received, up to `max`, without
+    /// waiting for more. Undecodable payloads are dead-lettered on the way.
+    /// `None` when the consumer was cancelled.
+    ///
+    /// # Errors
+    /// As [`Subscriber::next`]. A failure after some deliveries were taken
+    /// returns those first and the failure on the next call.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>, AmqpError>> {
+        let first = match self.next().await? {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut batch = vec![first];
+        while batch.len() < max.max(1) {
+            let Some(next) = futures::FutureExt::now_or_never(self.consumer.next()) else {
+                break;
+            };
+            let raw = match next {
+                None => break,
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    self.failed = Some(AmqpError::protocol("basic.consume")(e));
+                    break;
                 }
             };
-            match decode(&raw) {
-                Ok(event) => {
-                    return Some(Ok(Delivery {
-                        event,
-                        routing_key: raw.routing_key.as_str().to_owned(),
-                        delivery_tag: raw.delivery_tag,
-                        redelivered: raw.redelivered,
-                        raw,
-                        queue: self.queue.clone(),
-                        dead_letter_exchange: self.dead_letter_exchange.clone(),
-                        dead_letters: self.dead_letters.clone(),
-                    }));
+            match self.accept(raw).await {
+                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
                 }
-                Err(reason) => {
-                    let dead = dead_letter(
-                        &self.dead_letters,
-                        &self.dead_letter_exchange,
-                        &self.queue,
-                        &raw,
-                        &reason,
-                    );
-                    if let Err(e) = bounded("dead-lettering", dead).await {
-                        return Some(Err(e));
-                    }
-                }
+            }
+        }
+        Some(Ok(batch))
+    }
+
+    /// Decodes `raw`; dead-letters it (`Ok(None)`) if it is not a valid
+    /// event.
+    async fn accept(&self, raw: RawDelivery) -> Result<Option<Delivery>, AmqpError> {
+        match decode(&raw) {
+            Ok(event) => Ok(Some(Delivery {
+                event,
+                routing_key: raw.routing_key.as_str().to_owned(),
+                delivery_tag: raw.delivery_tag,
+                redelivered: raw.redelivered,
+                raw,
+                dead_letter: self.dead_letter.clone(),
+            })),
+            Err(reason) => {
+                let dead = dead_letter(&self.dead_letter, &raw, &reason);
+                bounded("dead-lettering", dead).await?;
+                Ok(None)
             }
         }
     }
@@ -317,7 +364,7 @@ impl Subscriber {
     /// Deliveries not yet acked go back to the queue.
     pub async fn close(self) {
         super::close_channel(&self.channel, "subscriber closed").await;
-        self.dead_letters.close().await;
+        self.dead_letter.publisher.close().await;
     }
 }
 
@@ -333,9 +380,7 @@ pub struct Delivery {
     /// The broker delivered it before (not acked then).
     pub redelivered: bool,
     raw: RawDelivery,
-    queue: String,
-    dead_letter_exchange: String,
-    dead_letters: Publisher,
+    dead_letter: std::sync::Arc<DeadLetter>,
 }
 
 impl Delivery {
@@ -383,14 +428,11 @@ impl Delivery {
     /// [`AmqpError`] if the dead-letter publish or the ack fails; the
     /// delivery is then still unacked and will be redelivered.
     pub async fn dead_letter(&self, reason: &str) -> Result<(), AmqpError> {
-        let dead = dead_letter(
-            &self.dead_letters,
-            &self.dead_letter_exchange,
-            &self.queue,
-            &self.raw,
-            reason,
-        );
-        bounded("dead-lettering", dead).await
+        bounded(
+            "dead-lettering",
+            dead_letter(&self.dead_letter, &self.raw, reason),
+        )
+        .await
     }
 
     /// The AMQP properties as received.
@@ -457,13 +499,8 @@ fn decode(raw: &RawDelivery) -> Result<ChatEvent, String> {
     ChatEvent::from_json(&raw.data).map_err(|e| e.to_string())
 }
 
-async fn dead_letter(
-    publisher: &Publisher,
-    exchange: &str,
-    queue: &str,
-    raw: &RawDelivery,
-    reason: &str,
-) -> Result<(), AmqpError> {
+async fn dead_letter(to: &DeadLetter, raw: &RawDelivery, reason: &str) -> Result<(), AmqpError> {
+    let (publisher, exchange, queue) = (&to.publisher, to.exchange.as_str(), to.queue.as_str());
     let mut table = raw.properties.headers().clone().unwrap_or_default();
     // Header values are long strings; keep the reason readable but bounded.
     let reason: String = reason.chars().take(1000).collect();

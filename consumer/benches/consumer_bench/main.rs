@@ -8,8 +8,11 @@
 //! cargo bench -p consumer --bench consumer_bench -- fanout --clients 1000 --rate 100 --seconds 30
 //! ```
 //!
-//! `store` pre-loads the queue, then starts the consumer in-process and
-//! times it from start until every event is committed and acked.
+//! `store` first writes the events into the store alone (`write_batch`,
+//! no broker), then pre-loads two queues with them: a bare amqplib
+//! consumer drains one (the broker's delivery ceiling, measured by code
+//! that is not under test), then the consumer starts in-process on the
+//! other and is timed from start until every event is committed and acked.
 //! `fanout` runs the consumer binary as a child process (so its memory can
 //! be measured on its own), connects the clients from this process,
 //! publishes at the given rate with the publish time in each message, and
@@ -48,12 +51,15 @@ enum Bench {
         /// Events to pre-load and consume.
         #[arg(long, default_value_t = 500_000)]
         events: usize,
-        /// CONSUMER_BATCH_SIZE.
-        #[arg(long, default_value_t = 500)]
-        batch_size: usize,
-        /// CONSUMER_PREFETCH.
+        /// CONSUMER_BATCH_SIZE (the consumer's default).
         #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// CONSUMER_PREFETCH (the consumer's default).
+        #[arg(long, default_value_t = 2000)]
         prefetch: u16,
+        /// Only the store alone (no broker).
+        #[arg(long)]
+        alone: bool,
     },
     /// WebSocket fan-out: clients on one channel, events at a fixed rate.
     Fanout {
@@ -89,7 +95,8 @@ fn main() -> anyhow::Result<()> {
                 events,
                 batch_size,
                 prefetch,
-            } => store(events, batch_size, prefetch).await,
+                alone,
+            } => store(events, batch_size, prefetch, alone).await,
             Bench::Fanout {
                 clients,
                 rate,
@@ -101,10 +108,50 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()> {
+/// The store alone, no broker: `n` events written with `write_batch` in
+/// batches of `batch_size`, into a fresh database at `url`. Returns
+/// events per second.
+async fn store_alone(url: &str, n: usize, batch_size: usize) -> anyhow::Result<f64> {
+    let store = consumer::store::open(url, &consumer::store::StoreOptions::default()).await?;
+    let channels = ["alpha", "beta", "gamma", "delta", "epsilon"];
+    let mut took = Duration::ZERO;
+    let mut written = 0;
+    while written < n {
+        let count = 10_000.min(n - written);
+        let encoded = consumer::store::encode(events::twitch_messages(&channels, count));
+        let batch = consumer::store::new_events(&encoded);
+        let started = Instant::now();
+        for chunk in batch.chunks(batch_size) {
+            let outcome = store.write_batch(chunk).await?;
+            anyhow::ensure!(outcome.stored.len() == chunk.len(), "every event stored");
+        }
+        took += started.elapsed();
+        written += count;
+    }
+    store.close().await;
+    Ok(n as f64 / took.as_secs_f64())
+}
+
+async fn store(n: usize, batch_size: usize, prefetch: u16, alone: bool) -> anyhow::Result<()> {
+    {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("alone.sqlite").display());
+        let rate = store_alone(&url, n, batch_size).await?;
+        println!(
+            "store alone (write_batch, {batch_size} per transaction, no broker): {rate:.0} events/s"
+        );
+        if alone {
+            return Ok(());
+        }
+    }
     let topology = test_topology("bench-store");
     let queue = unique("bench-store-q");
     rabbit::declare_consumer_queue(&topology, &queue).await;
+    // The same messages also go to a second queue, drained by a bare
+    // amqplib consumer first: the broker's delivery ceiling, measured by
+    // code that is not under test.
+    let ceiling_queue = unique("bench-store-ceiling-q");
+    rabbit::declare_consumer_queue(&topology, &ceiling_queue).await;
     let dir = tempfile::tempdir()?;
     let db_path = dir.path().join("bench.sqlite");
     let db_url = format!("sqlite://{}", db_path.display());
@@ -130,6 +177,19 @@ async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()>
         publish.as_secs_f64(),
         n as f64 / publish.as_secs_f64()
     );
+
+    let ceiling =
+        testkit::ceiling::consume(&rabbit::amqp_url(), &ceiling_queue, n, prefetch, batch_size)
+            .await;
+    println!(
+        "delivery ceiling (bare amqplib consumer, prefetch {prefetch}, one ack per {batch_size}): {:.0} events/s, {:.1} µs CPU per event",
+        ceiling.rate, ceiling.cpu_us_per_message
+    );
+    {
+        let ch = conn.create_channel().await?;
+        ch.queue_delete(ceiling_queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
 
     let config = consumer::Config {
         consumer_http_addr: "127.0.0.1:0".into(),
@@ -190,12 +250,14 @@ async fn store(n: usize, batch_size: usize, prefetch: u16) -> anyhow::Result<()>
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
+    let rate = n as f64 / took.as_secs_f64();
     println!(
-        "store: {n} events committed and acked in {:.2} s = {:.0} events/s \
+        "store: {n} events committed and acked in {:.2} s = {:.0} events/s, {:.0} % of the delivery ceiling \
          ({batches:.0} batches, {:.1} events and {:.1} ms per commit on average; \
          database {:.0} MB)",
         took.as_secs_f64(),
-        n as f64 / took.as_secs_f64(),
+        rate,
+        100.0 * rate / ceiling.rate,
         n as f64 / batches.max(1.0),
         1000.0 * commit_sum / batches.max(1.0),
         size as f64 / 1e6

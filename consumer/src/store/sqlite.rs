@@ -7,8 +7,9 @@
 //!   "done" (acked) right after the commit.
 //! * `seq INTEGER PRIMARY KEY AUTOINCREMENT` is the cursor: allocated under
 //!   the write lock, hence in commit order, and never reused.
-//! * Channel counters and the FTS5 index are kept by triggers, so retention
-//!   and any manual `DELETE` keep them right.
+//! * Channel counters and the FTS5 index are updated by the writer once
+//!   per batch (one statement each), and by triggers on delete and update,
+//!   so retention and any manual `DELETE` keep them right.
 //! * WAL checkpoints run on their own connection every 500 ms (passive:
 //!   they never block anyone) instead of inside the writer's commits, which
 //!   is worth about a quarter of the write throughput.
@@ -91,7 +92,12 @@ impl SqliteStore {
         // The writer's page cache holds the hot parts of every index (64 MiB).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(connect.clone().pragma("cache_size", "-65536"))
+            .connect_with(
+                connect
+                    .clone()
+                    .pragma("cache_size", "-65536")
+                    .foreign_keys(false),
+            )
             .await?;
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
@@ -362,6 +368,51 @@ async fn apply_moderation(
     Ok(marked)
 }
 
+/// Adds the rows `base+1 ..` (just inserted, `fresh` in order) to the
+/// full-text index and to their channels' counters: one statement each
+/// for the whole batch.
+async fn index_batch(
+    tx: &mut SqliteConnection,
+    base: i64,
+    fresh: &[&NewEvent<'_>],
+    refs: &HashMap<(&str, &str), i64>,
+    seqs: &[i64],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events_fts (rowid, text) \
+         SELECT seq, text FROM events WHERE seq > ?1 AND text IS NOT NULL",
+    )
+    .bind(base)
+    .execute(&mut *tx)
+    .await?;
+    // Per channel: events, chat messages, newest cursor and its time.
+    let mut per_channel: HashMap<i64, (i64, i64, i64, i64)> = HashMap::new();
+    for (e, &seq) in fresh.iter().zip(seqs) {
+        let ev = e.event;
+        let channel = refs[&(ev.platform.as_str(), ev.channel.as_str())];
+        let entry = per_channel.entry(channel).or_default();
+        entry.0 += 1;
+        entry.1 += i64::from(ev.kind().is_chat());
+        entry.2 = seq;
+        entry.3 = millis(ev.sent_at);
+    }
+    for (channel, (events, messages, last, at)) in per_channel {
+        sqlx::query(
+            "UPDATE channels SET event_count = event_count + ?1, \
+             message_count = message_count + ?2, last_cursor = ?3, last_event_at = ?4 \
+             WHERE id = ?5",
+        )
+        .bind(events)
+        .bind(messages)
+        .bind(last)
+        .bind(at)
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The moderation condition of `events` row against `moderations m`, for
 /// events that arrive after the moderation that concerns them.
 const LATE_MATCH: &str = "m.channel_ref = events.channel_ref AND ( \
@@ -501,9 +552,8 @@ fn statement(kind: Statement, remaining: usize) -> (usize, &'static str) {
     fn build(rows: usize, kind: Statement) -> String {
         match kind {
             Statement::Insert => format!(
-                "INSERT INTO events (platform, event_id, channel_ref, kind, sent_at, stored_at, \
-                 author_login, text, body) VALUES {} \
-                 ON CONFLICT (platform, event_id) DO NOTHING",
+                "INSERT OR IGNORE INTO events (platform, event_id, channel_ref, kind, sent_at, \
+                 stored_at, author_login, text, body) VALUES {}",
                 vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
             ),
             Statement::Existing => format!(
@@ -665,6 +715,9 @@ impl Store for SqliteStore {
         }
         let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
         outcome.duplicates = events.len() - fresh.len();
+        if inserted > 0 {
+            index_batch(&mut tx, base, &fresh, &refs, &seqs).await?;
+        }
 
         let mut moderations = Vec::new();
         let mut min_text_sent: Option<i64> = None;
