@@ -49,6 +49,27 @@ use crate::ws::{WsContext, WsSettings};
 /// feed and retention, and serves HTTP on `listener`.
 ///
 /// # Errors
+/// The whole `main` of the consumer binary: loads the configuration
+/// (defaults, `file`, the environment), installs logging, and runs on a
+/// multi-threaded runtime until a signal. Exit code 0 on a clean stop, 1 on
+/// failure, 2 for bad configuration or a permanent error.
+pub fn main_with(file: Option<&std::path::Path>) -> std::process::ExitCode {
+    let config = match common::service::load::<Config>(file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(common::service::run(config, run)),
+        Err(e) => {
+            eprintln!("consumer: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// When the store cannot be opened, or a task fails.
 pub async fn run(
     config: Config,

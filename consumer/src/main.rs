@@ -14,8 +14,11 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// mimalloc, as the ingestor: decoding and fan-out allocate per event.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    common::service::serve::<consumer::Config, _, _>(cli.config.as_deref(), consumer::run).await
+    consumer::main_with(cli.config.as_deref())
 }

@@ -11,6 +11,11 @@
 //! 2. Latency at 1,000 and 10,000 messages/s for `--seconds` each: time from
 //!    the fake server writing a line to a WebSocket client receiving it.
 //! 3. Memory: peak RSS (VmHWM) and CPU seconds of each service process.
+//!
+//! The broker's ceiling, measured first by code not under test: the bare
+//! amqplib publisher (`testkit/ceiling`) sends the events the ingestor
+//! would publish for the flood, with confirms, into a durable queue. The
+//! throughput is reported as a share of it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -129,6 +134,54 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
     }
 }
 
+/// The broker's publish ceiling for the flood's events: the bare amqplib
+/// publisher with confirms into a fresh durable queue.
+async fn ceiling(channels: &[String], n: usize) -> f64 {
+    use common::amqp::{OutgoingMessage, Subscriber, Topology};
+    use ingestor::twitch::normalise::{Normalised, Normaliser};
+    let normaliser = Normaliser::new(true);
+    let now = chrono::Utc::now();
+    let payloads: Vec<OutgoingMessage> = testkit::corpus::flood_privmsgs(channels, 5_000, "ceil")
+        .iter()
+        .filter_map(|l| match normaliser.normalise_text(l, now)? {
+            Normalised::Event(e) => OutgoingMessage::from_event(&e).ok(),
+            _ => None,
+        })
+        .collect();
+    let conn = testkit::rabbit::connect("bench-pipeline-ceiling").await;
+    let topology = Topology::named(&testkit::rabbit::unique("bench-pipeline-ceiling"));
+    let queue = testkit::rabbit::unique("bench-pipeline-ceiling-q");
+    Subscriber::builder(&queue)
+        .bind("chat.#")
+        .expires(Duration::from_secs(3600))
+        .build(&conn, &topology)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    eprintln!("broker ceiling: amqplib publisher, {n} messages ...");
+    let c = testkit::ceiling::run(
+        &testkit::rabbit::amqp_url(),
+        &topology.exchange,
+        &payloads,
+        n,
+        ingestor::Config::default().publish_max_in_flight,
+    )
+    .await;
+    testkit::rabbit::delete_topology(&conn, &topology).await;
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    common::amqp::close(&conn, "ceiling measured").await;
+    // Let the broker finish deleting the queue before the pipeline runs.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.rate
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = testkit::cli_arg("--messages", 200_000);
@@ -142,10 +195,17 @@ async fn main() {
         ..Default::default()
     })
     .await;
+    let ceiling = ceiling(&stack.channels, n).await;
     eprintln!("throughput: {n} messages ...");
     let (secs, rate) = throughput(&stack, n).await;
-    println!("\n| scenario | messages | time | messages/s |\n| --- | ---: | ---: | ---: |");
-    println!("| IRC -> store, flood over 10 channels | {n} | {secs:.1} s | {rate:.0} |");
+    println!(
+        "\n| scenario | messages | time | messages/s | broker ceiling (amqplib publisher, same payloads) | share |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    println!(
+        "| IRC -> store, flood over 10 channels | {n} | {secs:.1} s | **{rate:.0}** | {:.0} | **{:.0} %** |",
+        ceiling,
+        100.0 * rate / ceiling
+    );
 
     println!(
         "\n| offered rate | messages | p50 | p99 | max |\n| ---: | ---: | ---: | ---: | ---: |"

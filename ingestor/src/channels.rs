@@ -74,9 +74,15 @@ impl PersistedChannels {
         common::token_store::write_atomic(&dir.join(Self::file_name(platform)), &bytes)
     }
 
-    /// The same channels, ignoring when each was last seen.
-    pub fn same_channels(&self, other: &Self) -> bool {
-        self.channels.keys().eq(other.channels.keys())
+    /// The same channels, each seen or never seen alike, ignoring when
+    /// exactly each was last seen: what makes a save urgent.
+    pub fn same_shape(&self, other: &Self) -> bool {
+        self.channels.len() == other.channels.len()
+            && self
+                .channels
+                .iter()
+                .zip(&other.channels)
+                .all(|((a, x), (b, y))| a == b && x.last_seen.is_some() == y.last_seen.is_some())
     }
 }
 

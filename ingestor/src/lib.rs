@@ -37,6 +37,32 @@ use crate::source::{EventSink, Source};
 use crate::twitch::login::IngestorLogin;
 use crate::twitch::{Endpoint, TwitchSettings, TwitchSource};
 
+/// The whole `main` of the ingestor binary: loads the configuration
+/// (defaults, `file`, the environment), installs logging, builds the async
+/// runtime with `INGESTOR_WORKER_THREADS` workers and runs until a signal.
+/// Exit code 0 on a clean stop, 1 on failure, 2 for bad configuration or a
+/// permanent error.
+pub fn main_with(file: Option<&std::path::Path>) -> std::process::ExitCode {
+    let config = match common::service::load::<Config>(file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Few worker threads: the ingestor's work is I/O in batches, and lapin
+    // runs its own I/O thread. With one worker, no event is handed between
+    // worker threads (docs/benchmarks.md).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.ingestor_worker_threads)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(common::service::run(config, run)),
+        Err(e) => {
+            eprintln!("ingestor: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the ingestor until `shutdown` is cancelled or a task fails.
 ///
 /// # Errors
@@ -198,7 +224,9 @@ pub async fn run(
 }
 
 /// How often the wanted channels are saved when only their `last_seen`
-/// moved (a change of which channels are wanted is saved within a second).
+/// moved (a change of which channels are wanted, or a channel seen for the
+/// first time, is saved within a second). A restart's gap then starts at
+/// most this much before the real last event: conservative, never short.
 const LAST_SEEN_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Every second: flushes the spool (fsync) and saves each platform's
@@ -227,7 +255,7 @@ async fn persist_loop(
                 .zip(saved)
                 .map(|(source, (before, at))| {
                     let now = source.channels().persisted();
-                    let due = !now.same_channels(&before)
+                    let due = !now.same_shape(&before)
                         || (now != before && (stop || at.elapsed() >= LAST_SEEN_SAVE_INTERVAL));
                     if !due {
                         return (before, at);

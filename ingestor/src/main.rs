@@ -24,22 +24,5 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match common::service::load::<ingestor::Config>(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    // Few worker threads: the ingestor's work is I/O in batches, and lapin
-    // runs its own I/O thread. With one worker, no event is handed between
-    // worker threads (docs/benchmarks.md).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.ingestor_worker_threads)
-        .enable_all()
-        .build();
-    match runtime {
-        Ok(runtime) => runtime.block_on(common::service::run(config, ingestor::run)),
-        Err(e) => {
-            eprintln!("ingestor: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ingestor::main_with(cli.config.as_deref())
 }

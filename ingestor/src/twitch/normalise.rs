@@ -111,6 +111,14 @@ impl Normaliser {
         self.normalise_inner(msg, Some(raw), received_at)
     }
 
+    /// Parses `line` (one IRC line without its ending) and normalises it;
+    /// `None` when it does not parse or has no usable channel. For tools
+    /// and benchmarks that start from text.
+    pub fn normalise_text(&self, line: &str, received_at: DateTime<Utc>) -> Option<Normalised> {
+        let msg = IRCMessage::parse(line).ok()?;
+        self.normalise_inner(&msg, Some(line), received_at).ok()
+    }
+
     fn normalise_inner(
         &self,
         msg: &IRCMessage,
