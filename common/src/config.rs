@@ -171,15 +171,28 @@ where
         .collect())
 }
 
-/// Checks that `value` is an AMQP URL.
+/// Checks that `value` is an AMQP URL, or a comma list of them (the nodes
+/// of a cluster).
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] naming `field`.
 pub fn check_amqp_url(field: &str, value: &str) -> Result<(), ConfigError> {
-    value
-        .parse::<lapin::uri::AMQPUri>()
-        .map(drop)
-        .map_err(|e| ConfigError::invalid(field, format!("not an amqp:// or amqps:// URL ({e})")))
+    let urls = crate::amqp::split_urls(value);
+    if urls.is_empty() {
+        return Err(ConfigError::invalid(field, "no amqp:// URL given"));
+    }
+    for url in urls {
+        url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+            ConfigError::invalid(
+                field,
+                format!(
+                    "`{}` is not an amqp:// or amqps:// URL ({e})",
+                    crate::amqp::redact_url(url)
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks that `value` is an `http(s)://` URL.

@@ -200,40 +200,11 @@ fn bearer(
 /// Decodes `%XX` escapes of a URL path segment (`+` stays `+`); invalid
 /// UTF-8 is replaced.
 pub fn percent_decode_path(s: &str) -> String {
-    percent_decode(s, false)
+    crate::urlcode::decode(s, false)
 }
 
-/// Decodes `%XX` escapes; `plus_is_space` for query strings.
 fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
-                .zip(hex(bytes[i + 2]))
-                .map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match (decoded, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::urlcode::decode(s, plus_is_space)
 }
 
 /// Compares secrets in time independent of where they differ.

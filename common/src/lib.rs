@@ -24,6 +24,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod token_manager;
 pub mod token_store;
+pub mod urlcode;
 
 pub use schema::{ChatEvent, EventBody, EventKind};
 pub use secret::Secret;

@@ -1,7 +1,8 @@
 //! Running a service the same way in every binary: load the configuration
 //! (exit code 2 and a message naming the key when it is wrong), install
 //! logging and the SIGINT/SIGTERM handler, bind the HTTP listener, run until
-//! shut down, and map the outcome to an exit code (1 on failure).
+//! shut down, and map the outcome to an exit code (1 on failure, 2 for a
+//! permanent one: bad configuration, a refused login, a topology conflict).
 
 use std::future::Future;
 use std::path::Path;
@@ -66,11 +67,27 @@ where
     };
     match run(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_permanent(&e) => {
+            // Retrying cannot help: a person must act.
+            tracing::error!("{} stopped: {e:#}", C::NAME);
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{} failed: {e:#}", C::NAME);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` is one that retrying cannot fix (a refused login, a
+/// missing virtual host, a conflicting exchange or queue): the service
+/// stops with exit code 2.
+pub fn is_permanent(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::amqp::AmqpError>()
+            .is_some_and(crate::amqp::AmqpError::is_permanent)
+    })
 }
 
 /// [`load`] then [`run`]: the whole `main` of a service binary.

@@ -21,7 +21,7 @@ pub enum LogFormat {
 /// # Errors
 /// When `filter` does not parse, or a subscriber is already installed.
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)
+    let filter = EnvFilter::try_new(with_library_defaults(filter))
         .map_err(|e| anyhow::anyhow!("invalid RUST_LOG filter `{filter}`: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -32,6 +32,28 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Library log targets whose lines chatbus reports itself, with context
+/// and the right level: lapin logs every connection failure at ERROR from
+/// its I/O thread (and again from the channel and connection), while
+/// chatbus retries it, says so at WARN, and stops with one ERROR line only
+/// when a person must act. They are off unless the filter names `lapin`.
+const QUIET_LIBRARY_TARGETS: &[&str] = &["lapin::io_loop", "lapin::channel", "lapin::channels"];
+
+fn with_library_defaults(filter: &str) -> String {
+    if filter.contains("lapin") {
+        return filter.to_owned();
+    }
+    let mut out = filter.to_owned();
+    for target in QUIET_LIBRARY_TARGETS {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(target);
+        out.push_str("=off");
+    }
+    out
 }
 
 /// Installs the global Prometheus recorder for the `metrics` facade and
@@ -67,4 +89,23 @@ pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
             })
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lapin_connection_noise_is_off_unless_asked_for() {
+        let f = with_library_defaults("info");
+        assert!(
+            f.starts_with("info,") && f.contains("lapin::io_loop=off"),
+            "{f}"
+        );
+        assert_eq!(
+            with_library_defaults("info,lapin=debug"),
+            "info,lapin=debug"
+        );
+        assert!(EnvFilter::try_new(with_library_defaults("")).is_ok());
+    }
 }

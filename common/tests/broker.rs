@@ -259,20 +259,196 @@ async fn events_nobody_is_bound_for_are_kept_in_the_unrouted_queue() {
     let publisher = Publisher::open(&conn, &topology, "chatbus-test")
         .await
         .unwrap();
+    // The alternate exchange is a policy now, not an argument.
+    let policies = rabbit::apply_policies(&topology).await;
     let event = events::message("twitch", "nobody", 1);
     publisher.publish(&event).await.unwrap();
     let kept = drain_queue(&conn, &topology.unrouted_queue, 1, 10).await;
     assert_eq!(ChatEvent::from_json(&kept[0].data).unwrap().id, event.id);
+    policies.remove().await;
 }
 
 #[tokio::test]
 async fn topology_declaration_is_idempotent() {
     let conn = rabbit::connect("test-idem").await;
     let topology = test_topology("idem");
-    let ch = conn.create_channel().await.unwrap();
     for _ in 0..3 {
-        topology.declare(&ch).await.unwrap();
+        topology.declare(&conn).await.unwrap();
     }
+}
+
+/// Declares `name` as another service would: a plain durable exchange of
+/// `kind`, with `args`.
+async fn declare_as_third_party(
+    conn: &lapin::Connection,
+    name: &str,
+    kind: lapin::ExchangeKind,
+    args: lapin::types::FieldTable,
+) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    common::amqp::close_channel(&ch, "declared").await;
+}
+
+/// Publishes one event through chatbus's topology on `exchange`, with the
+/// policies applied, and checks that a bound queue and the unrouted queue
+/// both work.
+async fn chatbus_works_on(conn: &lapin::Connection, topology: &common::amqp::Topology) {
+    let mut sub = Subscriber::builder(unique("q-shared"))
+        .bind("chat.twitch.*")
+        .expires(Duration::from_secs(600))
+        .build(conn, topology)
+        .await
+        .unwrap();
+    let policies = rabbit::apply_policies(topology).await;
+    let publisher = Publisher::open(conn, topology, "chatbus-test")
+        .await
+        .unwrap();
+    let bound = events::message("twitch", "somebody", 1);
+    let unbound = events::message("youtube", "nobody", 2);
+    publisher.publish(&bound).await.unwrap();
+    publisher.publish(&unbound).await.unwrap();
+    let got = receive_all(&mut sub, 1, 10).await;
+    assert_eq!(got[0].event.id, bound.id);
+    // The alternate exchange policy applies.
+    let kept = drain_queue(conn, &topology.unrouted_queue, 1, 10).await;
+    assert_eq!(ChatEvent::from_json(&kept[0].data).unwrap().id, unbound.id);
+    policies.remove().await;
+    sub.close().await;
+}
+
+#[tokio::test]
+async fn a_plain_exchange_declared_first_by_another_service_is_used() {
+    // A Python service (pika) declares `chat` first, as any consumer that
+    // binds its own queue does: exchange_declare('chat', 'topic', durable=True).
+    let conn = rabbit::connect("test-third-party-first").await;
+    let topology = test_topology("third-first");
+    declare_as_third_party(
+        &conn,
+        &topology.exchange,
+        lapin::ExchangeKind::Topic,
+        lapin::types::FieldTable::default(),
+    )
+    .await;
+    chatbus_works_on(&conn, &topology).await;
+}
+
+#[tokio::test]
+async fn another_service_can_declare_the_exchange_after_chatbus() {
+    let conn = rabbit::connect("test-chatbus-first").await;
+    let topology = test_topology("chatbus-first");
+    topology.declare(&conn).await.unwrap();
+    // Would fail with PRECONDITION_FAILED if chatbus declared arguments.
+    declare_as_third_party(
+        &conn,
+        &topology.exchange,
+        lapin::ExchangeKind::Topic,
+        lapin::types::FieldTable::default(),
+    )
+    .await;
+    chatbus_works_on(&conn, &topology).await;
+}
+
+#[tokio::test]
+async fn an_exchange_with_arguments_from_an_older_chatbus_is_used_as_it_is() {
+    let conn = rabbit::connect("test-legacy-args").await;
+    let topology = test_topology("legacy");
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        lapin::types::AMQPValue::LongString(topology.unrouted_exchange.as_str().into()),
+    );
+    declare_as_third_party(&conn, &topology.exchange, lapin::ExchangeKind::Topic, args).await;
+    chatbus_works_on(&conn, &topology).await;
+}
+
+#[tokio::test]
+async fn an_exchange_of_another_type_is_a_clear_permanent_error() {
+    let conn = rabbit::connect("test-conflict").await;
+    let topology = test_topology("conflict");
+    declare_as_third_party(
+        &conn,
+        &topology.exchange,
+        lapin::ExchangeKind::Fanout,
+        lapin::types::FieldTable::default(),
+    )
+    .await;
+    let err = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    let msg = err.to_string();
+    let name = format!("exchange \"{}\"", topology.exchange);
+    for part in [
+        name.as_str(),
+        "fanout",
+        "durable topic exchange",
+        "rabbitmqctl delete_exchange",
+    ] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+    // The connection is still usable: only channels were closed.
+    assert!(conn.status().connected());
+}
+
+#[tokio::test]
+async fn a_queue_of_another_type_than_required_is_a_conflict_but_a_preference_is_not() {
+    let conn = rabbit::connect("test-queue-type").await;
+    let topology = test_topology("queue-type");
+    let queue = unique("q-type");
+    let classic = Subscriber::builder(&queue)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    classic.close().await;
+    // Asked for quorum as a preference: the existing classic queue is used.
+    let sub = Subscriber::builder(&queue)
+        .queue_type(common::amqp::QueueType::Quorum)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap();
+    sub.close().await;
+    // Required: a clear, permanent error.
+    let err = Subscriber::builder(&queue)
+        .require_queue_type(common::amqp::QueueType::Quorum)
+        .expires(Duration::from_secs(600))
+        .build(&conn, &topology)
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("quorum"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_permanent_error_and_not_retried() {
+    let url = rabbit::amqp_url().replace("guest:guest@", "guest:wrong-password@");
+    let started = std::time::Instant::now();
+    let err = common::amqp::connect(
+        &common::amqp::ConnectOptions::new(url, "test-wrong-password"),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried: {:?}",
+        started.elapsed()
+    );
+    assert!(!err.to_string().contains("wrong-password"), "{err}");
 }
 
 #[tokio::test]

@@ -3,7 +3,19 @@
 use std::time::Duration;
 
 use common::Secret;
-use common::amqp::QueueType;
+/// The consumer queue's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueTypeChoice {
+    /// Quorum when several broker addresses are configured (a cluster),
+    /// else classic; an existing queue keeps its type.
+    #[default]
+    Auto,
+    /// A classic queue; an existing quorum queue is a conflict.
+    Classic,
+    /// A quorum queue (replicated); an existing classic queue is a conflict.
+    Quorum,
+}
 use common::config::{
     ConfigError, ServiceConfig, check_amqp_url, check_nonempty, check_nonzero, check_range,
     check_socket_addr,
@@ -17,8 +29,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// RabbitMQ URL.
+    /// RabbitMQ URL; the nodes of a cluster as a comma list.
     pub amqp_url: String,
+    /// Set chatbus's RabbitMQ policies (alternate exchange, max-length,
+    /// dead-lettering) through the management API at start.
+    pub rabbitmq_policies: bool,
+    /// The management API; unset: `http://<first AMQP host>:15672` with the
+    /// AMQP URL's user, password and virtual host.
+    pub rabbitmq_management_url: Option<String>,
     /// The topic exchange events are published to.
     pub chat_exchange: String,
     /// Address the HTTP server (REST, WebSocket, web page) listens on.
@@ -37,8 +55,9 @@ pub struct Config {
     /// The durable queue the consumer reads. Every instance that shares it
     /// (and the database) shares the work: each event is stored once.
     pub consumer_queue: String,
-    /// `classic` or `quorum` (for a RabbitMQ cluster).
-    pub consumer_queue_type: QueueType,
+    /// `auto` (quorum on a cluster, i.e. several broker addresses; an
+    /// existing queue keeps its type), `classic` or `quorum`.
+    pub consumer_queue_type: QueueTypeChoice,
     /// Binding patterns of the queue (AMQP topic syntax).
     #[serde(deserialize_with = "common::config::comma_list")]
     pub consumer_bindings: Vec<String>,
@@ -99,6 +118,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            rabbitmq_policies: true,
+            rabbitmq_management_url: None,
             chat_exchange: "chat".into(),
             consumer_http_addr: "0.0.0.0:8080".into(),
             log_format: LogFormat::Human,
@@ -106,7 +127,7 @@ impl Default for Config {
             database_url: "sqlite://data/chatbus.sqlite".into(),
             database_max_connections: 8,
             consumer_queue: "chat.consumer".into(),
-            consumer_queue_type: QueueType::Classic,
+            consumer_queue_type: QueueTypeChoice::Auto,
             consumer_bindings: vec!["chat.#".into()],
             consumer_prefetch: 2000,
             consumer_batch_size: 1000,
@@ -137,6 +158,9 @@ impl Config {
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check_amqp_url("amqp_url", &self.amqp_url)?;
+        if let Some(url) = &self.rabbitmq_management_url {
+            common::config::check_http_url("rabbitmq_management_url", url)?;
+        }
         check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("consumer_http_addr", &self.consumer_http_addr)?;
         crate::store::StoreKind::from_url(&self.database_url)
@@ -287,7 +311,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.consumer_bindings, ["chat.twitch.*", "chat.*.x"]);
-        assert_eq!(c.consumer_queue_type, QueueType::Quorum);
+        assert_eq!(c.consumer_queue_type, QueueTypeChoice::Quorum);
         assert_eq!(
             c.consumer_retention_max_age,
             Some(Duration::from_secs(30 * 86_400))

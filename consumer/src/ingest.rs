@@ -35,6 +35,9 @@ use anyhow::{Context, anyhow};
 use common::amqp::{
     self, AmqpError, Backoff, ConnectOptions, Delivery, QueueType, Subscriber, Topology,
 };
+use serde::Serialize;
+
+use crate::config::QueueTypeChoice;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,8 +55,8 @@ pub struct IngestSettings {
     pub topology: Topology,
     /// The durable queue (shared by every instance).
     pub queue: String,
-    /// Classic or quorum.
-    pub queue_type: QueueType,
+    /// Classic, quorum, or auto (quorum on a cluster).
+    pub queue_type: QueueTypeChoice,
     /// Binding patterns.
     pub bindings: Vec<String>,
     /// Broker prefetch.
@@ -66,27 +69,94 @@ pub struct IngestSettings {
     pub instance: String,
 }
 
+/// Whether ingest can consume and store, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct IngestStatus {
+    consuming: std::sync::atomic::AtomicBool,
+    store_failing: std::sync::atomic::AtomicBool,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Consuming and able to store.
+    pub ready: bool,
+    /// Subscribed to the queue (connected to the broker).
+    pub consuming: bool,
+    /// The last write to the store succeeded (or none failed yet).
+    pub store_ok: bool,
+    /// The last broker or store error, if any.
+    pub last_error: Option<String>,
+}
+
+impl IngestStatus {
+    /// The readiness figures.
+    pub fn readiness(&self) -> Readiness {
+        use std::sync::atomic::Ordering;
+        let consuming = self.consuming.load(Ordering::SeqCst);
+        let store_ok = !self.store_failing.load(Ordering::SeqCst);
+        Readiness {
+            ready: consuming && store_ok,
+            consuming,
+            store_ok,
+            last_error: self.last_error.lock().expect("status lock").clone(),
+        }
+    }
+
+    fn set_consuming(&self, up: bool) {
+        self.consuming
+            .store(up, std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!("chatbus_consumer_consuming").set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn set_store_ok(&self, ok: bool) {
+        self.store_failing
+            .store(!ok, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn failed(&self, error: &str) {
+        *self.last_error.lock().expect("status lock") = Some(error.to_owned());
+    }
+}
+
 /// Consumes until `cancel`, reconnecting after any broker failure.
 ///
 /// # Errors
-/// Never while running; returns `Ok` after `cancel`.
+/// A permanent failure (the broker refused the login, the queue exists as
+/// something the configuration rules out): retrying cannot help, the
+/// consumer stops. Returns `Ok` after `cancel`.
 pub async fn run(
     settings: IngestSettings,
     store: Arc<dyn Store>,
     feed: LiveFeedHandle,
+    status: Arc<IngestStatus>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let connect = ConnectOptions::new(
+        &settings.amqp_url,
+        format!("chatbus-consumer {}", settings.instance),
+    );
     let ingest = Ingest {
         settings,
+        connect,
         store,
         feed,
+        status,
     };
     let backoff = Backoff::default();
     let mut failures = 0;
     loop {
         let result = ingest.session(&cancel).await;
+        ingest.status.set_consuming(false);
         if cancel.is_cancelled() {
             return Ok(());
+        }
+        if let Err(e) = &result {
+            ingest.status.failed(&format!("{e:#}"));
+            if common::service::is_permanent(e) {
+                return result;
+            }
         }
         failures += 1;
         let delay = backoff.delay(failures.min(10));
@@ -106,8 +176,10 @@ pub async fn run(
 
 struct Ingest {
     settings: IngestSettings,
+    connect: ConnectOptions,
     store: Arc<dyn Store>,
     feed: LiveFeedHandle,
+    status: Arc<IngestStatus>,
 }
 
 /// Why a write did not happen.
@@ -122,13 +194,7 @@ type Pulled = Option<Result<Vec<Delivery>, AmqpError>>;
 
 impl Ingest {
     async fn session(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
-        let s = &self.settings;
-        let conn = match amqp::connect(
-            &ConnectOptions::new(&s.amqp_url, format!("chatbus-consumer {}", s.instance)),
-            cancel,
-        )
-        .await
-        {
+        let conn = match amqp::connect(&self.connect, cancel).await {
             Ok(conn) => conn,
             Err(AmqpError::Cancelled) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -150,8 +216,17 @@ impl Ingest {
         let mut builder = Subscriber::builder(&s.queue)
             .bind_all(&s.bindings)
             .prefetch(s.prefetch)
-            .queue_type(s.queue_type)
             .consumer_tag(format!("chatbus-consumer {}", s.instance));
+        builder = match s.queue_type {
+            // Several broker addresses: a cluster, where the queue should
+            // be replicated. An existing queue keeps its type either way.
+            QueueTypeChoice::Auto if self.connect.urls().len() > 1 => {
+                builder.queue_type(QueueType::Quorum)
+            }
+            QueueTypeChoice::Auto => builder.queue_type(QueueType::Classic),
+            QueueTypeChoice::Classic => builder.require_queue_type(QueueType::Classic),
+            QueueTypeChoice::Quorum => builder.require_queue_type(QueueType::Quorum),
+        };
         if let Some(expires) = s.topology.queue_expires {
             builder = builder.expires(expires);
         }
@@ -174,6 +249,7 @@ impl Ingest {
             session.clone(),
         ));
         tracing::info!(queue = %s.queue, bindings = ?s.bindings, "consuming");
+        self.status.set_consuming(true);
 
         // Batches in the channel: the prefetch bounds the deliveries.
         let (tx, mut rx) = mpsc::channel(64);
@@ -386,8 +462,13 @@ impl Ingest {
         let mut attempt = 0;
         loop {
             match self.store.write_batch(events).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    self.status.set_store_ok(true);
+                    return Ok(outcome);
+                }
                 Err(e) if e.is_transient() => {
+                    self.status.set_store_ok(false);
+                    self.status.failed(&format!("store: {e}"));
                     attempt += 1;
                     let delay = backoff.delay(attempt);
                     metrics::counter!("chatbus_consumer_store_retries_total").increment(1);

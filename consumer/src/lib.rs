@@ -44,11 +44,6 @@ use crate::live_feed::LiveFeed;
 use crate::store::{RetentionPolicy, StoreOptions};
 use crate::ws::{WsContext, WsSettings};
 
-/// Runs the consumer until `shutdown` is cancelled: opens the store, starts
-/// ingest (which connects to RabbitMQ in the background, retrying), the live
-/// feed and retention, and serves HTTP on `listener`.
-///
-/// # Errors
 /// The whole `main` of the consumer binary: loads the configuration
 /// (defaults, `file`, the environment), installs logging, and runs on a
 /// multi-threaded runtime until a signal. Exit code 0 on a clean stop, 1 on
@@ -70,6 +65,11 @@ pub fn main_with(file: Option<&std::path::Path>) -> std::process::ExitCode {
     }
 }
 
+/// Runs the consumer until `shutdown` is cancelled: opens the store, starts
+/// ingest (which connects to RabbitMQ in the background, retrying), the live
+/// feed and retention, and serves HTTP on `listener`.
+///
+/// # Errors
 /// When the store cannot be opened, or a task fails.
 pub async fn run(
     config: Config,
@@ -114,6 +114,25 @@ pub async fn run_with_topology(
     .await
     .context("reading the store's head")?;
 
+    let status = Arc::new(ingest::IngestStatus::default());
+    if config.rabbitmq_policies {
+        match common::amqp::management::Management::for_broker(
+            &config.amqp_url,
+            config.rabbitmq_management_url.as_deref(),
+        ) {
+            Ok(management) => {
+                let mut policies = topology.policies();
+                policies.push(topology.queue_policy(&config.consumer_queue));
+                tokio::spawn(common::amqp::management::keep_policies(
+                    management,
+                    policies,
+                    std::time::Duration::from_secs(60),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "RabbitMQ policies not set"),
+        }
+    }
     let mut tasks = vec![
         supervise("live feed", shutdown.clone(), feed.run(shutdown.clone())),
         supervise(
@@ -133,6 +152,7 @@ pub async fn run_with_topology(
                 },
                 store.clone(),
                 feed_handle,
+                status.clone(),
                 shutdown.clone(),
             ),
         ),
@@ -171,7 +191,17 @@ pub async fn run_with_topology(
         }),
         token.clone(),
     );
+    let readyz = warp::path!("readyz").and(warp::get()).map(move || {
+        let body = status.readiness();
+        let code = if body.ready {
+            warp::http::StatusCode::OK
+        } else {
+            warp::http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        warp::reply::with_status(warp::reply::json(&body), code)
+    });
     let routes = common::http::healthz()
+        .or(readyz)
         .or(common::http::metrics(metrics))
         .or(ws)
         .or(api::routes(store.clone(), token))

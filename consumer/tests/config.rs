@@ -41,3 +41,87 @@ fn malformed_config_file_fails_at_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("configuration error"));
 }
+
+/// The service with a real broker setting, in a fresh directory.
+fn service(dir: &std::path::Path, amqp_url: &str, exchange: &str) -> Command {
+    let mut cmd = bin();
+    cmd.current_dir(dir)
+        .env("AMQP_URL", amqp_url)
+        .env("CHAT_EXCHANGE", exchange)
+        .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn a_wrong_rabbitmq_password_stops_it_with_exit_code_2_and_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = testkit::rabbit::amqp_url().replace("guest:guest@", "guest:not-the-password@");
+    let mut cmd = service(
+        dir.path(),
+        &url,
+        &testkit::rabbit::unique("test-consumer-login"),
+    );
+    cmd.env(
+        "DATABASE_URL",
+        format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+    );
+    let (code, stderr) = testkit::process::run_to_exit(cmd, 60);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ACCESS_REFUSED") || stderr.contains("ACCESS-REFUSED"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-password"),
+        "the password is redacted: {stderr}"
+    );
+}
+
+#[test]
+fn an_exchange_of_another_type_stops_it_with_exit_code_2_saying_how_to_fix_it() {
+    let exchange = testkit::rabbit::unique("test-consumer-fanout");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let conn = runtime.block_on(async {
+        let conn = testkit::rabbit::connect("test-consumer-conflict").await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        conn
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = service(dir.path(), &testkit::rabbit::amqp_url(), &exchange);
+    cmd.env(
+        "DATABASE_URL",
+        format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+    )
+    .env("RABBITMQ_POLICIES", "false");
+    let (code, stderr) = testkit::process::run_to_exit(cmd, 60);
+    assert_eq!(code, Some(2), "{stderr}");
+    for part in [
+        exchange.as_str(),
+        "fanout",
+        "To fix",
+        "rabbitmqctl delete_exchange",
+    ] {
+        assert!(stderr.contains(part), "`{part}` missing: {stderr}");
+    }
+    runtime.block_on(async {
+        let ch = conn.create_channel().await.unwrap();
+        let _ = ch
+            .exchange_delete(
+                exchange.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    });
+}

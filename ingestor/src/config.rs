@@ -17,8 +17,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// RabbitMQ URL.
+    /// RabbitMQ URL; the nodes of a cluster as a comma list.
     pub amqp_url: String,
+    /// Set chatbus's RabbitMQ policies (alternate exchange, max-length,
+    /// dead-lettering) through the management API at start.
+    pub rabbitmq_policies: bool,
+    /// The management API; unset: `http://<first AMQP host>:15672` with the
+    /// AMQP URL's user, password and virtual host.
+    pub rabbitmq_management_url: Option<String>,
     /// The topic exchange events are published to.
     pub chat_exchange: String,
     /// Address of the admin/health/metrics HTTP server.
@@ -104,6 +110,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            rabbitmq_policies: true,
+            rabbitmq_management_url: None,
             chat_exchange: "chat".into(),
             ingestor_http_addr: "127.0.0.1:9100".into(),
             ingestor_api_key: None,
@@ -152,6 +160,9 @@ pub fn is_valid_login(login: &str) -> bool {
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check_amqp_url("amqp_url", &self.amqp_url)?;
+        if let Some(url) = &self.rabbitmq_management_url {
+            common::config::check_http_url("rabbitmq_management_url", url)?;
+        }
         check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
         check_range(

@@ -157,6 +157,22 @@ pub async fn run(
         max_in_flight: config.publish_max_in_flight,
         confirm_timeout: config.publish_confirm_timeout,
     };
+    if config.rabbitmq_policies {
+        match common::amqp::management::Management::for_broker(
+            &config.amqp_url,
+            config.rabbitmq_management_url.as_deref(),
+        ) {
+            Ok(management) => {
+                tokio::spawn(common::amqp::management::keep_policies(
+                    management,
+                    pipeline.topology.policies(),
+                    Duration::from_secs(60),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "RabbitMQ policies not set"),
+        }
+    }
     tasks.push(supervise(
         "publisher",
         shutdown.clone(),
@@ -200,12 +216,16 @@ pub async fn run(
         }));
     }
 
+    // The first failure is returned (and reported by the caller); any
+    // later one is logged here.
     let mut first_error = None;
     for task in tasks {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!("{e:#}");
+                if first_error.is_some() {
+                    tracing::error!("{e:#}");
+                }
                 first_error.get_or_insert(e);
             }
             Err(join) => {

@@ -97,15 +97,21 @@ pub async fn run(
         let connection = match amqp::connect(&options.connect, &cancel).await {
             Ok(c) => c,
             Err(AmqpError::Cancelled) => return Ok(()),
+            // A wrong password, a missing vhost: retrying cannot help.
+            Err(e) if e.is_permanent() => return Err(e.into()),
             Err(e) => {
-                tracing::error!(error = %e, "cannot connect to RabbitMQ");
+                tracing::warn!(error = %e, "cannot connect to RabbitMQ");
                 continue;
             }
         };
         let publisher = match Publisher::open(&connection, &options.topology, APP_ID).await {
             Ok(p) => p,
+            Err(e) if e.is_permanent() => {
+                amqp::close(&connection, "topology conflict").await;
+                return Err(e.into());
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot open the publishing channel");
+                tracing::warn!(error = %e, "cannot open the publishing channel");
                 amqp::close(&connection, "channel setup failed").await;
                 continue;
             }
@@ -179,7 +185,7 @@ async fn publish_session(
             // Notice a dead connection even while idle, so /readyz and the
             // reconnect do not wait for the next event to publish.
             Some(event) = events.next() => match event {
-                lapin::Event::Error(e) => break AmqpError::Protocol { op: "connection", source: e },
+                lapin::Event::Error(e) => break AmqpError::Protocol { op: "connection", error: e },
                 lapin::Event::ConnectionBlocked(reason) => {
                     metrics::gauge!("chatbus_ingestor_broker_blocked").set(1.0);
                     tracing::warn!(%reason, "RabbitMQ blocked publishing (resource alarm); events wait in the spool");

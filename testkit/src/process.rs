@@ -137,3 +137,34 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `cmd` to its end, at most `secs` (then kills it and panics): for
+/// tests of a service that must stop by itself. Returns its exit code and
+/// standard error.
+///
+/// # Panics
+/// When it does not stop in time, or cannot be started.
+pub fn run_to_exit(mut cmd: std::process::Command, secs: u64) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the service");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the service did not stop by itself within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}

@@ -159,15 +159,40 @@ impl Management {
 
 /// Percent-encodes a name for a management API path.
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    common::urlcode::encode(s)
+}
+
+/// The main broker's management API as chatbus's services reach it.
+pub fn management() -> common::amqp::management::Management {
+    common::amqp::management::Management::for_broker(&amqp_url(), Some(&management_url()))
+        .expect("management API URL")
+}
+
+/// Policies a test set, to remove at its end.
+#[derive(Debug)]
+pub struct Policies(Vec<String>);
+
+impl Policies {
+    /// Removes them.
+    pub async fn remove(self) {
+        let m = management();
+        for name in self.0 {
+            let _ = m.delete_policy(&name).await;
         }
     }
-    out
+}
+
+/// Sets `topology`'s policies (alternate exchange, unrouted max-length) on
+/// the main broker, as the services do at start.
+///
+/// # Panics
+/// When the management API refuses.
+pub async fn apply_policies(topology: &Topology) -> Policies {
+    let policies = topology.policies();
+    common::amqp::management::apply_policies(&management(), &policies)
+        .await
+        .expect("set policies through the management API");
+    Policies(policies.into_iter().map(|p| p.name).collect())
 }
 
 /// Drains up to `max` messages from `queue` with basic.get (acking them),
@@ -273,4 +298,9 @@ pub async fn delete_topology(conn: &Connection, topology: &Topology) {
             .await;
     }
     common::amqp::close_channel(&ch, "topology deleted").await;
+    // And the policies a service set for it.
+    let m = management();
+    for p in topology.policies() {
+        let _ = m.delete_policy(&p.name).await;
+    }
 }

@@ -44,12 +44,16 @@ impl Backoff {
 /// How to connect.
 #[derive(Clone)]
 pub struct ConnectOptions {
-    /// `amqp://user:pass@host:port/vhost` (or `amqps://`).
+    /// `amqp://user:pass@host:port/vhost` (or `amqps://`); several nodes of
+    /// a cluster as a comma list, tried in turn.
     pub url: String,
     /// Connection name shown in the management UI.
     pub name: String,
     /// Retry policy.
     pub backoff: Backoff,
+    /// Which node of `url` to try first next time (the one after the
+    /// last that answered, so a reconnect moves on from a node that died).
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -63,13 +67,20 @@ impl std::fmt::Debug for ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Options with the default backoff (retry until cancelled).
+    /// Options with the default backoff (retry until cancelled). `url` may
+    /// list several nodes, comma-separated.
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             name: name.into(),
             backoff: Backoff::default(),
+            next: std::sync::Arc::default(),
         }
+    }
+
+    /// The broker addresses, in order.
+    pub fn urls(&self) -> Vec<&str> {
+        split_urls(&self.url)
     }
 
     /// Replaces the retry policy.
@@ -116,8 +127,29 @@ pub async fn close_channel(channel: &Channel, reason: &str) {
     }
 }
 
-/// `amqp://guest:secret@host/` -> `amqp://guest:[redacted]@host/`.
+/// The addresses of a comma list of broker URLs (empty entries skipped).
+pub fn split_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// `amqp://guest:secret@host/` -> `amqp://guest:[redacted]@host/` (each
+/// URL of a comma list).
 pub fn redact_url(url: &str) -> String {
+    let urls = split_urls(url);
+    if urls.len() > 1 {
+        return urls
+            .into_iter()
+            .map(redact_one)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("[redacted]"));
@@ -128,52 +160,84 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects, retrying with backoff until it succeeds, `max_attempts` is
-/// reached or `cancel` fires. Each failure is logged with the attempt number.
+/// Connects to one of the nodes of `options.url`, retrying with backoff
+/// until it succeeds, `max_attempts` rounds are over or `cancel` fires.
+/// Each round tries every node once, starting after the node that answered
+/// last; each failure is logged with the attempt number.
+///
+/// A refusal that retrying cannot fix (wrong user or password, a missing
+/// virtual host) ends it at once with an error for which
+/// [`AmqpError::is_permanent`] is true.
 ///
 /// # Errors
-/// [`AmqpError::Connect`] after the last attempt, [`AmqpError::Cancelled`]
-/// if cancelled first.
+/// [`AmqpError::Connect`] after the last attempt or for a permanent
+/// refusal, [`AmqpError::Cancelled`] if cancelled first.
 pub async fn connect(
     options: &ConnectOptions,
     cancel: &CancellationToken,
 ) -> Result<Connection, AmqpError> {
-    let url = redact_url(&options.url);
+    use std::sync::atomic::Ordering;
+    let urls = options.urls();
+    if urls.is_empty() {
+        return Err(AmqpError::NoUrl);
+    }
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let props =
-            ConnectionProperties::default().with_connection_name(options.name.clone().into());
-        let result = tokio::select! {
+        let start = options.next.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..urls.len() {
+            let index = (start + i) % urls.len();
+            let url = urls[index];
+            let props =
+                ConnectionProperties::default().with_connection_name(options.name.clone().into());
+            let result = tokio::select! {
+                () = cancel.cancelled() => return Err(AmqpError::Cancelled),
+                r = Connection::connect(url, props) => r,
+            };
+            match result {
+                Ok(conn) => {
+                    options
+                        .next
+                        .store((index + 1) % urls.len(), Ordering::Relaxed);
+                    let shown = redact_url(url);
+                    if attempt > 1 || i > 0 {
+                        tracing::info!(url = %shown, attempt, "connected to RabbitMQ");
+                    } else {
+                        tracing::debug!(url = %shown, "connected to RabbitMQ");
+                    }
+                    metrics::counter!("chatbus_amqp_connects_total").increment(1);
+                    return Ok(conn);
+                }
+                Err(source) => {
+                    metrics::counter!("chatbus_amqp_connect_failures_total").increment(1);
+                    let error = AmqpError::Connect {
+                        url: redact_url(url),
+                        error: source,
+                    };
+                    if error.is_permanent() {
+                        return Err(error);
+                    }
+                    if urls.len() > 1 {
+                        tracing::warn!(url = %redact_url(url), %error, "RabbitMQ node unreachable; trying the next");
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        let error = last.expect("at least one node was tried");
+        if options
+            .backoff
+            .max_attempts
+            .is_some_and(|max| attempt >= max)
+        {
+            return Err(error);
+        }
+        let delay = options.backoff.delay(attempt);
+        tracing::warn!(url = %redact_url(&options.url), attempt, %error, retry_in = ?delay, "cannot connect to RabbitMQ");
+        tokio::select! {
             () = cancel.cancelled() => return Err(AmqpError::Cancelled),
-            r = Connection::connect(&options.url, props) => r,
-        };
-        match result {
-            Ok(conn) => {
-                if attempt > 1 {
-                    tracing::info!(%url, attempt, "connected to RabbitMQ");
-                } else {
-                    tracing::debug!(%url, "connected to RabbitMQ");
-                }
-                metrics::counter!("chatbus_amqp_connects_total").increment(1);
-                return Ok(conn);
-            }
-            Err(source) => {
-                metrics::counter!("chatbus_amqp_connect_failures_total").increment(1);
-                if options
-                    .backoff
-                    .max_attempts
-                    .is_some_and(|max| attempt >= max)
-                {
-                    return Err(AmqpError::Connect { url, source });
-                }
-                let delay = options.backoff.delay(attempt);
-                tracing::warn!(%url, attempt, error = %source, retry_in = ?delay, "cannot connect to RabbitMQ");
-                tokio::select! {
-                    () = cancel.cancelled() => return Err(AmqpError::Cancelled),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -196,6 +260,34 @@ mod tests {
             assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
             assert!(b.delay(40) <= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn several_urls_are_split_and_each_redacted() {
+        let opts = ConnectOptions::new("amqp://u:p1@a:5680/%2f, amqp://u:p2@b:5681/%2f,", "n");
+        assert_eq!(
+            opts.urls(),
+            ["amqp://u:p1@a:5680/%2f", "amqp://u:p2@b:5681/%2f"]
+        );
+        let shown = redact_url(&opts.url);
+        assert!(!shown.contains("p1") && !shown.contains("p2"), "{shown}");
+        assert_eq!(shown.matches("[redacted]").count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dead_node_is_skipped_for_a_live_one() {
+        // Port 1 refuses; the second address is the real broker.
+        let url = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let opts = ConnectOptions::new(format!("amqp://guest:guest@127.0.0.1:1/%2f,{url}"), "t")
+            .with_backoff(Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+                max_attempts: Some(1),
+            });
+        let conn = connect(&opts, &CancellationToken::new()).await.unwrap();
+        assert!(conn.status().connected());
+        close(&conn, "test").await;
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //!
 //! * [`connect`]: connect from a URL with retry and exponential backoff.
 //! * [`Topology`]: declare the `chat` topic exchange, its alternate exchange
-//!   for unroutable events, and the dead-letter exchange and queue.
+//!   for unroutable events, and the dead-letter exchange and queue, without
+//!   arguments, so anyone may declare them first; [`management`] sets what
+//!   needs arguments (alternate exchange, max-length, dead-lettering) by
+//!   RabbitMQ policy.
 //! * [`Publisher`]: typed publishing with pipelined publisher confirms;
 //!   [`RecoveringPublisher`] adds reconnect and re-send of the unconfirmed.
 //! * [`Subscriber`]: declare a queue with bindings and a prefetch, receive
@@ -29,13 +32,14 @@
 //! ```
 
 mod connection;
+pub mod management;
 mod message;
 mod publisher;
 mod subscriber;
 mod topology;
 
 pub use connection::{
-    Backoff, CLOSE_TIMEOUT, ConnectOptions, close, close_channel, connect, redact_url,
+    Backoff, CLOSE_TIMEOUT, ConnectOptions, close, close_channel, connect, redact_url, split_urls,
 };
 pub use message::{CONTENT_TYPE, OutgoingMessage, header_str, headers};
 pub use publisher::{
@@ -43,28 +47,28 @@ pub use publisher::{
     RecoveringPublisher, SEND_TIMEOUT,
 };
 pub use subscriber::{ACK_TIMEOUT, Delivery, QueueType, Subscriber, SubscriberBuilder};
-pub use topology::Topology;
+pub use topology::{QueueSpec, Topology, declare_queue};
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
     /// The broker could not be reached (after the configured retries).
-    #[error("cannot connect to {url}: {source}")]
+    /// (lapin's error is part of the message, not a separate source, so a
+    /// report of the whole chain says it once.)
+    #[error("cannot connect to {url}: {error}")]
     Connect {
         /// The URL, password redacted.
         url: String,
         /// The last error.
-        #[source]
-        source: lapin::Error,
+        error: lapin::Error,
     },
     /// An AMQP operation failed (channel or connection closed, refused ...).
-    #[error("AMQP {op} failed: {source}")]
+    #[error("AMQP {op} failed: {error}")]
     Protocol {
         /// The operation, e.g. `basic.publish`.
         op: &'static str,
         /// lapin's error.
-        #[source]
-        source: lapin::Error,
+        error: lapin::Error,
     },
     /// The broker refused to take responsibility for a message (nack).
     #[error("broker nacked message {message_id}")]
@@ -106,11 +110,48 @@ pub enum AmqpError {
     /// Shutdown was requested while waiting.
     #[error("cancelled")]
     Cancelled,
+    /// No broker address is configured.
+    #[error("no RabbitMQ URL configured (AMQP_URL)")]
+    NoUrl,
+    /// An exchange or queue exists in a shape chatbus cannot use.
+    #[error("{0}")]
+    Conflict(Box<TopologyConflict>),
+}
+
+/// An exchange or queue that exists with a type or options chatbus cannot
+/// work with (declarations cannot change it). Fatal: it says what exists,
+/// what was expected and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} exists {exists}, but chatbus needs {expected}. To fix: {fix}")]
+pub struct TopologyConflict {
+    /// E.g. `exchange "chat"`.
+    pub what: String,
+    /// What is there, e.g. `as a fanout exchange`.
+    pub exists: String,
+    /// What chatbus declares, e.g. `a durable topic exchange`.
+    pub expected: String,
+    /// What an operator can do.
+    pub fix: String,
 }
 
 impl AmqpError {
     pub(crate) fn protocol(op: &'static str) -> impl FnOnce(lapin::Error) -> Self {
-        move |source| Self::Protocol { op, source }
+        move |error| Self::Protocol { op, error }
+    }
+
+    /// Whether retrying cannot help: the broker refused the login
+    /// (`ACCESS_REFUSED`: wrong user or password), the virtual host does
+    /// not exist (`NOT_ALLOWED`), no URL is configured, or the topology
+    /// conflicts with what exists. A service stops on these (exit code 2)
+    /// instead of retrying forever.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::NoUrl | Self::Conflict(_) => true,
+            Self::Connect { error, .. } | Self::Protocol { error, .. } => {
+                reply_code(error).is_some_and(|code| code == 403 || code == 530)
+            }
+            _ => false,
+        }
     }
 
     /// Whether the error means the connection or channel is gone and a
@@ -124,6 +165,23 @@ impl AmqpError {
                 | Self::Timeout { .. }
                 | Self::ChannelClosed
         )
+    }
+}
+
+/// The AMQP reply code of a broker error (403 `ACCESS_REFUSED`, 406
+/// `PRECONDITION_FAILED` ...), if it is one.
+pub fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}
+
+/// The broker's reply text of a broker error, if it is one.
+pub fn reply_text(error: &lapin::Error) -> Option<String> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some(e.get_message().to_string()),
+        _ => None,
     }
 }
 

@@ -89,11 +89,20 @@ impl Publisher {
         topology: &Topology,
         app_id: &str,
     ) -> Result<Self, AmqpError> {
+        topology.declare(connection).await?;
+        Self::open_declared(connection, topology, app_id).await
+    }
+
+    /// [`Publisher::open`] for a topology already declared on `connection`.
+    pub(crate) async fn open_declared(
+        connection: &Connection,
+        topology: &Topology,
+        app_id: &str,
+    ) -> Result<Self, AmqpError> {
         let channel = connection
             .create_channel()
             .await
             .map_err(AmqpError::protocol("channel.open"))?;
-        topology.declare(&channel).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -246,9 +255,9 @@ impl Publisher {
                             sends[i] = None;
                             slots[i] = match result {
                                 Ok(confirm) => Slot::Waiting(confirm),
-                                Err(source) => Slot::Done(Err(AmqpError::Protocol {
+                                Err(error) => Slot::Done(Err(AmqpError::Protocol {
                                     op: "basic.publish",
-                                    source,
+                                    error,
                                 })),
                             };
                         }
@@ -467,9 +476,9 @@ impl PendingBatch {
                             Ok(Confirmation::Nack(_)) => Err(AmqpError::Nacked {
                                 message_id: ids[next].clone(),
                             }),
-                            Err(source) => Err(AmqpError::Protocol {
+                            Err(error) => Err(AmqpError::Protocol {
                                 op: "publisher confirm",
-                                source,
+                                error,
                             }),
                         });
                     }

@@ -7,12 +7,12 @@ use futures::StreamExt;
 use lapin::message::Delivery as RawDelivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, Consumer};
 
 use super::message::{CONTENT_TYPE, headers, long};
+use super::topology::{QueueSpec, declare_queue};
 use super::{AmqpError, Publisher, Topology, short};
 use crate::routing::TopicPattern;
 use crate::schema::ChatEvent;
@@ -38,6 +38,7 @@ pub struct SubscriberBuilder {
     exclusive: bool,
     auto_delete: bool,
     queue_type: QueueType,
+    queue_type_required: bool,
     expires: Option<Duration>,
     consumer_tag: String,
 }
@@ -83,9 +84,18 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Classic or quorum queue.
+    /// Classic or quorum queue, as a preference: an existing queue of the
+    /// other type is used as it is.
     pub fn queue_type(mut self, queue_type: QueueType) -> Self {
         self.queue_type = queue_type;
+        self
+    }
+
+    /// Classic or quorum queue, required: an existing queue of the other
+    /// type is a [`super::TopologyConflict`].
+    pub fn require_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self.queue_type_required = true;
         self
     }
 
@@ -115,41 +125,32 @@ impl SubscriberBuilder {
         for pattern in &self.bindings {
             TopicPattern::parse(pattern)?;
         }
+        topology.declare(connection).await?;
+        let queue = declare_queue(
+            connection,
+            &self.queue,
+            &QueueSpec {
+                durable: self.durable,
+                exclusive: self.exclusive,
+                auto_delete: self.auto_delete,
+                queue_type: match self.queue_type {
+                    QueueType::Quorum => Some("quorum"),
+                    QueueType::Classic if self.queue_type_required => Some("classic"),
+                    QueueType::Classic => None,
+                },
+                type_required: self.queue_type_required,
+                expires: self.expires,
+            },
+        )
+        .await?;
         let channel = connection
             .create_channel()
             .await
             .map_err(AmqpError::protocol("channel.open"))?;
-        topology.declare(&channel).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
             .map_err(AmqpError::protocol("basic.qos"))?;
-
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long(&topology.dead_letter_exchange),
-        );
-        if self.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), long("quorum"));
-        }
-        if let Some(expires) = self.expires {
-            let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-        }
-        let queue = channel
-            .queue_declare(
-                short("queue", self.queue.clone())?,
-                QueueDeclareOptions {
-                    durable: self.durable,
-                    exclusive: self.exclusive,
-                    auto_delete: self.auto_delete,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .map_err(AmqpError::protocol("queue.declare"))?;
         let queue_name = queue.name().as_str().to_owned();
         for pattern in &self.bindings {
             channel
@@ -172,7 +173,8 @@ impl SubscriberBuilder {
             )
             .await
             .map_err(AmqpError::protocol("basic.consume"))?;
-        let dead_letters = Publisher::open(connection, topology, "chatbus-dead-letter").await?;
+        let dead_letters =
+            Publisher::open_declared(connection, topology, "chatbus-dead-letter").await?;
         Ok(Subscriber {
             channel,
             consumer,
@@ -221,6 +223,7 @@ impl Subscriber {
             exclusive: false,
             auto_delete: false,
             queue_type: QueueType::Classic,
+            queue_type_required: false,
             expires: None,
             consumer_tag: String::new(),
         }

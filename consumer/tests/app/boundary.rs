@@ -18,7 +18,7 @@ use consumer::ws::{WsContext, WsSettings};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{WsClient, cursors, message};
+use crate::helpers::{TestApp, WsClient, cursors, message};
 
 /// The real store, with history reads that answer late.
 #[derive(Debug)]
@@ -176,4 +176,83 @@ async fn live_events_dropped_while_history_is_read_are_read_from_the_store() {
     // events per 5 ms arrive): the pending live events are dropped and
     // history goes on reading from the store, which has them.
     boundary_holds(10).await;
+}
+
+#[tokio::test]
+async fn readyz_is_red_while_the_broker_is_away_and_green_when_consuming_again() {
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let url = proxy.url(&testkit::rabbit::amqp_url());
+    let app = TestApp::spawn_with(|c| c.amqp_url = url).await;
+    let ready = |app: &TestApp| {
+        let url = app.url("/readyz");
+        async move {
+            let res = reqwest::get(url).await.unwrap();
+            let code = res.status().as_u16();
+            (code, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    testkit::eventually(30, "ready once consuming", || async {
+        (ready(&app).await.0 == 200).then_some(())
+    })
+    .await;
+    proxy.cut();
+    let (code, body) = testkit::eventually(30, "not ready without the broker", || async {
+        let r = ready(&app).await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert_eq!((code, body["consuming"].as_bool()), (503, Some(false)));
+    assert!(body["last_error"].is_string(), "{body}");
+    let alive = reqwest::get(app.url("/healthz")).await.unwrap().status();
+    assert_eq!(alive.as_u16(), 200, "alive all the same");
+    proxy.restore();
+    testkit::eventually(60, "ready again", || async {
+        (ready(&app).await.0 == 200).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_policies_give_the_queue_its_dead_letter_exchange_and_the_exchange_its_alternate() {
+    let app = TestApp::spawn_with(|c| c.rabbitmq_policies = true).await;
+    let mgmt = testkit::rabbit::management();
+    let vhost = common::urlcode::encode("/");
+    let queue_path = format!(
+        "/api/queues/{vhost}/{}",
+        common::urlcode::encode(&app.queue)
+    );
+    let exchange_path = format!(
+        "/api/exchanges/{vhost}/{}",
+        common::urlcode::encode(&app.topology.exchange)
+    );
+    let (queue, exchange) = testkit::eventually(30, "policies applied", || async {
+        let q = mgmt.get_json(&queue_path).await.ok()?;
+        let x = mgmt.get_json(&exchange_path).await.ok()?;
+        (q["effective_policy_definition"]["dead-letter-exchange"].is_string()
+            && x["policy"].is_string())
+        .then_some((q, x))
+    })
+    .await;
+    assert_eq!(
+        queue["effective_policy_definition"]["dead-letter-exchange"],
+        app.topology.dead_letter_exchange.as_str()
+    );
+    assert!(
+        queue["arguments"].get("x-dead-letter-exchange").is_none(),
+        "no x-arguments: {queue}"
+    );
+    assert!(
+        exchange["arguments"]
+            .as_object()
+            .is_none_or(|a| a.is_empty()),
+        "{exchange}"
+    );
+    let _ = mgmt
+        .delete_policy(&app.topology.queue_policy(&app.queue).name)
+        .await;
+    for p in app.topology.policies() {
+        let _ = mgmt.delete_policy(&p.name).await;
+    }
+    app.stop().await;
 }

@@ -45,6 +45,8 @@ pub(crate) fn test_config(db_url: &str, queue: &str) -> Config {
         database_url: db_url.into(),
         consumer_queue: queue.into(),
         consumer_batch_wait: Duration::from_millis(10),
+        // Tests that check the policies turn them on (and remove them).
+        rabbitmq_policies: false,
         ..Config::default()
     }
 }

@@ -33,6 +33,8 @@ pub(crate) fn config(
         twitch_join_timeout: Duration::from_secs(2),
         spool_dir: spool.to_owned(),
         amqp_reconnect_max_delay: Duration::from_millis(500),
+        // Tests that check the policies turn them on (and remove them).
+        rabbitmq_policies: false,
         ..Config::default()
     }
 }
