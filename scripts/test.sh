@@ -10,7 +10,10 @@
 #    and installs what the consumer's web page test needs if it is missing
 #    (Debian's chromium, Node.js, playwright-core from npm);
 # 3. runs cargo fmt --check, clippy with -D warnings, and every test with
-#    cargo-nextest (installed if missing).
+#    cargo-nextest (installed if missing), then the doc tests;
+# 4. at the end, pass or fail, removes what the tests left on the main
+#    broker (testkit's broker-cleanup) and stops the fault-drill node if
+#    this run started it.
 # Broker tests never skip: if a broker cannot be had, this script fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +26,19 @@ export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 scripts/ensure-rabbitmq.sh || die "RabbitMQ is required for the tests"
 
 log "fault-drill RabbitMQ node"
+fault_node_was_running=false
+if scripts/rabbitmq-fault-node.sh status >/dev/null 2>&1; then fault_node_was_running=true; fi
 scripts/rabbitmq-fault-node.sh start
+cleanup() {
+  status=$?
+  log "cleaning up the broker"
+  cargo run -q --locked -p testkit --bin broker-cleanup || true
+  if [ "$fault_node_was_running" = false ]; then
+    scripts/rabbitmq-fault-node.sh stop || true
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
 
 # The consumer's web page test drives headless Chromium (Debian's chromium
 # package) with playwright-core from npm. Installed only when missing; if

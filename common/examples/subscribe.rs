@@ -15,23 +15,23 @@ use common::shutdown::{CancellationToken, cancel_on_signal};
 
 #[derive(Parser, Debug)]
 #[command(about = "Print chat events from the chatbus exchange")]
-struct Args {
+pub struct Args {
     /// Binding pattern (repeatable): chat.twitch.*, chat.*.somechannel, chat.#
     #[arg(long = "bind", default_value = "chat.twitch.*")]
-    bindings: Vec<String>,
+    pub bindings: Vec<String>,
     /// Exchange to bind to.
     #[arg(long, env = "CHAT_EXCHANGE", default_value = "chat")]
-    exchange: String,
+    pub exchange: String,
     /// Broker URL.
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    amqp_url: String,
+    pub amqp_url: String,
     /// Exit after this many events.
     #[arg(long)]
-    max: Option<usize>,
+    pub max: Option<usize>,
 }
 
 #[tokio::main]
@@ -39,7 +39,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone())?;
+    run(args, &mut std::io::stdout(), cancel).await
+}
 
+/// Subscribes as `args` say and writes one line per event to `out` until
+/// `cancel` (or `args.max` events).
+///
+/// # Errors
+/// When the broker cannot be reached or the subscription fails.
+pub async fn run(
+    args: Args,
+    out: &mut (impl std::io::Write + Send),
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let conn = amqp::connect(
         &ConnectOptions::new(&args.amqp_url, "chatbus-example-subscribe"),
         &cancel,
@@ -53,12 +65,14 @@ async fn main() -> anyhow::Result<()> {
         .prefetch(100)
         .build(&conn, &Topology::named(&args.exchange))
         .await?;
-    println!(
+    writeln!(
+        out,
         "subscribed to {} on exchange {} (queue {})",
         args.bindings.join(", "),
         args.exchange,
         sub.queue()
-    );
+    )?;
+    out.flush()?;
 
     let mut printed = 0;
     loop {
@@ -71,19 +85,22 @@ async fn main() -> anyhow::Result<()> {
         };
         let e = &delivery.event;
         let who = e.author.as_ref().map_or("-", |a| a.display_name.as_str());
-        println!(
+        writeln!(
+            out,
             "{} {} {}: {}",
             delivery.routing_key,
             e.kind(),
             who,
             e.text.as_deref().unwrap_or("")
-        );
+        )?;
+        out.flush()?;
         delivery.ack().await?;
         printed += 1;
         if args.max.is_some_and(|max| printed >= max) {
             break;
         }
     }
-    let _ = conn.close(200, "bye".into()).await;
+    sub.close().await;
+    amqp::close(&conn, "bye").await;
     Ok(())
 }

@@ -73,8 +73,11 @@ impl Service {
             .env_clear()
             .env(
                 "RUST_LOG",
-                std::env::var("CHATBUS_E2E_LOG").unwrap_or_else(|_| "warn,twitch_irc=off".into()),
+                std::env::var("CHATBUS_E2E_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // The stacks' exchanges are per test; so would their policies
+            // be, and they would outlive it. The topology tests cover them.
+            .env("RABBITMQ_POLICIES", "false")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.dir)
             .stdout(Stdio::null())

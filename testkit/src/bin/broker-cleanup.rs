@@ -1,0 +1,45 @@
+//! `broker-cleanup`: removes what chatbus's tests and benchmarks left on the
+//! main RabbitMQ (queues, exchanges and policies named `test-…`, `bench-…`, `e2e-…`,
+//! `chatbus-test-…`, `chatbus-bench-…`). `scripts/test.sh` runs it when
+//! it ends, so a run leaves the shared broker as it found it.
+
+use common::amqp::management::Management;
+use common::urlcode::encode;
+
+const PREFIXES: &[&str] = &[
+    "test-",
+    "bench-",
+    "e2e-",
+    "chatbus-test-",
+    "chatbus-bench-",
+    "chatbus-e2e-",
+];
+
+fn ours(name: &str) -> bool {
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mgmt: Management = testkit::rabbit::management();
+    let vhost = encode(mgmt.vhost());
+    let mut removed = [0usize; 3];
+    for (i, kind) in ["queues", "exchanges", "policies"].into_iter().enumerate() {
+        let list = mgmt.get_json(&format!("/api/{kind}/{vhost}")).await?;
+        for item in list.as_array().into_iter().flatten() {
+            let Some(name) = item["name"].as_str() else {
+                continue;
+            };
+            if ours(name) {
+                mgmt.delete(&format!("/api/{kind}/{vhost}/{}", encode(name)))
+                    .await?;
+                removed[i] += 1;
+            }
+        }
+    }
+    println!(
+        "broker-cleanup: removed {} queues, {} exchanges, {} policies left by tests",
+        removed[0], removed[1], removed[2]
+    );
+    Ok(())
+}
