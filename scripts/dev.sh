@@ -8,9 +8,11 @@
 #   scripts/dev.sh --release            # optimised build
 #
 # It makes sure RabbitMQ runs (scripts/ensure-rabbitmq.sh), builds the
-# services, starts auth-server, ingestor and consumer with sensible defaults
-# (settings from .env and the environment win), and stops them on Ctrl-C.
-# Data and logs go to $DEV_DIR (default data/dev).
+# services (into $CARGO_TARGET_DIR if set), starts auth-server, ingestor and
+# consumer with sensible defaults (settings from .env and the environment
+# win), waits until each answers /healthz, and stops them on Ctrl-C.
+# Data and logs go to $DEV_DIR: data/dev, or data/demo with --demo, so the
+# demo's channels and history never mix with a real run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,16 @@ for arg in "$@"; do
   esac
 done
 
-DEV_DIR=${DEV_DIR:-data/dev}
+# .env first (a later line wins, as for the services), then defaults for
+# what neither it nor the environment sets.
+if [ -f .env ]; then
+  set -a
+  # shellcheck disable=SC1091
+  . ./.env
+  set +a
+fi
+
+if $demo; then DEV_DIR=${DEV_DIR:-data/demo}; else DEV_DIR=${DEV_DIR:-data/dev}; fi
 mkdir -p "$DEV_DIR/logs"
 DEV_DIR=$(cd "$DEV_DIR" && pwd)
 
@@ -36,7 +47,7 @@ export AUTH_HTTP_ADDR=${AUTH_HTTP_ADDR:-127.0.0.1:3000}
 export DATABASE_URL=${DATABASE_URL:-sqlite://$DEV_DIR/chatbus.sqlite}
 export SPOOL_DIR=${SPOOL_DIR:-$DEV_DIR/spool}
 export TOKEN_STORE_PATH=${TOKEN_STORE_PATH:-$DEV_DIR/tokenStore.json}
-export RUST_LOG=${RUST_LOG:-info,twitch_irc=warn}
+export RUST_LOG=${RUST_LOG:-info}
 
 scripts/ensure-rabbitmq.sh
 
@@ -46,7 +57,9 @@ packages=(-p auth-server -p ingestor -p consumer)
 $demo && packages+=(-p testkit)
 echo "==> building ($profile)"
 cargo build "${cargo_flags[@]}" "${packages[@]}" --bins
-bin="target/$profile"
+# Where cargo put them: CARGO_TARGET_DIR, a config's build.target-dir, or target/.
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin="${target_dir:-target}/$profile"
 
 pids=()
 stopping=false
@@ -78,6 +91,27 @@ fi
 start auth-server "$bin/auth-server"
 start consumer "$bin/consumer"
 start ingestor "$bin/ingestor"
+
+# The URLs only once every service answers.
+wait_healthy() {
+  local name=$1 addr=$2
+  for _ in $(seq 1 120); do
+    if curl -fsS -o /dev/null "http://$addr/healthz" 2>/dev/null; then return 0; fi
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "dev.sh: a service stopped while starting; the end of its log:" >&2
+        tail -n 20 "$DEV_DIR/logs/$name.log" >&2
+        exit 1
+      fi
+    done
+    sleep 0.5
+  done
+  echo "dev.sh: $name did not answer http://$addr/healthz within 60 s; see $DEV_DIR/logs/$name.log" >&2
+  exit 1
+}
+wait_healthy auth-server "$AUTH_HTTP_ADDR"
+wait_healthy consumer "$CONSUMER_HTTP_ADDR"
+wait_healthy ingestor "$INGESTOR_HTTP_ADDR"
 
 channels=${TWITCH_CHANNELS:-}
 query=""

@@ -21,26 +21,26 @@ use common::shutdown::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(about = "Publish test chat events to the chatbus exchange")]
-pub struct Args {
+pub(crate) struct Args {
     /// Channel the events are for (routing key chat.example.<channel>).
     #[arg(long, default_value = "example")]
-    pub channel: String,
+    pub(crate) channel: String,
     /// How many events.
     #[arg(long, default_value_t = 1000)]
-    pub count: usize,
+    pub(crate) count: usize,
     /// Events per batch.
     #[arg(long, default_value_t = 250)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Exchange to publish to.
     #[arg(long, env = "CHAT_EXCHANGE", default_value = "chat")]
-    pub exchange: String,
+    pub(crate) exchange: String,
     /// Broker URL.
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    pub amqp_url: String,
+    pub(crate) amqp_url: String,
 }
 
 #[tokio::main]
@@ -56,7 +56,10 @@ async fn main() -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the broker cannot be reached or the exchange cannot be declared.
-pub async fn run(args: &Args, out: &mut (impl std::io::Write + Send)) -> anyhow::Result<usize> {
+pub(crate) async fn run(
+    args: &Args,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<usize> {
     let cancel = CancellationToken::new();
     let conn = amqp::connect(
         &ConnectOptions::new(&args.amqp_url, "chatbus-example-publish"),

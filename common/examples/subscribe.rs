@@ -15,23 +15,23 @@ use common::shutdown::{CancellationToken, cancel_on_signal};
 
 #[derive(Parser, Debug)]
 #[command(about = "Print chat events from the chatbus exchange")]
-pub struct Args {
+pub(crate) struct Args {
     /// Binding pattern (repeatable): chat.twitch.*, chat.*.somechannel, chat.#
     #[arg(long = "bind", default_value = "chat.twitch.*")]
-    pub bindings: Vec<String>,
+    pub(crate) bindings: Vec<String>,
     /// Exchange to bind to.
     #[arg(long, env = "CHAT_EXCHANGE", default_value = "chat")]
-    pub exchange: String,
+    pub(crate) exchange: String,
     /// Broker URL.
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    pub amqp_url: String,
+    pub(crate) amqp_url: String,
     /// Exit after this many events.
     #[arg(long)]
-    pub max: Option<usize>,
+    pub(crate) max: Option<usize>,
 }
 
 #[tokio::main]
@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the broker cannot be reached or the subscription fails.
-pub async fn run(
+pub(crate) async fn run(
     args: Args,
     out: &mut (impl std::io::Write + Send),
     cancel: CancellationToken,

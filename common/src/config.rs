@@ -83,16 +83,39 @@ pub fn keys<T: ServiceConfig>() -> BTreeSet<String> {
     }
 }
 
-/// Loads `T`: defaults, then `file` if given, then the process environment
-/// (after reading `.env` from the working directory if it exists).
+/// Loads `T`: defaults, then `file` if given, then `.env` in the working
+/// directory if it exists, then the process environment (which wins).
 ///
 /// # Errors
 /// [`ConfigError`] when a source cannot be read, a value has the wrong type
 /// or [`ServiceConfig::validate`] refuses it.
 pub fn load<T: ServiceConfig>(file: Option<&Path>) -> Result<T, ConfigError> {
-    // A missing .env is normal; a malformed one is worth failing on.
-    match dotenvy::dotenv() {
-        Ok(_) => {}
+    load_with_dotenv(file, Path::new(".env"))
+}
+
+/// [`load`] with the `.env` file at `dotenv`.
+///
+/// In `.env` the **last** line setting a variable wins, as when a shell
+/// sources it: `cp .env.example .env; echo TWITCH_CHANNELS=a,b >> .env`
+/// means `a,b`.
+///
+/// # Errors
+/// As [`load`]; a malformed `.env` is refused (a missing one is normal).
+pub fn load_with_dotenv<T: ServiceConfig>(
+    file: Option<&Path>,
+    dotenv: &Path,
+) -> Result<T, ConfigError> {
+    let mut vars: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    match dotenvy::from_path_iter(dotenv) {
+        Ok(items) => {
+            for item in items {
+                let (k, v) = item.map_err(|e| ConfigError::Invalid {
+                    key: ".env".into(),
+                    reason: e.to_string(),
+                })?;
+                vars.insert(k, v);
+            }
+        }
         Err(e) if e.not_found() => {}
         Err(e) => {
             return Err(ConfigError::Invalid {
@@ -101,7 +124,8 @@ pub fn load<T: ServiceConfig>(file: Option<&Path>) -> Result<T, ConfigError> {
             });
         }
     }
-    load_from(file, std::env::vars())
+    vars.extend(std::env::vars());
+    load_from(file, vars)
 }
 
 /// Loads `T` from defaults, `file` and the given environment. Tests use this

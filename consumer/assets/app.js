@@ -27,13 +27,21 @@
   const input = document.getElementById("channels");
   const known = document.getElementById("known");
 
-  if (overlay) document.body.classList.add("overlay");
+  if (overlay) {
+    // Both: the page background is on <html> too, and OBS shows whatever
+    // is not transparent.
+    document.documentElement.classList.add("overlay");
+    document.body.classList.add("overlay");
+  }
+  // Several channels (or a pattern): each line says which channel it is from.
+  const manyChannels = channels.length > 1 || channels.some((c) => c.includes("*"));
   input.value = channels.join(", ");
 
-  const CHAT_KINDS = new Set(["message", "action", "cheer"]);
+  const CHAT_KINDS = new Set(["message", "action", "cheer", "super_chat", "super_sticker"]);
   const NOTICE_KINDS = new Set([
     "subscription", "resub", "sub_gift", "mystery_gift", "raid", "announcement", "other_notice",
   ]);
+  const PLATFORM_MARKS = { twitch: "\u25c6", youtube: "\u25b6" };
   const MODERATION_KINDS = new Set(["ban", "timeout", "chat_clear", "message_delete"]);
   const MODERATION_NOTES = {
     deleted: "message deleted by a moderator",
@@ -41,10 +49,20 @@
     timed_out: "message removed: user timed out",
     cleared: "message removed: chat cleared",
   };
+  // One distinct label per badge (the title says the rest); unknown badges
+  // show their name.
   const BADGE_LABELS = {
-    broadcaster: "\u2605", moderator: "M", vip: "V", subscriber: "S", founder: "F",
-    staff: "S", admin: "A", global_mod: "G", partner: "\u2713", bits: "B",
-    premium: "P", turbo: "T", artist: "Ar",
+    broadcaster: "\u2605", moderator: "MOD", vip: "VIP", subscriber: "SUB", founder: "FDR",
+    staff: "STAFF", admin: "ADMIN", global_mod: "GMOD", partner: "\u2713", verified: "\u2714",
+    bits: "BITS", premium: "PRIME", turbo: "TURBO", artist: "ART", member: "MEMBER",
+    owner: "\u2605",
+  };
+  const BADGE_TITLES = {
+    broadcaster: "broadcaster", moderator: "moderator", vip: "VIP", subscriber: "subscriber",
+    founder: "founder", staff: "Twitch staff", admin: "Twitch admin",
+    global_mod: "global moderator", partner: "verified partner", verified: "verified",
+    bits: "bits cheered", premium: "Prime Gaming", turbo: "Turbo", artist: "artist",
+    member: "channel member", owner: "channel owner",
   };
 
   // ------------------------------------------------------------ controls --
@@ -195,23 +213,43 @@
   }
 
   function platformMark(platform) {
-    const mark = el("span", "platform", (platform || "?").charAt(0).toUpperCase());
+    const label = PLATFORM_MARKS[platform] || (platform || "?").charAt(0).toUpperCase();
+    const mark = el("span", "platform", label);
     mark.dataset.platform = platform;
     mark.title = platform;
     return mark;
   }
 
+  function channelTag(event) {
+    const tag = el("span", "channel", `#${event.channel}`);
+    tag.title = `${event.platform}:${event.channel}`;
+    return tag;
+  }
+
   function badges(author) {
     const fragment = document.createDocumentFragment();
     for (const b of author.badges || []) {
-      const label = BADGE_LABELS[b.name] || b.name.charAt(0).toUpperCase();
+      const label = BADGE_LABELS[b.name] || b.name.replace(/_/g, " ");
       const badge = el("span", "badge", label);
       badge.dataset.badge = b.name;
+      const what = BADGE_TITLES[b.name] || b.name.replace(/_/g, " ");
       const detail = b.name === "subscriber" && b.info ? `${b.info} months` : b.version;
-      badge.title = `${b.name.replace(/_/g, " ")} (${detail})`;
+      badge.title = detail && detail !== "1" ? `${what} (${detail})` : what;
+      badge.setAttribute("aria-label", badge.title);
       fragment.append(badge);
     }
     return fragment;
+  }
+
+  // The author's picture where the platform serves one (YouTube).
+  function avatar(author) {
+    if (!author.avatar_url || !/^https:\/\//.test(author.avatar_url)) return null;
+    const img = el("img", "avatar");
+    img.src = author.avatar_url;
+    img.alt = "";
+    img.referrerPolicy = "no-referrer";
+    img.loading = "lazy";
+    return img;
   }
 
   function name(author) {
@@ -219,6 +257,13 @@
     span.style.color = nameColor(author.color, author.login);
     span.title = author.login;
     return span;
+  }
+
+  // A paid message's amount (Twitch bits, YouTube Super Chat/Sticker).
+  function paidTag(paid) {
+    const tag = el("span", "paid", paid.display || `${paid.amount_micros / 1e6} ${paid.currency}`);
+    tag.title = `${paid.currency}${paid.tier ? `, tier ${paid.tier}` : ""}`;
+    return tag;
   }
 
   function time(iso) {
@@ -235,16 +280,22 @@
     line.dataset.kind = event.kind;
     if (event.author) line.dataset.login = event.author.login.toLowerCase();
     line.append(time(event.sent_at), platformMark(event.platform));
+    if (manyChannels) line.append(channelTag(event));
     return line;
   }
 
   function chatLine(event, cursor) {
-    const line = baseLine(event, cursor, event.kind);
+    const line = baseLine(event, cursor, event.paid ? `${event.kind} paid` : event.kind);
     if (event.reply_to) {
       const who = event.reply_to.display_name || event.reply_to.user_login || "";
       line.append(el("span", "reply", `\u21aa @${who}: ${event.reply_to.text || ""}`));
     }
-    if (event.author) line.append(badges(event.author), name(event.author));
+    if (event.paid) line.append(paidTag(event.paid));
+    if (event.author) {
+      const picture = avatar(event.author);
+      if (picture) line.append(picture);
+      line.append(badges(event.author), name(event.author));
+    }
     line.append(document.createTextNode(event.kind === "action" ? " " : ": "));
     const text = el("span", "text");
     if (event.kind === "action" && event.author) {
@@ -295,6 +346,8 @@
         return `A message from ${d.user_login || "a user"} was deleted`;
       case "gap":
         return `Some messages may be missing (${d.reason})`;
+      case "chat_ended":
+        return "The live chat ended";
       case "room_state": {
         const modes = Object.entries(d)
           .filter(([, v]) => v !== null && v !== false && v !== 0)

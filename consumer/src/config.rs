@@ -121,7 +121,7 @@ impl Default for Config {
             rabbitmq_policies: true,
             rabbitmq_management_url: None,
             chat_exchange: "chat".into(),
-            consumer_http_addr: "0.0.0.0:8080".into(),
+            consumer_http_addr: "127.0.0.1:8080".into(),
             log_format: LogFormat::Human,
             rust_log: "info".into(),
             database_url: "sqlite://data/chatbus.sqlite".into(),
@@ -295,7 +295,7 @@ mod tests {
         let c = load(&[]).unwrap();
         assert_eq!(c.consumer_queue, "chat.consumer");
         assert_eq!(c.consumer_bindings, ["chat.#"]);
-        assert_eq!(c.consumer_http_addr, "0.0.0.0:8080");
+        assert_eq!(c.consumer_http_addr, "127.0.0.1:8080");
         assert!(c.api_token().is_none());
     }
 

@@ -9,9 +9,11 @@ const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
-/// Scripts and styles only from here; emote images from Twitch's CDN;
-/// WebSocket and fetch only to this origin.
-const CSP: &str = "default-src 'self'; img-src 'self' https://static-cdn.jtvnw.net; \
+/// Scripts and styles only from here; emote images from Twitch's CDN,
+/// authors' pictures from YouTube's; WebSocket and fetch only to this
+/// origin.
+const CSP: &str = "default-src 'self'; img-src 'self' https://static-cdn.jtvnw.net \
+     https://yt3.ggpht.com https://yt4.ggpht.com https://lh3.googleusercontent.com; \
      connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 

@@ -119,3 +119,58 @@ fn an_exchange_of_another_type_stops_it_with_exit_code_2_saying_how_to_fix_it() 
             .await;
     });
 }
+
+#[test]
+fn the_readme_env_recipe_gives_the_channels_appended_to_the_example() {
+    // cp .env.example .env; echo TWITCH_CHANNELS=a,b >> .env
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env");
+    let mut text = std::fs::read_to_string(testkit::repo::root().join(".env.example")).unwrap();
+    text.push_str("TWITCH_CHANNELS=a,b\n");
+    std::fs::write(&env, text).unwrap();
+    let config: ingestor::Config = common::config::load_with_dotenv(None, &env).unwrap();
+    assert_eq!(config.initial_channels("twitch"), ["a", "b"]);
+    // The last line setting a variable wins, wherever it is.
+    std::fs::write(&env, "TWITCH_CHANNELS=x\nTWITCH_CHANNELS=y,z\n").unwrap();
+    let config: ingestor::Config = common::config::load_with_dotenv(None, &env).unwrap();
+    assert_eq!(config.initial_channels("twitch"), ["y", "z"]);
+}
+
+#[test]
+fn it_warns_at_start_when_there_are_no_channels_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path())
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("INGESTOR_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPOOL_DIR", dir.path().join("spool"))
+        .env("RABBITMQ_POLICIES", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let found = {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n = stderr.read(&mut buf).unwrap_or(0);
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("no channels to read")
+                || n == 0
+                || std::time::Instant::now() > deadline
+            {
+                break seen.contains("no channels to read");
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "{seen}");
+    assert!(
+        seen.contains("TWITCH_CHANNELS"),
+        "says how to fix it: {seen}"
+    );
+}

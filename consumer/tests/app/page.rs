@@ -103,6 +103,14 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     );
     assert_eq!(seen["overlayControlsHidden"], true);
     assert_ne!(seen["pageBackground"], "rgba(0, 0, 0, 0)");
+    // Rendered: the green behind the overlay shows through it; the page
+    // (not an overlay) covers it.
+    assert_eq!(
+        seen["overlayCorner"],
+        serde_json::json!([0, 255, 0, 255]),
+        "the overlay is transparent as rendered"
+    );
+    assert_ne!(seen["pageCorner"], serde_json::json!([0, 255, 0, 255]));
 
     app.publish(&[delete(&channel, &event, Utc::now())]).await;
     stdin.write_all(b"deleted\n").await.unwrap();

@@ -16,6 +16,28 @@ const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
 
 let browser;
+
+// The [r, g, b, a] of a PNG's pixel, decoded by the browser itself on a
+// blank page (no CSP there).
+async function pixel(png, x, y) {
+  const blank = await browser.newPage();
+  try {
+    return await blank.evaluate(async ({ data, x, y }) => {
+      const img = new Image();
+      img.src = `data:image/png;base64,${data}`;
+      await img.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = img.width;
+      canvas.height = img.height;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      return Array.from(ctx.getImageData(x, y, 1, 1).data);
+    }, { data: png.toString("base64"), x, y });
+  } finally {
+    await blank.close();
+  }
+}
+
 try {
   browser = await chromium.launch({
     executablePath: spec.chromium,
@@ -30,9 +52,15 @@ try {
       "--no-first-run",
     ],
   });
-  const context = await browser.newContext();
+  const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
   const page = await context.newPage();
   const overlay = await context.newPage();
+  // What OBS does: whatever the overlay leaves transparent shows what is
+  // behind it. Here that is pure green, so a screenshot tells.
+  const cdp = await context.newCDPSession(overlay);
+  await cdp.send("Emulation.setDefaultBackgroundColorOverride", {
+    color: { r: 0, g: 255, b: 0, a: 1 },
+  });
   const errors = [];
   for (const p of [page, overlay]) {
     p.on("pageerror", (e) => errors.push(String(e)));
@@ -67,6 +95,10 @@ try {
     (el) => getComputedStyle(el).display === "none",
   );
   seen.pageBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  // The rendered overlay, away from the chat (which sits at the bottom),
+  // and the page at the same spot, read back from screenshots.
+  seen.overlayCorner = await pixel(await overlay.screenshot(), 20, 20);
+  seen.pageCorner = await pixel(await page.screenshot(), 20, 300);
   console.log(`SEEN ${JSON.stringify(seen)}`);
 
   await nextLine();
