@@ -275,9 +275,7 @@ async fn persist_loop(
                 .zip(saved)
                 .map(|(source, (before, at))| {
                     let now = source.channels().persisted();
-                    let due = !now.same_shape(&before)
-                        || (now != before && (stop || at.elapsed() >= LAST_SEEN_SAVE_INTERVAL));
-                    if !due {
+                    if !save_due(&before, &now, at.elapsed(), stop) {
                         return (before, at);
                     }
                     match now.save(&d, source.platform()) {
@@ -295,6 +293,19 @@ async fn persist_loop(
             return Ok(());
         }
     }
+}
+
+/// Whether a platform's channel file must be written: at once when the
+/// wanted channels changed or one was seen for the first time; when only
+/// `last_seen` moved, every [`LAST_SEEN_SAVE_INTERVAL`] and at shutdown;
+/// never when nothing changed.
+fn save_due(
+    saved: &PersistedChannels,
+    now: &PersistedChannels,
+    since_save: Duration,
+    stopping: bool,
+) -> bool {
+    !now.same_shape(saved) || (now != saved && (stopping || since_save >= LAST_SEEN_SAVE_INTERVAL))
 }
 
 /// The Twitch login, and the token manager that keeps its token fresh
@@ -327,5 +338,55 @@ fn twitch_login(config: &Config) -> anyhow::Result<(IngestorLogin, Option<TokenM
                 None,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::PersistedChannel;
+
+    fn channels(seen: &[(&str, Option<i64>)]) -> PersistedChannels {
+        PersistedChannels {
+            channels: seen
+                .iter()
+                .map(|(c, at)| {
+                    (
+                        (*c).to_owned(),
+                        PersistedChannel {
+                            last_seen: at.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_channel_file_is_written_only_when_it_changed() {
+        let a = channels(&[("a", Some(1))]);
+        let second = Duration::from_secs(1);
+        assert!(!save_due(&a, &a, second, false), "nothing changed");
+        assert!(!save_due(&a, &a, LAST_SEEN_SAVE_INTERVAL, true));
+        let more = channels(&[("a", Some(1)), ("b", None)]);
+        assert!(save_due(&a, &more, second, false), "a channel joined");
+        assert!(save_due(&more, &a, second, false), "a channel parted");
+        let first_seen = channels(&[("a", Some(1)), ("b", Some(5))]);
+        assert!(
+            save_due(&more, &first_seen, second, false),
+            "seen for the first time"
+        );
+        let later = channels(&[("a", Some(9)), ("b", Some(5))]);
+        assert!(
+            !save_due(&first_seen, &later, second, false),
+            "only last_seen moved"
+        );
+        assert!(save_due(
+            &first_seen,
+            &later,
+            LAST_SEEN_SAVE_INTERVAL,
+            false
+        ));
+        assert!(save_due(&first_seen, &later, second, true), "at shutdown");
     }
 }

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::amqp::OutgoingMessage;
@@ -66,6 +67,11 @@ struct Header<'a> {
 
 /// The first byte of a binary header (a JSON header starts with `{`).
 const BINARY_HEADER: u8 = 1;
+
+/// Sets `path`'s permission bits.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
 
 /// Encodes one record, in place at the end of `out`.
 fn encode(seq: u64, msg: &OutgoingMessage, out: &mut Vec<u8>) {
@@ -236,6 +242,8 @@ impl Spool {
         segment_bytes: u64,
     ) -> Result<(Self, Recovered), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        // The spool holds every event read: only its owner may look.
+        restrict(dir, 0o700).map_err(io("chmod", dir))?;
         let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io("list", dir))?
             .filter_map(Result::ok)
@@ -376,6 +384,7 @@ impl Spool {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io("create segment", &path))?;
         let bytes = file.metadata().map_err(io("stat", &path))?.len();
@@ -438,8 +447,14 @@ impl Spool {
     pub fn write_watermark(&self, watermark: u64) {
         let path = self.dir.join(WATERMARK_FILE);
         let tmp = self.dir.join(format!("{WATERMARK_FILE}.tmp"));
-        let result =
-            std::fs::write(&tmp, watermark.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+        let result = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(watermark.to_string().as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot persist the spool watermark");
         }
@@ -705,5 +720,30 @@ mod tests {
         let mut cursor = spool.cursor_at(41);
         let got = spool.read(&mut cursor, 41, 10).unwrap();
         assert_eq!(got, [(41, m)]);
+    }
+
+    #[test]
+    fn spool_files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let (mut spool, _) = Spool::open(&spool_dir, 1 << 30, 1 << 20).unwrap();
+        let m = OutgoingMessage {
+            routing_key: "chat.twitch.c".into(),
+            message_id: "m".into(),
+            kind: EventKind::Message,
+            platform: "twitch".into(),
+            channel: "c".into(),
+            timestamp: 1,
+            body: b"{}".to_vec(),
+        };
+        spool.append(&[(0, &m)]).unwrap();
+        spool.write_watermark(1);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        for entry in std::fs::read_dir(&spool_dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
     }
 }

@@ -181,3 +181,110 @@ async fn readiness_follows_the_broker_and_metrics_count_events() {
     ing.stop().await;
     tap.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_api_key_counts_only_in_the_authorization_header() {
+    let fake = FakeIrc::start().await;
+    let (_dir, spool) = spool_dir();
+    let mut cfg = config(
+        &fake,
+        &rabbit::amqp_url(),
+        &unique("test-ing-keyq"),
+        &[],
+        &spool,
+    );
+    cfg.ingestor_api_key = Some("s3cret-key".into());
+    let ing = Running::start(cfg).await;
+    let chans = channels(1);
+    // In the URL, a key ends up in proxy and access logs: refused.
+    let (status, _) = send(
+        reqwest::Method::POST,
+        format!(
+            "http://{}/channels/{}?access_token=s3cret-key",
+            ing.http, chans[0]
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = send(
+        reqwest::Method::POST,
+        format!("http://{}/channels/twitch/{}", ing.http, chans[0]),
+        Some("s3cret-key"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn the_channel_cap_refuses_one_more_and_emptied_connections_close() {
+    let fake = FakeIrc::start().await;
+    let (_dir, spool) = spool_dir();
+    let chans = channels(6);
+    let mut cfg = config(
+        &fake,
+        &rabbit::amqp_url(),
+        &unique("test-ing-cap"),
+        &[],
+        &spool,
+    );
+    cfg.ingestor_api_key = Some("k".into());
+    cfg.twitch_max_channels = 6;
+    cfg.twitch_channels_per_connection = 2;
+    let ing = Running::start(cfg).await;
+    let base = format!("http://{}", ing.http);
+    for c in &chans {
+        let (status, _) = send(
+            reqwest::Method::POST,
+            format!("{base}/channels/twitch/{c}"),
+            Some("k"),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let (status, body) = send(
+        reqwest::Method::POST,
+        format!("{base}/channels/twitch/one_too_many"),
+        Some("k"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("channel_limit"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("TWITCH_MAX_CHANNELS"),
+        "{body}"
+    );
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    fake.wait_joined(&refs, 30).await;
+    fake.wait_connections(3, 30).await;
+    // Back down to 2 channels: the connections left without one close.
+    for c in &chans[2..] {
+        let (status, _) = send(
+            reqwest::Method::DELETE,
+            format!("{base}/channels/twitch/{c}"),
+            Some("k"),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    eventually(30, "emptied IRC connections closed", || async {
+        (fake.connections() == 1).then_some(())
+    })
+    .await;
+    let (_, list) = send(
+        reqwest::Method::GET,
+        format!("{base}/channels/twitch"),
+        None,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (_, ready) = send(reqwest::Method::GET, format!("{base}/readyz"), None).await;
+    assert_eq!(ready["sources"][0]["channel_limit"], 6);
+    ing.stop().await;
+}
