@@ -81,6 +81,10 @@ pub struct Config {
     pub twitch_reconnect_max_delay: Duration,
     /// Longest IRC line accepted, in bytes; longer lines are logged and skipped.
     pub irc_max_line_bytes: usize,
+    /// Each IRC socket's receive buffer (`SO_RCVBUF`, bytes): what the
+    /// kernel may hold read and not yet spooled, so with one read (64 KiB)
+    /// the most a `kill -9` can lose per connection.
+    pub irc_receive_buffer: usize,
     /// Carry the raw IRC line in each event's `raw` field.
     pub ingest_include_raw: bool,
 
@@ -131,6 +135,7 @@ impl Default for Config {
             twitch_keepalive: Duration::from_secs(60),
             twitch_reconnect_max_delay: Duration::from_secs(120),
             irc_max_line_bytes: 64 * 1024,
+            irc_receive_buffer: 128 * 1024,
             ingest_include_raw: true,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
@@ -221,6 +226,12 @@ impl ServiceConfig for Config {
                 ),
             ));
         }
+        check_range(
+            "irc_receive_buffer",
+            self.irc_receive_buffer,
+            4096,
+            64 * 1024 * 1024,
+        )?;
         check_range(
             "irc_max_line_bytes",
             self.irc_max_line_bytes,

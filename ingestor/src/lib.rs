@@ -101,7 +101,8 @@ pub async fn run(
                 &config.twitch_irc_addr,
                 config.twitch_irc_tls,
                 config.irc_max_line_bytes,
-            )?,
+            )?
+            .with_receive_buffer(config.irc_receive_buffer),
             login: twitch_login,
             channels_per_connection: config.twitch_channels_per_connection,
             join_limit: config.twitch_join_limit,

@@ -60,6 +60,10 @@ pub struct Endpoint {
     pub tls: bool,
     /// Longest accepted line in bytes.
     pub max_line_bytes: usize,
+    /// The socket's receive buffer (`SO_RCVBUF`), if set: what the kernel
+    /// may hold read from the server and not yet taken by the ingestor,
+    /// i.e. (with one read) what a `kill -9` can lose.
+    pub receive_buffer: Option<usize>,
 }
 
 impl Endpoint {
@@ -79,7 +83,14 @@ impl Endpoint {
             port: port.parse()?,
             tls,
             max_line_bytes,
+            receive_buffer: None,
         })
+    }
+
+    /// With a receive buffer of `bytes` (see [`Endpoint::receive_buffer`]).
+    pub fn with_receive_buffer(mut self, bytes: usize) -> Self {
+        self.receive_buffer = Some(bytes);
+        self
     }
 
     /// `host:port`.
@@ -533,15 +544,35 @@ struct Batch {
     ended: Option<Ended>,
 }
 
+/// Connects to one of `endpoint`'s addresses, with its receive buffer set
+/// before the handshake (so the advertised window fits it).
+async fn connect_tcp(endpoint: &Endpoint) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(bytes) = endpoint.receive_buffer {
+            socket.set_recv_buffer_size(u32::try_from(bytes).unwrap_or(u32::MAX))?;
+        }
+        match socket.connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+    }))
+}
+
 async fn open_socket(endpoint: &Endpoint) -> anyhow::Result<Box<dyn Socket>> {
     let addr = endpoint.addr();
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(15),
-        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("cannot connect to {addr}: timed out"))?
-    .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+    let tcp = tokio::time::timeout(Duration::from_secs(15), connect_tcp(endpoint))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {addr}: timed out"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     if !endpoint.tls {
         return Ok(Box::new(tcp));

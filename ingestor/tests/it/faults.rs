@@ -401,3 +401,114 @@ async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_a
     drop(proxy);
     tap.cleanup().await;
 }
+
+/// A PRIVMSG carrying its send time as `tmi-sent-ts` (ms).
+fn timed_privmsg(channel: &str, id: &str, sent_ms: i64) -> String {
+    format!(
+        "@badge-info=;badges=;color=;display-name=U;emotes=;id={id};mod=0;room-id=1;subscriber=0;tmi-sent-ts={sent_ms};turbo=0;user-id=7;user-type= :u!u@u.tmi.twitch.tv PRIVMSG #{channel} :{id}"
+    )
+}
+
+#[tokio::test]
+async fn a_kill_loses_only_what_the_socket_held_and_all_of_it_inside_the_restart_gap() {
+    let fake = std::sync::Arc::new(FakeIrc::start().await);
+    let exchange = unique("test-ing-kill-window");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let chans = channels(2);
+    let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
+    let (_dir, spool) = spool_dir();
+    let port = testkit::free_port();
+    let envs = vec![
+        ("AMQP_URL", rabbit::amqp_url()),
+        ("CHAT_EXCHANGE", exchange.clone()),
+        ("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("TWITCH_IRC_ADDR", fake.addr().to_string()),
+        ("TWITCH_IRC_TLS", "false".into()),
+        ("TWITCH_CHANNELS", chans.join(",")),
+        ("SPOOL_DIR", spool.display().to_string()),
+        ("RABBITMQ_POLICIES", "false".into()),
+    ];
+    let mut first = spawn_ingestor(&envs);
+    fake.wait_joined(&refs, 30).await;
+    eventually(30, "the first ingestor is ready", || async {
+        (readyz(port).await?["ready"].as_bool()? == true).then_some(())
+    })
+    .await;
+    // Chat at 2,000 lines a second; the kill lands in the middle of it.
+    let sender = {
+        let (fake, chans) = (fake.clone(), chans.clone());
+        tokio::spawn(async move {
+            let mut delivered = Vec::new();
+            for round in 0..300usize {
+                let now = chrono::Utc::now().timestamp_millis();
+                let batch: Vec<(String, String, i64)> = (0..20)
+                    .map(|i| {
+                        let n = round * 20 + i;
+                        (chans[n % 2].clone(), format!("kw-{n}"), now)
+                    })
+                    .collect();
+                let lines: Vec<String> = batch
+                    .iter()
+                    .map(|(c, id, at)| timed_privmsg(c, id, *at))
+                    .collect();
+                if fake.send_lines(&lines) == lines.len() {
+                    delivered.extend(batch);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            delivered
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = spawn_ingestor(&envs);
+    let delivered = sender.await.unwrap();
+    assert!(delivered.len() > 1000, "chat flowed before the kill");
+
+    // Everything the fake handed to a connection either arrived or was
+    // sent inside its channel's `ingestor_restart` gap.
+    let want: BTreeSet<&str> = delivered.iter().map(|(_, id, _)| id.as_str()).collect();
+    let got = tap
+        .collect_until(60, "events and both restart gaps", |g| {
+            let gaps = g
+                .iter()
+                .filter(|d| d.event.kind() == EventKind::Gap)
+                .count();
+            gaps >= 2 && ids_with_prefix(g, "kw-").len() + 50 >= want.len()
+        })
+        .await;
+    let mut got = got;
+    got.extend(tap.drain_quiet(Duration::from_secs(2)).await);
+    let arrived = ids_with_prefix(&got, "kw-");
+    let mut gaps = std::collections::BTreeMap::new();
+    for d in got.iter().filter(|d| d.event.kind() == EventKind::Gap) {
+        let EventBody::Gap(g) = &d.event.body else {
+            unreachable!()
+        };
+        assert_eq!(g.reason, "ingestor_restart");
+        gaps.insert(d.event.channel.clone(), (g.started_at, g.ended_at));
+    }
+    assert_eq!(gaps.len(), 2, "one restart gap per channel");
+    let mut lost = 0usize;
+    for (channel, id, sent_ms) in &delivered {
+        if arrived.contains(id.as_str()) {
+            continue;
+        }
+        lost += 1;
+        let (from, to) = gaps[channel];
+        let sent = chrono::DateTime::from_timestamp_millis(*sent_ms).unwrap();
+        assert!(
+            from <= sent && sent <= to,
+            "{id} of {channel} (sent {sent}) was lost outside the gap {from}..{to}"
+        );
+    }
+    eprintln!(
+        "kill -9 at 2,000 lines/s: {lost} of {} lines lost, all inside the restart gaps",
+        delivered.len()
+    );
+    second.start_kill().unwrap();
+    let _ = second.wait().await;
+    tap.cleanup().await;
+}
