@@ -1,0 +1,2 @@
+//! Placeholder until the YouTube bench lands.
+fn main() {}
