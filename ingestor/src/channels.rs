@@ -147,7 +147,7 @@ pub enum JoinState {
         since: DateTime<Utc>,
         /// Why, as a stable word (`offline`, `chat_ended`,
         /// `quota_exceeded`, `chat_disabled`, `not_found`, `forbidden`,
-        /// `error`).
+        /// ...; YouTube's are listed in docs/ingestor.md).
         reason: String,
         /// Details for a human.
         detail: Option<String>,
@@ -200,8 +200,9 @@ pub struct ChannelInfo {
     /// (a YouTube handle or video id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_as: Option<String>,
-    /// Source-specific details (a YouTube channel's live video and chat).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Source-specific details (a YouTube channel's live video and chat),
+    /// as `source_detail` (a `waiting` state has its own `detail`).
+    #[serde(rename = "source_detail", skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
     #[serde(skip)]
     pending_gap: Option<(DateTime<Utc>, String)>,

@@ -434,16 +434,24 @@ impl Follower {
             }
             super::LiveCheck::Search => self.shared.api.search_live(&self.key).await?,
         };
-        let not_live = || Found::NotLive("not live".to_owned());
         if ids.is_empty() {
-            return Ok(not_live());
+            return Ok(Found::NotLive("not live".to_owned()));
         }
         let videos = self.shared.api.videos(&ids).await?;
-        Ok(videos
+        let live: Vec<&Video> = videos
             .iter()
             .filter(|v| v.broadcast() == "live" && v.channel_id().is_none_or(|c| c == self.key))
-            .find_map(|v| self.judge(v))
-            .unwrap_or_else(not_live))
+            .collect();
+        if let Some(found) = live.iter().find_map(|v| self.judge(v)) {
+            return Ok(found);
+        }
+        Ok(match live.iter().find(|v| v.live_chat_id().is_none()) {
+            Some(v) => Found::NoChat(format!("broadcast {} is live without a chat", v.id)),
+            None if live.is_empty() => Found::NotLive("not live".to_owned()),
+            None => {
+                Found::NotLive("the broadcast's chat ended; watching for the next one".to_owned())
+            }
+        })
     }
 
     /// Reads `chat` to its end.
@@ -470,7 +478,13 @@ impl Follower {
                 && !self.shared.stream_unavailable()
                 && poll_until.is_none_or(|t| tokio::time::Instant::now() >= t);
             let step = if streaming {
-                self.stream_session(chat, &mut pos).await
+                let (step, opened) = self.stream_session(chat, &mut pos).await;
+                if opened {
+                    // It worked: a later drop starts the counts afresh.
+                    stream_failures = 0;
+                    self.failures = 0;
+                }
+                step
             } else {
                 self.poll_once(chat, &mut pos).await
             };
@@ -496,7 +510,7 @@ impl Follower {
                 Reason::ChatEnded => {
                     // streamList cannot tell an ended chat from a disabled
                     // one (FAILED_PRECONDITION): the video says which.
-                    if streaming && self.chat_still_live(chat).await {
+                    if streaming && self.still_live(chat).await {
                         self.report(&failed, "reading the chat");
                         return ReadEnd::Lost(ApiError::Stream {
                             reason: Reason::ChatDisabled,
@@ -542,8 +556,9 @@ impl Follower {
         }
     }
 
-    /// Whether the chat's video still has it as its live chat.
-    async fn chat_still_live(&self, chat: &LiveChat) -> bool {
+    /// Whether the chat's broadcast is still live (so its chat was
+    /// disabled, not ended).
+    async fn still_live(&self, chat: &LiveChat) -> bool {
         match self
             .shared
             .api
@@ -552,23 +567,24 @@ impl Follower {
         {
             Ok(list) => list
                 .iter()
-                .any(|v| v.live_chat_id() == Some(chat.live_chat_id.as_str())),
+                .any(|v| v.id == chat.video_id && v.broadcast() == "live"),
             Err(_) => false,
         }
     }
 
-    /// Opens the stream from the page token and reads it until it ends.
-    async fn stream_session(&mut self, chat: &LiveChat, pos: &mut Position) -> Step {
+    /// Opens the stream from the page token and reads it until it ends;
+    /// also says whether it opened.
+    async fn stream_session(&mut self, chat: &LiveChat, pos: &mut Position) -> (Step, bool) {
         let Some(client) = self.shared.stream.clone() else {
-            return Step::Continue(Duration::ZERO);
+            return (Step::Continue(Duration::ZERO), false);
         };
         let opened = tokio::select! {
-            () = self.cancel.cancelled() => return Step::Cancelled,
+            () = self.cancel.cancelled() => return (Step::Cancelled, false),
             r = client.open(&chat.live_chat_id, pos.token.as_deref()) => r,
         };
         let mut stream = match opened {
             Ok(s) => s,
-            Err(e) => return Step::Failed(e),
+            Err(e) => return (Step::Failed(e), false),
         };
         self.reading(chat, "stream");
         self.shared.streams.fetch_add(1, Ordering::SeqCst);
@@ -605,7 +621,7 @@ impl Follower {
         };
         self.shared.streams.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!("chatbus_ingestor_youtube_streams").decrement(1.0);
-        step
+        (step, true)
     }
 
     /// One `liveChatMessages.list` call; waits what YouTube asks before the
