@@ -218,8 +218,25 @@ struct FakeChat {
     disabled: bool,
 }
 
+/// Which bearer tokens the fake accepts.
+#[derive(Clone)]
+struct TokenCheck(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCheck")
+    }
+}
+
+impl Default for TokenCheck {
+    fn default() -> Self {
+        Self(Arc::new(|t| t == ACCESS_TOKEN))
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
+    tokens: TokenCheck,
     channels: BTreeMap<String, FakeChannel>,
     videos: BTreeMap<String, FakeVideo>,
     chats: BTreeMap<String, FakeChat>,
@@ -479,6 +496,20 @@ impl FakeYoutube {
         self.lock().resume_overlap = items;
     }
 
+    /// Accepts the bearer tokens `check` approves (e.g. the fake OAuth
+    /// provider's valid ones) instead of [`ACCESS_TOKEN`].
+    pub fn accept_tokens(&self, check: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.lock().tokens = TokenCheck(Arc::new(check));
+    }
+
+    /// Whether `authorization` (`Bearer <token>`) carries an accepted token.
+    fn token_ok(&self, authorization: &str) -> bool {
+        let check = self.lock().tokens.clone();
+        authorization
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| (check.0)(t))
+    }
+
     /// Calls of `call` so far.
     pub fn calls(&self, call: FakeCall) -> u64 {
         self.lock().calls.get(&call).copied().unwrap_or(0)
@@ -632,7 +663,7 @@ impl FakeYoutube {
         }
         match (key, auth) {
             (Some(API_KEY), _) => {}
-            (_, Some(a)) if a == format!("Bearer {ACCESS_TOKEN}") => {}
+            (_, Some(a)) if self.token_ok(a) => {}
             (Some(_), _) => {
                 return reply(
                     400,
@@ -790,10 +821,9 @@ impl pb::v3_data_live_chat_message_service_server::V3DataLiveChatMessageService 
         let fake = self.0.clone();
         let metadata = request.metadata();
         let authorized = metadata.get("x-goog-api-key").is_some_and(|k| k == API_KEY)
-            || metadata.get("authorization").is_some_and(|a| {
-                a.to_str()
-                    .is_ok_and(|a| a == format!("Bearer {ACCESS_TOKEN}"))
-            });
+            || metadata
+                .get("authorization")
+                .is_some_and(|a| a.to_str().is_ok_and(|a| fake.token_ok(a)));
         let req = request.into_inner();
         let chat = req.live_chat_id.clone().unwrap_or_default();
         {

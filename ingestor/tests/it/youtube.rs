@@ -6,13 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::Secret;
 use common::amqp::Delivery;
 use common::routing::routing_key;
 use common::schema::{EventBody, EventKind, Role};
+use common::token_store::{AccountStatus, StoredToken, TokenStore};
 use ingestor::Config;
 use serde_json::Value;
 use testkit::eventually;
 use testkit::fake_irc::FakeIrc;
+use testkit::fake_oauth::{CLIENT_ID, CLIENT_SECRET, FakeOAuth, Flavour};
 use testkit::fake_youtube::{self, End, FakeCall, FakeError, FakeYoutube, StreamEnd, msg};
 use testkit::rabbit::{self, unique};
 
@@ -878,6 +881,144 @@ async fn twitch_and_youtube_run_side_by_side_in_one_ingestor() {
     let (_, list) = ing.get("/channels").await;
     let list: Vec<Value> = serde_json::from_str(&list).unwrap();
     assert_eq!(list.len(), 2);
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_search_check_finds_a_live_broadcast_too() {
+    let yt = FakeYoutube::start().await;
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@searched");
+    let chat = yt.go_live(&channel, &video);
+    let exchange = unique("test-yt-search");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (_dir, spool) = spool_dir();
+    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    cfg.youtube_live_check = ingestor::youtube::LiveCheck::Search;
+    let ing = Running::start(cfg).await;
+    wait_state(&ing, &channel, "joined", None).await;
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    yt.push(&chat, [msg::text("s-1", &viewer, "found by search")]);
+    tap.collect_until(30, "s-1", |g| g.iter().any(|d| d.event.id == "s-1"))
+        .await;
+    assert_eq!(yt.calls(FakeCall::Search), 1);
+    assert_eq!(yt.calls(FakeCall::PlaylistItems), 0);
+    assert!(
+        yt.quota_spent() >= 106,
+        "search 100 + videos 1 + stream 5: {}",
+        yt.quota_spent()
+    );
+    assert!(
+        ing.metric("chatbus_ingestor_youtube_quota_units_total")
+            .await
+            >= 106.0
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+fn google_token(login: &str, access: &str, refresh: Option<&str>) -> StoredToken {
+    let now = chrono::Utc::now();
+    StoredToken {
+        platform: "youtube".into(),
+        login: login.into(),
+        user_id: "1234".into(),
+        access_token: Secret::new(access),
+        refresh_token: refresh.map(Secret::new),
+        expires_at: Some(now + chrono::Duration::hours(1)),
+        scopes: vec!["https://www.googleapis.com/auth/youtube.readonly".into()],
+        obtained_at: now,
+        last_refreshed_at: None,
+        last_validated_at: None,
+        status: AccountStatus::Valid,
+        status_reason: None,
+    }
+}
+
+#[tokio::test]
+async fn a_token_store_account_reads_with_its_bearer_token() {
+    let yt = FakeYoutube::start().await;
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@account");
+    let chat = yt.go_live(&channel, &video);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tokenStore.json");
+    TokenStore::new(&store)
+        .update_token(google_token(
+            "me@example.com",
+            fake_youtube::ACCESS_TOKEN,
+            None,
+        ))
+        .await
+        .unwrap();
+    let exchange = unique("test-yt-account");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let mut cfg = yt_config(&yt, &exchange, &[&channel], &dir.path().join("spool"));
+    cfg.youtube_api_key = None;
+    cfg.youtube_login = Some("youtube:me@example.com".into());
+    cfg.oauth.token_store_path = store;
+    let ing = Running::start(cfg).await;
+    wait_state(&ing, &channel, "joined", None).await;
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    yt.push(&chat, [msg::text("acc-1", &viewer, "as an account")]);
+    tap.collect_until(30, "acc-1", |g| g.iter().any(|d| d.event.id == "acc-1"))
+        .await;
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_and_reading_goes_on() {
+    let oauth = std::sync::Arc::new(FakeOAuth::start_flavour(Flavour::Google).await);
+    let issued = oauth.issue(&["https://www.googleapis.com/auth/youtube.readonly"]);
+    let yt = FakeYoutube::start().await;
+    {
+        let oauth = oauth.clone();
+        yt.accept_tokens(move |t| oauth.is_valid_access(t));
+    }
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@refresh");
+    let chat = yt.go_live(&channel, &video);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tokenStore.json");
+    TokenStore::new(&store)
+        .update_token(google_token(
+            "me@example.com",
+            &issued.access_token,
+            issued.refresh_token.as_deref(),
+        ))
+        .await
+        .unwrap();
+    let exchange = unique("test-yt-refresh");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let mut cfg = yt_config(&yt, &exchange, &[&channel], &dir.path().join("spool"));
+    cfg.youtube_api_key = None;
+    cfg.youtube_login = Some("me@example.com".into());
+    cfg.oauth.token_store_path = store.clone();
+    let base = oauth.base_url();
+    cfg.oauth.google_client_id = CLIENT_ID.into();
+    cfg.oauth.google_client_secret = Secret::new(CLIENT_SECRET);
+    cfg.oauth.google_authorize_url = format!("{base}/oauth2/authorize");
+    cfg.oauth.google_token_url = format!("{base}/oauth2/token");
+    cfg.oauth.google_validate_url = format!("{base}/tokeninfo");
+    cfg.oauth.google_revoke_url = format!("{base}/oauth2/revoke");
+    let ing = Running::start(cfg).await;
+    wait_state(&ing, &channel, "joined", None).await;
+    // Google no longer takes the access token; the stream drops.
+    oauth.invalidate_access_tokens();
+    yt.kick_streams(StreamEnd::Error);
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    yt.push(&chat, [msg::text("ref-1", &viewer, "after the refresh")]);
+    tap.collect_until(30, "ref-1", |g| g.iter().any(|d| d.event.id == "ref-1"))
+        .await;
+    let now = TokenStore::new(&store)
+        .load_token("youtube", "me@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.access_token.expose(), issued.access_token, "refreshed");
+    assert!(oauth.is_valid_access(now.access_token.expose()));
     ing.stop().await;
     tap.cleanup().await;
 }
