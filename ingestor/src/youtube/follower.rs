@@ -331,6 +331,13 @@ impl Follower {
                 Ok(Found::NoChat(detail)) => {
                     self.failures = 0;
                     metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => "chat_disabled").increment(1);
+                    let already = matches!(
+                        self.manager().state(&self.key),
+                        Some(JoinState::Waiting { reason, .. }) if reason == "chat_disabled"
+                    );
+                    if !already {
+                        tracing::warn!(platform = PLATFORM_YOUTUBE, channel = %self.key, "{detail}; checking again at the offline interval");
+                    }
                     let interval = self.offline_interval();
                     self.wait("chat_disabled", detail, interval).await
                 }
@@ -371,6 +378,12 @@ impl Follower {
                 "no YouTube video has the id {video}"
             )));
         };
+        if v.live_chat_id()
+            .is_some_and(|c| self.ended.contains(&c.to_owned()))
+        {
+            // YouTube may list it as live a while after its chat ended.
+            return Ok(Found::Over(format!("the chat of video {video} ended")));
+        }
         Ok(self.judge(&v).unwrap_or_else(|| match v.broadcast() {
             "upcoming" => Found::NotLive(format!(
                 "video {video} is scheduled{}",
