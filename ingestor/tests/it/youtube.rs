@@ -1022,3 +1022,66 @@ async fn a_refused_token_is_refreshed_and_reading_goes_on() {
     ing.stop().await;
     tap.cleanup().await;
 }
+
+#[tokio::test]
+async fn malformed_answers_and_messages_are_carried_or_retried_never_fatal() {
+    let yt = FakeYoutube::start().await;
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@odd");
+    let chat = yt.go_live(&channel, &video);
+    yt.set_polling_interval(200);
+    // A page that is not JSON first: retried from the same token.
+    yt.fail_next(FakeCall::ChatList, FakeError::Malformed, 1);
+    let exchange = unique("test-yt-odd");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (_dir, spool) = spool_dir();
+    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    cfg.youtube_streaming = false;
+    let ing = Running::start(cfg).await;
+    wait_state(&ing, &channel, "joined", None).await;
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    let odd = vec![
+        msg::text("ok-1", &viewer, "fine"),
+        serde_json::json!({"id": "odd-1", "snippet": {"type": "superChatEvent", "superChatDetails": {"amountMicros": "lots"}}}),
+        serde_json::json!({"id": "odd-2", "snippet": "not an object"}),
+        serde_json::json!({"id": "odd-3", "snippet": {"type": "hologramEvent", "hologramDetails": {"depth": 3}}}),
+        serde_json::json!({"snippet": {"type": "textMessageEvent", "textMessageDetails": {"messageText": "no id"}}}),
+        msg::text("ok-2", &viewer, "still fine"),
+    ];
+    yt.push(&chat, odd.clone());
+    let got = tap
+        .collect_until(30, "all six", |g| youtube_of(g, &channel).len() >= 6)
+        .await;
+    let by_id: BTreeMap<&str, &Delivery> = got.iter().map(|d| (d.event.id.as_str(), d)).collect();
+    assert_eq!(by_id["ok-1"].event.kind(), EventKind::Message);
+    assert_eq!(by_id["ok-2"].event.kind(), EventKind::Message);
+    for id in ["odd-1", "odd-2", "odd-3"] {
+        let e = &by_id[id].event;
+        assert_eq!(e.kind(), EventKind::OtherNotice, "{id}");
+        let raw: Value = serde_json::from_str(e.raw.as_deref().unwrap()).unwrap();
+        assert_eq!(raw["id"], id, "the resource travels in raw");
+    }
+    let derived = got
+        .iter()
+        .find(|d| d.event.text.as_deref() == Some("no id"))
+        .expect("the message without an id");
+    assert!(uuid::Uuid::parse_str(&derived.event.id).is_ok());
+    let (_, text) = ing.get("/metrics").await;
+    for reason in ["malformed", "unknown_type"] {
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("chatbus_ingestor_youtube_bad_messages_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            ),
+            "{reason} counted"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("chatbus_ingestor_youtube_errors_total")
+                && l.contains("reason=\"malformed\"")),
+        "the page that was not JSON is counted"
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+}
