@@ -9,8 +9,11 @@
 //!
 //! `schema_version` is bumped for any change a v1 reader could misread.
 //! Additive changes (a new optional field) keep the version; readers must
-//! ignore fields they do not know. A new *kind* is a version bump, which is
-//! why platform notices that v1 does not model are carried as
+//! ignore fields they do not know. New kinds are rare and announced: v1 got
+//! `super_chat`, `super_sticker` and `chat_ended` with YouTube (a reader
+//! older than them refuses those events, so update readers before the
+//! ingestor); readers should treat a kind they do not know like
+//! `other_notice`. Platform notices that v1 does not model are carried as
 //! [`EventBody::OtherNotice`] instead of being dropped.
 
 use std::collections::BTreeMap;
@@ -33,9 +36,10 @@ pub const PLATFORM_YOUTUBE: &str = "youtube";
 
 /// One chat event, as published on the bus and stored by the consumer.
 ///
-/// The core (identity, channel, author, text, emotes, reply) is the same for
-/// every platform; `kind` + `details` say what happened; `twitch` holds typed
-/// Twitch-only facts; `raw` optionally carries the platform's own line.
+/// The core (identity, channel, author, text, emotes, reply, payment) is the
+/// same for every platform; `kind` + `details` say what happened; `twitch`
+/// and `youtube` hold typed platform-only facts; `raw` optionally carries the
+/// platform's own line or resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(
     title = "ChatEvent",
@@ -51,7 +55,8 @@ pub struct ChatEvent {
     pub id: String,
     /// Lowercase platform identifier: `twitch`, `youtube`, ...
     pub platform: String,
-    /// The platform's stable lowercase login/handle of the channel.
+    /// The channel word: the platform's stable lowercase login (Twitch) or
+    /// its stable channel id (YouTube `UC…`, case kept).
     pub channel: String,
     /// The platform's numeric/opaque id of the channel, when known.
     pub channel_id: Option<String>,
@@ -74,10 +79,20 @@ pub struct ChatEvent {
     /// What happened: the kind name and its details.
     #[serde(flatten)]
     pub body: EventBody,
+    /// Money attached to the event (a YouTube Super Chat or Super Sticker,
+    /// Twitch bits), in one shape for every platform. Absent when nothing
+    /// was paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid: Option<Paid>,
     /// Twitch-specific details; present on Twitch events.
     pub twitch: Option<TwitchExtras>,
-    /// The platform's raw line (Twitch: the IRC line), when the ingestor is
-    /// configured to carry it.
+    /// YouTube-specific details; present on YouTube events, absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub youtube: Option<YoutubeExtras>,
+    /// The platform's raw form (Twitch: the IRC line; YouTube: the
+    /// `liveChatMessage` resource as JSON), when the ingestor is configured
+    /// to carry it.
     pub raw: Option<String>,
 }
 
@@ -104,7 +119,9 @@ impl ChatEvent {
             emotes: Vec::new(),
             reply_to: None,
             body,
+            paid: None,
             twitch: None,
+            youtube: None,
             raw: None,
         }
     }
@@ -215,6 +232,9 @@ pub struct Author {
     /// Roles derived from badges and flags, for easy filtering.
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// The user's picture, when the platform gives one (YouTube).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
 }
 
 /// A chat badge, e.g. `subscriber` version `12` with info `14` (months).
@@ -251,6 +271,8 @@ pub enum Role {
     Turbo,
     /// Verified partner / artist.
     Partner,
+    /// A channel the platform has verified (YouTube's check mark).
+    Verified,
 }
 
 /// An emote inside `text`.
@@ -313,6 +335,10 @@ pub enum EventKind {
     Action,
     /// A message with bits/cheers attached.
     Cheer,
+    /// A paid, highlighted chat message (YouTube Super Chat).
+    SuperChat,
+    /// A paid sticker (YouTube Super Sticker).
+    SuperSticker,
     /// A first-time subscription.
     Subscription,
     /// A renewed subscription shared in chat.
@@ -335,6 +361,8 @@ pub enum EventKind {
     MessageDelete,
     /// The room's modes changed (or were announced on join).
     RoomState,
+    /// The live chat ended (YouTube: the broadcast is over).
+    ChatEnded,
     /// The ingestor may have missed events in this interval.
     Gap,
     /// A platform notice v1 does not model; carried with its type and tags.
@@ -343,10 +371,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Message,
         EventKind::Action,
         EventKind::Cheer,
+        EventKind::SuperChat,
+        EventKind::SuperSticker,
         EventKind::Subscription,
         EventKind::Resub,
         EventKind::SubGift,
@@ -358,6 +388,7 @@ impl EventKind {
         EventKind::ChatClear,
         EventKind::MessageDelete,
         EventKind::RoomState,
+        EventKind::ChatEnded,
         EventKind::Gap,
         EventKind::OtherNotice,
     ];
@@ -368,6 +399,8 @@ impl EventKind {
             EventKind::Message => "message",
             EventKind::Action => "action",
             EventKind::Cheer => "cheer",
+            EventKind::SuperChat => "super_chat",
+            EventKind::SuperSticker => "super_sticker",
             EventKind::Subscription => "subscription",
             EventKind::Resub => "resub",
             EventKind::SubGift => "sub_gift",
@@ -379,16 +412,18 @@ impl EventKind {
             EventKind::ChatClear => "chat_clear",
             EventKind::MessageDelete => "message_delete",
             EventKind::RoomState => "room_state",
+            EventKind::ChatEnded => "chat_ended",
             EventKind::Gap => "gap",
             EventKind::OtherNotice => "other_notice",
         }
     }
 
-    /// Whether this kind carries a user's chat text (message, action, cheer).
+    /// Whether this kind carries a user's chat text (message, action,
+    /// cheer, super chat).
     pub fn is_chat(self) -> bool {
         matches!(
             self,
-            EventKind::Message | EventKind::Action | EventKind::Cheer
+            EventKind::Message | EventKind::Action | EventKind::Cheer | EventKind::SuperChat
         )
     }
 }
@@ -426,6 +461,10 @@ pub enum EventBody {
     Action(MessageDetails),
     /// A message with bits attached.
     Cheer(CheerDetails),
+    /// A paid, highlighted chat message; the payment is in `paid`.
+    SuperChat(SuperChatDetails),
+    /// A paid sticker; the payment is in `paid`.
+    SuperSticker(SuperStickerDetails),
     /// A first-time subscription.
     Subscription(SubscriptionDetails),
     /// A renewed subscription shared in chat.
@@ -448,6 +487,8 @@ pub enum EventBody {
     MessageDelete(MessageDeleteDetails),
     /// The room's modes.
     RoomState(RoomStateDetails),
+    /// The live chat ended.
+    ChatEnded(ChatEndedDetails),
     /// The ingestor may have missed events between `started_at` and `ended_at`.
     Gap(GapDetails),
     /// A notice v1 does not model, carried with its type name and tags.
@@ -461,6 +502,8 @@ impl EventBody {
             EventBody::Message(_) => EventKind::Message,
             EventBody::Action(_) => EventKind::Action,
             EventBody::Cheer(_) => EventKind::Cheer,
+            EventBody::SuperChat(_) => EventKind::SuperChat,
+            EventBody::SuperSticker(_) => EventKind::SuperSticker,
             EventBody::Subscription(_) => EventKind::Subscription,
             EventBody::Resub(_) => EventKind::Resub,
             EventBody::SubGift(_) => EventKind::SubGift,
@@ -472,6 +515,7 @@ impl EventBody {
             EventBody::ChatClear(_) => EventKind::ChatClear,
             EventBody::MessageDelete(_) => EventKind::MessageDelete,
             EventBody::RoomState(_) => EventKind::RoomState,
+            EventBody::ChatEnded(_) => EventKind::ChatEnded,
             EventBody::Gap(_) => EventKind::Gap,
             EventBody::OtherNotice(_) => EventKind::OtherNotice,
         }
@@ -506,6 +550,41 @@ pub struct CheerDetails {
     #[serde(flatten)]
     pub message: MessageDetails,
 }
+
+/// Money attached to an event, the same for every platform: a consumer
+/// shows a YouTube Super Chat and a Twitch cheer alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Paid {
+    /// The amount in millionths of `currency` (YouTube `amountMicros`;
+    /// Twitch: bits × 1,000,000).
+    pub amount_micros: i64,
+    /// ISO 4217 code (`USD`, `JPY` ...), or `BITS` for Twitch bits.
+    pub currency: String,
+    /// The amount as the platform shows it, e.g. `$5.00` or `100 bits`.
+    pub display: String,
+    /// The platform's tier of the payment (YouTube's colour tier), if any.
+    pub tier: Option<u32>,
+}
+
+/// Details of a Super Chat (the amount is in the event's `paid`; the
+/// user's comment, if any, in `text`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SuperChatDetails {}
+
+/// Details of a Super Sticker (the amount is in the event's `paid`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SuperStickerDetails {
+    /// The platform's sticker id.
+    pub sticker_id: String,
+    /// The sticker's description, for readers and screen readers.
+    pub alt_text: Option<String>,
+    /// The language of `alt_text` (BCP-47).
+    pub alt_text_language: Option<String>,
+}
+
+/// Details of a chat that ended (no fields in v1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatEndedDetails {}
 
 /// Details of a subscription or resubscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -669,6 +748,25 @@ pub struct TwitchExtras {
     pub client_nonce: Option<String>,
 }
 
+/// YouTube-only facts about an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct YoutubeExtras {
+    /// The `liveChatMessage`'s `snippet.type` (`textMessageEvent`,
+    /// `superChatEvent` ...), verbatim.
+    pub message_type: String,
+    /// The live chat the message was read from.
+    pub live_chat_id: String,
+    /// The broadcast (video) of that chat, when known.
+    pub video_id: Option<String>,
+    /// `snippet.publishedAt` as YouTube wrote it.
+    pub published_at: Option<String>,
+    /// The author's channel URL.
+    pub author_channel_url: Option<String>,
+    /// `snippet.displayMessage`: the text YouTube shows for the event
+    /// (for notices, its own sentence, e.g. "Welcome to Level 1!").
+    pub display_message: Option<String>,
+}
+
 /// The JSON Schema of [`ChatEvent`], as committed in
 /// `docs/chat-event.schema.json`.
 pub fn json_schema() -> serde_json::Value {
@@ -764,6 +862,35 @@ mod tests {
         let mut json = serde_json::to_value(message()).unwrap();
         json["added_in_v1_5"] = serde_json::json!({"x": 1});
         assert!(ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn additive_fields_are_left_out_when_empty_and_round_trip_when_set() {
+        let json = serde_json::to_value(message()).unwrap();
+        for absent in ["paid", "youtube"] {
+            assert!(json.get(absent).is_none(), "{absent} is left out");
+        }
+        assert!(json["author"].is_null());
+        let mut e = message();
+        e.body = EventBody::SuperChat(SuperChatDetails::default());
+        e.paid = Some(Paid {
+            amount_micros: 5_000_000,
+            currency: "USD".into(),
+            display: "$5.00".into(),
+            tier: Some(2),
+        });
+        e.youtube = Some(YoutubeExtras {
+            message_type: "superChatEvent".into(),
+            live_chat_id: "chat".into(),
+            ..YoutubeExtras::default()
+        });
+        let bytes = e.to_json().unwrap();
+        assert_eq!(ChatEvent::from_json(&bytes).unwrap(), e);
+        assert!(e.kind().is_chat());
+        assert!(!EventKind::SuperSticker.is_chat());
+        // A v1 event written before these fields existed still parses.
+        let old = serde_json::to_value(message()).unwrap();
+        assert!(ChatEvent::from_json(&serde_json::to_vec(&old).unwrap()).is_ok());
     }
 
     #[test]

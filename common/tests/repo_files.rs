@@ -40,7 +40,11 @@ fn docker_compose_parses_and_runs_the_four_services() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    assert!(ports.contains(&"5672:5672") && ports.contains(&"15672:15672"));
+    // Published on loopback only: guest/guest must not face the network.
+    assert!(
+        ports.contains(&"127.0.0.1:5672:5672") && ports.contains(&"127.0.0.1:15672:15672"),
+        "{ports:?}"
+    );
     for svc in ["auth-server", "ingestor", "consumer"] {
         // The YAML merge key (<<: *service) is resolved by compose; check
         // the anchor it merges from.

@@ -35,6 +35,10 @@ pub struct PersistedChannels {
 pub struct PersistedChannel {
     /// Last moment its chat was surely read.
     pub last_seen: Option<DateTime<Utc>>,
+    /// What the user asked for, when it differs from the channel word (a
+    /// YouTube video id keeps the channel following that one video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
 }
 
 impl PersistedChannels {
@@ -82,7 +86,11 @@ impl PersistedChannels {
                 .channels
                 .iter()
                 .zip(&other.channels)
-                .all(|((a, x), (b, y))| a == b && x.last_seen.is_some() == y.last_seen.is_some())
+                .all(|((a, x), (b, y))| {
+                    a == b
+                        && x.last_seen.is_some() == y.last_seen.is_some()
+                        && x.requested_as == y.requested_as
+                })
     }
 }
 
@@ -149,7 +157,7 @@ pub enum JoinState {
         since: DateTime<Utc>,
         /// Why, as a stable word (`offline`, `chat_ended`,
         /// `quota_exceeded`, `chat_disabled`, `not_found`, `forbidden`,
-        /// `error`).
+        /// ...; YouTube's are listed in docs/ingestor.md).
         reason: String,
         /// Details for a human.
         detail: Option<String>,
@@ -158,6 +166,18 @@ pub enum JoinState {
     },
     /// Leaving (PART sent).
     Parting,
+}
+
+/// What [`ChannelManager::rename`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renamed {
+    /// The channel now goes by its new name.
+    Moved,
+    /// The new name was already wanted: the old entry is gone and the
+    /// existing one stays as it was.
+    Merged,
+    /// The old name is not wanted (any more): nothing changed.
+    Gone,
 }
 
 /// One channel's state and figures, as `GET /channels` shows it.
@@ -190,8 +210,9 @@ pub struct ChannelInfo {
     /// (a YouTube handle or video id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_as: Option<String>,
-    /// Source-specific details (a YouTube channel's live video and chat).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Source-specific details (a YouTube channel's live video and chat),
+    /// as `source_detail` (a `waiting` state has its own `detail`).
+    #[serde(rename = "source_detail", skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
     #[serde(skip)]
     pending_gap: Option<(DateTime<Utc>, String)>,
@@ -331,6 +352,65 @@ impl ChannelManager {
         {
             info.requested_as = Some(requested.to_owned());
         }
+    }
+
+    /// Gives a wanted channel its real channel word once the source has
+    /// resolved what the user asked for (a YouTube handle or video id to
+    /// the channel id): its state, figures and pending gap move to `to`,
+    /// and `requested_as` keeps `from`. If `to` is already wanted, `from`
+    /// is dropped instead ([`Renamed::Merged`]).
+    pub fn rename(&self, from: &str, to: &str) -> Renamed {
+        if from == to {
+            return Renamed::Moved;
+        }
+        let outcome = {
+            let mut channels = self.lock();
+            match channels.get(from) {
+                None => Renamed::Gone,
+                Some(info) if matches!(info.state, JoinState::Parting) => Renamed::Gone,
+                Some(_) if channels.contains_key(to) => {
+                    channels.remove(from);
+                    Renamed::Merged
+                }
+                Some(_) => {
+                    let mut info = channels.remove(from).expect("present");
+                    info.channel = to.to_owned();
+                    if info.requested_as.is_none() {
+                        info.requested_as = Some(from.to_owned());
+                    }
+                    channels.insert(to.to_owned(), info);
+                    Renamed::Moved
+                }
+            }
+        };
+        match outcome {
+            Renamed::Moved => {
+                tracing::info!(platform = self.platform, from, to, "channel resolved");
+            }
+            Renamed::Merged => {
+                tracing::info!(
+                    platform = self.platform,
+                    from,
+                    to,
+                    "channel resolved to one already wanted; the duplicate is dropped"
+                );
+            }
+            Renamed::Gone => {}
+        }
+        self.record_gauges();
+        outcome
+    }
+
+    /// A channel's current state, if it is wanted or parting.
+    pub fn state(&self, channel: &str) -> Option<JoinState> {
+        self.lock().get(channel).map(|i| i.state.clone())
+    }
+
+    /// What the user asked for, if it differs from the channel word.
+    pub fn requested_as(&self, channel: &str) -> Option<String> {
+        self.lock()
+            .get(channel)
+            .and_then(|i| i.requested_as.clone())
     }
 
     /// Stops wanting `channel`. Returns false if it was not wanted.
@@ -625,7 +705,13 @@ impl ChannelManager {
                         (JoinState::Disconnected { since, .. }, _, _) => Some(*since),
                         (_, last, joined) => last.max(joined),
                     };
-                    (i.channel.clone(), PersistedChannel { last_seen: seen })
+                    (
+                        i.channel.clone(),
+                        PersistedChannel {
+                            last_seen: seen,
+                            requested_as: i.requested_as.clone(),
+                        },
+                    )
                 })
                 .collect(),
         }
@@ -639,6 +725,11 @@ impl ChannelManager {
             if let Err(e) = self.join(channel) {
                 tracing::warn!(platform = self.platform, %channel, error = %e, "a channel remembered from the last run is not joined");
                 continue;
+            }
+            // Sources start after the restore, so they see it when they
+            // handle the join.
+            if let Some(requested) = &state.requested_as {
+                self.set_requested_as(channel, requested);
             }
             if let Some(last_seen) = state.last_seen
                 && let Some(info) = self.lock().get_mut(channel)
@@ -851,6 +942,38 @@ mod tests {
         m.on_parted("a");
         assert!(m.snapshot().is_empty());
         assert_eq!(rec.0.lock().unwrap().last().unwrap(), "PART a");
+    }
+
+    #[test]
+    fn a_resolved_channel_moves_to_its_word_and_remembers_what_was_asked() {
+        let (m, _) = manager();
+        m.join("@handle").unwrap();
+        m.mark_outage("@handle", t(1), "ingestor_restart");
+        assert_eq!(m.rename("@handle", "UCabc"), Renamed::Moved);
+        let info = &m.snapshot()[0];
+        assert_eq!(
+            (info.channel.as_str(), info.requested_as.as_deref()),
+            ("UCabc", Some("@handle"))
+        );
+        let gap = m
+            .on_resumed("UCabc", t(5), None)
+            .expect("the outage moved too");
+        assert_eq!(gap.channel, "UCabc");
+        assert_eq!(
+            m.persisted().channels["UCabc"].requested_as.as_deref(),
+            Some("@handle")
+        );
+
+        m.join("dQw4w9WgXcQ").unwrap();
+        assert_eq!(m.rename("dQw4w9WgXcQ", "UCabc"), Renamed::Merged);
+        assert_eq!(m.counts().0, 1, "the duplicate is dropped");
+        assert_eq!(m.rename("gone", "UCx"), Renamed::Gone);
+        m.part("UCabc");
+        assert_eq!(
+            m.rename("UCabc", "UCy"),
+            Renamed::Gone,
+            "a parting channel stays"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod publisher;
 pub mod source;
 pub mod spool;
 pub mod twitch;
+pub mod youtube;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,8 @@ use crate::publisher::{BrokerStatus, PipelineOptions};
 use crate::source::{EventSink, Source};
 use crate::twitch::login::IngestorLogin;
 use crate::twitch::{Endpoint, TwitchSettings, TwitchSource};
+use crate::youtube::api::Credentials;
+use crate::youtube::{YoutubeSettings, YoutubeSource};
 
 /// The whole `main` of the ingestor binary: loads the configuration
 /// (defaults, `file`, the environment), installs logging, builds the async
@@ -119,7 +122,41 @@ pub async fn run(
         },
         sink.clone(),
     );
-    let sources: Vec<Arc<dyn Source>> = vec![twitch];
+    let mut sources: Vec<Arc<dyn Source>> = vec![twitch];
+    if config.youtube_enabled() {
+        let (credentials, google_tokens) = youtube_credentials(&config)?;
+        if let Some(tokens) = google_tokens {
+            let c = shutdown.clone();
+            tasks.push(supervise(
+                "token-manager-google",
+                shutdown.clone(),
+                async move { tokens.run(c).await },
+            ));
+        }
+        let youtube = YoutubeSource::new(
+            YoutubeSettings {
+                api_url: config.youtube_api_url.clone(),
+                grpc_url: config.youtube_grpc_url.clone(),
+                credentials,
+                streaming: config.youtube_streaming,
+                live_check: config.youtube_live_check,
+                offline_poll_interval: config.youtube_offline_poll_interval,
+                daily_quota: config.youtube_daily_quota,
+                quota_exceeded_wait: config.youtube_quota_exceeded_wait,
+                max_channels: config.youtube_max_channels,
+                include_raw: config.ingest_include_raw,
+                request_timeout: config.youtube_request_timeout,
+                backoff: Backoff {
+                    initial: Duration::from_secs(1),
+                    max: config.youtube_retry_max_delay,
+                    max_attempts: None,
+                },
+            },
+            sink.clone(),
+        )
+        .context("setting up the YouTube source")?;
+        sources.push(youtube);
+    }
 
     // Channels from config, plus every channel wanted before a restart
     // (remembered in the spool directory; those get a restart gap). A
@@ -135,6 +172,13 @@ pub async fn run(
                 )
             })?;
         }
+        if source.platform() == common::schema::PLATFORM_YOUTUBE {
+            for asked in &config.youtube_channels {
+                if let Ok(key) = source.parse_channel(asked) {
+                    manager.set_requested_as(&key, asked.trim());
+                }
+            }
+        }
         manager.restore(&PersistedChannels::load(
             &config.spool_dir,
             source.platform(),
@@ -143,7 +187,7 @@ pub async fn run(
     let wanted: usize = sources.iter().map(|s| s.channels().counts().0).sum();
     if wanted == 0 {
         tracing::warn!(
-            "no channels to read: set TWITCH_CHANNELS (a comma list), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)"
+            "no channels to read: set TWITCH_CHANNELS or YOUTUBE_CHANNELS (comma lists), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)"
         );
     }
 
@@ -182,6 +226,7 @@ pub async fn run(
     for source in &sources {
         let name = match source.platform() {
             "twitch" => "twitch-source",
+            "youtube" => "youtube-source",
             _ => "source",
         };
         tasks.push(supervise(
@@ -342,6 +387,48 @@ fn twitch_login(config: &Config) -> anyhow::Result<(IngestorLogin, Option<TokenM
     }
 }
 
+/// The YouTube source's credentials, and the token manager that keeps its
+/// account's token fresh when this process refreshes it itself.
+fn youtube_credentials(config: &Config) -> anyhow::Result<(Credentials, Option<TokenManager>)> {
+    let Some(login) = config.youtube_account() else {
+        let key = config
+            .youtube_api_key
+            .clone()
+            .context("YOUTUBE_API_KEY or YOUTUBE_LOGIN is needed")?;
+        return Ok((Credentials::ApiKey(key), None));
+    };
+    if config.youtube_api_key.is_some() {
+        tracing::info!(account = %login, "YOUTUBE_LOGIN and YOUTUBE_API_KEY are both set: reading as the account");
+    }
+    let account = account_key(common::schema::PLATFORM_YOUTUBE, &login);
+    match config.oauth.google()? {
+        Some(settings) => {
+            let options = TokenManagerOptions {
+                only_account: Some(account.clone()),
+                ..TokenManagerOptions::default()
+            };
+            let manager = TokenManager::with_options(config.oauth.token_store(), settings, options);
+            Ok((
+                Credentials::Managed {
+                    manager: manager.clone(),
+                    account,
+                },
+                Some(manager),
+            ))
+        }
+        None => {
+            tracing::warn!(%account, "no GOOGLE_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
+            Ok((
+                Credentials::Stored {
+                    store: config.oauth.token_store(),
+                    login,
+                },
+                None,
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +443,7 @@ mod tests {
                         (*c).to_owned(),
                         PersistedChannel {
                             last_seen: at.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+                            requested_as: None,
                         },
                     )
                 })

@@ -304,10 +304,21 @@ impl Outbox {
     }
 
     /// Flushes the spool to stable storage and persists the confirmed
-    /// watermark. Call periodically and at shutdown.
+    /// watermark. Call periodically and at shutdown (from a blocking
+    /// thread). The fsync runs without the outbox lock, so appends and
+    /// confirms never wait for the disk (a one-worker ingestor stalled for
+    /// the length of every fsync before).
     pub fn sync(&self) {
+        let unsynced = self
+            .inner
+            .lock()
+            .expect("outbox lock")
+            .spool
+            .take_unsynced();
+        if let Some(file) = unsynced {
+            let _ = file.sync_data();
+        }
         let mut inner = self.inner.lock().expect("outbox lock");
-        inner.spool.sync();
         if inner.watermark != inner.persisted_watermark {
             let w = inner.watermark;
             inner.spool.write_watermark(w);

@@ -402,12 +402,24 @@ impl Spool {
     /// Flushes written records to stable storage (a process crash never
     /// loses written records; this covers power loss).
     pub fn sync(&mut self) {
-        if self.unsynced
-            && let Some(w) = &self.writer
-        {
-            let _ = w.sync_data();
-            self.unsynced = false;
+        if let Some(file) = self.take_unsynced() {
+            let _ = file.sync_data();
         }
+    }
+
+    /// A second handle on the segment being written, if records were
+    /// written since the last sync, for the caller to `sync_data` without
+    /// holding whatever guards the spool: an fsync can take hundreds of
+    /// milliseconds on a busy disk, and appends must not wait for it. The
+    /// records written so far count as synced; later ones wait for the next
+    /// call.
+    pub fn take_unsynced(&mut self) -> Option<File> {
+        if !self.unsynced {
+            return None;
+        }
+        let file = self.writer.as_ref()?.try_clone().ok()?;
+        self.unsynced = false;
+        Some(file)
     }
 
     /// Deletes every segment whose records are all below `watermark`

@@ -21,6 +21,7 @@ pub fn message(platform: &str, channel: &str, n: usize) -> ChatEvent {
         color: Some("#1E90FF".into()),
         badges: vec![],
         roles: vec![],
+        avatar_url: None,
     });
     e.text = Some(format!("message {n} héllo 👋"));
     e

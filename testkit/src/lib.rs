@@ -9,6 +9,7 @@ pub mod corpus;
 pub mod events;
 pub mod fake_irc;
 pub mod fake_oauth;
+pub mod fake_youtube;
 pub mod fault;
 pub mod metrics;
 pub mod perf;

@@ -221,6 +221,7 @@ pub(crate) fn author(login: &str) -> Author {
         color: Some("#1E90FF".into()),
         badges: vec![],
         roles: vec![],
+        avatar_url: None,
     }
 }
 

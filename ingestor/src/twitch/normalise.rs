@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::schema::{
     AnnouncementDetails, Author, Badge, BanDetails, ChatClearDetails, ChatEvent, CheerDetails,
     Emote, EventBody, MessageDeleteDetails, MessageDetails, MysteryGiftDetails, OtherNoticeDetails,
-    PLATFORM_TWITCH, RaidDetails, ReplyParent, Role, RoomStateDetails, SubGiftDetails,
+    PLATFORM_TWITCH, Paid, RaidDetails, ReplyParent, Role, RoomStateDetails, SubGiftDetails,
     SubscriptionDetails, TimeoutDetails, TwitchExtras, UserRef,
 };
 use twitch_irc::message::{AsRawIRC, IRCMessage, IRCPrefix};
@@ -163,6 +163,9 @@ impl Normaliser {
             .filter(|r| !r.is_empty())
             .map(str::to_owned);
         event.author = line.author(&event.body);
+        if let EventBody::Cheer(cheer) = &event.body {
+            event.paid = Some(bits_paid(cheer.bits));
+        }
         if matches!(line.msg.command.as_str(), "PRIVMSG" | "USERNOTICE") {
             event.text = line.text().map(str::to_owned);
             event.emotes = event
@@ -332,6 +335,7 @@ impl<'a> Line<'a> {
             color: self.nonempty("color"),
             badges,
             roles,
+            avatar_url: None,
         })
     }
 
@@ -621,6 +625,23 @@ fn parse_ranges(ranges: &str) -> Option<Vec<(usize, usize)>> {
         .collect()
 }
 
+/// Bits as a payment, in the shape every platform's money takes
+/// (`currency` `BITS`, one bit = 1,000,000 micros).
+pub fn bits_paid(bits: u64) -> Paid {
+    Paid {
+        amount_micros: i64::try_from(bits)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000),
+        currency: "BITS".to_owned(),
+        display: if bits == 1 {
+            "1 bit".to_owned()
+        } else {
+            format!("{bits} bits")
+        },
+        tier: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,6 +738,24 @@ mod tests {
             EventBody::Cheer(d) => assert_eq!((d.bits, d.action), (1, false)),
             other => panic!("{other:?}"),
         }
+        let paid = e.paid.expect("a cheer is paid");
+        assert_eq!(
+            (
+                paid.amount_micros,
+                paid.currency.as_str(),
+                paid.display.as_str(),
+                paid.tier
+            ),
+            (1_000_000, "BITS", "1 bit", None)
+        );
+        assert_eq!(bits_paid(100).display, "100 bits");
+        assert!(norm_plain_has_no_paid());
+    }
+
+    fn norm_plain_has_no_paid() -> bool {
+        norm("@badge-info=;badges=;color=;display-name=a;emotes=;id=x1;mod=0;room-id=1;subscriber=0;tmi-sent-ts=1594571566672;turbo=0;user-id=2;user-type= :a!a@a.tmi.twitch.tv PRIVMSG #pajlada :hi")
+            .paid
+            .is_none()
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Ingestor integration tests: a fake Twitch IRC server on 127.0.0.1, the
-//! real RabbitMQ, the ingestor in-process (port 0) or as a process.
+//! Ingestor integration tests: fake Twitch IRC and YouTube servers on
+//! 127.0.0.1, the real RabbitMQ, the ingestor in-process (port 0) or as a
+//! process.
 
 mod admin;
 mod faults;
 mod flow;
 mod helpers;
 mod login;
+mod youtube;

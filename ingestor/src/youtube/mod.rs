@@ -1,0 +1,356 @@
+//! The YouTube source: live chat read through the YouTube Data API v3.
+//!
+//! * [`entry`]: what may be asked for (`@handle`, `UC…`, a video id or URL).
+//! * [`follower`]: one task per entry: resolve it to the channel id (the
+//!   channel word of `chat.youtube.<channel>`), find the live chat, read
+//!   it, follow it to its end and on to the channel's next broadcast.
+//! * [`stream`]: reading by `liveChatMessages.streamList` (gRPC); [`api`]:
+//!   the JSON calls, and polling `liveChatMessages.list` where streaming is
+//!   off or unavailable.
+//! * [`resource`] and [`normalise`]: `liveChatMessage` to `ChatEvent`.
+//! * [`quota`]: the daily quota, its reset at midnight Pacific, and how
+//!   often channels that are not live can be checked within it.
+//!
+//! The source is configured when `YOUTUBE_API_KEY` or `YOUTUBE_LOGIN` is
+//! set (docs/ingestor.md).
+
+pub mod api;
+pub mod entry;
+pub mod follower;
+pub mod normalise;
+pub mod quota;
+pub mod recent;
+pub mod resource;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::amqp::Backoff;
+use common::schema::PLATFORM_YOUTUBE;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{ChannelManager, JoinClient};
+use crate::source::{EventSink, Reachability, Source, SourceHealth};
+use api::{Api, Credentials};
+use entry::Entry;
+use follower::Follower;
+use quota::Quota;
+use stream::StreamClient;
+
+/// How a channel's live broadcast is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveCheck {
+    /// Its newest uploads (`playlistItems.list`) and their chats
+    /// (`videos.list`): 2 units a check.
+    #[default]
+    Uploads,
+    /// `search.list?eventType=live` and `videos.list`: 101 units a check.
+    Search,
+}
+
+/// How the YouTube source reads.
+#[derive(Debug, Clone)]
+pub struct YoutubeSettings {
+    /// The Data API's base URL (`YOUTUBE_API_URL`).
+    pub api_url: String,
+    /// The gRPC endpoint of streamList (`YOUTUBE_GRPC_URL`).
+    pub grpc_url: String,
+    /// API key or account.
+    pub credentials: Credentials,
+    /// Read chats with streamList (else poll `liveChatMessages.list`).
+    pub streaming: bool,
+    /// How live broadcasts are found.
+    pub live_check: LiveCheck,
+    /// Fixed wait between checks of a channel that is not live; `None`:
+    /// derived from the quota.
+    pub offline_poll_interval: Option<Duration>,
+    /// Quota units a day.
+    pub daily_quota: u64,
+    /// Wait after `quotaExceeded`; `None`: until midnight Pacific.
+    pub quota_exceeded_wait: Option<Duration>,
+    /// Most entries wanted at once.
+    pub max_channels: usize,
+    /// Carry the resource in each event's `raw`.
+    pub include_raw: bool,
+    /// Timeout of one JSON call, and of connecting the stream.
+    pub request_timeout: Duration,
+    /// Backoff after errors.
+    pub backoff: Backoff,
+}
+
+/// What the followers share.
+#[derive(Debug, Clone)]
+pub(crate) struct Tuning {
+    pub(crate) live_check: LiveCheck,
+    pub(crate) offline_poll_interval: Option<Duration>,
+    pub(crate) include_raw: bool,
+    pub(crate) backoff: Backoff,
+}
+
+/// The source's state, shared by its followers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) tuning: Tuning,
+    pub(crate) api: Api,
+    pub(crate) stream: Option<StreamClient>,
+    pub(crate) quota: Arc<Quota>,
+    pub(crate) reach: Arc<Reachability>,
+    pub(crate) manager: Arc<ChannelManager>,
+    pub(crate) sink: EventSink,
+    /// Entries resolved to their channel (`@handle` -> `UC…`), so the admin
+    /// API finds a channel by what was asked for.
+    resolved: Mutex<HashMap<String, String>>,
+    /// The running followers by their current name.
+    tasks: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_task: AtomicU64,
+    pub(crate) followers: AtomicUsize,
+    pub(crate) streams: AtomicUsize,
+    stream_off_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Shared {
+    pub(crate) fn remember_resolved(&self, asked: &str, channel: &str) {
+        self.resolved
+            .lock()
+            .expect("resolved lock")
+            .insert(asked.to_owned(), channel.to_owned());
+    }
+
+    pub(crate) fn remove_task(&self, key: &str, task: u64) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if tasks.get(key).is_some_and(|(id, _)| *id == task) {
+            tasks.remove(key);
+        }
+    }
+
+    pub(crate) fn rename_task(&self, from: &str, to: &str, task: u64) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if let Some(entry) = tasks.remove(from) {
+            if entry.0 == task {
+                tasks.insert(to.to_owned(), entry);
+            } else {
+                tasks.insert(from.to_owned(), entry);
+            }
+        }
+    }
+
+    /// Channel entries and video entries being followed.
+    pub(crate) fn following(&self) -> (usize, usize) {
+        let snapshot = self.manager.snapshot();
+        let videos = snapshot
+            .iter()
+            .filter(|c| c.detail.as_ref().is_some_and(|d| d["follows"] == "video"))
+            .count();
+        (snapshot.len().saturating_sub(videos), videos)
+    }
+
+    pub(crate) fn stream_unavailable(&self) -> bool {
+        self.stream_off_until
+            .lock()
+            .expect("stream lock")
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+
+    pub(crate) fn stream_unavailable_for(&self, wait: Duration) {
+        *self.stream_off_until.lock().expect("stream lock") =
+            Some(tokio::time::Instant::now() + wait);
+    }
+}
+
+/// What the channel manager asks of the source.
+#[derive(Debug)]
+enum Command {
+    Join(String),
+    Part(String),
+}
+
+struct Client(mpsc::UnboundedSender<Command>);
+
+impl JoinClient for Client {
+    fn join(&self, channel: &str) {
+        let _ = self.0.send(Command::Join(channel.to_owned()));
+    }
+
+    fn part(&self, channel: &str) {
+        let _ = self.0.send(Command::Part(channel.to_owned()));
+    }
+}
+
+/// The YouTube source.
+#[derive(Debug)]
+pub struct YoutubeSource {
+    shared: Arc<Shared>,
+    describe: String,
+    commands: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+}
+
+impl YoutubeSource {
+    /// A source that reads YouTube with `settings` into `sink` once run.
+    ///
+    /// # Errors
+    /// When the HTTP or gRPC client cannot be built (a bad URL, TLS).
+    pub fn new(settings: YoutubeSettings, sink: EventSink) -> anyhow::Result<Arc<Self>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let manager = Arc::new(
+            ChannelManager::new(
+                PLATFORM_YOUTUBE,
+                Box::new(Client(tx)),
+                settings.request_timeout,
+            )
+            .with_limit(settings.max_channels, "YOUTUBE_MAX_CHANNELS"),
+        );
+        let quota = Arc::new(Quota::new(
+            settings.daily_quota,
+            settings.quota_exceeded_wait,
+        ));
+        let reach = Arc::new(Reachability::new(
+            PLATFORM_YOUTUBE,
+            format!("the YouTube API at {}", settings.api_url),
+            Duration::from_secs(60),
+        ));
+        let api = Api::new(
+            &settings.api_url,
+            settings.request_timeout,
+            settings.credentials.clone(),
+            quota.clone(),
+            reach.clone(),
+        )?;
+        let stream = if settings.streaming {
+            Some(StreamClient::new(
+                &settings.grpc_url,
+                settings.request_timeout,
+                settings.credentials.clone(),
+                quota.clone(),
+                reach.clone(),
+            )?)
+        } else {
+            None
+        };
+        let describe = format!(
+            "{}; {}; live check by {:?}",
+            settings.credentials.describe(),
+            if settings.streaming {
+                format!("streaming from {}", settings.grpc_url)
+            } else {
+                "polling".to_owned()
+            },
+            settings.live_check
+        );
+        Ok(Arc::new(Self {
+            shared: Arc::new(Shared {
+                tuning: Tuning {
+                    live_check: settings.live_check,
+                    offline_poll_interval: settings.offline_poll_interval,
+                    include_raw: settings.include_raw,
+                    backoff: settings.backoff,
+                },
+                api,
+                stream,
+                quota,
+                reach,
+                manager,
+                sink,
+                resolved: Mutex::new(HashMap::new()),
+                tasks: Mutex::new(HashMap::new()),
+                next_task: AtomicU64::new(0),
+                followers: AtomicUsize::new(0),
+                streams: AtomicUsize::new(0),
+                stream_off_until: Mutex::new(None),
+            }),
+            describe,
+            commands: Mutex::new(Some(rx)),
+        }))
+    }
+
+    async fn serve(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Some(mut commands) = self.commands.lock().expect("commands lock").take() else {
+            anyhow::bail!("the YouTube source was started twice");
+        };
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(Command::Join(key)) => {
+                        let mut running = self.shared.tasks.lock().expect("tasks lock");
+                        if running.contains_key(&key) {
+                            continue;
+                        }
+                        let task = self.shared.next_task.fetch_add(1, Ordering::SeqCst);
+                        let token = cancel.child_token();
+                        running.insert(key.clone(), (task, token.clone()));
+                        drop(running);
+                        tasks.spawn(Follower::new(self.shared.clone(), key, task, token).run());
+                    }
+                    Some(Command::Part(key)) => {
+                        let token = self
+                            .shared
+                            .tasks
+                            .lock()
+                            .expect("tasks lock")
+                            .get(&key)
+                            .map(|(_, t)| t.clone());
+                        match token {
+                            // The follower confirms the part when it stops.
+                            Some(token) => token.cancel(),
+                            None => self.shared.manager.on_parted(&key),
+                        }
+                    }
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        anyhow::bail!("a YouTube follower task panicked: {e}");
+                    }
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl Source for YoutubeSource {
+    fn platform(&self) -> &'static str {
+        PLATFORM_YOUTUBE
+    }
+
+    fn channels(&self) -> &Arc<ChannelManager> {
+        &self.shared.manager
+    }
+
+    fn parse_channel(&self, input: &str) -> Result<String, String> {
+        let key = Entry::parse(input)?.key().to_owned();
+        Ok(self
+            .shared
+            .resolved
+            .lock()
+            .expect("resolved lock")
+            .get(&key)
+            .cloned()
+            .unwrap_or(key))
+    }
+
+    fn health(&self) -> SourceHealth {
+        // A followed channel counts as a connection whether its chat is
+        // streamed, polled, or its next broadcast is watched for.
+        self.shared
+            .reach
+            .health(self.shared.followers.load(Ordering::SeqCst))
+    }
+
+    fn run(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        tracing::info!(platform = PLATFORM_YOUTUBE, setup = %self.describe, "starting the YouTube source");
+        Box::pin(self.serve(cancel))
+    }
+}
