@@ -245,6 +245,54 @@ pub(crate) fn message(channel: &str, login: &str, text: &str) -> ChatEvent {
     message_at(channel, login, text, Utc::now())
 }
 
+/// A YouTube message in channel `channel_id` (`UC…`) by a member with a
+/// picture; with `paid`, a Super Chat of that amount.
+pub(crate) fn youtube_message(
+    channel_id: &str,
+    author_name: &str,
+    text: &str,
+    paid: Option<(i64, &str, &str)>,
+) -> ChatEvent {
+    let now = Utc::now();
+    let body = match paid {
+        Some(_) => EventBody::SuperChat(common::schema::SuperChatDetails::default()),
+        None => EventBody::Message(Default::default()),
+    };
+    let mut e = ChatEvent::new(
+        format!("LCC.{}", uuid::Uuid::new_v4().simple()),
+        common::schema::PLATFORM_YOUTUBE,
+        channel_id,
+        now,
+        now,
+        body,
+    );
+    let author_id = format!(
+        "UCauthor{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    e.author = Some(Author {
+        login: author_id.to_lowercase(),
+        id: author_id,
+        display_name: author_name.to_owned(),
+        color: None,
+        badges: vec![Badge {
+            name: "member".into(),
+            version: "1".into(),
+            info: None,
+        }],
+        roles: vec![common::schema::Role::Subscriber],
+        avatar_url: Some("https://yt3.ggpht.com/example-avatar=s64".into()),
+    });
+    e.text = Some(text.to_owned());
+    e.paid = paid.map(|(amount_micros, currency, display)| common::schema::Paid {
+        amount_micros,
+        currency: currency.into(),
+        display: display.into(),
+        tier: Some(2),
+    });
+    e
+}
+
 /// A message with a moderator badge and a Kappa emote.
 pub(crate) fn decorated_message(channel: &str, login: &str, color: &str) -> ChatEvent {
     let mut e = message(channel, login, "héllo Kappa 👋 from the test");

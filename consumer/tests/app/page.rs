@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, decorated_message, delete};
+use crate::helpers::{TestApp, decorated_message, delete, youtube_message};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -47,10 +47,22 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     let app = TestApp::spawn().await;
     let channel = format!("page_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let event = decorated_message(&channel, "Tester", "#1E90FF");
+    // A YouTube channel beside it: a member's message and a Super Chat.
+    let yt_channel = format!("UCpage{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let yt_message = youtube_message(&yt_channel, "Ütube Viewer", "hello from YouTube", None);
+    let super_chat = youtube_message(
+        &yt_channel,
+        "Generous",
+        "take my money",
+        Some((5_000_000, "USD", "$5.00")),
+    );
+    let both = format!("youtube:{yt_channel},twitch:{channel}");
     let spec = serde_json::json!({
-        "page": app.url(&format!("/?channels=twitch:{channel}")),
-        "overlay": app.url(&format!("/overlay?channels=twitch:{channel}")),
+        "page": app.url(&format!("/?channels={both}")),
+        "overlay": app.url(&format!("/overlay?channels={both}")),
         "id": event.id,
+        "youtube_id": yt_message.id,
+        "super_chat_id": super_chat.id,
         "chromium": chromium,
     });
     let mut node = Command::new("node")
@@ -75,7 +87,8 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     };
 
     assert_eq!(next().await, "READY");
-    app.publish(std::slice::from_ref(&event)).await;
+    app.publish(&[event.clone(), yt_message.clone(), super_chat.clone()])
+        .await;
 
     let seen = next().await;
     let seen: serde_json::Value =
@@ -97,6 +110,31 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     assert_eq!(seen["badges"], serde_json::json!(["moderator"]));
     assert_eq!(seen["platform"], "twitch");
     assert_eq!(seen["channel"], channel);
+    assert_eq!(
+        seen["channelTag"],
+        format!("#{channel}"),
+        "two channels shown: each line says its channel"
+    );
+    // YouTube, interleaved on the same page, with its mark and picture.
+    let yt = &seen["youtube"];
+    assert_eq!(yt["platform"], "youtube");
+    assert_eq!(yt["mark"], "\u{25b6}");
+    assert_eq!(yt["name"], "Ütube Viewer");
+    assert_eq!(yt["text"], "hello from YouTube");
+    assert_eq!(yt["avatar"], "https://yt3.ggpht.com/example-avatar=s64");
+    assert_eq!(yt["badges"], serde_json::json!(["member"]));
+    assert_eq!(yt["paid"], serde_json::Value::Null);
+    // The Super Chat, highlighted with its amount.
+    let sc = &seen["superChat"];
+    assert_eq!(sc["paid"], "$5.00");
+    assert_eq!(sc["highlighted"], true);
+    assert_eq!(sc["text"], "take my money");
+    assert_eq!(sc["kind"], "super_chat");
+    // In cursor order: the Twitch line, then YouTube's two.
+    assert_eq!(
+        seen["order"],
+        serde_json::json!([event.id, yt_message.id, super_chat.id])
+    );
     assert_eq!(
         seen["overlayBackground"], "rgba(0, 0, 0, 0)",
         "transparent for OBS"

@@ -87,6 +87,26 @@ try {
     platform: el.querySelector(".platform").dataset.platform,
     channel: el.dataset.channel,
   }));
+  seen.channelTag = await page.$eval(line, (el) => el.querySelector(".channel")?.textContent);
+  const ytLine = `.line[data-id="${spec.youtube_id}"]`;
+  const scLine = `.line[data-id="${spec.super_chat_id}"]`;
+  await page.waitForSelector(ytLine, { timeout: TIMEOUT });
+  await page.waitForSelector(scLine, { timeout: TIMEOUT });
+  const describe = (el) => ({
+    platform: el.dataset.platform,
+    kind: el.dataset.kind,
+    mark: el.querySelector(".platform").textContent,
+    name: el.querySelector(".name").textContent,
+    text: el.querySelector(".text").textContent,
+    avatar: el.querySelector("img.avatar")?.getAttribute("src") ?? null,
+    badges: Array.from(el.querySelectorAll(".badge")).map((b) => b.dataset.badge),
+    paid: el.querySelector(".paid")?.textContent ?? null,
+    highlighted: el.classList.contains("paid"),
+  });
+  seen.youtube = await page.$eval(ytLine, describe);
+  seen.superChat = await page.$eval(scLine, describe);
+  seen.order = await page.$$eval(".line[data-id]", (els) =>
+    els.filter((e) => !e.classList.contains("system")).map((e) => e.dataset.id));
   seen.overlayBackground = await overlay.evaluate(
     () => getComputedStyle(document.body).backgroundColor,
   );
