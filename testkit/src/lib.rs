@@ -13,6 +13,7 @@ pub mod fake_youtube;
 pub mod fault;
 pub mod metrics;
 pub mod perf;
+pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod rabbit;

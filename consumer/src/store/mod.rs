@@ -1,9 +1,9 @@
 //! Storage: where every event is persisted and read back as history.
 //!
 //! [`Store`] is the boundary the rest of the consumer talks to; [`sqlite`]
-//! is the embedded default. PostgreSQL comes in its own issue and slots in
-//! as a second implementation of the same trait, chosen by the scheme of
-//! `DATABASE_URL` ([`StoreKind`]).
+//! is the embedded default, [`postgres`] the store for deployments that
+//! outgrow one machine, chosen by the scheme of `DATABASE_URL`
+//! ([`StoreKind`]). The same contract tests run against both.
 //!
 //! # The contract every backend keeps
 //!
@@ -14,9 +14,9 @@
 //!   reused (not even after retention deleted the newest rows), and become
 //!   visible in order: once
 //!   a reader sees cursor `c`, no event with a smaller cursor can appear
-//!   later. (SQLite gives this for free: one writer at a time. A
-//!   PostgreSQL backend must serialise its writers, e.g. with a
-//!   transaction-level advisory lock, because sequences alone do not.)
+//!   later. (SQLite gives this for free: one writer at a time. PostgreSQL
+//!   serialises its writers with a transaction-level advisory lock, because
+//!   sequences alone do not.)
 //!   The live feed and every WebSocket resume rely on this.
 //! * **Moderation is applied to history.** A `message_delete` marks its
 //!   target; `ban`/`timeout` mark the user's messages of the lookback
@@ -25,6 +25,8 @@
 //! * **Full-text search** over `text`, Unicode-aware (case and diacritics
 //!   folded), for any script that separates words with spaces.
 
+mod moderation;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -347,7 +349,7 @@ impl StoreError {
     /// data itself being refused.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Database(e) => sqlite::is_transient(e),
+            Self::Database(e) => sqlite::is_transient(e) || postgres::is_transient(e),
             Self::UnsupportedUrl(_) | Self::Migrate(_) | Self::Corrupt { .. } => false,
             Self::CreateDir { .. } | Self::SequenceMismatch { .. } => true,
         }
@@ -404,6 +406,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 pub enum StoreKind {
     /// `sqlite://path` or `sqlite:path`.
     Sqlite,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres,
 }
 
 impl StoreKind {
@@ -415,12 +419,11 @@ impl StoreKind {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Err(StoreError::UnsupportedUrl(
-                "PostgreSQL is not supported by this version yet; use sqlite://<path>".into(),
-            ))
+            Ok(Self::Postgres)
         } else {
             Err(StoreError::UnsupportedUrl(
-                "expected sqlite://<path> (e.g. sqlite://chatbus.sqlite)".into(),
+                "expected sqlite://<path> (e.g. sqlite://chatbus.sqlite) or postgres://user@host/db"
+                    .into(),
             ))
         }
     }
@@ -434,6 +437,7 @@ impl StoreKind {
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     match StoreKind::from_url(url)? {
         StoreKind::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?)),
+        StoreKind::Postgres => Ok(Arc::new(postgres::PostgresStore::open(url, options).await?)),
     }
 }
 
@@ -460,8 +464,14 @@ mod tests {
             StoreKind::from_url("sqlite:///data/db/chatbus.sqlite").unwrap(),
             StoreKind::Sqlite
         );
-        let err = StoreKind::from_url("postgres://x/y").unwrap_err();
-        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        assert_eq!(
+            StoreKind::from_url("postgres://u@h/db").unwrap(),
+            StoreKind::Postgres
+        );
+        assert_eq!(
+            StoreKind::from_url("postgresql://h/db").unwrap(),
+            StoreKind::Postgres
+        );
         assert!(StoreKind::from_url("mysql://x").is_err());
     }
 

@@ -23,8 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::ChatEvent;
-use common::schema::{EventBody, EventKind};
+use common::schema::EventKind;
 use serde_json::value::RawValue;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -32,6 +31,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::moderation::{decode_moderation, moderation_of};
 use super::{
     ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
@@ -239,40 +239,6 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// A moderation action an event carries.
-struct ModerationSpec {
-    action: ModerationAction,
-    target_event_id: Option<String>,
-    target_login: Option<String>,
-}
-
-fn moderation_of(event: &ChatEvent) -> Option<ModerationSpec> {
-    let (action, target_event_id, target_login) = match &event.body {
-        EventBody::MessageDelete(d) => (
-            ModerationAction::Deleted,
-            Some(d.target_message_id.clone()),
-            None,
-        ),
-        EventBody::Ban(d) => (
-            ModerationAction::Banned,
-            None,
-            Some(d.user.login.to_lowercase()),
-        ),
-        EventBody::Timeout(d) => (
-            ModerationAction::TimedOut,
-            None,
-            Some(d.user.login.to_lowercase()),
-        ),
-        EventBody::ChatClear(_) => (ModerationAction::Cleared, None, None),
-        _ => return None,
-    };
-    Some(ModerationSpec {
-        action,
-        target_event_id,
-        target_login,
-    })
-}
-
 async fn channel_ref(
     tx: &mut SqliteConnection,
     platform: &str,
@@ -305,7 +271,7 @@ async fn apply_moderation(
     platform: &str,
     at_ms: i64,
     lookback_ms: i64,
-    spec: &ModerationSpec,
+    spec: &super::moderation::ModerationSpec,
 ) -> Result<Vec<i64>, StoreError> {
     sqlx::query(
         "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
@@ -463,24 +429,6 @@ async fn apply_late_moderation(
         }
     }
     Ok(marked)
-}
-
-fn decode_moderation(
-    seq: i64,
-    action: Option<String>,
-    by: Option<i64>,
-) -> Result<Option<Moderation>, StoreError> {
-    let (Some(action), Some(by)) = (action, by) else {
-        return Ok(None);
-    };
-    let corrupt = |reason: String| StoreError::Corrupt {
-        cursor: seq,
-        reason,
-    };
-    let action = ModerationAction::parse(&action)
-        .ok_or_else(|| corrupt(format!("unknown moderation `{action}`")))?;
-    let by = Cursor::new(by).ok_or_else(|| corrupt(format!("bad moderated_by {by}")))?;
-    Ok(Some(Moderation { action, by }))
 }
 
 fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {

@@ -35,6 +35,8 @@ pub(crate) struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     conn: lapin::Connection,
     publisher: Publisher,
+    /// The PostgreSQL database, dropped when the last instance stops.
+    pg: Option<Arc<testkit::pg::TestDatabase>>,
 }
 
 /// A config for tests: loopback, quick pings, small batches wait little.
@@ -66,6 +68,29 @@ impl TestApp {
         let queue = unique("test-consumer-q");
         rabbit::declare_consumer_queue(&topology, &queue).await;
         Self::start(dir, db_url, topology, queue, tweak).await
+    }
+
+    /// A consumer on a fresh PostgreSQL database (dropped by
+    /// [`TestApp::stop`]), with `tweak` applied to its config.
+    pub(crate) async fn spawn_postgres_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        testkit::init_logging();
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let pg = testkit::pg::TestDatabase::create().await;
+        let db_url = pg.url.clone();
+        let topology = test_topology("consumer");
+        let queue = unique("test-consumer-q");
+        rabbit::declare_consumer_queue(&topology, &queue).await;
+        let mut app = Self::start(dir, db_url, topology, queue, tweak).await;
+        app.pg = Some(Arc::new(pg));
+        app
+    }
+
+    /// A consumer on `backend` (`sqlite` or `postgres`).
+    pub(crate) async fn spawn_on(backend: &str) -> Self {
+        match backend {
+            "postgres" => Self::spawn_postgres_with(|_| {}).await,
+            _ => Self::spawn().await,
+        }
     }
 
     /// Another instance sharing this one's queue, database and exchanges.
@@ -112,6 +137,7 @@ impl TestApp {
             task: Some(task),
             conn,
             publisher,
+            pg: None,
         };
         testkit::wait_http_ok(10, &app.url("/healthz")).await;
         app
@@ -151,11 +177,16 @@ impl TestApp {
         db(&self.db_url).await
     }
 
-    /// Waits until the store holds at least `n` events; returns the count.
+    /// Waits until the store holds at least `n` events (whatever its
+    /// backend, as `/api/channels` counts them); returns the count.
     pub(crate) async fn wait_stored(&self, n: i64, secs: u64) -> i64 {
-        let pool = self.db().await;
         testkit::eventually(secs, &format!("{n} events stored"), || async {
-            let c = count(&pool).await;
+            let (_, body) = self.get_json("/api/channels").await;
+            let c: i64 = body["channels"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["event_count"].as_i64())
+                .sum();
             (c >= n).then_some(c)
         })
         .await
@@ -178,6 +209,9 @@ impl TestApp {
                 .expect("consumer ended cleanly");
         }
         let _ = self.conn.close(200, "test over".into()).await;
+        if let Some(pg) = self.pg.take().and_then(|pg| Arc::try_unwrap(pg).ok()) {
+            pg.drop_now().await;
+        }
     }
 }
 
@@ -523,3 +557,25 @@ pub(crate) fn ids(events: &[Value]) -> Vec<String> {
         .map(|e| e["event"]["id"].as_str().expect("id").to_owned())
         .collect()
 }
+
+/// `on_both_stores!(a, b)`: each test body `async fn a(backend: &str)`
+/// runs as `a::sqlite` and `a::postgres` (a fresh database of the local
+/// PostgreSQL, dropped at the end).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name("sqlite").await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name("postgres").await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_stores;

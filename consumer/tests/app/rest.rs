@@ -1,9 +1,16 @@
-//! The REST API over a store filled through the broker.
+//! The REST API over a store filled through the broker, on both backends
+//! (`<test>::sqlite`, `<test>::postgres`).
 
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, ban, delete, message};
+use crate::helpers::{TestApp, ban, delete, message, on_both_stores};
+
+on_both_stores!(
+    filters_and_pagination_return_the_right_rows,
+    full_text_search_finds_words_in_non_ascii_text,
+    channels_list_counts_and_single_events_are_found_by_platform_and_id,
+);
 
 fn texts(page: &Value) -> Vec<String> {
     page["events"]
@@ -23,9 +30,8 @@ fn event_ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn filters_and_pagination_return_the_right_rows() {
-    let app = TestApp::spawn().await;
+async fn filters_and_pagination_return_the_right_rows(backend: &str) {
+    let app = TestApp::spawn_on(backend).await;
     let mut events = Vec::new();
     for n in 0..25 {
         events.push(message(
@@ -125,9 +131,8 @@ async fn filters_and_pagination_return_the_right_rows() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn full_text_search_finds_words_in_non_ascii_text() {
-    let app = TestApp::spawn().await;
+async fn full_text_search_finds_words_in_non_ascii_text(backend: &str) {
+    let app = TestApp::spawn_on(backend).await;
     let texts_in = [
         "Привет всем, как дела?",
         "naïve café au lait",
@@ -162,9 +167,8 @@ async fn full_text_search_finds_words_in_non_ascii_text() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn channels_list_counts_and_single_events_are_found_by_platform_and_id() {
-    let app = TestApp::spawn().await;
+async fn channels_list_counts_and_single_events_are_found_by_platform_and_id(backend: &str) {
+    let app = TestApp::spawn_on(backend).await;
     let first = message("chan_x", "u", "first");
     let deleted = message("chan_x", "u", "to be deleted");
     let other = message("chan_y", "u", "elsewhere");

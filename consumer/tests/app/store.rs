@@ -1,5 +1,8 @@
-//! The SQLite store on a real file: idempotency, cursors, moderation,
-//! search, retention, and two writers on one file.
+//! The store contract, one test body for both backends: SQLite on a real
+//! file and PostgreSQL on a fresh database of the local server (created and
+//! dropped by each test). Idempotency, cursors in commit order with two
+//! writers, moderation, search, retention; and what is particular to each
+//! (PostgreSQL's dropped partitions).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,18 +17,105 @@ use consumer::store::{
 
 use crate::helpers::{ban, clear, delete, message, message_at, timeout};
 
-async fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    let url = format!("sqlite://{}", dir.path().join("s.sqlite").display());
-    store::open(
-        &url,
-        &StoreOptions {
-            max_connections: 4,
-            moderation_lookback: Duration::from_secs(3600),
-        },
-    )
-    .await
-    .expect("open store")
+/// Where a test's store lives.
+pub(crate) enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(testkit::pg::TestDatabase),
 }
+
+impl Backend {
+    pub(crate) async fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub(crate) async fn postgres() -> Self {
+        Self::Postgres(testkit::pg::TestDatabase::create().await)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("s.sqlite").display()),
+            Self::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// A store on it (a second call: a second writer on the same data).
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+        store::open(
+            &self.url(),
+            &StoreOptions {
+                max_connections: 4,
+                moderation_lookback: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .expect("open store")
+    }
+
+    /// Deletes the row with cursor `seq` behind the store's back.
+    async fn delete_row(&self, seq: i64) {
+        match self {
+            Self::Sqlite(_) => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+                sqlx::query("DELETE FROM events WHERE seq = ?1")
+                    .bind(seq)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            Self::Postgres(db) => {
+                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+                sqlx::query("DELETE FROM events WHERE seq = $1")
+                    .bind(seq)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    pub(crate) async fn finish(self) {
+        if let Self::Postgres(db) = self {
+            db.drop_now().await;
+        }
+    }
+}
+
+/// Each body runs once per backend: `<name>::sqlite` and `<name>::postgres`.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let backend = super::Backend::postgres().await;
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            }
+        )*
+    };
+}
+
+contract!(
+    writes_are_idempotent_and_cursors_grow_in_commit_order,
+    moderation_marks_history_whichever_arrives_first,
+    queries_filter_by_pattern_platform_channel_user_kind_and_page_by_cursor,
+    full_text_search_finds_words_in_non_ascii_text,
+    retention_deletes_by_age_and_by_count_per_channel_and_never_reuses_cursors,
+    two_writers_write_concurrently_without_losing_or_sharing_cursors,
+    readers_see_cursors_only_in_commit_order_while_two_writers_write,
+    youtube_events_are_stored_searchable_and_moderated,
+);
 
 async fn all(store: &Arc<dyn Store>, filter: EventFilter) -> Vec<store::StoredEvent> {
     store
@@ -43,10 +133,8 @@ fn json(e: &store::StoredEvent) -> serde_json::Value {
     serde_json::from_str(e.event.get()).unwrap()
 }
 
-#[tokio::test]
-async fn writes_are_idempotent_and_cursors_grow_in_commit_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn writes_are_idempotent_and_cursors_grow_in_commit_order(backend: &Backend) {
+    let store = backend.open().await;
     assert_eq!(store.head().await.unwrap(), None);
 
     let first = encode((0..10).map(|n| message("a", "u", &format!("m{n}"))));
@@ -95,10 +183,8 @@ async fn writes_are_idempotent_and_cursors_grow_in_commit_order() {
     );
 }
 
-#[tokio::test]
-async fn moderation_marks_history_whichever_arrives_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn moderation_marks_history_whichever_arrives_first(backend: &Backend) {
+    let store = backend.open().await;
     let now = Utc::now();
     let min = |m: i64| now - chrono::Duration::minutes(m);
 
@@ -209,10 +295,10 @@ async fn moderation_marks_history_whichever_arrives_first() {
     );
 }
 
-#[tokio::test]
-async fn queries_filter_by_pattern_platform_channel_user_kind_and_page_by_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn queries_filter_by_pattern_platform_channel_user_kind_and_page_by_cursor(
+    backend: &Backend,
+) {
+    let store = backend.open().await;
     let mut events = Vec::new();
     for n in 0..30 {
         let channel = ["a", "b", "c"][n % 3];
@@ -300,10 +386,8 @@ async fn queries_filter_by_pattern_platform_channel_user_kind_and_page_by_cursor
     assert_eq!(cursors, [6, 7, 8]);
 }
 
-#[tokio::test]
-async fn full_text_search_finds_words_in_non_ascii_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn full_text_search_finds_words_in_non_ascii_text(backend: &Backend) {
+    let store = backend.open().await;
     let texts = [
         "Привет, мир! Как дела?",
         "héllo wörld, ça va?",
@@ -363,10 +447,10 @@ async fn full_text_search_finds_words_in_non_ascii_text() {
     );
 }
 
-#[tokio::test]
-async fn retention_deletes_by_age_and_by_count_per_channel_and_never_reuses_cursors() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn retention_deletes_by_age_and_by_count_per_channel_and_never_reuses_cursors(
+    backend: &Backend,
+) {
+    let store = backend.open().await;
     let old = Utc::now() - chrono::Duration::days(40);
     let mut events = Vec::new();
     for n in 0..5 {
@@ -428,14 +512,7 @@ async fn retention_deletes_by_age_and_by_count_per_channel_and_never_reuses_curs
     // Delete the newest row by hand: the next event still gets a new cursor.
     let newest = store.head().await.unwrap().unwrap();
     assert_eq!(newest, head);
-    let url = format!("sqlite://{}", dir.path().join("s.sqlite").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("DELETE FROM events WHERE seq = ?1")
-        .bind(head.get())
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    backend.delete_row(head.get()).await;
     let more = encode([message("a", "u", "after")]);
     let out = store.write_batch(&new_events(&more)).await.unwrap();
     assert_eq!(
@@ -445,11 +522,9 @@ async fn retention_deletes_by_age_and_by_count_per_channel_and_never_reuses_curs
     );
 }
 
-#[tokio::test]
-async fn two_stores_on_one_file_write_concurrently_without_losing_or_sharing_cursors() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = open(&dir).await;
-    let b = open(&dir).await;
+async fn two_writers_write_concurrently_without_losing_or_sharing_cursors(backend: &Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
     let write = |store: Arc<dyn Store>, tag: &'static str| {
         tokio::spawn(async move {
             let mut cursors = Vec::new();
@@ -468,4 +543,183 @@ async fn two_stores_on_one_file_write_concurrently_without_losing_or_sharing_cur
     all_cursors.sort_unstable();
     assert_eq!(all_cursors, (1..=2000).collect::<Vec<_>>());
     assert_eq!(a.channels().await.unwrap()[0].event_count, 2000);
+}
+
+/// The contract's hardest part with several writers: once a reader has
+/// seen cursor `c`, no event with a smaller cursor appears later. A reader
+/// polls `after = the last cursor it saw` while two stores write; if a
+/// smaller cursor became visible late, it would be skipped, and the reader
+/// would not end up with every event.
+async fn readers_see_cursors_only_in_commit_order_while_two_writers_write(backend: &Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    let reader = backend.open().await;
+    let write = |store: Arc<dyn Store>, tag: &'static str| {
+        tokio::spawn(async move {
+            for batch in 0..30 {
+                let encoded =
+                    encode((0..20).map(|n| message("order", tag, &format!("{tag} {batch} {n}"))));
+                store.write_batch(&new_events(&encoded)).await.unwrap();
+            }
+        })
+    };
+    let writers = (write(a.clone(), "a"), write(b.clone(), "b"));
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 1200 && std::time::Instant::now() < deadline {
+        let page = reader
+            .query(&EventQuery {
+                after: seen.last().and_then(|c| Cursor::new(*c)),
+                order: Order::Asc,
+                limit: 1000,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.iter().map(|e| e.cursor.get()));
+    }
+    writers.0.await.unwrap();
+    writers.1.await.unwrap();
+    assert_eq!(
+        seen,
+        (1..=1200).collect::<Vec<_>>(),
+        "read as they were written: every cursor once, in order"
+    );
+}
+
+async fn youtube_events_are_stored_searchable_and_moderated(backend: &Backend) {
+    use crate::helpers::youtube_message;
+    let store = backend.open().await;
+    let channel = "UCyoutubeStoreTest01";
+    let hello = youtube_message(channel, "Viewer One", "héllo from YouTube", None);
+    let paid = youtube_message(
+        channel,
+        "Big Fan",
+        "a super chat",
+        Some((2_000_000, "EUR", "€2.00")),
+    );
+    let encoded = encode([hello.clone(), paid.clone()]);
+    let out = store.write_batch(&new_events(&encoded)).await.unwrap();
+    assert_eq!(out.stored.len(), 2);
+    assert_eq!(
+        out.stored[0].routing_key,
+        common::routing::routing_key("youtube", channel)
+    );
+    let found = all(
+        &store,
+        EventFilter {
+            platform: Some("youtube".into()),
+            text: Some("hello".into()),
+            ..EventFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, hello.id);
+    let channels = store.channels().await.unwrap();
+    let yt = channels.iter().find(|c| c.platform == "youtube").unwrap();
+    assert_eq!(
+        (yt.event_count, yt.message_count),
+        (2, 2),
+        "a Super Chat is chat"
+    );
+    // A YouTube moderator deletes the Super Chat.
+    let mut del = crate::helpers::delete(channel, &paid, Utc::now());
+    del.platform = "youtube".into();
+    store
+        .write_batch(&new_events(&encode([del])))
+        .await
+        .unwrap();
+    let got = store.get("youtube", &paid.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.moderation.map(|m| m.action),
+        Some(ModerationAction::Deleted)
+    );
+    assert!(
+        store
+            .get("youtube", &hello.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .moderation
+            .is_none()
+    );
+}
+
+/// PostgreSQL: retention by age drops a whole day partition (its rows,
+/// their ids and the counters), and keeps today's.
+#[tokio::test]
+async fn postgres_retention_drops_whole_partitions() {
+    let backend = Backend::postgres().await;
+    let store = backend.open().await;
+    let encoded = encode((0..10).map(|n| message("p", "u", &format!("today {n}"))));
+    store.write_batch(&new_events(&encoded)).await.unwrap();
+    // Forty days ago's partition, filled behind the store's back as if it
+    // had been written then.
+    let Backend::Postgres(db) = &backend else {
+        unreachable!()
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let day = (Utc::now() - chrono::Duration::days(40)).timestamp_millis() / 86_400_000;
+    let date = chrono::DateTime::from_timestamp_millis(day * 86_400_000).unwrap();
+    let name = format!("events_p{}", date.format("%Y%m%d"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({}) TO ({})",
+        day * 86_400_000,
+        (day + 1) * 86_400_000
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let at = day * 86_400_000 + 1000;
+    for n in 0..5i64 {
+        let id = format!("old-{n}");
+        sqlx::query(
+            "INSERT INTO events (seq, platform, event_id, channel_ref, kind, sent_at, stored_at, body) \
+             SELECT 1000 + $1, 'twitch', $2, id, 'message', $3, $3, '{}' FROM channels WHERE channel = 'p'",
+        )
+        .bind(n)
+        .bind(&id)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO event_ids VALUES ('twitch', $1, 1000 + $2, $3)")
+            .bind(&id)
+            .bind(n)
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE channels SET event_count = event_count + 5, message_count = message_count + 5 WHERE channel = 'p'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deleted = store
+        .apply_retention(&RetentionPolicy {
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+            max_per_channel: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1)")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!exists, "the old partition is dropped");
+    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM event_ids WHERE event_id LIKE 'old-%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, 0);
+    let c = store.channels().await.unwrap();
+    assert_eq!((c[0].event_count, c[0].message_count), (10, 10));
+    assert_eq!(all(&store, EventFilter::default()).await.len(), 10);
+    pool.close().await;
+    store.close().await;
+    backend.finish().await;
 }

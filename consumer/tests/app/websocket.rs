@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{Frame, TestApp, WsClient, ban, cursors, ids, message};
+use crate::helpers::{Frame, TestApp, WsClient, ban, cursors, ids, message, on_both_stores};
 
 #[tokio::test]
 async fn pattern_subscriptions_select_the_right_events() {
@@ -108,6 +108,11 @@ async fn pattern_subscriptions_select_the_right_events() {
     stopping.await.unwrap();
 }
 
+on_both_stores!(
+    history_then_live_has_no_gap_and_no_duplicate_while_publishing,
+    resuming_from_a_cursor_gives_exactly_the_missed_events,
+);
+
 /// Publishes `n` messages to `channel` in small confirmed batches, a little
 /// apart, so subscriptions start in the middle of the stream.
 async fn publish_slowly(app: &TestApp, channel: &str, n: usize) -> Vec<String> {
@@ -123,9 +128,8 @@ async fn publish_slowly(app: &TestApp, channel: &str, n: usize) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn history_then_live_has_no_gap_and_no_duplicate_while_publishing() {
-    let app = TestApp::spawn().await;
+async fn history_then_live_has_no_gap_and_no_duplicate_while_publishing(backend: &str) {
+    let app = TestApp::spawn_on(backend).await;
     let channel = "boundary";
     let noise = message("elsewhere", "u", "not for these subscriptions");
     app.publish(std::slice::from_ref(&noise)).await;
@@ -200,9 +204,8 @@ async fn history_then_live_has_no_gap_and_no_duplicate_while_publishing() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn resuming_from_a_cursor_gives_exactly_the_missed_events() {
-    let app = TestApp::spawn().await;
+async fn resuming_from_a_cursor_gives_exactly_the_missed_events(backend: &str) {
+    let app = TestApp::spawn_on(backend).await;
     let sub = json!({"sub": "r", "patterns": ["chat.twitch.resume"]});
     let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
     ws.subscribe(sub.clone()).await;

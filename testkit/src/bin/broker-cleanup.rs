@@ -1,7 +1,8 @@
 //! `broker-cleanup`: removes what chatbus's tests and benchmarks left on the
 //! main RabbitMQ (queues, exchanges and policies named `test-…`, `bench-…`, `e2e-…`,
-//! `chatbus-test-…`, `chatbus-bench-…`). `scripts/test.sh` runs it when
-//! it ends, so a run leaves the shared broker as it found it.
+//! `chatbus-test-…`, `chatbus-bench-…`) and the PostgreSQL test databases
+//! (`chatbus_test_…`). `scripts/test.sh` runs it when it ends, so a run
+//! leaves the shared servers as it found them.
 
 use common::amqp::management::Management;
 use common::urlcode::encode;
@@ -41,5 +42,7 @@ async fn main() -> anyhow::Result<()> {
         "broker-cleanup: removed {} queues, {} exchanges, {} policies left by tests",
         removed[0], removed[1], removed[2]
     );
+    let databases = testkit::pg::drop_leftovers().await;
+    println!("broker-cleanup: dropped {databases} PostgreSQL test databases");
     Ok(())
 }
