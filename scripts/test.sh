@@ -5,16 +5,19 @@
 #
 # 1. makes sure RabbitMQ answers (AMQP_URL if it answers, else a local
 #    rabbitmq-server it starts, else one it installs with apt-get as root),
-#    with the management plugin;
-# 2. starts the fault-drill RabbitMQ node (scripts/rabbitmq-fault-node.sh),
-#    and installs what the consumer's web page test needs if it is missing
-#    (Debian's chromium, Node.js, playwright-core from npm);
+#    with the management plugin, and PostgreSQL (CHATBUS_TEST_PG_URL, else
+#    the local cluster, started or installed the same way);
+# 2. starts the fault-drill RabbitMQ node (scripts/rabbitmq-fault-node.sh)
+#    and the 3-node cluster of the scale-out drills
+#    (scripts/rabbitmq-cluster.sh), and installs what the consumer's web
+#    page test needs if it is missing (Debian's chromium, Node.js, playwright-core from npm);
 # 3. runs cargo fmt --check, clippy with -D warnings, and every test with
 #    cargo-nextest (installed if missing), then the doc tests;
 # 4. at the end, pass or fail, removes what the tests left on the main
-#    broker (testkit's broker-cleanup) and stops the fault-drill node if
-#    this run started it.
-# Broker tests never skip: if a broker cannot be had, this script fails.
+#    broker (testkit's broker-cleanup) and stops the fault-drill node and
+#    the cluster if this run started them.
+# Broker and database tests never skip: if a broker or PostgreSQL cannot
+# be had, this script fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,17 +27,25 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 scripts/ensure-rabbitmq.sh || die "RabbitMQ is required for the tests"
+scripts/ensure-postgres.sh || die "PostgreSQL is required for the tests"
 
 log "fault-drill RabbitMQ node"
 fault_node_was_running=false
 if scripts/rabbitmq-fault-node.sh status >/dev/null 2>&1; then fault_node_was_running=true; fi
 scripts/rabbitmq-fault-node.sh start
+log "3-node RabbitMQ cluster (scale-out drills)"
+cluster_was_running=false
+if ! scripts/rabbitmq-cluster.sh status | grep -q stopped; then cluster_was_running=true; fi
+scripts/rabbitmq-cluster.sh start
 cleanup() {
   status=$?
   log "cleaning up the broker"
   cargo run -q --locked -p testkit --bin broker-cleanup || true
   if [ "$fault_node_was_running" = false ]; then
     scripts/rabbitmq-fault-node.sh stop || true
+  fi
+  if [ "$cluster_was_running" = false ]; then
+    scripts/rabbitmq-cluster.sh stop || true
   fi
   exit "$status"
 }
