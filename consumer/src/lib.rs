@@ -76,7 +76,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let topology = Topology::named(&config.chat_exchange);
+    let topology = Topology {
+        // Several broker addresses: a cluster (see `ingest`).
+        replicated: common::amqp::ConnectOptions::new(&config.amqp_url, "")
+            .urls()
+            .len()
+            > 1,
+        ..Topology::named(&config.chat_exchange)
+    };
     run_with_topology(config, topology, listener, shutdown).await
 }
 

@@ -386,6 +386,51 @@ impl WsClient {
         c
     }
 
+    /// Connects and reads the `welcome` frame; `None` when the consumer
+    /// does not answer or closes (a client that retries elsewhere).
+    pub async fn try_connect(http: SocketAddr) -> Option<Self> {
+        let connect = tokio_tungstenite::connect_async(format!("ws://{http}/ws"));
+        let (ws, _) = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+            .await
+            .ok()?
+            .ok()?;
+        let mut c = Self { ws };
+        match c.read(10).await {
+            WsRead::Frame(f) if f["type"] == "welcome" => Some(c),
+            _ => None,
+        }
+    }
+
+    /// [`Self::subscribe`], answering `false` when the connection closes
+    /// first (the consumer went away).
+    pub async fn try_subscribe(
+        &mut self,
+        sub: &str,
+        patterns: &[String],
+        since: Option<u64>,
+    ) -> bool {
+        let mut frame = json!({"type": "subscribe", "sub": sub, "patterns": patterns});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        if self
+            .ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            match self.read(10).await {
+                WsRead::Frame(f) if f["type"] == "subscribed" => return true,
+                WsRead::Frame(f) if f["type"] == "error" => panic!("subscribe refused: {f}"),
+                WsRead::Frame(_) => {}
+                WsRead::Closed(_) => return false,
+            }
+        }
+    }
+
     /// Subscribes to everything of `channels` (`patterns` when empty),
     /// optionally resuming after `since`; waits for `subscribed`.
     pub async fn subscribe(&mut self, sub: &str, patterns: &[String], since: Option<u64>) {

@@ -192,13 +192,19 @@ pub async fn run(
     }
 
     let broker = Arc::new(BrokerStatus::default());
+    let connect = ConnectOptions::new(&config.amqp_url, "chatbus-ingestor").with_backoff(Backoff {
+        initial: Duration::from_millis(200),
+        max: config.amqp_reconnect_max_delay,
+        max_attempts: None,
+    });
     let pipeline = PipelineOptions {
-        connect: ConnectOptions::new(&config.amqp_url, "chatbus-ingestor").with_backoff(Backoff {
-            initial: Duration::from_millis(200),
-            max: config.amqp_reconnect_max_delay,
-            max_attempts: None,
-        }),
-        topology: Topology::named(&config.chat_exchange),
+        // Several broker addresses: a cluster; its dead-letter and
+        // unrouted queues are replicated too.
+        topology: Topology {
+            replicated: connect.urls().len() > 1,
+            ..Topology::named(&config.chat_exchange)
+        },
+        connect,
         max_in_flight: config.publish_max_in_flight,
         confirm_timeout: config.publish_confirm_timeout,
     };

@@ -5,6 +5,7 @@
 //! Dev-only: nothing in a service depends on this crate at run time.
 
 pub mod ceiling;
+pub mod cluster;
 pub mod corpus;
 pub mod events;
 pub mod fake_irc;

@@ -51,6 +51,11 @@ pub struct Topology {
     pub auto_delete: bool,
     /// Expire the topology's queues after this long unused (tests only).
     pub queue_expires: Option<Duration>,
+    /// Declare the topology's own queues (unrouted, dead-letter) as quorum
+    /// queues, replicated over a cluster; set when a service is given
+    /// several broker addresses. A preference: existing queues keep their
+    /// type.
+    pub replicated: bool,
 }
 
 impl Default for Topology {
@@ -90,6 +95,7 @@ impl Topology {
             dead_letter_queue: format!("{exchange}.dead-letter"),
             auto_delete: false,
             queue_expires: None,
+            replicated: false,
         }
     }
 
@@ -112,6 +118,7 @@ impl Topology {
         let queue = QueueSpec {
             durable: true,
             expires: self.queue_expires,
+            queue_type: self.replicated.then_some("quorum"),
             ..QueueSpec::default()
         };
         d.exchange(

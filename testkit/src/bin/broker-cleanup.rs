@@ -20,9 +20,9 @@ fn ours(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mgmt: Management = testkit::rabbit::management();
+/// Removes what tests left through `mgmt`; returns (queues, exchanges,
+/// policies) removed.
+async fn clean(mgmt: &Management) -> anyhow::Result<[usize; 3]> {
     let vhost = encode(mgmt.vhost());
     let mut removed = [0usize; 3];
     for (i, kind) in ["queues", "exchanges", "policies"].into_iter().enumerate() {
@@ -38,10 +38,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(removed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let removed = clean(&testkit::rabbit::management()).await?;
     println!(
         "broker-cleanup: removed {} queues, {} exchanges, {} policies left by tests",
         removed[0], removed[1], removed[2]
     );
+    // The scale-out drills' cluster, when it runs (its metadata is shared:
+    // one node's API cleans all three).
+    let cluster = Management::for_broker(
+        &testkit::cluster::Cluster::node_url(1),
+        Some("http://127.0.0.1:15680"),
+    )?;
+    if let Ok(removed) = clean(&cluster).await {
+        println!(
+            "broker-cleanup: removed {} queues, {} exchanges, {} policies from the test cluster",
+            removed[0], removed[1], removed[2]
+        );
+    }
     let databases = testkit::pg::drop_leftovers().await;
     println!("broker-cleanup: dropped {databases} PostgreSQL test databases");
     Ok(())
