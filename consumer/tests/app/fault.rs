@@ -9,7 +9,7 @@ use testkit::process::{Echo, ServiceProcess};
 use testkit::rabbit::{self, unique};
 use testkit::{events, within};
 
-use crate::helpers::{count, count_distinct, db};
+use crate::helpers::{StoreProbe, on_both_stores};
 
 /// Starts the consumer binary; returns once it logged its address.
 fn start(exchange: &str, queue: &str, db_url: &str) -> ServiceProcess {
@@ -29,8 +29,11 @@ fn start(exchange: &str, queue: &str, db_url: &str) -> ServiceProcess {
     ServiceProcess::spawn(cmd, "consumer listening", Echo::Keep).expect("the consumer starts")
 }
 
-#[tokio::test]
-async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_twice() {
+on_both_stores!(fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_twice);
+
+async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_twice(
+    backend: &str,
+) {
     testkit::init_logging();
     // The binary declares the named (durable) topology; so does the test,
     // and it deletes it at the end.
@@ -39,7 +42,14 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     let queue = unique("test-crash-q");
     rabbit::declare_consumer_queue(&topology, &queue).await;
     let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("crash.sqlite").display());
+    let pg = match backend {
+        "postgres" => Some(testkit::pg::TestDatabase::create().await),
+        _ => None,
+    };
+    let db_url = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("crash.sqlite").display()),
+    };
 
     const N: i64 = 20_000;
     let conn = rabbit::connect("chatbus-test-crash").await;
@@ -63,26 +73,29 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     for (round, threshold) in [3_000, 8_000, 13_000].into_iter().enumerate() {
         let mut running = start(&exchange, &queue, &db_url);
         if pool.is_none() {
-            // The file exists once the first process opened the store.
-            testkit::eventually(30, "the database file", || async {
-                dir.path().join("crash.sqlite").exists().then_some(())
-            })
-            .await;
-            pool = Some(db(&db_url).await);
+            // The database is there once the first process opened the store.
+            pool = Some(
+                testkit::eventually(30, "the database", || async {
+                    let ready = pg.is_some() || dir.path().join("crash.sqlite").exists();
+                    if !ready {
+                        return None;
+                    }
+                    let probe = StoreProbe::open(&db_url).await;
+                    probe.rows_with_id("").await.map(|_| probe)
+                })
+                .await,
+            );
         }
         let p = pool.as_ref().expect("pool");
         testkit::eventually(60, &format!("{threshold} events stored"), || async {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
-                .fetch_one(p)
-                .await
-                .ok()
-                .filter(|n| *n >= threshold)
+            let n = p.count().await;
+            (n >= threshold).then_some(n)
         })
         .await;
         let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 150 / 255;
         tokio::time::sleep(Duration::from_millis(jitter)).await;
         running.kill().expect("SIGKILL");
-        at_kill = count(p).await;
+        at_kill = p.count().await;
         tracing::info!(round, at_kill, jitter, "killed");
         assert!(at_kill < N, "killed before the end ({at_kill})");
     }
@@ -100,16 +113,11 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         .await
         .unwrap();
     testkit::eventually(120, "the marker is stored after the restart", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
-            .bind(&marker.id)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (n == 1).then_some(())
+        (pool.rows_with_id(&marker.id).await? == 1).then_some(())
     })
     .await;
-    assert_eq!(count(&pool).await, N + 1, "nothing lost, nothing twice");
-    assert_eq!(count_distinct(&pool).await, N + 1);
+    assert_eq!(pool.count().await, N + 1, "nothing lost, nothing twice");
+    assert_eq!(pool.count_distinct().await, N + 1);
     let redelivered =
         testkit::metrics::scrape(&second.addr, "chatbus_consumer_redelivered_total").await;
     assert!(
@@ -147,4 +155,52 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         )
         .await;
     rabbit::delete_topology(&conn, &topology).await;
+    pool.close().await;
+    if let Some(pg) = pg {
+        pg.drop_now().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_postgres_connection_loss_mid_stream_is_retried_without_loss() {
+    // The consumer reaches PostgreSQL through a proxy this test cuts: every
+    // connection drops and new ones are refused for a while, as during a
+    // restart or a failover.
+    let pg = testkit::pg::TestDatabase::create().await;
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let via_proxy = proxy.url(&pg.url);
+    assert_ne!(via_proxy, pg.url, "the test server is on 127.0.0.1:5432");
+    let app = crate::helpers::TestApp::spawn_with_db(via_proxy, |c| {
+        c.consumer_batch_size = 200;
+    })
+    .await;
+    let events: Vec<_> = (0..3_000)
+        .map(|n| crate::helpers::message(["p1", "p2"][n % 2], "u", &format!("pg{n}")))
+        .collect();
+    app.publish(&events[..1_000]).await;
+    app.wait_stored(1_000, 60).await;
+    proxy.cut();
+    // Published while the database is away: they wait in the queue, and
+    // the batch in hand is retried.
+    app.publish(&events[1_000..2_000]).await;
+    let error = testkit::eventually(30, "readyz reporting the store failing", || async {
+        let (_, r) = app.get_json("/readyz").await;
+        (r["store_ok"] == false && r["ready"] == false).then(|| r["last_error"].clone())
+    })
+    .await;
+    assert!(error.is_string(), "it says why: {error}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    app.publish(&events[2_000..]).await;
+    app.wait_stored(3_000, 120).await;
+    let probe = StoreProbe::open(&pg.url).await;
+    assert_eq!(probe.count().await, 3_000, "nothing lost, nothing twice");
+    assert_eq!(probe.count_distinct().await, 3_000);
+    probe.close().await;
+    testkit::eventually(30, "ready again", || async {
+        (app.get_json("/readyz").await.1["ready"] == true).then_some(())
+    })
+    .await;
+    app.stop().await;
+    pg.drop_now().await;
 }

@@ -85,6 +85,17 @@ impl TestApp {
         app
     }
 
+    /// A consumer on the database at `db_url` (created by the caller),
+    /// with `tweak` applied to its config.
+    pub(crate) async fn spawn_with_db(db_url: String, tweak: impl FnOnce(&mut Config)) -> Self {
+        testkit::init_logging();
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let topology = test_topology("consumer");
+        let queue = unique("test-consumer-q");
+        rabbit::declare_consumer_queue(&topology, &queue).await;
+        Self::start(dir, db_url, topology, queue, tweak).await
+    }
+
     /// A consumer on `backend` (`sqlite` or `postgres`).
     pub(crate) async fn spawn_on(backend: &str) -> Self {
         match backend {
@@ -243,6 +254,71 @@ pub(crate) async fn count_distinct(pool: &SqlitePool) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count distinct")
+}
+
+/// A read-only look into a consumer's database, whatever its backend.
+pub(crate) enum StoreProbe {
+    Sqlite(SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl StoreProbe {
+    /// Opens `db_url` (`sqlite://…` read-only, or `postgres://…`).
+    pub(crate) async fn open(db_url: &str) -> Self {
+        if db_url.starts_with("postgres") {
+            Self::Postgres(sqlx::PgPool::connect(db_url).await.expect("open db"))
+        } else {
+            Self::Sqlite(db(db_url).await)
+        }
+    }
+
+    /// Rows stored.
+    pub(crate) async fn count(&self) -> i64 {
+        match self {
+            Self::Sqlite(p) => count(p).await,
+            Self::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(p)
+                .await
+                .expect("count"),
+        }
+    }
+
+    /// Distinct `(platform, event_id)` stored.
+    pub(crate) async fn count_distinct(&self) -> i64 {
+        match self {
+            Self::Sqlite(p) => count_distinct(p).await,
+            Self::Postgres(p) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT c.platform, e.event_id \
+                 FROM events e JOIN channels c ON c.id = e.channel_ref) d",
+            )
+            .fetch_one(p)
+            .await
+            .expect("count distinct"),
+        }
+    }
+
+    /// Rows with event id `id`.
+    pub(crate) async fn rows_with_id(&self, id: &str) -> Option<i64> {
+        match self {
+            Self::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
+                .bind(id)
+                .fetch_one(p)
+                .await
+                .ok(),
+            Self::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(p)
+                .await
+                .ok(),
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
 }
 
 // ------------------------------------------------------------- events ----
