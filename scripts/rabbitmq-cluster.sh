@@ -21,10 +21,16 @@ node() { echo "chatbus$1@localhost"; }
 amqp_port() { echo $((5679 + $1)); }
 mgmt_port() { echo $((15679 + $1)); }
 dist_port() { echo $((25679 + $1)); }
-ctl() { local n=$1; shift; rabbitmqctl -q -n "$(node "$n")" "$@"; }
-running() { ctl "$1" await_startup --timeout 5 >/dev/null 2>&1; }
+# The nodes share their own Erlang cookie, so the script works whatever
+# HOME (and ~/.erlang.cookie) the caller has.
+COOKIE=${CHATBUS_CLUSTER_COOKIE:-chatbus-cluster-cookie}
+ctl() { local n=$1; shift; rabbitmqctl -q --erlang-cookie "$COOKIE" -n "$(node "$n")" "$@"; }
+running() { ctl "$1" await_startup --timeout 2 >/dev/null 2>&1; }
 
-start_node() {
+# Boot node N in the background (no wait). A node that was clustered waits
+# at boot for the peer that stopped last, so every node is launched before
+# any is waited for: starting them one by one would deadlock.
+launch_node() {
   local n=$1 dir="$BASE/node$1"
   if running "$n"; then return 0; fi
   command -v rabbitmq-server >/dev/null || { echo "rabbitmq-server is not installed" >&2; exit 1; }
@@ -42,14 +48,23 @@ CONF
   RABBITMQ_DIST_PORT="$(dist_port "$n")" RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
   RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_MNESIA_BASE="$dir/mnesia" \
   RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/pid" \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-setcookie $COOKIE" \
     rabbitmq-server -detached
-  for _ in $(seq 1 90); do
+}
+
+# Wait until node N has booted; on failure show the end of its log.
+await_node() {
+  local n=$1 dir="$BASE/node$1"
+  for _ in $(seq 1 120); do
     if running "$n"; then return 0; fi
     sleep 1
   done
-  echo "node $(node "$n") did not start; see $dir/log" >&2
+  echo "node $(node "$n") did not start within 120 s; the end of $dir/log:" >&2
+  tail -n 20 "$dir/log/$(node "$n").log" >&2 2>/dev/null || true
   exit 1
 }
+
+start_node() { launch_node "$1"; await_node "$1"; }
 
 clustered() {
   ctl 1 cluster_status --formatter json 2>/dev/null | python3 -c '
@@ -59,7 +74,8 @@ sys.exit(0 if len(s.get("running_nodes", [])) == 3 else 1)'
 }
 
 start() {
-  for n in "${NODES[@]}"; do start_node "$n"; done
+  for n in "${NODES[@]}"; do launch_node "$n"; done
+  for n in "${NODES[@]}"; do await_node "$n"; done
   for n in 2 3; do
     if ! ctl "$n" cluster_status --formatter json 2>/dev/null | grep -q "$(node 1)"; then
       ctl "$n" stop_app
