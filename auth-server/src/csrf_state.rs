@@ -105,7 +105,11 @@ impl PendingStates {
 
     /// Ends the attempt `state` from the browser `browser`: returns its
     /// provider if the state is known, unused, unexpired and this browser's.
-    /// A known state is used up whatever the outcome.
+    ///
+    /// The state is used up when it is accepted or has expired, never by
+    /// a callback from another browser: otherwise anyone who sees the
+    /// callback URL (a shared link, a proxy log) could spoil the real
+    /// browser's attempt by presenting it first.
     ///
     /// # Errors
     /// [`StateError`] saying which check failed.
@@ -115,13 +119,17 @@ impl PendingStates {
         browser: Option<&str>,
     ) -> Result<ProviderKind, StateError> {
         let state = state.filter(|s| !s.is_empty()).ok_or(StateError::Missing)?;
-        let pending = self.lock().remove(state).ok_or(StateError::Unknown)?;
-        if pending.created.elapsed() >= self.ttl {
+        let mut pending = self.lock();
+        let attempt = pending.get(state).ok_or(StateError::Unknown)?;
+        if attempt.created.elapsed() >= self.ttl {
+            pending.remove(state);
             return Err(StateError::Expired);
         }
         match browser {
-            Some(b) if common::http::constant_time_eq(b.as_bytes(), pending.browser.as_bytes()) => {
-                Ok(pending.provider)
+            Some(b) if common::http::constant_time_eq(b.as_bytes(), attempt.browser.as_bytes()) => {
+                let provider = attempt.provider;
+                pending.remove(state);
+                Ok(provider)
             }
             _ => Err(StateError::WrongBrowser),
         }
@@ -188,13 +196,18 @@ mod tests {
             states.finish(Some(&s), Some("browser-b")),
             Err(StateError::WrongBrowser)
         );
-        // Used up by the failed attempt: the right browser cannot use it now.
+        let s2 = states.begin(TWITCH, "browser-a");
+        assert_eq!(
+            states.finish(Some(&s2), None),
+            Err(StateError::WrongBrowser)
+        );
+        // Foreign callbacks did not use the states up: their browser can.
+        assert_eq!(states.finish(Some(&s), Some("browser-a")), Ok(TWITCH));
+        assert_eq!(states.finish(Some(&s2), Some("browser-a")), Ok(TWITCH));
         assert_eq!(
             states.finish(Some(&s), Some("browser-a")),
             Err(StateError::Unknown)
         );
-        let s = states.begin(TWITCH, "browser-a");
-        assert_eq!(states.finish(Some(&s), None), Err(StateError::WrongBrowser));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,12 @@ pub fn encode(s: &str) -> String {
 /// Decodes `%XX` escapes (invalid UTF-8 is replaced); `plus_is_space` for
 /// query strings, not for path segments.
 pub fn decode(s: &str, plus_is_space: bool) -> String {
+    String::from_utf8_lossy(&decode_bytes(s, plus_is_space)).into_owned()
+}
+
+/// Decodes `%XX` escapes into bytes, which need not be UTF-8 (see
+/// [`decode`]); a `%` not followed by two hex digits stays as it is.
+pub fn decode_bytes(s: &str, plus_is_space: bool) -> Vec<u8> {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
@@ -45,7 +51,7 @@ pub fn decode(s: &str, plus_is_space: bool) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -59,5 +65,7 @@ mod tests {
         }
         assert_eq!(decode("a+b", true), "a b");
         assert_eq!(decode("a+b", false), "a+b");
+        assert_eq!(decode_bytes("a%00%FF%zz%4", false), b"a\0\xff%zz%4");
+        assert_eq!(decode("%FF", false), "\u{fffd}");
     }
 }

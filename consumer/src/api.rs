@@ -3,15 +3,17 @@
 //! * `GET /api/channels`: every channel with its counts and newest event.
 //! * `GET /api/events?platform=&channel=&user=&kind=&q=&before=&after=&limit=&order=`:
 //!   a page of events, newest first by default, with a `next` cursor.
-//! * `GET /api/events/{platform}/{id}`: one event.
+//! * `GET /api/events/{platform}/{id}`: one event; both segments are
+//!   percent-decoded (an id may hold `/`, spaces, anything).
 //!
 //! Every answer is JSON; errors are `{"error": code, "message": ...}`.
 
 use std::sync::Arc;
 
 use common::Secret;
-use common::http::{ApiError, bearer_auth};
+use common::http::{ApiError, bearer_auth, percent_decode_path};
 use common::schema::EventKind;
+use common::urlcode;
 use serde::{Deserialize, Serialize};
 use warp::{Filter, Rejection, Reply};
 
@@ -126,6 +128,29 @@ fn store_error(e: StoreError) -> Rejection {
     })
 }
 
+/// Refuses a query string that is not UTF-8 once percent-decoded
+/// (`q=%FF`): 400 `invalid_query`, rather than searching for a
+/// replacement character the client never typed.
+fn utf8_query() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw: String| async move {
+            let valid = raw
+                .split('&')
+                .all(|pair| std::str::from_utf8(&urlcode::decode_bytes(pair, true)).is_ok());
+            if valid {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(ApiError::bad_request(
+                    "invalid_query",
+                    "the query string is not UTF-8 once percent-decoded",
+                )))
+            }
+        })
+        .untuple_one()
+}
+
 /// The `/api` routes, behind the bearer token if one is set.
 pub fn routes(
     store: Arc<dyn Store>,
@@ -146,6 +171,7 @@ pub fn routes(
     let events = api
         .clone()
         .and(warp::path!("events"))
+        .and(utf8_query())
         .and(warp::query::<EventsParams>())
         .and(with_store.clone())
         .and_then(|params: EventsParams, store: Arc<dyn Store>| async move {
@@ -162,6 +188,10 @@ pub fn routes(
         .and(with_store)
         .and_then(
             |platform: String, id: String, store: Arc<dyn Store>| async move {
+                // warp hands path segments over as sent: `%20` is still
+                // `%20`, and an id may hold any character.
+                let platform = percent_decode_path(&platform);
+                let id = percent_decode_path(&id);
                 match store.get(&platform, &id).await.map_err(store_error)? {
                     Some(event) => Ok::<_, Rejection>(warp::reply::json(&event)),
                     None => Err(warp::reject::custom(ApiError::not_found(format!(

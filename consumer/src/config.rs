@@ -69,6 +69,13 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub consumer_batch_wait: Duration,
 
+    /// Largest event body accepted from the bus, in bytes; a larger one is
+    /// dead-lettered.
+    pub consumer_max_event_bytes: usize,
+    /// Largest `text` of an event accepted from the bus, in bytes (UTF-8);
+    /// a longer one is dead-lettered.
+    pub consumer_max_text_bytes: usize,
+
     /// Bearer token required by the REST API and the WebSocket; unset or
     /// empty means open.
     pub consumer_api_token: Option<Secret>,
@@ -98,6 +105,17 @@ pub struct Config {
     /// client whose k subscriptions overlap queues an event once per
     /// matching subscription, so it needs k times the batch size.
     pub consumer_ws_send_queue: usize,
+    /// Bytes of event frames a WebSocket client may have waiting (queued,
+    /// or copied and not yet written to its socket) before it counts as
+    /// too slow and is disconnected. Bounds what a client that stops
+    /// reading costs.
+    pub consumer_ws_send_queue_bytes: usize,
+    /// Most WebSocket connections at once; more are answered 503.
+    pub consumer_ws_max_connections: usize,
+    /// Most WebSocket connections at once from one IP address; more are
+    /// answered 503. Behind a reverse proxy every client has the proxy's
+    /// address: raise it to `consumer_ws_max_connections` there.
+    pub consumer_ws_max_per_address: usize,
     /// Subscriptions one WebSocket connection may hold.
     pub consumer_ws_max_subscriptions: usize,
     /// Largest inbound WebSocket message, in bytes.
@@ -132,13 +150,18 @@ impl Default for Config {
             consumer_prefetch: 2000,
             consumer_batch_size: 1000,
             consumer_batch_wait: Duration::from_millis(20),
+            consumer_max_event_bytes: 256 * 1024,
+            consumer_max_text_bytes: 64 * 1024,
             consumer_api_token: None,
             consumer_moderation_lookback: Duration::from_secs(24 * 3600),
             consumer_retention_max_age: None,
             consumer_retention_max_per_channel: None,
             consumer_retention_interval: Duration::from_secs(600),
             consumer_live_poll_interval: Duration::from_secs(1),
-            consumer_ws_send_queue: 1024,
+            consumer_ws_send_queue: 10_000,
+            consumer_ws_send_queue_bytes: 8 * 1024 * 1024,
+            consumer_ws_max_connections: 10_000,
+            consumer_ws_max_per_address: 100,
             consumer_ws_max_subscriptions: 16,
             consumer_ws_max_frame_bytes: 64 * 1024,
             consumer_ws_ping_interval: Duration::from_secs(20),
@@ -243,6 +266,36 @@ impl ServiceConfig for Config {
             ));
         }
         check_range(
+            "consumer_ws_send_queue_bytes",
+            self.consumer_ws_send_queue_bytes,
+            64 * 1024,
+            1024 * 1024 * 1024,
+        )?;
+        check_range(
+            "consumer_ws_max_connections",
+            self.consumer_ws_max_connections,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "consumer_ws_max_per_address",
+            self.consumer_ws_max_per_address,
+            1,
+            self.consumer_ws_max_connections,
+        )?;
+        check_range(
+            "consumer_max_event_bytes",
+            self.consumer_max_event_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        check_range(
+            "consumer_max_text_bytes",
+            self.consumer_max_text_bytes,
+            1,
+            self.consumer_max_event_bytes,
+        )?;
+        check_range(
             "consumer_ws_max_subscriptions",
             self.consumer_ws_max_subscriptions,
             1,
@@ -335,6 +388,22 @@ mod tests {
             ("CONSUMER_BATCH_WAIT", "0s", "CONSUMER_BATCH_WAIT"),
             ("CONSUMER_HTTP_ADDR", "localhost", "CONSUMER_HTTP_ADDR"),
             ("CONSUMER_WS_SEND_QUEUE", "10", "CONSUMER_WS_SEND_QUEUE"),
+            (
+                "CONSUMER_WS_SEND_QUEUE_BYTES",
+                "1000",
+                "CONSUMER_WS_SEND_QUEUE_BYTES",
+            ),
+            (
+                "CONSUMER_WS_MAX_PER_ADDRESS",
+                "20000",
+                "CONSUMER_WS_MAX_PER_ADDRESS",
+            ),
+            ("CONSUMER_MAX_EVENT_BYTES", "10", "CONSUMER_MAX_EVENT_BYTES"),
+            (
+                "CONSUMER_MAX_TEXT_BYTES",
+                "300000",
+                "CONSUMER_MAX_TEXT_BYTES",
+            ),
             ("CHAT_EXCHANGE", "", "CHAT_EXCHANGE"),
         ] {
             let err = load(&[(key, value)]).unwrap_err();

@@ -1,10 +1,15 @@
 //! The live hub: fans every committed event out to the live subscriptions
 //! whose [`Selector`] matches.
 //!
-//! * Each client (WebSocket connection) has **one queue, bounded in
-//!   events** ([`ClientLink`]). Publishing never waits for a client, so a
-//!   slow client cannot slow the others or the AMQP consumer.
-//! * A client whose queue is full is **kicked**: it stops receiving and its
+//! * Each client (WebSocket connection) has **one queue, bounded in events
+//!   and in bytes** ([`ClientLink`]). Publishing never waits for a client,
+//!   so a slow client cannot slow the others or the AMQP consumer.
+//! * The byte bound is the client's *backlog*: the estimated frame bytes
+//!   of every event queued for it and not yet written to its socket
+//!   (queued, or copied into its session's write buffer). The hub adds a
+//!   batch's bytes when it queues it; the session subtracts them once
+//!   written, or when it drops them.
+//! * A client over either bound is **kicked**: it stops receiving and its
 //!   session closes the socket with a reason that says which cursor to
 //!   resume from.
 //! * Subscriptions with equal selectors share one match per event, so
@@ -19,16 +24,21 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 
+use common::schema::EventKind;
+
 use crate::selector::Selector;
 use crate::store::{Cursor, StoredEvent};
 use crate::ws::frame;
 
-/// A committed event ready to send: the stored event plus its encoded
-/// frame, shared by every client.
+/// A committed event ready to send: what the hub matches on plus its
+/// encoded frame, shared by every client. The event's JSON is kept only
+/// inside the frame (not also as a [`StoredEvent`]): queued events are
+/// what a client that falls behind holds on to.
 #[derive(Debug)]
 pub struct LiveEvent {
-    /// The event.
-    pub stored: StoredEvent,
+    cursor: Cursor,
+    kind: EventKind,
+    routing_key: String,
     /// `"cursor":…,"moderation":…,"event":…}`: everything of an event frame
     /// after the subscription id.
     tail: String,
@@ -40,13 +50,20 @@ pub struct LiveEvent {
     shared: OnceLock<(String, Box<[u8]>)>,
 }
 
+/// What an event frame costs beyond its tail: the header (at most 10
+/// bytes) and the prefix `{"type":"event","sub":"<id>",` (23 bytes plus
+/// the id, usually a few bytes).
+const FRAME_OVERHEAD: usize = 64;
+
 impl LiveEvent {
     /// Encodes `stored` once.
     pub fn new(stored: StoredEvent) -> Arc<Self> {
         let mut tail = String::with_capacity(stored.event.get().len() + 64);
         push_tail(&mut tail, &stored);
         Arc::new(Self {
-            stored,
+            cursor: stored.cursor,
+            kind: stored.kind,
+            routing_key: stored.routing_key,
             tail,
             shared: OnceLock::new(),
         })
@@ -63,7 +80,23 @@ impl LiveEvent {
 
     /// Its cursor.
     pub fn cursor(&self) -> Cursor {
-        self.stored.cursor
+        self.cursor
+    }
+
+    /// Its routing key, `chat.<platform>.<channel>`.
+    pub fn routing_key(&self) -> &str {
+        &self.routing_key
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The estimated size of its frame for one subscription, in bytes:
+    /// what it adds to a client's backlog.
+    pub fn frame_bytes(&self) -> usize {
+        self.tail.len() + FRAME_OVERHEAD
     }
 
     /// Appends the WebSocket frame of this event for one subscription to
@@ -110,33 +143,48 @@ pub enum Outgoing {
     Kicked,
 }
 
-/// The hub's side of one client: its queue and its kick switch.
+/// The hub's side of one client: its queue, its backlog and its kick
+/// switch.
 ///
 /// The queue is bounded in events, not in items: each published batch is
 /// one item per subscription, and the link counts the events queued in
-/// it. The hub never waits on it: a client whose count would pass the
-/// capacity is kicked instead.
+/// it. It is also bounded in bytes: the link counts the estimated frame
+/// bytes of the client's backlog (queued, or taken by the session and not
+/// yet written). The hub never waits on it: a client that would pass
+/// either capacity is kicked instead. A client with no backlog at all
+/// always takes the next batch, however large: a batch bigger than the
+/// byte capacity must not kick every client, and a client that keeps up
+/// has written its last one.
 #[derive(Debug)]
 pub struct ClientLink {
     tx: mpsc::UnboundedSender<Outgoing>,
     /// Events in the queue, counted up by the hub and down by the session.
     queued: AtomicUsize,
     capacity: usize,
+    /// Estimated bytes of the backlog, counted up by the hub and down by
+    /// the session once written or dropped.
+    backlog: AtomicUsize,
+    byte_capacity: usize,
     /// Checked by the hub for every batch and by the session for every
     /// write.
     kicked: AtomicBool,
 }
 
 impl ClientLink {
-    /// A link with a queue of `capacity` events; the receiver goes to the
-    /// client's session.
-    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+    /// A link with a queue of `capacity` events and a backlog of
+    /// `byte_capacity` bytes; the receiver goes to the client's session.
+    pub fn new(
+        capacity: usize,
+        byte_capacity: usize,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
                 tx,
                 queued: AtomicUsize::new(0),
                 capacity: capacity.max(1),
+                backlog: AtomicUsize::new(0),
+                byte_capacity: byte_capacity.max(1),
                 kicked: AtomicBool::new(false),
             }),
             rx,
@@ -153,6 +201,20 @@ impl ClientLink {
         self.queued.fetch_sub(events, Ordering::Relaxed);
     }
 
+    /// The session wrote `bytes` of the backlog to the socket, or dropped
+    /// them (unsubscribed, duplicates, held back while history is sent).
+    pub fn released(&self, bytes: usize) {
+        if bytes > 0 {
+            self.backlog.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Estimated bytes queued for the client or copied and not yet
+    /// written.
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     fn kick(&self) {
         if !self.kicked.swap(true, Ordering::Relaxed) {
             let _ = self.tx.send(Outgoing::Kicked);
@@ -160,14 +222,17 @@ impl ClientLink {
         }
     }
 
-    /// Queues `events` for `slot`, or kicks the client if they do not fit.
-    /// Returns how many were queued.
-    fn offer(&self, slot: u32, events: &Arc<[Arc<LiveEvent>]>) -> usize {
+    /// Queues `events` (`bytes` of frames, estimated) for `slot`, or
+    /// kicks the client if they do not fit. Returns how many were queued.
+    fn offer(&self, slot: u32, events: &Arc<[Arc<LiveEvent>]>, bytes: usize) -> usize {
         if self.is_kicked() {
             return 0;
         }
         let n = events.len();
-        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.capacity {
+        let over_events = self.queued.fetch_add(n, Ordering::Relaxed) + n > self.capacity;
+        let backlog = self.backlog.fetch_add(bytes, Ordering::Relaxed);
+        let over_bytes = backlog > 0 && backlog + bytes > self.byte_capacity;
+        if over_events || over_bytes {
             self.kick();
             return 0;
         }
@@ -298,19 +363,20 @@ impl Hub {
             for (selector, members) in &state.groups {
                 let matching: Arc<[Arc<LiveEvent>]> = events
                     .iter()
-                    .filter(|e| selector.matches(&e.stored.routing_key, e.stored.kind))
+                    .filter(|e| selector.matches(&e.routing_key, e.kind))
                     .cloned()
                     .collect();
                 if matching.is_empty() {
                     continue;
                 }
+                let bytes = matching.iter().map(|e| e.frame_bytes()).sum();
                 for member in members.values() {
-                    delivered += member.client.offer(member.slot, &matching);
+                    delivered += member.client.offer(member.slot, &matching, bytes);
                 }
             }
         }
         self.last.store(
-            u64::try_from(last.stored.cursor.get()).unwrap_or(0),
+            u64::try_from(last.cursor.get()).unwrap_or(0),
             Ordering::Relaxed,
         );
         metrics::counter!("chatbus_consumer_live_events_total").increment(events.len() as u64);
@@ -391,10 +457,20 @@ mod tests {
 
     #[test]
     fn a_history_frame_is_the_live_frame_without_the_cache() {
-        let e = event(9, "a", EventKind::Message);
+        let stored = StoredEvent {
+            cursor: Cursor::new(9).unwrap(),
+            moderation: None,
+            event: RawValue::from_string("{\"n\":9}".into()).unwrap(),
+            platform: "twitch".into(),
+            channel: "a".into(),
+            id: "9".into(),
+            kind: EventKind::Message,
+            routing_key: common::routing::routing_key("twitch", "a"),
+        };
+        let e = LiveEvent::new(stored.clone());
         let prefix = "{\"type\":\"event\",\"sub\":\"h\",";
         let mut history = Vec::new();
-        LiveEvent::write_history_frame(&e.stored, prefix, &mut history);
+        LiveEvent::write_history_frame(&stored, prefix, &mut history);
         let mut live = Vec::new();
         e.write_frame(prefix, &mut live);
         assert_eq!(history, live);
@@ -403,8 +479,8 @@ mod tests {
     #[tokio::test]
     async fn matching_subscriptions_receive_in_order_and_others_nothing() {
         let hub = Hub::new();
-        let (a, mut rx_a) = ClientLink::new(10);
-        let (b, mut rx_b) = ClientLink::new(10);
+        let (a, mut rx_a) = ClientLink::new(10, usize::MAX);
+        let (b, mut rx_b) = ClientLink::new(10, usize::MAX);
         let _ra = hub.register(selector("chat.twitch.a"), 0, a);
         let _rb = hub.register(selector("chat.twitch.b"), 3, b);
         for n in 1..=4 {
@@ -418,8 +494,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_kicks_only_that_client_and_never_blocks() {
         let hub = Hub::new();
-        let (slow, mut rx_slow) = ClientLink::new(2);
-        let (fast, mut rx_fast) = ClientLink::new(100);
+        let (slow, mut rx_slow) = ClientLink::new(2, usize::MAX);
+        let (fast, mut rx_fast) = ClientLink::new(100, usize::MAX);
         let _r1 = hub.register(selector("chat.#"), 0, slow.clone());
         let _r2 = hub.register(selector("chat.#"), 0, fast.clone());
         for n in 1..=50 {
@@ -435,7 +511,7 @@ mod tests {
     #[tokio::test]
     async fn taking_events_makes_room_in_the_queue() {
         let hub = Hub::new();
-        let (client, mut rx) = ClientLink::new(3);
+        let (client, mut rx) = ClientLink::new(3, usize::MAX);
         let _r = hub.register(selector("chat.#"), 0, client.clone());
         for round in 0..10 {
             let batch: Vec<_> = (1..=3)
@@ -458,8 +534,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_arrives_in_order_for_every_client() {
         let hub = Hub::new();
-        let (a, mut rx_a) = ClientLink::new(10);
-        let (b, mut rx_b) = ClientLink::new(10);
+        let (a, mut rx_a) = ClientLink::new(10, usize::MAX);
+        let (b, mut rx_b) = ClientLink::new(10, usize::MAX);
         let _ra = hub.register(selector("chat.twitch.a"), 0, a);
         let _rb = hub.register(selector("chat.#"), 1, b);
         let batch: Vec<_> = (1..=4)
@@ -477,10 +553,111 @@ mod tests {
         assert_eq!(hub.last_published(), Cursor::new(4));
     }
 
+    /// An event whose frame is about `size` bytes.
+    fn sized(cursor: i64, size: usize) -> Arc<LiveEvent> {
+        LiveEvent::new(StoredEvent {
+            cursor: Cursor::new(cursor).unwrap(),
+            moderation: None,
+            event: RawValue::from_string(format!("{{\"t\":\"{}\"}}", "x".repeat(size))).unwrap(),
+            platform: "twitch".into(),
+            channel: "a".into(),
+            id: cursor.to_string(),
+            kind: EventKind::Message,
+            routing_key: common::routing::routing_key("twitch", "a"),
+        })
+    }
+
+    #[test]
+    fn frame_bytes_estimate_the_frame_from_above() {
+        for size in [0, 10, 1000, 70_000] {
+            let e = sized(123_456, size);
+            let mut out = Vec::new();
+            e.write_frame("{\"type\":\"event\",\"sub\":\"chat\",", &mut out);
+            assert!(e.frame_bytes() >= out.len(), "{size}");
+            assert!(e.frame_bytes() <= out.len() + FRAME_OVERHEAD, "{size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_bytes_queued_until_released() {
+        let hub = Hub::new();
+        let (client, mut rx) = ClientLink::new(1000, 10_000);
+        let _r = hub.register(selector("chat.#"), 0, client.clone());
+        let e = sized(1, 1000);
+        let bytes = e.frame_bytes();
+        hub.publish(&e);
+        assert_eq!(client.backlog_bytes(), bytes);
+        // Taken out of the queue but not yet written: still backlog.
+        let got = drain(&mut rx);
+        client.taken(got.len());
+        assert_eq!(client.backlog_bytes(), bytes);
+        client.released(bytes);
+        assert_eq!(client.backlog_bytes(), 0);
+        // A batch is counted once per subscription it reaches.
+        let _r2 = hub.register(selector("chat.twitch.*"), 1, client.clone());
+        let batch = [sized(2, 100), sized(3, 200)];
+        hub.publish_all(&batch);
+        let one: usize = batch.iter().map(|e| e.frame_bytes()).sum();
+        assert_eq!(client.backlog_bytes(), 2 * one);
+        assert!(!client.is_kicked());
+    }
+
+    #[tokio::test]
+    async fn a_backlog_over_the_byte_capacity_kicks_only_that_client() {
+        let hub = Hub::new();
+        // Room for about four 1 KB frames.
+        let (slow, mut rx_slow) = ClientLink::new(1000, 4500);
+        let (fast, mut rx_fast) = ClientLink::new(1000, 4500);
+        let _r1 = hub.register(selector("chat.#"), 0, slow.clone());
+        let _r2 = hub.register(selector("chat.#"), 0, fast.clone());
+        for n in 1..=20 {
+            let e = sized(n, 1000);
+            hub.publish(&e);
+            // The fast client writes everything at once.
+            let got = drain(&mut rx_fast);
+            fast.taken(got.len());
+            fast.released(got.len() * e.frame_bytes());
+        }
+        assert!(slow.is_kicked());
+        assert!(!fast.is_kicked());
+        assert_eq!(fast.backlog_bytes(), 0);
+        // Four fitted, the fifth kicked it, and nothing came after.
+        let got = drain(&mut rx_slow);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(
+            got[..4],
+            [Some((0, 1)), Some((0, 2)), Some((0, 3)), Some((0, 4))]
+        );
+        assert_eq!(got[4], None);
+    }
+
+    #[tokio::test]
+    async fn releasing_bytes_makes_room_and_an_empty_backlog_takes_any_batch() {
+        let hub = Hub::new();
+        let (client, mut rx) = ClientLink::new(100_000, 10_000);
+        let _r = hub.register(selector("chat.#"), 0, client.clone());
+        // A batch of about 50 KB, five times the capacity: the backlog was
+        // empty, so it is taken.
+        let big: Vec<_> = (1..=50).map(|n| sized(n, 1000)).collect();
+        assert_eq!(hub.publish_all(&big), 50);
+        assert!(!client.is_kicked());
+        let bytes: usize = big.iter().map(|e| e.frame_bytes()).sum();
+        assert_eq!(client.backlog_bytes(), bytes);
+        client.taken(drain(&mut rx).len());
+        // Written: the next one fits again.
+        client.released(bytes);
+        hub.publish(&sized(51, 1000));
+        assert!(!client.is_kicked());
+        // Not written: a second large batch on top of a backlog kicks.
+        let more: Vec<_> = (52..=70).map(|n| sized(n, 1000)).collect();
+        assert_eq!(hub.publish_all(&more), 0);
+        assert!(client.is_kicked());
+    }
+
     #[test]
     fn dropping_a_registration_unsubscribes() {
         let hub = Hub::new();
-        let (c, _rx) = ClientLink::new(10);
+        let (c, _rx) = ClientLink::new(10, usize::MAX);
         let r1 = hub.register(selector("chat.#"), 0, c.clone());
         let r2 = hub.register(selector("chat.#"), 1, c);
         assert_eq!(hub.subscriptions(), 2);

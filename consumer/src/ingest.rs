@@ -17,10 +17,13 @@
 //!   redelivery, and the store ignores what it already has, so nothing is
 //!   lost and nothing is stored twice.
 //! * **Poison.** Undecodable payloads are dead-lettered by the
-//!   `Subscriber` itself. An event the store refuses (not a transient
-//!   error: those are retried) is isolated by writing the batch one event
-//!   at a time, and only the refused one is dead-lettered, with the
-//!   store's reason. The stream keeps going.
+//!   `Subscriber` itself. An event that decodes but breaks the envelope
+//!   rules ([`check_envelope`]: too large, a platform not in lowercase, a
+//!   platform or channel its routing key contradicts) is dead-lettered
+//!   with the reason and never stored. An event the store refuses (not a
+//!   transient error: those are retried) is isolated by writing the batch
+//!   one event at a time, and only the refused one is dead-lettered, with
+//!   the store's reason. The stream keeps going.
 //! * **Never cancelled half-way.** One task owns the `Subscriber` and only
 //!   stops at shutdown, so a dead-lettering in progress is never cut off;
 //!   the batcher reads a channel, which is safe to time out.
@@ -65,8 +68,73 @@ pub struct IngestSettings {
     pub batch_size: usize,
     /// Longest a batch waits to fill.
     pub batch_wait: Duration,
+    /// What an event may weigh.
+    pub limits: EventLimits,
     /// This instance's id (connection name, announcements).
     pub instance: String,
+}
+
+/// Size limits of the events accepted from the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Largest body, bytes.
+    pub max_event_bytes: usize,
+    /// Largest `text`, bytes (UTF-8).
+    pub max_text_bytes: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 256 * 1024,
+            max_text_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a decoded event is refused, or `None` if it may be stored: the
+/// body is within `limits`, the platform is a lowercase identifier
+/// (`[a-z0-9_-]+`, as routing keys and the store's `(platform, id)` key
+/// expect: `TWITCH` would be another platform), and the routing key is the
+/// one its platform and channel give (`routing_key(platform, channel)`),
+/// so a subscription to one channel never receives another's events.
+pub fn check_envelope(
+    event: &common::ChatEvent,
+    body_len: usize,
+    routing_key: &str,
+    limits: &EventLimits,
+) -> Option<String> {
+    if body_len > limits.max_event_bytes {
+        return Some(format!(
+            "the event is {body_len} bytes, over CONSUMER_MAX_EVENT_BYTES ({})",
+            limits.max_event_bytes
+        ));
+    }
+    let text = event.text.as_deref().map_or(0, str::len);
+    if text > limits.max_text_bytes {
+        return Some(format!(
+            "its text is {text} bytes, over CONSUMER_MAX_TEXT_BYTES ({})",
+            limits.max_text_bytes
+        ));
+    }
+    let valid_platform = event
+        .platform
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid_platform {
+        return Some(format!(
+            "platform {:?} is not a lowercase identifier ([a-z0-9_-]+)",
+            event.platform
+        ));
+    }
+    let expected = common::routing::routing_key(&event.platform, &event.channel);
+    if routing_key != expected {
+        return Some(format!(
+            "routing key `{routing_key}` contradicts the event's platform and channel, \
+             whose key is `{expected}`"
+        ));
+    }
+    None
 }
 
 /// Whether ingest can consume and store, for `/readyz`.
@@ -342,6 +410,15 @@ impl Ingest {
         let mut events = Vec::with_capacity(batch.len());
         let mut positions = Vec::with_capacity(batch.len());
         for (i, d) in batch.iter().enumerate() {
+            if let Some(reason) = check_envelope(
+                &d.event,
+                d.body().len(),
+                &d.routing_key,
+                &self.settings.limits,
+            ) {
+                refused.push((i, reason));
+                continue;
+            }
             match std::str::from_utf8(d.body()) {
                 Ok(json) => {
                     events.push(NewEvent::new(&d.event, json));
@@ -358,11 +435,13 @@ impl Ingest {
             // the broker redelivers it to whoever consumes next.
             None => return Ok(()),
         };
-        refused.extend(
-            store_refused
-                .into_iter()
-                .map(|(i, reason)| (positions[i], reason)),
-        );
+        refused.extend(store_refused.into_iter().map(|(i, reason)| {
+            (
+                positions[i],
+                format!("the store refused the event: {reason}"),
+            )
+        }));
+        refused.sort_unstable_by_key(|(i, _)| *i);
         let stored: usize = outcomes.iter().map(|o| o.stored.len()).sum();
         let duplicates: usize = outcomes.iter().map(|o| o.duplicates).sum();
         let moderated: u64 = outcomes.iter().map(|o| o.moderated).sum();
@@ -392,11 +471,10 @@ impl Ingest {
             return Ok(());
         }
         for (i, reason) in &refused {
-            let reason = format!("the store refused the event: {reason}");
             // Bounded by common::amqp::ACK_TIMEOUT: a broker that went away
             // without closing the connection ends the session, not ingest.
             batch[*i]
-                .dead_letter(&reason)
+                .dead_letter(reason)
                 .await
                 .context("dead-lettering a refused event")?;
             metrics::counter!("chatbus_consumer_dead_lettered_total").increment(1);
@@ -511,4 +589,64 @@ async fn pull(
         }
     }
     subscriber
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::ChatEvent;
+    use common::routing::routing_key;
+    use common::schema::{EventBody, MessageDetails};
+
+    fn event(platform: &str, channel: &str, text: &str) -> ChatEvent {
+        let now = chrono::Utc::now();
+        let mut e = ChatEvent::new(
+            "x",
+            platform,
+            channel,
+            now,
+            now,
+            EventBody::Message(MessageDetails::default()),
+        );
+        e.text = Some(text.into());
+        e
+    }
+
+    #[test]
+    fn envelopes_are_checked_against_size_platform_and_routing_key() {
+        let limits = EventLimits {
+            max_event_bytes: 1000,
+            max_text_bytes: 100,
+        };
+        let ok = event("twitch", "chan", "hi");
+        let key = routing_key("twitch", "chan");
+        assert_eq!(check_envelope(&ok, 500, &key, &limits), None);
+        let why = check_envelope(&ok, 1001, &key, &limits).unwrap();
+        assert!(
+            why.contains("1001 bytes") && why.contains("CONSUMER_MAX_EVENT_BYTES"),
+            "{why}"
+        );
+        let long = event("twitch", "chan", &"é".repeat(51));
+        let why = check_envelope(&long, 500, &key, &limits).unwrap();
+        assert!(why.contains("text is 102 bytes"), "{why}");
+        for platform in ["TWITCH", "Twitch", "twitch.tv", "tw itch", "twïtch"] {
+            let e = event(platform, "chan", "hi");
+            let why = check_envelope(&e, 500, &routing_key(platform, "chan"), &limits).unwrap();
+            assert!(why.contains("lowercase"), "{platform}: {why}");
+        }
+        assert_eq!(
+            check_envelope(
+                &event("you_tube-2", "c", "x"),
+                10,
+                &routing_key("you_tube-2", "c"),
+                &limits
+            ),
+            None
+        );
+        let why = check_envelope(&ok, 500, "chat.twitch.other", &limits).unwrap();
+        assert!(
+            why.contains("chat.twitch.other") && why.contains("chat.twitch.chan"),
+            "{why}"
+        );
+    }
 }

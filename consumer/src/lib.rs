@@ -155,6 +155,10 @@ pub async fn run_with_topology(
                     prefetch: config.consumer_prefetch,
                     batch_size: config.consumer_batch_size,
                     batch_wait: config.consumer_batch_wait,
+                    limits: ingest::EventLimits {
+                        max_event_bytes: config.consumer_max_event_bytes,
+                        max_text_bytes: config.consumer_max_text_bytes,
+                    },
                     instance: instance.clone(),
                 },
                 store.clone(),
@@ -181,6 +185,7 @@ pub async fn run_with_topology(
         ));
     }
 
+    ws::admission::prepare_open_file_limit(config.consumer_ws_max_connections);
     let token = config.api_token();
     let ws = ws::route(
         Arc::new(WsContext {
@@ -188,6 +193,7 @@ pub async fn run_with_topology(
             hub,
             settings: WsSettings {
                 send_queue: config.consumer_ws_send_queue,
+                send_queue_bytes: config.consumer_ws_send_queue_bytes,
                 max_subscriptions: config.consumer_ws_max_subscriptions,
                 max_frame_bytes: config.consumer_ws_max_frame_bytes,
                 ping_interval: config.consumer_ws_ping_interval,
@@ -195,6 +201,10 @@ pub async fn run_with_topology(
                 max_history: config.consumer_ws_max_history,
             },
             shutdown: shutdown.clone(),
+            admission: ws::admission::Admission::new(
+                config.consumer_ws_max_connections,
+                config.consumer_ws_max_per_address,
+            ),
         }),
         token.clone(),
     );

@@ -160,7 +160,7 @@ async fn an_expired_state_is_400_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_state_from_another_browser_is_400_and_writes_nothing() {
+async fn a_state_from_another_browser_is_400_writes_nothing_and_does_not_burn_the_state() {
     let server = start().await;
     let victim = manual_browser();
     let callback = callback_url(&victim, &server).await;
@@ -172,17 +172,19 @@ async fn a_state_from_another_browser_is_400_and_writes_nothing() {
     }] {
         let (status, body) = get(&attacker, &callback).await;
         assert_eq!(status, 400);
-        assert!(
-            body.contains("data-error=\"state_browser_mismatch\"")
-                || body.contains("data-error=\"unknown_state\""),
-            "{body}"
-        );
+        assert_refused(&server, status, &body, "state_browser_mismatch").await;
     }
-    assert!(!server.store_exists());
-    // The state was used up by the first refusal: the victim starts again.
-    let (status, _) = get(&victim, &callback).await;
+    assert_eq!(server.fake.stats().code_grants, 0, "no code was exchanged");
+    // The foreign callbacks did not use the state up: the real browser's
+    // callback still succeeds, once.
+    let (status, body) = get(&victim, &callback).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("data-outcome=\"stored\""), "{body}");
+    assert!(server.file().accounts.contains_key("twitch:chatbus_bot"));
+    assert_eq!(server.fake.stats().code_grants, 1);
+    let (status, body) = get(&victim, &callback).await;
     assert_eq!(status, 400);
-    assert!(!server.store_exists());
+    assert!(body.contains("data-error=\"unknown_state\""), "{body}");
     server.stop().await;
 }
 

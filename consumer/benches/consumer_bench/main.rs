@@ -6,6 +6,8 @@
 //! cargo bench -p consumer --bench consumer_bench -- store --events 500000
 //! # WebSocket fan-out: N clients on one channel, events at a fixed rate
 //! cargo bench -p consumer --bench consumer_bench -- fanout --clients 1000 --rate 100 --seconds 30
+//! # slow clients: N clients that never read while M events of ~4 KB flow
+//! cargo bench -p consumer --bench consumer_bench -- slow --clients 200 --events 15000 --size 4000
 //! ```
 //!
 //! `store` first writes the events into the store alone (`write_batch`,
@@ -16,7 +18,11 @@
 //! `fanout` runs the consumer binary as a child process (so its memory can
 //! be measured on its own), connects the clients from this process,
 //! publishes at the given rate with the publish time in each message, and
-//! measures publish-to-client latency.
+//! measures publish-to-client latency. `slow` runs the binary the same
+//! way, connects clients that subscribe and then stop reading, publishes
+//! as fast as the broker confirms, and reports the consumer's peak memory
+//! (VmHWM) and open file descriptors, then lets the clients read and counts
+//! how many were closed with 4000.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -80,6 +86,23 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
         client: ClientKind,
     },
+    /// Slow clients: clients that never read while events flow; the
+    /// consumer's peak memory and descriptors.
+    Slow {
+        /// WebSocket clients that subscribe and then stop reading.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Events published to their channel.
+        #[arg(long, default_value_t = 15_000)]
+        events: usize,
+        /// Bytes of text per event.
+        #[arg(long, default_value_t = 4000)]
+        size: usize,
+        /// CONSUMER_WS_SEND_QUEUE_BYTES of the consumer (unset: its
+        /// default).
+        #[arg(long)]
+        send_queue_bytes: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +127,12 @@ fn main() -> anyhow::Result<()> {
                 batch_wait,
                 client,
             } => fanout(clients, rate, seconds, &batch_wait, client).await,
+            Bench::Slow {
+                clients,
+                events,
+                size,
+                send_queue_bytes,
+            } => slow(clients, events, size, send_queue_bytes).await,
         }
     })
 }
@@ -453,6 +482,7 @@ async fn fanout(
         .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
         .env("CONSUMER_BATCH_WAIT", batch_wait)
         .env("RUST_LOG", "warn,consumer=info");
+    allow_connections(&mut cmd, clients);
     let mut consumer = ServiceProcess::spawn(cmd, "consumer listening", Echo::Print("consumer"))?;
     let pid = consumer.id();
     let addr = consumer.addr.clone();
@@ -569,6 +599,188 @@ async fn fanout(
         100.0 * cpu / window.as_secs_f64(),
         own_cpu,
         100.0 * own_cpu / window.as_secs_f64()
+    );
+
+    consumer.terminate(30).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    ch.exchange_delete(
+        consumer::commit_signal::exchange_for(&queue)
+            .as_str()
+            .into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await?;
+    rabbit::delete_topology(&conn, &topology).await;
+    common::amqp::close_channel(&ch, "bench over").await;
+    publisher.close().await;
+    common::amqp::close(&conn, "bench over").await;
+    Ok(())
+}
+
+/// Lets `clients` connections in, all from this one address.
+fn allow_connections(cmd: &mut Command, clients: usize) {
+    let total = clients.max(10_000).to_string();
+    cmd.env("CONSUMER_WS_MAX_CONNECTIONS", &total)
+        .env("CONSUMER_WS_MAX_PER_ADDRESS", &total);
+}
+
+/// Open file descriptors of `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+async fn slow(
+    clients: usize,
+    n: usize,
+    size: usize,
+    send_queue_bytes: Option<usize>,
+) -> anyhow::Result<()> {
+    let exchange = unique("bench-slow");
+    let topology = Topology::named(&exchange);
+    let queue = unique("bench-slow-q");
+    rabbit::declare_consumer_queue(&topology, &queue).await;
+    let dir = tempfile::tempdir()?;
+    let db_url = format!("sqlite://{}", dir.path().join("slow.sqlite").display());
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+    cmd.env_clear()
+        .current_dir(dir.path())
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", &exchange)
+        .env("CONSUMER_QUEUE", &queue)
+        .env("DATABASE_URL", &db_url)
+        .env("CONSUMER_HTTP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn,consumer=info");
+    allow_connections(&mut cmd, clients);
+    if let Some(bytes) = send_queue_bytes {
+        cmd.env("CONSUMER_WS_SEND_QUEUE_BYTES", bytes.to_string());
+    }
+    let mut consumer = ServiceProcess::spawn(cmd, "consumer listening", Echo::Print("consumer"))?;
+    let pid = consumer.id();
+    let addr = consumer.addr.clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_idle, files_idle) = (rss(pid)?, open_files(pid));
+
+    let path = "/ws?sub=b&patterns=chat.twitch.slow";
+    let mut sockets = Vec::with_capacity(clients);
+    for wave in 0..clients.div_ceil(250) {
+        let count = 250.min(clients - wave * 250);
+        let batch = futures::future::join_all(
+            (0..count).map(|_| BenchClient::connect(ClientKind::Raw, &addr, path)),
+        )
+        .await;
+        for socket in batch {
+            sockets.push(socket?);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_connected, files_connected) = (rss(pid)?, open_files(pid));
+    println!("{clients} clients connected and subscribed; from now on they do not read");
+
+    // Publish as fast as the broker confirms; sample the descriptors
+    // meanwhile.
+    let conn = rabbit::connect("chatbus-bench-publisher").await;
+    let publisher = Publisher::open(&conn, &topology, "chatbus-bench").await?;
+    let text = "x".repeat(size);
+    let started = Instant::now();
+    let mut files_peak = files_connected;
+    let mut bytes = 0;
+    for chunk in 0..n.div_ceil(1000) {
+        let count = 1000.min(n - chunk * 1000);
+        let messages: Vec<_> = (0..count)
+            .map(|i| {
+                let mut event = events::message("twitch", "slow", chunk * 1000 + i);
+                // "bench <µs> ": what `ClientResult::record` counts.
+                event.text = Some(format!("bench {} {text}", now_micros()));
+                OutgoingMessage::from_event(&event)
+            })
+            .collect::<Result<_, _>>()?;
+        bytes += messages.iter().map(|m| m.body.len()).sum::<usize>();
+        publisher.publish_all(&messages, 1024).await?;
+        files_peak = files_peak.max(open_files(pid));
+    }
+    let published = started.elapsed();
+    // Until every event is stored and published to the hub.
+    let metrics_url = addr.clone();
+    loop {
+        files_peak = files_peak.max(open_files(pid));
+        let stored =
+            testkit::metrics::scrape(&metrics_url, "chatbus_consumer_live_events_total").await;
+        if stored >= n as f64 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("only {stored} of {n} events reached the hub");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let through = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    files_peak = files_peak.max(open_files(pid));
+    let lagged = testkit::metrics::scrape(&metrics_url, "chatbus_consumer_ws_lagged_total").await;
+    let (peak_mib, _) = testkit::metrics::process_stats(pid);
+    let rss_end = rss(pid)?;
+
+    // Now the clients read: what the socket buffers hold, then a close.
+    let read_started = Instant::now();
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(socket.receive(n, Duration::from_secs(60))))
+        .collect();
+    let mut results = Vec::with_capacity(clients);
+    for reader in readers {
+        results.push(reader.await?);
+    }
+    let read_for = read_started.elapsed();
+    let closed_4000 = results.iter().filter(|r| r.closed == Some(4000)).count();
+    let closed_other = results
+        .iter()
+        .filter(|r| r.closed.is_some_and(|c| c != 4000))
+        .count();
+    let got_all = results.iter().filter(|r| r.latencies_us.len() == n).count();
+    let mut read: Vec<usize> = results.iter().map(|r| r.latencies_us.len()).collect();
+    read.sort_unstable();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_after, files_after) = (rss(pid)?, open_files(pid));
+
+    println!(
+        "slow: {clients} clients that do not read, {n} events of {:.0} bytes ({:.0} MB) \
+         published in {:.1} s, all through the hub after {:.1} s, \
+         CONSUMER_WS_SEND_QUEUE_BYTES={}",
+        bytes as f64 / n as f64,
+        bytes as f64 / 1e6,
+        published.as_secs_f64(),
+        through.as_secs_f64(),
+        send_queue_bytes.map_or_else(|| "default".to_owned(), |b| b.to_string())
+    );
+    println!(
+        "  consumer RSS: {:.1} MB idle, {:.1} MB with the clients connected, \
+         peak (VmHWM) {:.1} MB, {:.1} MB once every event was through, {:.1} MB after the clients left",
+        rss_idle as f64 / 1e6,
+        rss_connected as f64 / 1e6,
+        peak_mib * 1.048_576,
+        rss_end as f64 / 1e6,
+        rss_after as f64 / 1e6
+    );
+    println!(
+        "  consumer open files: {files_idle} idle, {files_connected} with the clients, \
+         {files_peak} at most while publishing, {files_after} after the clients left"
+    );
+    println!(
+        "  kicked as too slow (chatbus_consumer_ws_lagged_total): {lagged:.0}; \
+         clients closed with 4000: {closed_4000}, with another code: {closed_other}, \
+         without a close frame: {}, with every event: {got_all}",
+        clients - closed_4000 - closed_other
+    );
+    println!(
+        "  events each client read before its close: min {}, median {}, max {} \
+         (read for {:.1} s)",
+        read.first().copied().unwrap_or(0),
+        read.get(read.len() / 2).copied().unwrap_or(0),
+        read.last().copied().unwrap_or(0),
+        read_for.as_secs_f64()
     );
 
     consumer.terminate(30).await?;

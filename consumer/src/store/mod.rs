@@ -47,6 +47,10 @@ use serde_json::value::RawValue;
 pub struct Cursor(i64);
 
 impl Cursor {
+    /// The largest cursor a client may send: 2^53 − 1, the largest integer
+    /// a JavaScript number holds exactly. Stores never come near it.
+    pub const MAX: i64 = (1 << 53) - 1;
+
     /// A cursor from its integer form; `None` unless it is positive.
     pub fn new(value: i64) -> Option<Self> {
         (value > 0).then_some(Self(value))
@@ -77,8 +81,9 @@ impl std::str::FromStr for Cursor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse::<i64>()
             .ok()
+            .filter(|n| *n <= Self::MAX)
             .and_then(Self::new)
-            .ok_or_else(|| format!("`{s}` is not a cursor (a positive integer)"))
+            .ok_or_else(|| format!("`{s}` is not a cursor (a positive integer up to 2^53 - 1)"))
     }
 }
 
@@ -451,6 +456,12 @@ mod tests {
         assert!("0".parse::<Cursor>().is_err());
         assert!("-1".parse::<Cursor>().is_err());
         assert!("x".parse::<Cursor>().is_err());
+        assert_eq!(
+            "9007199254740991".parse::<Cursor>().unwrap().get(),
+            Cursor::MAX
+        );
+        assert!("9007199254740992".parse::<Cursor>().is_err());
+        assert!("9223372036854775807".parse::<Cursor>().is_err());
         assert_eq!(serde_json::to_string(&Cursor(7)).unwrap(), "7");
     }
 

@@ -342,25 +342,52 @@ fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Turns user input into a `tsquery` that cannot be a syntax error: every
-/// word becomes a quoted lexeme (all must match); a trailing `*` keeps its
-/// meaning (prefix). Accents and case are folded by the database
-/// (`chatbus_fold`), as for the indexed text.
-pub(crate) fn ts_query(input: &str) -> Option<String> {
-    let terms: Vec<String> = input
+/// One word of a search: matched as a lexeme, or as a prefix (`word*`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TsTerm {
+    pub word: String,
+    pub prefix: bool,
+}
+
+/// Splits user input into the words of a `tsquery` (all must match); a
+/// trailing `*` keeps its meaning (prefix); punctuation around a word is
+/// dropped. Each word is folded by the
+/// database (`chatbus_fold`, as the indexed text is) and only then quoted,
+/// in SQL, so nothing the folding yields (`ˈ` becomes `'`) can make the
+/// query a syntax error. Words the `simple` parser would split (`don't`,
+/// `a-b`) are matched as phrases of their parts.
+pub(crate) fn ts_query(input: &str) -> Option<Vec<TsTerm>> {
+    let terms: Vec<TsTerm> = input
         .split(|c: char| c.is_whitespace() || c == '\0')
         .filter_map(|word| {
             let (word, prefix) = match word.strip_suffix('*') {
                 Some(w) => (w.trim_end_matches('*'), true),
                 None => (word, false),
             };
-            // Words the `simple` parser would split (`don't`, `a-b`) are
-            // matched as phrases of their parts.
-            let quoted = word.replace('\\', "\\\\").replace('\'', "''");
-            (!word.is_empty()).then(|| format!("'{quoted}'{}", if prefix { ":*" } else { "" }))
+            // Punctuation around a word is not part of it (`(alpha)`,
+            // `/alpha`: the parser would read the latter as a file path).
+            let word = word.trim_matches(|c: char| !c.is_alphanumeric());
+            (!word.is_empty()).then(|| TsTerm {
+                word: word.to_owned(),
+                prefix,
+            })
         })
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" & "))
+    (!terms.is_empty()).then_some(terms)
+}
+
+/// The SQL of one term: the folded word, quoted as a `tsquery` lexeme
+/// (`\` doubled, `'` doubled, in single quotes). A word that folds to
+/// nothing (a lone combining accent) is an empty query, which `&&` ignores.
+fn push_ts_term(qb: &mut QueryBuilder<Postgres>, term: &TsTerm) {
+    qb.push(r"to_tsquery('simple', coalesce('''' || replace(replace(nullif(chatbus_fold(")
+        .push_bind(term.word.clone())
+        .push(r"), ''), '\', '\\'), '''', '''''') || ''''")
+        .push(if term.prefix {
+            " || ':*', ''))"
+        } else {
+            ", ''))"
+        });
 }
 
 async fn channel_ref(
@@ -830,10 +857,15 @@ impl Store for PostgresStore {
             let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_owned()).collect();
             qb.push(" AND e.kind = ANY(").push_bind(kinds).push(")");
         }
-        if let Some(text) = text {
-            qb.push(" AND e.search @@ to_tsquery('simple', chatbus_fold(")
-                .push_bind(text)
-                .push("))");
+        if let Some(terms) = text {
+            qb.push(" AND e.search @@ (");
+            for (i, term) in terms.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" && ");
+                }
+                push_ts_term(&mut qb, term);
+            }
+            qb.push(")");
         }
         if let Some(after) = query.after {
             qb.push(" AND e.seq > ").push_bind(after.get());
@@ -952,11 +984,19 @@ mod tests {
 
     #[test]
     fn user_text_becomes_a_safe_tsquery() {
-        assert_eq!(ts_query("héllo"), Some("'héllo'".into()));
-        assert_eq!(ts_query("a  b*"), Some("'a' & 'b':*".into()));
-        assert_eq!(ts_query("it's"), Some("'it''s'".into()));
-        assert_eq!(ts_query("a\\b"), Some("'a\\\\b'".into()));
-        assert_eq!(ts_query("a\0b"), Some("'a' & 'b'".into()));
+        let t = |word: &str, prefix| TsTerm {
+            word: word.into(),
+            prefix,
+        };
+        assert_eq!(ts_query("héllo"), Some(vec![t("héllo", false)]));
+        assert_eq!(ts_query("a  b*"), Some(vec![t("a", false), t("b", true)]));
+        assert_eq!(ts_query("it's**"), Some(vec![t("it's", true)]));
+        assert_eq!(ts_query("a\0b"), Some(vec![t("a", false), t("b", false)]));
+        assert_eq!(
+            ts_query("(alpha)* /b"),
+            Some(vec![t("alpha", true), t("b", false)])
+        );
+        assert_eq!(ts_query("\u{1}don't\u{7f}"), Some(vec![t("don't", false)]));
         assert_eq!(ts_query("   "), None);
         assert_eq!(ts_query("***"), None);
     }

@@ -457,12 +457,28 @@ fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
+/// Whether `c` separates words of a `q`: white space, and control
+/// characters. FTS5 reads its query up to the first NUL ("unterminated
+/// string"), and its tokenizer never puts a control character in a token,
+/// so splitting there changes no match.
+fn separates_words(c: char) -> bool {
+    c.is_whitespace() || c.is_control()
+}
+
+/// Whether `input` has no words at all (only separators): no text filter.
+pub(crate) fn is_blank_text(input: &str) -> bool {
+    input.split(separates_words).all(str::is_empty)
+}
+
 /// Turns user input into an FTS5 query that cannot be a syntax error:
-/// every word becomes a quoted phrase (all must match); a trailing `*`
-/// keeps its meaning (prefix).
+/// every word becomes a quoted phrase (all must match, `"` doubled inside
+/// it); a trailing `*` keeps its meaning (prefix). Words are split at
+/// white space and control characters (NUL included). `None` when no word
+/// is left (blank, or only `*`).
 pub(crate) fn fts_query(input: &str) -> Option<String> {
     let terms: Vec<String> = input
-        .split_whitespace()
+        .split(separates_words)
+        .filter(|word| !word.is_empty())
         .filter_map(|word| {
             let (word, prefix) = match word.strip_suffix('*') {
                 Some(w) => (w.trim_end_matches('*'), true),
@@ -772,7 +788,7 @@ impl Store for SqliteStore {
         let text = match filter.text.as_deref() {
             Some(t) => match fts_query(t) {
                 Some(q) => Some(q),
-                None if t.trim().is_empty() => None,
+                None if is_blank_text(t) => None,
                 None => return Ok(Vec::new()),
             },
             None => None,
@@ -954,6 +970,12 @@ mod tests {
         );
         assert_eq!(fts_query("   "), None);
         assert_eq!(fts_query("***"), None);
+        // FTS5 stops reading at a NUL: control characters split words.
+        assert_eq!(fts_query("a\0b"), Some("\"a\" \"b\"".into()));
+        assert_eq!(fts_query("\u{1}x*\u{7f}"), Some("\"x\"*".into()));
+        assert_eq!(fts_query("\0\t\r"), None);
+        assert!(is_blank_text("\0 \u{1}\n"));
+        assert!(!is_blank_text("*"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! [`protocol`] and documented in `docs/websocket.md`; one connection is a
 //! [`session`].
 
+pub mod admission;
 pub(crate) mod frame;
 pub mod protocol;
 mod session;
@@ -23,14 +24,18 @@ use warp::hyper::upgrade::OnUpgrade;
 use warp::{Filter, Rejection, Reply};
 
 use crate::hub::Hub;
-use crate::store::Store;
-use protocol::{SubscribeRequest, Subscription};
+use crate::store::{Cursor, Store};
+use admission::Admission;
+use protocol::{History, Refusal, SubscribeRequest, Subscription};
 
 /// The limits of every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct WsSettings {
     /// Events queued for a client before it is disconnected as too slow.
     pub send_queue: usize,
+    /// Bytes of frames a client may have queued or not yet written before
+    /// it is disconnected as too slow.
+    pub send_queue_bytes: usize,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
     /// Largest inbound message, bytes.
@@ -54,6 +59,42 @@ pub struct WsContext {
     pub settings: WsSettings,
     /// Cancelled at shutdown: sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// The connection caps.
+    pub admission: Arc<Admission>,
+}
+
+impl WsContext {
+    /// Refuses a `since` beyond the store's head: nothing would ever come
+    /// after it on this store (a cursor from another store, or made up),
+    /// and the subscription would wait in silence. Asks the store only
+    /// when `since` is beyond what the hub has published.
+    ///
+    /// # Errors
+    /// `cursor_beyond_head` naming the head, or `history_unavailable` when
+    /// the store cannot say.
+    pub async fn check_since(&self, since: Cursor) -> Result<(), Refusal> {
+        if self.hub.last_published().is_some_and(|head| since <= head) {
+            return Ok(());
+        }
+        match self.store.head().await {
+            Ok(Some(head)) if since <= head => Ok(()),
+            Ok(head) => Err(Refusal::new(
+                "cursor_beyond_head",
+                format!(
+                    "`since` {since} is beyond the newest stored cursor ({}); resume from a \
+                     cursor this server sent, or 0 for the start",
+                    head.map_or_else(|| "none: the store is empty".to_owned(), |h| h.to_string())
+                ),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store's head");
+                Err(Refusal::new(
+                    "history_unavailable",
+                    "the store could not be read; subscribe again later",
+                ))
+            }
+        }
+    }
 }
 
 /// An optional first subscription in the query string, for clients that
@@ -185,13 +226,36 @@ pub fn route(
         .and(handshake())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::query::<WsQuery>())
+        .and(warp::addr::remote())
         .and_then(
-            move |key: String, on_upgrade: Option<OnUpgrade>, query: WsQuery| {
+            move |key: String,
+                  on_upgrade: Option<OnUpgrade>,
+                  query: WsQuery,
+                  remote: Option<std::net::SocketAddr>| {
                 let ctx = ctx.clone();
                 async move {
+                    // Counted from here until the session ends; refused
+                    // before the upgrade (503) when over a cap.
+                    let admitted = ctx
+                        .admission
+                        .admit(remote.map(|a| a.ip()))
+                        .map_err(warp::reject::custom)?;
                     let initial = query
                         .subscription(ctx.settings.max_history)
                         .map_err(warp::reject::custom)?;
+                    if let Some(Subscription {
+                        history: Some(History::Since(Some(since))),
+                        ..
+                    }) = &initial
+                    {
+                        ctx.check_since(*since).await.map_err(|r| {
+                            warp::reject::custom(if r.code == "history_unavailable" {
+                                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r.code, r.message)
+                            } else {
+                                ApiError::bad_request(r.code, r.message)
+                            })
+                        })?;
+                    }
                     let on_upgrade = on_upgrade.ok_or_else(|| {
                         warp::reject::custom(ApiError::internal(
                             "the connection cannot be upgraded (HTTP/2?)",
@@ -199,6 +263,7 @@ pub fn route(
                     })?;
                     let config = ctx.settings.socket_config();
                     tokio::spawn(async move {
+                        let _admitted = admitted;
                         match on_upgrade.await {
                             Ok(upgraded) => {
                                 let socket = WebSocketStream::from_raw_socket(

@@ -15,8 +15,9 @@ pub const MAX_SUB_ID: usize = 64;
 /// Most patterns plus channels in one subscription.
 pub const MAX_PATTERNS: usize = 64;
 
-/// Close code: the client's send queue was full (too slow); it may
-/// resume each subscription with `since` = the last cursor it received.
+/// Close code: the client's send queue was full, in events or in bytes
+/// (too slow); it may resume each subscription with `since` = the last
+/// cursor it received.
 pub const CLOSE_LAGGED: u16 = 4000;
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -194,6 +195,16 @@ impl SubscribeRequest {
             }
             (Some(0), None) => None,
             (Some(n), None) => Some(History::Last(n)),
+            (None, Some(Since(Some(c)))) if c.get() > Cursor::MAX => {
+                return Err(Refusal::new(
+                    "invalid_cursor",
+                    format!(
+                        "`since` {c} is not a cursor: cursors are at most 2^53 - 1 ({}), \
+                         the largest integer a JavaScript number holds exactly",
+                        Cursor::MAX
+                    ),
+                ));
+            }
             (None, Some(Since(c))) => Some(History::Since(c)),
             (None, None) => None,
         };
@@ -214,6 +225,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Events queued for the client before it is disconnected as too slow.
     pub send_queue: usize,
+    /// Bytes of frames queued for the client and not yet written before it
+    /// is disconnected as too slow.
+    pub send_queue_bytes: usize,
     /// Largest `last`.
     pub max_history: usize,
     /// Seconds between the server's pings.
@@ -343,6 +357,14 @@ mod tests {
                 r#"{"type":"subscribe","channels":["twitch:"]}"#,
                 "invalid_channel",
             ),
+            (
+                r#"{"type":"subscribe","patterns":["chat.#"],"since":9223372036854775807}"#,
+                "invalid_cursor",
+            ),
+            (
+                r#"{"type":"subscribe","patterns":["chat.#"],"since":"9007199254740992"}"#,
+                "invalid_cursor",
+            ),
         ];
         for (json, code) in cases {
             let ClientFrame::Subscribe(req) = parse(json).unwrap() else {
@@ -355,6 +377,17 @@ mod tests {
             "typos are errors"
         );
         assert!(parse(r#"{"type":"subscribe","since":-3}"#).is_err());
+        // The largest cursor a browser can hold is accepted.
+        let ClientFrame::Subscribe(req) =
+            parse(r#"{"type":"subscribe","patterns":["chat.#"],"since":9007199254740991}"#)
+                .unwrap()
+        else {
+            panic!("not a subscribe");
+        };
+        assert_eq!(
+            req.validate(100).unwrap().history,
+            Some(History::Since(Cursor::new(Cursor::MAX)))
+        );
         assert!(parse(r#"{"type":"dance"}"#).is_err());
         assert!(parse("[]").is_err());
     }

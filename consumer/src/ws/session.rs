@@ -17,9 +17,23 @@
 //!
 //! Handlers only append frames to one buffer, encoded by [`super::frame`];
 //! after each wake-up the session writes the buffer in one go, under one
-//! `CONSUMER_WS_WRITE_TIMEOUT`. Live events already waiting are taken in
-//! bursts, so a client that is a little behind gets several frames per
-//! write. tungstenite reads, answers pings and does the closing handshake.
+//! `CONSUMER_WS_WRITE_TIMEOUT`. tungstenite reads, answers pings and does
+//! the closing handshake.
+//!
+//! Events (live batches, history pages) are not copied into the buffer
+//! all at once: they wait as [`Chunk`]s, and at most [`COPY_LIMIT`] bytes
+//! of their frames (plus the rest of the frame that crosses it) are
+//! copied before each write; the rest of a chunk is resumed on the next
+//! wake-up. A client whose socket is blocked so costs at most that much
+//! buffer, however far behind it is: the events themselves are shared
+//! with every other client. Small live batches already waiting are taken
+//! together, so a client that is a little behind still gets several
+//! frames per write.
+//!
+//! The client's backlog in bytes (see [`crate::hub::ClientLink`]) shrinks
+//! when a live event's frame has been written, or when the event is
+//! dropped: unsubscribed, already sent, or held back while the
+//! subscription's history is sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -53,8 +67,9 @@ pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Events read per history query.
 const HISTORY_PAGE: usize = 500;
-/// Queued live events taken in one go.
-const WRITE_BURST: usize = 64;
+/// Most bytes of event frames copied into the write buffer before it is
+/// written (the frame that crosses it is copied whole).
+pub(crate) const COPY_LIMIT: usize = 64 * 1024;
 /// A write buffer that grew past this is freed once written, so an idle
 /// connection does not keep a burst's worth of memory.
 const KEEP_BUFFER: usize = 4 * 1024;
@@ -101,19 +116,53 @@ enum Phase {
         /// The next query is `last N` (first page) or `after last`.
         last_n: Option<usize>,
         pending: VecDeque<Arc<LiveEvent>>,
+        /// Estimated frame bytes of `pending`.
+        pending_bytes: usize,
         overflowed: bool,
     },
     /// Live: events newer than `last` are sent.
     Live,
 }
 
+impl Phase {
+    fn history(last_n: Option<usize>) -> Self {
+        Self::History {
+            last_n,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            overflowed: false,
+        }
+    }
+}
+
 struct Sub {
     name: String,
     prefix: String,
     selector: Selector,
+    /// The last cursor copied for it (history or live).
     last: Option<Cursor>,
     phase: Phase,
     _registration: Registration,
+}
+
+/// Frames waiting to be copied into the write buffer, in order.
+enum Chunk {
+    /// Live events of a subscription, from `next` on. `counted`: their
+    /// bytes are in the client's backlog (they came from the hub's queue)
+    /// and leave it once written.
+    Live {
+        slot: u32,
+        events: Arc<[Arc<LiveEvent>]>,
+        next: usize,
+        counted: bool,
+    },
+    /// A page of a subscription's history, oldest first.
+    History {
+        slot: u32,
+        events: std::vec::IntoIter<StoredEvent>,
+    },
+    /// The subscription's history is complete: its `live` frame.
+    LiveMark { slot: u32 },
 }
 
 /// What woke the session up.
@@ -123,6 +172,8 @@ enum Wake {
     Queue(Option<Outgoing>),
     History(u32, Result<Vec<StoredEvent>, StoreError>),
     Ping,
+    /// Chunks are waiting to be copied.
+    Copy,
 }
 
 struct Session {
@@ -138,6 +189,11 @@ struct Session {
     last_heard: Instant,
     /// Frames to write at the end of this wake-up, encoded.
     out: Vec<u8>,
+    /// Events not yet copied into `out`.
+    chunks: VecDeque<Chunk>,
+    /// Backlog bytes of the live events copied into `out`: released once
+    /// `out` is written.
+    unwritten: usize,
 }
 
 struct ConnectionGauge;
@@ -158,7 +214,7 @@ impl Drop for ConnectionGauge {
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Subscription>) {
     let _gauge = ConnectionGauge::new();
-    let (client, queue) = ClientLink::new(ctx.settings.send_queue);
+    let (client, queue) = ClientLink::new(ctx.settings.send_queue, ctx.settings.send_queue_bytes);
     let mut session = Session {
         ctx,
         socket,
@@ -169,6 +225,8 @@ pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Sub
         waiting: VecDeque::new(),
         last_heard: Instant::now(),
         out: Vec::new(),
+        chunks: VecDeque::new(),
+        unwritten: 0,
     };
     let end = session.drive(queue, initial).await;
     metrics::counter!("chatbus_consumer_ws_closed_total", "reason" => end.label()).increment(1);
@@ -190,12 +248,13 @@ impl Session {
                 max_subscriptions: s.max_subscriptions,
                 max_frame_bytes: s.max_frame_bytes,
                 send_queue: s.send_queue,
+                send_queue_bytes: s.send_queue_bytes,
                 max_history: s.max_history,
                 ping_interval_secs: s.ping_interval.as_secs(),
             },
         });
         if let Some(subscription) = initial {
-            self.subscribe(subscription);
+            self.subscribe(subscription).await;
         }
         let ping_every = s.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -213,35 +272,54 @@ impl Session {
             if let Err(end) = self.send_out().await {
                 return end;
             }
+            // The next page is read from the last cursor copied, so only
+            // once everything before it is copied (which also holds a slow
+            // client to one page at a time).
             if history.is_none()
+                && self.chunks.is_empty()
                 && let Some(slot) = self.waiting.pop_front()
             {
                 history = self.history_query(slot);
             }
+            let copying = !self.chunks.is_empty();
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown => Wake::Shutdown,
                 // Inbound first: pongs must be seen even while events flow.
                 msg = self.socket.next() => Wake::Inbound(msg),
-                out = queue.recv() => Wake::Queue(out),
+                _ = ping.tick() => Wake::Ping,
+                () = std::future::ready(()), if copying => Wake::Copy,
+                // Taken only once the chunks are copied: a client that is
+                // behind leaves its events in the queue, where the hub
+                // sees them.
+                out = queue.recv(), if !copying => Wake::Queue(out),
                 (slot, page) = async { match history.as_mut() {
                     Some(query) => query.await,
                     None => std::future::pending().await,
                 } } => Wake::History(slot, page),
-                _ = ping.tick() => Wake::Ping,
             };
             let step = match wake {
                 Wake::Queue(None | Some(Outgoing::Kicked)) => Err(End::Lagged),
                 Wake::Shutdown => Err(End::Shutdown),
-                Wake::Inbound(msg) => self.inbound(msg),
+                Wake::Inbound(msg) => self.inbound(msg).await,
                 Wake::Queue(Some(out)) => {
-                    let mut taken = self.dispatch(out);
-                    while taken < WRITE_BURST {
+                    self.dispatch(out);
+                    self.copy();
+                    // Small batches already waiting go out in the same
+                    // write.
+                    while self.chunks.is_empty() && self.out.len() < COPY_LIMIT {
                         match queue.try_recv() {
-                            Ok(out) => taken += self.dispatch(out),
+                            Ok(out) => {
+                                self.dispatch(out);
+                                self.copy();
+                            }
                             Err(_) => break,
                         }
                     }
+                    Ok(())
+                }
+                Wake::Copy => {
+                    self.copy();
                     Ok(())
                 }
                 Wake::History(slot, page) => {
@@ -261,6 +339,7 @@ impl Session {
         // Out of the hub now: nothing more is queued, and a queue nobody
         // reads any more is not counted as a client falling behind.
         self.subs.clear();
+        self.chunks.clear();
         let close = match end {
             End::Lagged => Some((
                 CLOSE_LAGGED,
@@ -278,10 +357,11 @@ impl Session {
             End::ClientClosed => None,
             End::PingTimeout | End::WriteFailed | End::ReadFailed => return,
         };
-        // A lagging client gets as long as one write to read what is queued
-        // and see why it is closed. The close frame goes through
-        // tungstenite, after the session's own bytes, so that it knows the
-        // closing handshake has begun.
+        // A lagging client gets as long as one write to read what is
+        // already copied (at most `COPY_LIMIT` and a frame) and see why it
+        // is closed. The close frame goes through tungstenite, after the
+        // session's own bytes, so that it knows the closing handshake has
+        // begun.
         let timeout = self.ctx.settings.write_timeout;
         let _ = tokio::time::timeout(timeout, async {
             if self.send_out().await.is_err() {
@@ -334,7 +414,9 @@ impl Session {
         } else {
             self.out.clear();
         }
-        written.map_err(|_| End::WriteFailed)
+        written.map_err(|_| End::WriteFailed)?;
+        self.client.released(std::mem::take(&mut self.unwritten));
+        Ok(())
     }
 
     fn text(&mut self, text: &str) {
@@ -361,7 +443,10 @@ impl Session {
         Ok(())
     }
 
-    fn inbound(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Result<(), End> {
+    async fn inbound(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), End> {
         let msg = match msg {
             None => return Err(End::ClientClosed),
             Some(Err(tungstenite::Error::Capacity(_))) => return Err(End::TooBig),
@@ -395,7 +480,7 @@ impl Session {
             Ok(ClientFrame::Subscribe(request)) => {
                 let name = request.sub.clone();
                 match request.validate(self.ctx.settings.max_history) {
-                    Ok(subscription) => self.subscribe(subscription),
+                    Ok(subscription) => self.subscribe(subscription).await,
                     Err(refusal) => self.error(name.as_deref(), &refusal),
                 }
             }
@@ -403,7 +488,7 @@ impl Session {
         Ok(())
     }
 
-    fn subscribe(&mut self, subscription: Subscription) {
+    async fn subscribe(&mut self, subscription: Subscription) {
         if self.subs.len() >= self.ctx.settings.max_subscriptions {
             let refusal = Refusal::new(
                 "too_many_subscriptions",
@@ -412,6 +497,11 @@ impl Session {
                     self.ctx.settings.max_subscriptions
                 ),
             );
+            return self.error(subscription.sub.as_deref(), &refusal);
+        }
+        if let Some(History::Since(Some(since))) = subscription.history
+            && let Err(refusal) = self.ctx.check_since(since).await
+        {
             return self.error(subscription.sub.as_deref(), &refusal);
         }
         let name = match subscription.sub {
@@ -440,22 +530,8 @@ impl Session {
                 .register(subscription.selector.clone(), slot, self.client.clone());
         let (last, phase) = match subscription.history {
             None => (None, Phase::Live),
-            Some(History::Last(n)) => (
-                None,
-                Phase::History {
-                    last_n: Some(n),
-                    pending: VecDeque::new(),
-                    overflowed: false,
-                },
-            ),
-            Some(History::Since(after)) => (
-                after,
-                Phase::History {
-                    last_n: None,
-                    pending: VecDeque::new(),
-                    overflowed: false,
-                },
-            ),
+            Some(History::Last(n)) => (None, Phase::history(Some(n))),
+            Some(History::Since(after)) => (after, Phase::history(None)),
         };
         let frame = ServerFrame::Subscribed {
             sub: &name,
@@ -493,6 +569,8 @@ impl Session {
             .find_map(|(slot, s)| (s.name == name).then_some(*slot));
         match slot {
             Some(slot) => {
+                // Its chunks are dropped as they come up: the subscription
+                // is gone.
                 self.subs.remove(&slot);
                 self.waiting.retain(|s| *s != slot);
                 self.frame(&ServerFrame::Unsubscribed { sub: name });
@@ -505,45 +583,63 @@ impl Session {
         }
     }
 
-    /// Live events from the hub; returns how many were taken.
-    fn dispatch(&mut self, out: Outgoing) -> usize {
+    /// Live events from the hub: queued as a chunk, held back while their
+    /// subscription's history is sent, or dropped.
+    fn dispatch(&mut self, out: Outgoing) {
         let Outgoing::Events { slot, events } = out else {
             // The kick is seen at the top of the loop.
-            return 0;
+            return;
         };
         self.client.taken(events.len());
-        let capacity = self.ctx.settings.send_queue;
+        let s = self.ctx.settings;
         // Unsubscribed since it was queued: drop them.
         let Some(sub) = self.subs.get_mut(&slot) else {
-            return events.len();
+            self.client
+                .released(events.iter().map(|e| e.frame_bytes()).sum());
+            return;
         };
         match &mut sub.phase {
             Phase::History {
                 pending,
+                pending_bytes,
                 overflowed,
                 ..
             } => {
+                let mut released = 0;
                 for event in events.iter() {
-                    if pending.len() >= capacity {
+                    let bytes = event.frame_bytes();
+                    released += bytes;
+                    if pending.len() >= s.send_queue || *pending_bytes + bytes > s.send_queue_bytes
+                    {
                         // The store has them all; history will read them.
                         pending.clear();
+                        *pending_bytes = 0;
                         *overflowed = true;
                     }
                     pending.push_back(Arc::clone(event));
+                    *pending_bytes += bytes;
                 }
+                // Held here, not in the backlog: the pending list has its
+                // own bounds.
+                self.client.released(released);
             }
-            Phase::Live => {
-                for event in events.iter() {
-                    let cursor = event.cursor();
-                    if sub.last.is_some_and(|last| cursor <= last) {
-                        continue;
-                    }
-                    sub.last = Some(cursor);
-                    event.write_frame(&sub.prefix, &mut self.out);
-                }
-            }
+            Phase::Live => self.chunks.push_back(Chunk::Live {
+                slot,
+                events,
+                next: 0,
+                counted: true,
+            }),
         }
-        events.len()
+    }
+
+    /// Copies waiting chunks into `out`, up to [`COPY_LIMIT`].
+    fn copy(&mut self) {
+        self.unwritten += copy_chunks(
+            &mut self.chunks,
+            &mut self.subs,
+            &mut self.out,
+            &self.client,
+        );
     }
 
     fn history_query(&self, slot: u32) -> Option<HistoryFuture> {
@@ -590,6 +686,7 @@ impl Session {
         let Phase::History {
             last_n,
             pending,
+            pending_bytes,
             overflowed,
         } = &mut sub.phase
         else {
@@ -602,31 +699,305 @@ impl Session {
             }
             None => page.len() == HISTORY_PAGE,
         };
-        for event in page {
-            if sub.last.is_none_or(|last| event.cursor > last) {
-                sub.last = Some(event.cursor);
-                LiveEvent::write_history_frame(&event, &sub.prefix, &mut self.out);
-            }
+        if !page.is_empty() {
+            self.chunks.push_back(Chunk::History {
+                slot,
+                events: page.into_iter(),
+            });
         }
         if more || *overflowed {
             // More in the store (or live events were dropped, which the
-            // store has): read on from `last`.
+            // store has): read on from `last` once this page is copied.
             *overflowed = false;
             self.waiting.push_back(slot);
         } else {
-            let live = ServerFrame::Live {
-                sub: &sub.name,
-                cursor: sub.last,
+            // Then `live`, then the events that arrived meanwhile (those
+            // already sent as history are skipped as they are copied), then
+            // whatever the hub queues next.
+            self.chunks.push_back(Chunk::LiveMark { slot });
+            if !pending.is_empty() {
+                let events: Arc<[Arc<LiveEvent>]> = pending.drain(..).collect();
+                self.chunks.push_back(Chunk::Live {
+                    slot,
+                    events,
+                    next: 0,
+                    counted: false,
+                });
             }
-            .to_text();
-            frame::push_text(&mut self.out, &[&live]);
-            for event in pending.drain(..) {
-                if sub.last.is_none_or(|last| event.cursor() > last) {
-                    sub.last = Some(event.cursor());
-                    event.write_frame(&sub.prefix, &mut self.out);
-                }
-            }
+            *pending_bytes = 0;
             sub.phase = Phase::Live;
         }
+    }
+}
+
+/// Copies frames of `chunks`, in order, into `out` until it holds
+/// [`COPY_LIMIT`] bytes (the frame that crosses it is copied whole) or the
+/// chunks are done; a chunk copied in part keeps its place. Skips events
+/// already sent and drops chunks of subscriptions that are gone,
+/// releasing their backlog bytes from `client`. Returns the backlog bytes
+/// of the live events copied, to release once `out` is written.
+fn copy_chunks(
+    chunks: &mut VecDeque<Chunk>,
+    subs: &mut HashMap<u32, Sub>,
+    out: &mut Vec<u8>,
+    client: &ClientLink,
+) -> usize {
+    let mut copied = 0;
+    while out.len() < COPY_LIMIT {
+        let Some(chunk) = chunks.front_mut() else {
+            break;
+        };
+        let done = match chunk {
+            Chunk::Live {
+                slot,
+                events,
+                next,
+                counted,
+            } => {
+                let Some(sub) = subs.get_mut(slot) else {
+                    if *counted {
+                        client.released(events[*next..].iter().map(|e| e.frame_bytes()).sum());
+                    }
+                    chunks.pop_front();
+                    continue;
+                };
+                let (mut written, mut skipped) = (0, 0);
+                while *next < events.len() && out.len() < COPY_LIMIT {
+                    let event = &events[*next];
+                    *next += 1;
+                    if sub.last.is_some_and(|last| event.cursor() <= last) {
+                        skipped += event.frame_bytes();
+                        continue;
+                    }
+                    sub.last = Some(event.cursor());
+                    event.write_frame(&sub.prefix, out);
+                    written += event.frame_bytes();
+                }
+                if *counted {
+                    client.released(skipped);
+                    copied += written;
+                }
+                *next == events.len()
+            }
+            Chunk::History { slot, events } => {
+                let Some(sub) = subs.get_mut(slot) else {
+                    chunks.pop_front();
+                    continue;
+                };
+                while out.len() < COPY_LIMIT {
+                    let Some(event) = events.next() else {
+                        break;
+                    };
+                    if sub.last.is_none_or(|last| event.cursor > last) {
+                        sub.last = Some(event.cursor);
+                        LiveEvent::write_history_frame(&event, &sub.prefix, out);
+                    }
+                }
+                events.len() == 0
+            }
+            Chunk::LiveMark { slot } => {
+                if let Some(sub) = subs.get(slot) {
+                    let live = ServerFrame::Live {
+                        sub: &sub.name,
+                        cursor: sub.last,
+                    }
+                    .to_text();
+                    frame::push_text(out, &[&live]);
+                }
+                true
+            }
+        };
+        if done {
+            chunks.pop_front();
+        }
+    }
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use common::routing::TopicPattern;
+    use common::schema::EventKind;
+    use serde_json::value::RawValue;
+
+    fn stored(cursor: i64, size: usize) -> StoredEvent {
+        StoredEvent {
+            cursor: Cursor::new(cursor).unwrap(),
+            moderation: None,
+            event: RawValue::from_string(format!("{{\"t\":\"{}\"}}", "x".repeat(size))).unwrap(),
+            platform: "twitch".into(),
+            channel: "a".into(),
+            id: cursor.to_string(),
+            kind: EventKind::Message,
+            routing_key: common::routing::routing_key("twitch", "a"),
+        }
+    }
+
+    fn live(cursors: std::ops::RangeInclusive<i64>, size: usize) -> Arc<[Arc<LiveEvent>]> {
+        cursors.map(|c| LiveEvent::new(stored(c, size))).collect()
+    }
+
+    /// A session's subscriptions without the session: one, live, in slot 0.
+    fn subs(hub: &Arc<Hub>, client: &Arc<ClientLink>) -> HashMap<u32, Sub> {
+        let selector = Selector::new(vec![TopicPattern::parse("chat.#").unwrap()], vec![]);
+        let registration = hub.register(selector.clone(), 0, client.clone());
+        HashMap::from([(
+            0,
+            Sub {
+                name: "s".into(),
+                prefix: event_prefix("s"),
+                selector,
+                last: None,
+                phase: Phase::Live,
+                _registration: registration,
+            },
+        )])
+    }
+
+    /// Copies until the chunks are done, "writing" after each call; checks
+    /// the buffer never holds more than the limit plus one frame. Returns
+    /// every frame and the backlog bytes reported copied.
+    fn copy_all(
+        chunks: &mut VecDeque<Chunk>,
+        subs: &mut HashMap<u32, Sub>,
+        client: &ClientLink,
+        largest_frame: usize,
+    ) -> (Vec<serde_json::Value>, usize) {
+        let (mut frames, mut copied, mut out) = (Vec::new(), 0, Vec::new());
+        while !chunks.is_empty() {
+            copied += copy_chunks(chunks, subs, &mut out, client);
+            assert!(
+                out.len() < COPY_LIMIT + largest_frame,
+                "{} bytes in the write buffer",
+                out.len()
+            );
+            for text in frame::tests::texts(&out) {
+                frames.push(serde_json::from_str(&text).unwrap());
+            }
+            out.clear();
+        }
+        (frames, copied)
+    }
+
+    fn event_cursors(frames: &[serde_json::Value]) -> Vec<i64> {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "event")
+            .map(|f| f["cursor"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_large_batch_is_copied_a_bounded_slice_at_a_time_in_order() {
+        let hub = Hub::new();
+        let (client, _rx) = ClientLink::new(10_000, usize::MAX);
+        let mut subs = subs(&hub, &client);
+        // 1000 events of about 4 KB: 4 MB, where the buffer may take 64 KiB.
+        let events = live(1..=1000, 4000);
+        let bytes: usize = events.iter().map(|e| e.frame_bytes()).sum();
+        let largest = events[0].frame_bytes();
+        let mut chunks = VecDeque::from([Chunk::Live {
+            slot: 0,
+            events,
+            next: 0,
+            counted: true,
+        }]);
+        let mut calls = 0;
+        let mut out = Vec::new();
+        while !chunks.is_empty() {
+            copy_chunks(&mut chunks, &mut subs, &mut out, &client);
+            assert!(out.len() < COPY_LIMIT + largest, "{}", out.len());
+            out.clear();
+            calls += 1;
+        }
+        assert!(calls >= bytes / (COPY_LIMIT + largest), "{calls} copies");
+        // Again, checking the frames and the bytes to release.
+        subs.get_mut(&0).unwrap().last = None;
+        let mut chunks = VecDeque::from([Chunk::Live {
+            slot: 0,
+            events: live(1..=1000, 4000),
+            next: 0,
+            counted: true,
+        }]);
+        let (frames, copied) = copy_all(&mut chunks, &mut subs, &client, largest);
+        assert_eq!(event_cursors(&frames), (1..=1000).collect::<Vec<_>>());
+        assert_eq!(copied, bytes);
+    }
+
+    #[test]
+    fn history_pages_and_pending_events_are_copied_in_bounded_slices_without_duplicates() {
+        let hub = Hub::new();
+        let (client, _rx) = ClientLink::new(10_000, usize::MAX);
+        let mut subs = subs(&hub, &client);
+        let page: Vec<_> = (1..=300).map(|c| stored(c, 2000)).collect();
+        let largest = LiveEvent::new(stored(300, 2000)).frame_bytes();
+        // Live events that arrived during history: 251..=300 were sent as
+        // history already.
+        let pending = live(251..=320, 2000);
+        let mut chunks = VecDeque::from([
+            Chunk::History {
+                slot: 0,
+                events: page.into_iter(),
+            },
+            Chunk::LiveMark { slot: 0 },
+            Chunk::Live {
+                slot: 0,
+                events: pending,
+                next: 0,
+                counted: false,
+            },
+        ]);
+        let (frames, copied) = copy_all(&mut chunks, &mut subs, &client, largest);
+        assert_eq!(event_cursors(&frames), (1..=320).collect::<Vec<_>>());
+        let live_at = frames.iter().position(|f| f["type"] == "live").unwrap();
+        assert_eq!(live_at, 300, "`live` after the history");
+        assert_eq!(frames[live_at]["cursor"], 300);
+        assert_eq!(copied, 0, "pending events are not in the backlog");
+    }
+
+    #[test]
+    fn dropped_and_duplicate_events_release_their_backlog_at_once() {
+        let hub = Hub::new();
+        let (client, mut rx) = ClientLink::new(10_000, usize::MAX);
+        let mut subs = subs(&hub, &client);
+        // Queue 1..=20 through the hub so the backlog counts them.
+        let events: Vec<_> = (1..=20).map(|c| LiveEvent::new(stored(c, 100))).collect();
+        hub.publish_all(&events);
+        let Some(Outgoing::Events { events: queued, .. }) = rx.try_recv().ok() else {
+            panic!("nothing queued");
+        };
+        let bytes = |r: std::ops::Range<usize>| -> usize {
+            events[r].iter().map(|e| e.frame_bytes()).sum()
+        };
+        assert_eq!(client.backlog_bytes(), bytes(0..20));
+        // 1..=5 were sent already (as history, say): skipped and released.
+        subs.get_mut(&0).unwrap().last = Cursor::new(5);
+        let mut chunks = VecDeque::from([Chunk::Live {
+            slot: 0,
+            events: queued.clone(),
+            next: 0,
+            counted: true,
+        }]);
+        let mut out = Vec::new();
+        let copied = copy_chunks(&mut chunks, &mut subs, &mut out, &client);
+        assert_eq!(copied, bytes(5..20), "copied, released once written");
+        assert_eq!(client.backlog_bytes(), bytes(5..20));
+        client.released(copied);
+        assert_eq!(client.backlog_bytes(), 0);
+        // A chunk of a subscription that is gone is dropped and released.
+        hub.publish_all(&events);
+        subs.clear();
+        let mut chunks = VecDeque::from([Chunk::Live {
+            slot: 0,
+            events: queued,
+            next: 3,
+            counted: true,
+        }]);
+        out.clear();
+        assert_eq!(copy_chunks(&mut chunks, &mut subs, &mut out, &client), 0);
+        assert!(out.is_empty() && chunks.is_empty());
+        assert_eq!(client.backlog_bytes(), bytes(0..3), "3..20 released");
     }
 }

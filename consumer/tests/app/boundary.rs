@@ -75,6 +75,7 @@ async fn boundary_holds(send_queue: usize) {
             hub,
             settings: WsSettings {
                 send_queue,
+                send_queue_bytes: 8 * 1024 * 1024,
                 max_subscriptions: 4,
                 max_frame_bytes: 65536,
                 ping_interval: Duration::from_secs(20),
@@ -82,6 +83,7 @@ async fn boundary_holds(send_queue: usize) {
                 max_history: 1000,
             },
             shutdown: shutdown.clone(),
+            admission: consumer::ws::admission::Admission::new(100, 100),
         }),
         None,
     );

@@ -300,16 +300,20 @@ impl StoreProbe {
     /// Rows with event id `id`.
     pub(crate) async fn rows_with_id(&self, id: &str) -> Option<i64> {
         match self {
-            Self::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
-                .bind(id)
-                .fetch_one(p)
-                .await
-                .ok(),
-            Self::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = $1")
-                .bind(id)
-                .fetch_one(p)
-                .await
-                .ok(),
+            Self::Sqlite(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = ?1")
+                    .bind(id)
+                    .fetch_one(p)
+                    .await
+                    .ok()
+            }
+            Self::Postgres(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = $1")
+                    .bind(id)
+                    .fetch_one(p)
+                    .await
+                    .ok()
+            }
         }
     }
 
@@ -515,6 +519,15 @@ impl WsClient {
         )
         .await
         .expect("WebSocket handshake");
+        Self { inner }
+    }
+
+    /// A client over a handshake the test did itself.
+    pub(crate) fn from_stream(
+        inner: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Self {
         Self { inner }
     }
 

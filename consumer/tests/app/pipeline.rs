@@ -1,9 +1,10 @@
 //! From the broker into the store: batches, idempotency, poison.
 
+use common::amqp::OutgoingMessage;
 use common::amqp::{header_str, headers};
 use lapin::BasicProperties;
 use testkit::events;
-use testkit::rabbit::drain_queue;
+use testkit::rabbit::{drain_queue, passive_declare};
 
 use crate::helpers::{TestApp, count, count_distinct, message};
 
@@ -201,5 +202,106 @@ async fn retention_runs_on_its_timer_and_keeps_the_newest_per_channel() {
         .unwrap();
     let newest: Vec<String> = events[10..].iter().map(|e| e.id.clone()).collect();
     assert_eq!(kept, newest, "the newest five of each channel");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_that_break_their_envelope_are_dead_lettered_with_the_reason_and_never_stored() {
+    let app = TestApp::spawn_with(|c| {
+        c.consumer_max_event_bytes = 128 * 1024;
+        c.consumer_max_text_bytes = 16 * 1024;
+    })
+    .await;
+    let mut long_text = message("envelope", "u", &"x".repeat(16 * 1024 + 1));
+    long_text.id = "long-text".into();
+    let mut oversized = message("envelope", "u", "small text, large body");
+    oversized.id = "oversized".into();
+    oversized.raw = Some("r".repeat(130 * 1024));
+    let mut upper = message("envelope", "u", "platform in capitals");
+    upper.id = "upper".into();
+    upper.platform = "TWITCH".into();
+    let mut misrouted = message("envelope", "u", "my key says another channel");
+    misrouted.id = "misrouted".into();
+    let mut first_good = message("envelope", "u", "good before");
+    first_good.id = "good-1".into();
+    let mut last_good = message("envelope", "u", "good after");
+    last_good.id = "good-2".into();
+
+    let mut messages: Vec<OutgoingMessage> = [&first_good, &long_text, &oversized, &upper]
+        .into_iter()
+        .map(|e| OutgoingMessage::from_event(e).unwrap())
+        .collect();
+    let mut wrong_key = OutgoingMessage::from_event(&misrouted).unwrap();
+    wrong_key.routing_key = "chat.twitch.someone_else".into();
+    messages.push(wrong_key);
+    messages.push(OutgoingMessage::from_event(&last_good).unwrap());
+    app.publisher()
+        .publish_all(&messages, 16)
+        .await
+        .expect("published");
+
+    // The stream goes on: the good events are stored, the others not.
+    assert_eq!(app.wait_stored(2, 30).await, 2);
+    let dead = drain_queue(app.connection(), &app.topology.dead_letter_queue, 4, 30).await;
+    let mut reasons = std::collections::BTreeMap::new();
+    for m in &dead {
+        let event: common::ChatEvent = serde_json::from_slice(&m.data).unwrap();
+        let reason = header_str(m.properties.headers().as_ref(), headers::DEAD_LETTER_REASON)
+            .expect("reason header")
+            .into_owned();
+        let queue = header_str(m.properties.headers().as_ref(), headers::DEAD_LETTER_QUEUE);
+        assert_eq!(queue.unwrap(), app.queue);
+        reasons.insert(event.id, reason);
+    }
+    let reason = |id: &str| reasons.get(id).map(String::as_str).unwrap_or_default();
+    assert!(
+        reason("long-text").contains("text is 16385 bytes")
+            && reason("long-text").contains("CONSUMER_MAX_TEXT_BYTES"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason("oversized").contains("CONSUMER_MAX_EVENT_BYTES"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason("upper").contains("\"TWITCH\" is not a lowercase"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason("misrouted").contains("chat.twitch.someone_else")
+            && reason("misrouted").contains("chat.twitch.envelope"),
+        "{reasons:?}"
+    );
+    let pool = app.db().await;
+    let stored: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["good-1", "good-2"]);
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        testkit::metrics::sample_sum(&metrics, "chatbus_consumer_dead_lettered_total"),
+        4.0
+    );
+
+    // Still consuming; nothing came back to the queue or the dead letters.
+    let after = message("envelope", "u", "after");
+    app.publish(std::slice::from_ref(&after)).await;
+    assert_eq!(app.wait_stored(3, 30).await, 3);
+    let channel = app.connection().create_channel().await.unwrap();
+    let dead_now = passive_declare(&channel, &app.topology.dead_letter_queue)
+        .await
+        .unwrap();
+    assert_eq!(dead_now, 0);
+    // (Acked just after the commit the wait saw.)
+    testkit::eventually(10, "the queue empty", || async {
+        (passive_declare(&channel, &app.queue).await.unwrap() == 0).then_some(())
+    })
+    .await;
     app.stop().await;
 }

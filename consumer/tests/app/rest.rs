@@ -208,3 +208,93 @@ async fn channels_list_counts_and_single_events_are_found_by_platform_and_id(bac
     assert_eq!(event_ids(&page), std::slice::from_ref(&other.id));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn search_text_with_nul_quotes_and_operators_never_fails_and_invalid_utf8_is_400() {
+    let app = TestApp::spawn().await;
+    let events = [
+        message("fts_nul", "u", "alpha bravo"),
+        message("fts_nul", "u", "charlie"),
+    ];
+    app.publish(&events).await;
+    app.wait_stored(2, 30).await;
+    for (q, want) in [
+        // NUL and other control characters separate words.
+        ("a%00b", vec![]),
+        ("alpha%00bravo", vec!["alpha bravo"]),
+        ("%00alpha%01", vec!["alpha bravo"]),
+        ("%00", vec!["alpha bravo", "charlie"]),
+        // Quotes, operators, a lone `*`: plain text.
+        ("%22alpha", vec!["alpha bravo"]),
+        ("alpha%22%22%22", vec!["alpha bravo"]),
+        ("char*", vec!["charlie"]),
+        ("*", vec![]),
+        ("(alpha+bravo)", vec!["alpha bravo"]),
+        // A phrase "near alpha", which no text holds.
+        ("NEAR(alpha+bravo)", vec![]),
+        ("alpha+OR+charlie", vec![]),
+        ("(%27alpha%27):*", vec!["alpha bravo"]),
+    ] {
+        let (status, page) = app
+            .get_json(&format!("/api/events?channel=fts_nul&order=asc&q={q}"))
+            .await;
+        assert_eq!(status, 200, "q={q}: {page}");
+        assert_eq!(texts(&page), want, "q={q}");
+    }
+    // Not UTF-8 once decoded: refused, not searched for a replacement
+    // character.
+    for query in ["q=a%FFb", "q=%C3", "channel=fts_nul&q=ok&user=%E2%82"] {
+        let (status, body) = app.get_json(&format!("/api/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"], "invalid_query", "{query}");
+    }
+    // Too large for a browser's numbers: refused as a cursor.
+    let (status, body) = app.get_json("/api/events?before=9007199254740992").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_cursor"))
+    );
+    let (status, _) = app.get_json("/api/events?before=9007199254740991").await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn single_events_are_found_by_ids_with_any_reserved_character() {
+    let app = TestApp::spawn().await;
+    let ids = [
+        "adv id with space".to_owned(),
+        "a/b/c".to_owned(),
+        "100%".to_owned(),
+        "%41 is not A".to_owned(),
+        "plus+sign".to_owned(),
+        "héllo 👋 ünïcode".to_owned(),
+        ":/?#[]@!$&'()*+,;= all of them".to_owned(),
+    ]
+    .into_iter()
+    .chain(":/?#[]@!$&'()*+,;=".chars().map(|c| format!("x{c}y")))
+    .collect::<Vec<_>>();
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut e = message("ids", "u", id);
+            e.id = id.clone();
+            e
+        })
+        .collect();
+    app.publish(&events).await;
+    app.wait_stored(ids.len() as i64, 30).await;
+    for id in &ids {
+        let path = format!("/api/events/twitch/{}", common::urlcode::encode(id));
+        let (status, one) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{id:?} as {path}: {one}");
+        assert_eq!(one["event"]["id"], id.as_str(), "{path}");
+        assert_eq!(one["event"]["text"], id.as_str(), "{path}");
+    }
+    // The platform segment is decoded too; `+` stays a plus sign.
+    let (status, _) = app.get_json("/api/events/%74witch/plus+sign").await;
+    assert_eq!(status, 200);
+    let (status, body) = app.get_json("/api/events/twitch/plus%20sign").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    app.stop().await;
+}

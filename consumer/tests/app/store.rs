@@ -15,6 +15,8 @@ use consumer::store::{
     StoreOptions, encode, new_events,
 };
 
+use proptest::prelude::*;
+
 use crate::helpers::{ban, clear, delete, message, message_at, timeout};
 
 /// Where a test's store lives.
@@ -722,4 +724,182 @@ async fn postgres_retention_drops_whole_partitions() {
     pool.close().await;
     store.close().await;
     backend.finish().await;
+}
+
+// ---------------------------------------------------------- `q` fuzz ----
+
+/// Texts stored before fuzzing `q`, one distinct word each (and a few
+/// words the fuzz's operators and quotes look like).
+const FUZZ_TEXTS: [&str; 4] = [
+    "alpha \"quoted\" AND",
+    "bravo NOT (paren)",
+    "charlie héllo 👋",
+    "delta * NEAR",
+];
+
+/// Pieces of user input that broke, or could break, a full-text query:
+/// NUL and other control characters, quotes, FTS5 operators and syntax,
+/// lone and trailing `*`, and any character at all.
+fn q_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "\0",
+            "\u{1}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{2028}",
+            "\t",
+            "\r\n",
+            " ",
+            "\"",
+            "\"\"",
+            "'",
+            "*",
+            "**",
+            "(",
+            ")",
+            ":",
+            "^",
+            "-",
+            "+",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ".",
+            "AND",
+            "OR",
+            "NOT",
+            "NEAR",
+            "NEAR(",
+            "text:",
+            "events_fts",
+            "\\",
+            "%00",
+            "é",
+            "👋",
+            "\u{301}",
+            "\u{fffd}",
+            "\u{feff}",
+            "alpha",
+            "bravo*",
+        ])
+        .prop_map(str::to_owned),
+        any::<char>().prop_map(String::from),
+        "\\PC{1,8}",
+        any::<String>(),
+    ]
+}
+
+/// Characters that can surround a word without adding one: no letter,
+/// number or private-use character (what the tokenizer indexes).
+fn decoration() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            '\0', '\u{1}', '\u{7f}', '"', '\'', '(', ')', ':', '^', '-', '+', '{', '}', '[', ']',
+            ',', '.', ';', '!', '?', ' ', '\t', '\n', '\\', '/', '\u{2028}',
+        ]),
+        0..4,
+    )
+    .prop_map(String::from_iter)
+}
+
+fn search(text: String) -> EventQuery {
+    EventQuery {
+        filter: EventFilter {
+            text: Some(text),
+            ..EventFilter::default()
+        },
+        order: Order::Asc,
+        limit: 100,
+        ..EventQuery::default()
+    }
+}
+
+/// The `q` fuzz every backend must pass; `store` is any [`Store`] (run it
+/// against each backend the build has), used on `rt`:
+///
+/// * any text, NUL, quotes, operators, invalid-looking input included,
+///   gives `Ok`, never a syntax error;
+/// * a stored word wrapped in quotes, brackets, operators' punctuation and
+///   control characters still finds exactly the events that hold it.
+pub(crate) fn q_fuzz(rt: &tokio::runtime::Runtime, store: Arc<dyn Store>) {
+    use proptest::test_runner::{Config, TestRunner};
+    let owned = encode(FUZZ_TEXTS.iter().map(|t| message("fuzz", "u", t)));
+    rt.block_on(store.write_batch(&new_events(&owned)))
+        .expect("seeding the fuzz");
+    let config = Config {
+        cases: 512,
+        failure_persistence: None,
+        ..Config::default()
+    };
+
+    let mut runner = TestRunner::new(config.clone());
+    let any_text = prop::collection::vec(q_piece(), 0..12).prop_map(|p| p.concat());
+    runner
+        .run(&any_text, |q| {
+            let result = rt.block_on(store.query(&search(q.clone())));
+            prop_assert!(result.is_ok(), "q={q:?}: {:?}", result.err());
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut runner = TestRunner::new(config);
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "héllo", "quoted", "paren",
+    ];
+    let decorated = (
+        prop::sample::select(words.to_vec()),
+        decoration(),
+        decoration(),
+        any::<bool>(),
+    );
+    runner
+        .run(&decorated, |(word, before, after, prefix)| {
+            let q = format!("{before}{word}{after}{}", if prefix { "*" } else { "" });
+            let found = rt
+                .block_on(store.query(&search(q.clone())))
+                .map_err(|e| TestCaseError::fail(format!("q={q:?}: {e}")))?;
+            let texts: Vec<String> = found
+                .iter()
+                .map(|e| json(e)["text"].as_str().unwrap().to_owned())
+                .collect();
+            let want: Vec<&str> = FUZZ_TEXTS
+                .iter()
+                .copied()
+                .filter(|t| {
+                    t.split(' ')
+                        .any(|w| w.trim_matches(['"', '(', ')']) == word)
+                })
+                .collect();
+            prop_assert_eq!(texts, want, "q={:?}", q);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn any_search_text_is_a_valid_query(postgres: bool) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(async {
+        if postgres {
+            Backend::postgres().await
+        } else {
+            Backend::sqlite().await
+        }
+    });
+    let store = rt.block_on(backend.open());
+    q_fuzz(&rt, store.clone());
+    rt.block_on(store.close());
+    rt.block_on(backend.finish());
+}
+
+#[test]
+fn any_search_text_is_a_valid_query_in_sqlite() {
+    any_search_text_is_a_valid_query(false);
+}
+
+#[test]
+fn any_search_text_is_a_valid_query_in_postgres() {
+    any_search_text_is_a_valid_query(true);
 }

@@ -535,3 +535,220 @@ async fn the_bearer_token_guards_the_api_and_the_websocket() {
     }
     app.stop().await;
 }
+
+/// The HTTP error a refused upgrade got: status and JSON body.
+async fn refused_upgrade(url: &str) -> (u16, Value) {
+    let result = tokio_tungstenite::connect_async(url).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(res)) = result else {
+        panic!("expected an HTTP error, got {result:?}");
+    };
+    let body = res.body().as_deref().unwrap_or_default();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(body).expect("a JSON error body"),
+    )
+}
+
+#[tokio::test]
+async fn a_since_beyond_the_head_or_above_2_pow_53_is_refused_with_an_error() {
+    let app = TestApp::spawn().await;
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    // Nothing stored yet: every cursor is beyond the head.
+    ws.send(json!({"type": "subscribe", "sub": "e", "patterns": ["chat.#"], "since": 5}))
+        .await;
+    let v = ws.expect("error").await;
+    assert_eq!(
+        (v["code"].as_str(), v["sub"].as_str()),
+        (Some("cursor_beyond_head"), Some("e"))
+    );
+    assert!(v["message"].as_str().unwrap().contains("empty"), "{v}");
+
+    let events: Vec<_> = (0..3)
+        .map(|n| message("head", "u", &format!("{n}")))
+        .collect();
+    app.publish(&events).await;
+    app.wait_stored(3, 30).await;
+    let (_, page) = app.get_json("/api/events?limit=1").await;
+    let head = page["events"][0]["cursor"].as_i64().unwrap();
+
+    for (since, code) in [
+        (json!(9_223_372_036_854_775_807_i64), "invalid_cursor"),
+        (json!(9_007_199_254_740_992_i64), "invalid_cursor"),
+        (json!("9007199254740992"), "invalid_cursor"),
+        (json!(head + 1), "cursor_beyond_head"),
+        (json!(9_007_199_254_740_991_i64), "cursor_beyond_head"),
+    ] {
+        ws.send(json!({"type": "subscribe", "sub": "x", "patterns": ["chat.#"], "since": since}))
+            .await;
+        let v = ws.expect("error").await;
+        assert_eq!(
+            (v["code"].as_str(), v["sub"].as_str()),
+            (Some(code), Some("x")),
+            "{since}: {v}"
+        );
+        if code == "cursor_beyond_head" {
+            let message = v["message"].as_str().unwrap();
+            assert!(message.contains(&format!("({head})")), "{message}");
+        }
+    }
+    // The head itself is fine: nothing to replay, then live.
+    let subscribed = ws
+        .subscribe(json!({"sub": "h", "channels": ["twitch:head"], "since": head}))
+        .await;
+    assert_eq!(subscribed["history"]["since"], head);
+    assert_eq!(ws.expect("live").await["cursor"], head);
+    let next = message("head", "u", "next");
+    app.publish(std::slice::from_ref(&next)).await;
+    assert_eq!(ws.expect("event").await["event"]["id"], next.id.as_str());
+
+    // The query-string form is refused before the upgrade.
+    let beyond = app.ws_url(&format!("?patterns=chat.%23&since={}", head + 100));
+    let (status, body) = refused_upgrade(&beyond).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("cursor_beyond_head"))
+    );
+    let huge = app.ws_url("?patterns=chat.%23&since=9223372036854775807");
+    let (status, body) = refused_upgrade(&huge).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_cursor"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_once_its_backlog_passes_the_byte_cap() {
+    const CAP: usize = 256 * 1024;
+    let app = TestApp::spawn_with(|c| {
+        // Bytes, not events, must be what fires: the event cap is far off.
+        c.consumer_ws_send_queue = 100_000;
+        c.consumer_ws_send_queue_bytes = CAP;
+        c.consumer_ws_write_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let request = json!({"sub": "s", "channels": ["twitch:bytes"]});
+    // The slow client has small socket buffers and does not read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let mut slow = WsClient::connect_over(&app.ws_url(""), stream).await;
+    slow.send(json!({"type": "subscribe", "sub": "s", "channels": ["twitch:bytes"]}))
+        .await;
+    let (mut fast, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    fast.subscribe(request.clone()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 2000 events of about 4 KB: 8 MB, 32 times the cap.
+    let big = "x".repeat(4000);
+    let events: Vec<_> = (0..2000)
+        .map(|n| message("bytes", "u", &format!("{n} {big}")))
+        .collect();
+    let publish = app.publish(&events);
+    let mut others = Vec::new();
+    let receive = fast.events("s", 2000, &mut others);
+    let (_, got) = tokio::join!(publish, receive);
+    assert_eq!(
+        ids(&got),
+        events.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    testkit::eventually(30, "the slow client kicked", || async {
+        let lagged = testkit::metrics::scrape(app.addr, "chatbus_consumer_ws_lagged_total").await;
+        (lagged >= 1.0).then_some(())
+    })
+    .await;
+
+    // It reads now: what was already in the socket buffers and the
+    // session's last copy, then a close that says why.
+    let mut slow_events = Vec::new();
+    let close = testkit::within(60, "the slow client's close", async {
+        loop {
+            match slow.next().await {
+                Frame::Json(v) if v["type"] == "event" => slow_events.push(v),
+                Frame::Json(_) => {}
+                Frame::Close(c) => return c,
+            }
+        }
+    })
+    .await;
+    let (code, reason) = close.expect("a close frame with a reason");
+    assert_eq!(code, 4000);
+    assert!(reason.contains("since="), "{reason}");
+    assert!(
+        slow_events.len() < 2000,
+        "it fell behind: {}",
+        slow_events.len()
+    );
+    // In order, without gaps, up to where it fell behind.
+    assert_eq!(ids(&slow_events)[..], ids(&got)[..slow_events.len()]);
+    app.stop().await;
+}
+
+/// A WebSocket connection to `app` from the local address `from`.
+async fn connect_from(app: &TestApp, from: [u8; 4]) -> Result<WsClient, (u16, Value)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    match tokio_tungstenite::client_async(app.ws_url(""), stream).await {
+        Ok((inner, _)) => Ok(WsClient::from_stream(inner)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res.body().as_deref().unwrap_or_default();
+            Err((
+                res.status().as_u16(),
+                serde_json::from_slice(body).expect("a JSON error body"),
+            ))
+        }
+        Err(e) => panic!("WebSocket connect: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_in_total_and_freed_on_close() {
+    let app = TestApp::spawn_with(|c| {
+        c.consumer_ws_max_connections = 5;
+        c.consumer_ws_max_per_address = 3;
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect_from(&app, [127, 0, 0, 1]).await.expect("admitted");
+        ws.expect("welcome").await;
+        open.push(ws);
+    }
+    // A fourth from the same address: 503 before the upgrade.
+    let (status, body) = connect_from(&app, [127, 0, 0, 1]).await.err().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "too_many_connections_from_address");
+    assert!(body["message"].as_str().unwrap().contains('3'), "{body}");
+    // Other addresses fill the total.
+    for _ in 0..2 {
+        let mut ws = connect_from(&app, [127, 0, 0, 2]).await.expect("admitted");
+        ws.expect("welcome").await;
+        open.push(ws);
+    }
+    let (status, body) = connect_from(&app, [127, 0, 0, 3]).await.err().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "too_many_connections");
+    // The rest of the server still answers.
+    let (status, _) = app.get_json("/api/channels").await;
+    assert_eq!(status, 200);
+
+    // A connection that closes gives its place back.
+    let mut first = open.remove(0);
+    first.inner().close(None).await.unwrap();
+    drop(first);
+    let mut again = testkit::eventually(10, "a place freed", || async {
+        connect_from(&app, [127, 0, 0, 1]).await.ok()
+    })
+    .await;
+    again.expect("welcome").await;
+    assert!(
+        connect_from(&app, [127, 0, 0, 3]).await.is_err(),
+        "full again"
+    );
+    assert!(testkit::metrics::scrape(app.addr, "chatbus_consumer_ws_refused_total").await >= 3.0);
+    drop(open);
+    drop(again);
+    app.stop().await;
+}
