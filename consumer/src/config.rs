@@ -47,7 +47,8 @@ pub struct Config {
     pub rust_log: String,
 
     /// Where events are stored: `sqlite://path/to/file.sqlite` (created if
-    /// missing). PostgreSQL comes in its own issue.
+    /// missing), or `postgres://user:password@host:5432/database` (the
+    /// database must exist; migrations run at start).
     pub database_url: String,
     /// Most connections the store's read pool opens.
     pub database_max_connections: u32,

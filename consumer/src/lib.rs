@@ -2,14 +2,14 @@
 //! serves it live and as history.
 //!
 //! ```text
-//! queue CONSUMER_QUEUE --[ingest]--> store (SQLite) --[live_feed]--> hub --> WebSocket sessions
+//! queue CONSUMER_QUEUE --[ingest]--> store (SQLite or PostgreSQL) --[live_feed]--> hub --> WebSocket sessions
 //!      (shared by all instances)       |   ^                  ^
 //!                                      |   '---- REST API     '-- commit announcements from other instances
 //!                                      '-- retention
 //! ```
 //!
 //! * [`ingest`]: subscribe, batch, commit, ack, dead-letter.
-//! * [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! * [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL implementations.
 //! * [`live_feed`] and [`hub`]: every committed event, in cursor order, to
 //!   every matching live subscription, through bounded per-client queues.
 //! * [`commit_signal`]: how instances sharing a store learn of each

@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo bench -p e2e --bench pipeline
 //! cargo bench -p e2e --bench pipeline -- --messages 200000 --seconds 20
+//! # two consumers competing on the queue, sharing one PostgreSQL database
+//! cargo bench -p e2e --bench pipeline -- --postgres --consumers 2
 //! ```
 //!
 //! 1. Throughput: a flood of `--messages` PRIVMSGs as fast as the fake server
@@ -29,8 +31,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
     let before = stack
-        .consumer
-        .metric("chatbus_consumer_events_stored_total")
+        .consumers_metric("chatbus_consumer_events_stored_total")
         .await;
     let flood = testkit::corpus::flood_privmsgs(&stack.channels, n, "tp");
     let start = Instant::now();
@@ -40,8 +41,7 @@ async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
     }
     loop {
         let stored = stack
-            .consumer
-            .metric("chatbus_consumer_events_stored_total")
+            .consumers_metric("chatbus_consumer_events_stored_total")
             .await
             - before;
         if stored >= n as f64 {
@@ -186,7 +186,24 @@ async fn ceiling(channels: &[String], n: usize) -> f64 {
 async fn main() {
     let n: usize = testkit::cli_arg("--messages", 200_000);
     let seconds: u64 = testkit::cli_arg("--seconds", 20);
+    let consumers: usize = testkit::cli_arg("--consumers", 1);
+    let database = if std::env::args().any(|a| a == "--postgres") {
+        Some(testkit::pg::TestDatabase::create().await)
+    } else {
+        None
+    };
+    assert!(
+        consumers == 1 || database.is_some(),
+        "several consumers share a database: add --postgres"
+    );
+    let store = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let stack = Stack::start(StackOptions {
+        database_url: database.as_ref().map(|d| d.url.clone()),
+        consumers,
         channels: 10,
         // Tuning under test is passed through when set.
         ingestor_env: std::iter::once(("INGEST_INCLUDE_RAW".to_owned(), "true".to_owned()))
@@ -202,7 +219,7 @@ async fn main() {
         "\n| scenario | messages | time | messages/s | broker ceiling (amqplib publisher, same payloads) | share |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
     println!(
-        "| IRC -> store, flood over 10 channels | {n} | {secs:.1} s | **{rate:.0}** | {:.0} | **{:.0} %** |",
+        "| IRC -> store ({store}, {consumers} consumer(s)), flood over 10 channels | {n} | {secs:.1} s | **{rate:.0}** | {:.0} | **{:.0} %** |",
         ceiling,
         100.0 * rate / ceiling
     );
@@ -241,9 +258,14 @@ async fn main() {
     }
 
     println!("\n| process | peak RSS | CPU s |\n| --- | ---: | ---: |");
-    for (name, service) in [("ingestor", &stack.ingestor), ("consumer", &stack.consumer)] {
+    let (rss, cpu) = process_stats(stack.ingestor.pid().unwrap());
+    println!("| ingestor | {rss:.0} MiB | {cpu:.1} |");
+    for (i, service) in stack.consumers().enumerate() {
         let (rss, cpu) = process_stats(service.pid().unwrap());
-        println!("| {name} | {rss:.0} MiB | {cpu:.1} |");
+        println!("| consumer {} | {rss:.0} MiB | {cpu:.1} |", i + 1);
     }
     stack.stop().await;
+    if let Some(database) = database {
+        database.drop_now().await;
+    }
 }

@@ -173,6 +173,12 @@ pub struct StackOptions {
     pub ingestor_env: Vec<(String, String)>,
     /// Extra environment for the consumer.
     pub consumer_env: Vec<(String, String)>,
+    /// The consumers' `DATABASE_URL` (default: a SQLite file in the
+    /// stack's directory).
+    pub database_url: Option<String>,
+    /// Consumer processes competing on the queue and sharing the database
+    /// (at least 1; more need a `database_url` they can share).
+    pub consumers: usize,
 }
 
 impl Default for StackOptions {
@@ -183,6 +189,8 @@ impl Default for StackOptions {
             consumer_amqp_url: rabbit::amqp_url(),
             ingestor_env: Vec::new(),
             consumer_env: Vec::new(),
+            database_url: None,
+            consumers: 1,
         }
     }
 }
@@ -204,6 +212,9 @@ pub struct Stack {
     pub ingestor: Service,
     /// The consumer process.
     pub consumer: Service,
+    /// Further consumers on the same queue and database
+    /// (`StackOptions::consumers` − 1).
+    pub more_consumers: Vec<Service>,
     consumer_amqp_url: String,
 }
 
@@ -234,12 +245,20 @@ impl Stack {
             ("CONSUMER_QUEUE".into(), queue.clone()),
             (
                 "DATABASE_URL".into(),
-                format!("sqlite://{}", dir.path().join("chatbus.sqlite").display()),
+                options.database_url.clone().unwrap_or_else(|| {
+                    format!("sqlite://{}", dir.path().join("chatbus.sqlite").display())
+                }),
             ),
         ];
         consumer_env.extend(options.consumer_env.clone());
-        let consumer = Service::start("consumer", consumer_env, dir.path()).await;
+        let consumer = Service::start("consumer", consumer_env.clone(), dir.path()).await;
         wait_for_queue(&options.consumer_amqp_url, &queue).await;
+        let mut more_consumers = Vec::new();
+        for n in 2..=options.consumers {
+            let sub = dir.path().join(format!("consumer{n}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            more_consumers.push(Service::start("consumer", consumer_env.clone(), &sub).await);
+        }
         let mut ingestor_env = vec![
             ("AMQP_URL".into(), options.ingestor_amqp_url.clone()),
             ("CHAT_EXCHANGE".into(), exchange.clone()),
@@ -265,6 +284,7 @@ impl Stack {
             channels,
             ingestor,
             consumer,
+            more_consumers,
             consumer_amqp_url: options.consumer_amqp_url,
         }
     }
@@ -273,6 +293,9 @@ impl Stack {
     pub async fn stop(mut self) {
         self.ingestor.stop().await;
         self.consumer.stop().await;
+        for consumer in &mut self.more_consumers {
+            consumer.stop().await;
+        }
         let conn = rabbit::connect_to(&self.consumer_amqp_url, "e2e-cleanup").await;
         rabbit::delete_topology(&conn, &common::amqp::Topology::named(&self.exchange)).await;
         if let Ok(ch) = conn.create_channel().await {
@@ -295,6 +318,23 @@ impl Stack {
     pub fn dump_logs(&self) {
         self.ingestor.dump_logs();
         self.consumer.dump_logs();
+        for consumer in &self.more_consumers {
+            consumer.dump_logs();
+        }
+    }
+
+    /// Every consumer process, the first one first.
+    pub fn consumers(&self) -> impl Iterator<Item = &Service> {
+        std::iter::once(&self.consumer).chain(&self.more_consumers)
+    }
+
+    /// A counter summed over every consumer.
+    pub async fn consumers_metric(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for consumer in self.consumers() {
+            sum += consumer.metric(name).await;
+        }
+        sum
     }
 
     /// Every stored event of `channel`, oldest first (all pages).

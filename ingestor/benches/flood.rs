@@ -7,7 +7,15 @@
 //! cargo bench -p ingestor --bench flood -- --channels 10 --messages 200000
 //! cargo bench -p ingestor --bench flood -- --channels 1000 --messages 200000
 //! cargo bench -p ingestor --bench flood -- --channels 10 --rate 1000 --seconds 20
+//! # against the 3-node cluster of scripts/rabbitmq-cluster.sh, quorum queues
+//! cargo bench -p ingestor --bench flood -- --channels 10 --messages 200000 --cluster
 //! ```
+//!
+//! **`--cluster`**: the ingestor gets all three nodes (`AMQP_URL` as a
+//! comma list; it connects to node 1), the queues are quorum queues (so a
+//! confirm means the message is on a majority of nodes), and the ceiling
+//! publisher sends to node 1 as well. The cluster is started if it is not
+//! running.
 //!
 //! **Flood** (the default): the fake keeps at most `--window` (20,000)
 //! lines sent and not yet in the queue. Reports confirmed messages per
@@ -32,18 +40,49 @@
 
 use std::time::{Duration, Instant};
 
-use common::amqp::{Subscriber, Topology};
+use common::amqp::{QueueType, Subscriber, Topology};
 use testkit::fake_irc::FakeIrc;
 use testkit::rabbit::{self, unique};
 
-/// A durable queue bound to `chat.#` on a fresh topology; nobody consumes
-/// it during the run.
+/// Where the bench publishes: the main broker, or the 3-node cluster.
+struct Broker {
+    /// Node the setup connection and the ceiling publisher use.
+    url: String,
+    /// The ingestor's `AMQP_URL` (every node of a cluster).
+    ingestor_url: String,
+    queue_type: QueueType,
+}
+
+fn broker() -> &'static Broker {
+    static BROKER: std::sync::OnceLock<Broker> = std::sync::OnceLock::new();
+    BROKER.get_or_init(|| {
+        if std::env::args().any(|a| a == "--cluster") {
+            let cluster = testkit::cluster::Cluster::ensure();
+            Broker {
+                url: testkit::cluster::Cluster::node_url(1),
+                ingestor_url: cluster.urls(),
+                queue_type: QueueType::Quorum,
+            }
+        } else {
+            Broker {
+                url: rabbit::amqp_url(),
+                ingestor_url: rabbit::amqp_url(),
+                queue_type: QueueType::Classic,
+            }
+        }
+    })
+}
+
+/// A durable queue bound to `chat.#` on a fresh topology (a quorum queue
+/// on the cluster); nobody consumes it during the run.
 async fn bench_queue(conn: &lapin::Connection, prefix: &str) -> (Topology, String) {
-    let topology = Topology::named(&unique(prefix));
+    let mut topology = Topology::named(&unique(prefix));
+    topology.replicated = broker().queue_type == QueueType::Quorum;
     let queue = unique(&format!("{prefix}-q"));
     drop(
         Subscriber::builder(&queue)
             .bind("chat.#")
+            .queue_type(broker().queue_type)
             .expires(Duration::from_secs(3600))
             .build(conn, &topology)
             .await
@@ -86,7 +125,7 @@ fn spawn_ingestor(
     tokio::process::Command::new(env!("CARGO_BIN_EXE_ingestor"))
         .env_clear()
         .env("RUST_LOG", "warn")
-        .env("AMQP_URL", rabbit::amqp_url())
+        .env("AMQP_URL", &broker().ingestor_url)
         .env("CHAT_EXCHANGE", exchange)
         .env("INGESTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("TWITCH_IRC_ADDR", fake.addr().to_string())
@@ -108,7 +147,7 @@ fn spawn_ingestor(
 async fn flood(n_channels: usize, n_messages: usize) {
     let window: f64 = testkit::cli_arg("--window", 20_000.0);
     let fake = FakeIrc::start().await;
-    let conn = rabbit::connect("bench-setup").await;
+    let conn = rabbit::connect_to(&broker().url, "bench-setup").await;
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let channels: Vec<String> = (0..n_channels).map(|i| format!("b{tag}_{i}")).collect();
     eprintln!("generating {n_messages} lines...");
@@ -406,7 +445,7 @@ async fn node_ceiling(
     let (topology, queue) = bench_queue(conn, "bench-ceiling").await;
     eprintln!("amqplib ceiling publisher: {count} messages...");
     let ceiling = testkit::ceiling::run(
-        &rabbit::amqp_url(),
+        &broker().url,
         &topology.exchange,
         messages,
         count,

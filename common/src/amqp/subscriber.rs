@@ -111,8 +111,10 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Declares the topology, the queue (dead-lettering to the topology's
-    /// DLX) and its bindings, sets the prefetch and starts consuming.
+    /// Declares the topology, the queue (no arguments beyond its type and expiry:
+    /// dead-lettering comes from the policy, and undecodable deliveries are
+    /// republished to the topology's DLX by the subscriber itself) and its
+    /// bindings, sets the prefetch and starts consuming.
     ///
     /// # Errors
     /// [`AmqpError::Pattern`] for a bad binding; [`AmqpError::Protocol`] if a

@@ -14,7 +14,7 @@
 //! tests, its expiry): any service may declare `chat` as a plain durable
 //! topic exchange, before or after chatbus, and both work. What needs
 //! arguments (the alternate exchange, max-length, dead-lettering) is set
-//! by RabbitMQ policy ([`super::policy`]), RabbitMQ's own advice, because
+//! by RabbitMQ policy ([`super::management`]), RabbitMQ's own advice, because
 //! the arguments of an existing exchange or queue can never change.
 //!
 //! An exchange or queue that already exists with other arguments (an older

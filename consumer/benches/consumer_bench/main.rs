@@ -1,9 +1,12 @@
 //! Benchmarks of the consumer, against the real RabbitMQ and a real SQLite
-//! file (figures in the README):
+//! file or PostgreSQL database (figures in docs/benchmarks.md):
 //!
 //! ```sh
 //! # store throughput: events committed and acked per second
 //! cargo bench -p consumer --bench consumer_bench -- store --events 500000
+//! cargo bench -p consumer --bench consumer_bench -- store --events 500000 --postgres
+//! # REST history latency on 5 million events (see history.rs)
+//! cargo bench -p consumer --bench consumer_bench -- history --events 5000000 --postgres
 //! # WebSocket fan-out: N clients on one channel, events at a fixed rate
 //! cargo bench -p consumer --bench consumer_bench -- fanout --clients 1000 --rate 100 --seconds 30
 //! # slow clients: N clients that never read while M events of ~4 KB flow
@@ -36,6 +39,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use testkit::events;
 use testkit::process::{Echo, ServiceProcess};
 
+mod history;
 mod raw_client;
 use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
@@ -66,7 +70,13 @@ enum Bench {
         /// Only the store alone (no broker).
         #[arg(long)]
         alone: bool,
+        /// PostgreSQL (a fresh database on CHATBUS_TEST_PG_URL's server,
+        /// dropped afterwards) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
     },
+    /// REST history: query latency on a large table (loaded first).
+    History(history::HistoryArgs),
     /// WebSocket fan-out: clients on one channel, events at a fixed rate.
     Fanout {
         /// WebSocket clients subscribed to the channel.
@@ -119,7 +129,9 @@ fn main() -> anyhow::Result<()> {
                 batch_size,
                 prefetch,
                 alone,
-            } => store(events, batch_size, prefetch, alone).await,
+                postgres,
+            } => store(events, batch_size, prefetch, alone, postgres).await,
+            Bench::History(args) => history::run(args).await,
             Bench::Fanout {
                 clients,
                 rate,
@@ -161,13 +173,93 @@ async fn store_alone(url: &str, n: usize, batch_size: usize) -> anyhow::Result<f
     Ok(n as f64 / took.as_secs_f64())
 }
 
-async fn store(n: usize, batch_size: usize, prefetch: u16, alone: bool) -> anyhow::Result<()> {
+/// A fresh, empty database for a bench: a SQLite file in `dir`, or a
+/// PostgreSQL database of its own (drop it with [`BenchDb::finish`]).
+pub(crate) enum BenchDb {
+    Sqlite(String),
+    Postgres(testkit::pg::TestDatabase),
+}
+
+impl BenchDb {
+    pub(crate) async fn create(postgres: bool, dir: &std::path::Path, name: &str) -> Self {
+        if postgres {
+            Self::Postgres(testkit::pg::TestDatabase::create().await)
+        } else {
+            Self::Sqlite(format!(
+                "sqlite://{}",
+                dir.join(format!("{name}.sqlite")).display()
+            ))
+        }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        match self {
+            Self::Sqlite(url) => url,
+            Self::Postgres(db) => &db.url,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Rows in `events`, and the database's size in bytes.
+    pub(crate) async fn count_and_size(&self) -> anyhow::Result<(i64, u64)> {
+        match self {
+            Self::Sqlite(url) => {
+                let pool = sqlx::SqlitePool::connect(url).await?;
+                let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(&pool)
+                    .await?;
+                pool.close().await;
+                let path = std::path::PathBuf::from(url.trim_start_matches("sqlite://"));
+                let dir = path.parent().context("database directory")?;
+                let size = std::fs::read_dir(dir)?
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
+                Ok((n, size))
+            }
+            Self::Postgres(db) => {
+                let pool = sqlx::PgPool::connect(&db.url).await?;
+                let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(&pool)
+                    .await?;
+                let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&pool)
+                    .await?;
+                pool.close().await;
+                Ok((n, u64::try_from(size).unwrap_or(0)))
+            }
+        }
+    }
+
+    pub(crate) async fn finish(self) {
+        if let Self::Postgres(db) = self {
+            db.drop_now().await;
+        }
+    }
+}
+
+async fn store(
+    n: usize,
+    batch_size: usize,
+    prefetch: u16,
+    alone: bool,
+    postgres: bool,
+) -> anyhow::Result<()> {
     {
         let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("alone.sqlite").display());
-        let rate = store_alone(&url, n, batch_size).await?;
+        let db = BenchDb::create(postgres, dir.path(), "alone").await;
+        let rate = store_alone(db.url(), n, batch_size).await;
+        db.finish().await;
+        let rate = rate?;
         println!(
-            "store alone (write_batch, {batch_size} per transaction, no broker): {rate:.0} events/s"
+            "store alone ({}, write_batch, {batch_size} per transaction, no broker): {rate:.0} events/s",
+            if postgres { "PostgreSQL" } else { "SQLite" }
         );
         if alone {
             return Ok(());
@@ -182,8 +274,8 @@ async fn store(n: usize, batch_size: usize, prefetch: u16, alone: bool) -> anyho
     let ceiling_queue = unique("bench-store-ceiling-q");
     rabbit::declare_consumer_queue(&topology, &ceiling_queue).await;
     let dir = tempfile::tempdir()?;
-    let db_path = dir.path().join("bench.sqlite");
-    let db_url = format!("sqlite://{}", db_path.display());
+    let db = BenchDb::create(postgres, dir.path(), "bench").await;
+    let db_url = db.url().to_owned();
 
     let conn = rabbit::connect("chatbus-bench-publisher").await;
     let publisher = Publisher::open(&conn, &topology, "chatbus-bench").await?;
@@ -265,23 +357,17 @@ async fn store(n: usize, batch_size: usize, prefetch: u16, alone: bool) -> anyho
     shutdown.cancel();
     task.await??;
 
-    let pool = sqlx::SqlitePool::connect(&db_url).await?;
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(&pool)
-        .await?;
-    pool.close().await;
+    let (stored, size) = db.count_and_size().await?;
+    let kind = db.kind();
+    db.finish().await;
     if stored != n as i64 {
         bail!("stored {stored}, expected {n}");
     }
     let batches = testkit::metrics::sample_sum(&text, "chatbus_consumer_batch_events_count");
     let commit_sum = testkit::metrics::sample_sum(&text, "chatbus_consumer_commit_seconds_sum");
-    let size: u64 = std::fs::read_dir(dir.path())?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
     let rate = n as f64 / took.as_secs_f64();
     println!(
-        "store: {n} events committed and acked in {:.2} s = {:.0} events/s, {:.0} % of the delivery ceiling \
+        "store ({kind}): {n} events committed and acked in {:.2} s = {:.0} events/s, {:.0} % of the delivery ceiling \
          ({batches:.0} batches, {:.1} events and {:.1} ms per commit on average; \
          database {:.0} MB)",
         took.as_secs_f64(),

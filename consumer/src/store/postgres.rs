@@ -358,7 +358,7 @@ pub(crate) struct TsTerm {
 /// `a-b`) are matched as phrases of their parts.
 pub(crate) fn ts_query(input: &str) -> Option<Vec<TsTerm>> {
     let terms: Vec<TsTerm> = input
-        .split(|c: char| c.is_whitespace() || c == '\0')
+        .split(|c: char| c.is_whitespace() || c.is_control())
         .filter_map(|word| {
             let (word, prefix) = match word.strip_suffix('*') {
                 Some(w) => (w.trim_end_matches('*'), true),
@@ -833,7 +833,7 @@ impl Store for PostgresStore {
             Some(t) => match ts_query(t) {
                 Some(q) => Some(q),
                 None if t
-                    .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .trim_matches(|c: char| c.is_whitespace() || c.is_control())
                     .is_empty() =>
                 {
                     None
@@ -844,10 +844,20 @@ impl Store for PostgresStore {
         };
         let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
         qb.push(" WHERE TRUE");
-        if let Some(ids) = channels {
-            qb.push(" AND e.channel_ref = ANY(")
-                .push_bind(ids)
-                .push(")");
+        match channels.as_deref() {
+            // One channel (the common case) as `=`: PostgreSQL then walks
+            // the (channel_ref, seq) index in cursor order. With `= ANY`
+            // it walks the seq index and filters (measured: 16 ms instead
+            // of 0.9 ms for a page of one channel in 100, on 5 million).
+            Some([id]) => {
+                qb.push(" AND e.channel_ref = ").push_bind(*id);
+            }
+            Some(ids) => {
+                qb.push(" AND e.channel_ref = ANY(")
+                    .push_bind(ids.to_vec())
+                    .push(")");
+            }
+            None => {}
         }
         if let Some(user) = &filter.user {
             qb.push(" AND e.author_login = ")

@@ -473,8 +473,9 @@ pub(crate) fn is_blank_text(input: &str) -> bool {
 /// Turns user input into an FTS5 query that cannot be a syntax error:
 /// every word becomes a quoted phrase (all must match, `"` doubled inside
 /// it); a trailing `*` keeps its meaning (prefix). Words are split at
-/// white space and control characters (NUL included). `None` when no word
-/// is left (blank, or only `*`).
+/// white space and control characters (NUL included); a word without a
+/// letter or digit is dropped. `None` when no word is left (blank, only
+/// `*`, only punctuation).
 pub(crate) fn fts_query(input: &str) -> Option<String> {
     let terms: Vec<String> = input
         .split(separates_words)
@@ -484,7 +485,9 @@ pub(crate) fn fts_query(input: &str) -> Option<String> {
                 Some(w) => (w.trim_end_matches('*'), true),
                 None => (word, false),
             };
-            (!word.is_empty()).then(|| {
+            // A word of punctuation alone has no token: no term (as on
+            // PostgreSQL), rather than an empty phrase.
+            word.chars().any(char::is_alphanumeric).then(|| {
                 format!(
                     "\"{}\"{}",
                     word.replace('"', "\"\""),
@@ -966,8 +969,9 @@ mod tests {
         );
         assert_eq!(
             fts_query("AND OR NOT ("),
-            Some("\"AND\" \"OR\" \"NOT\" \"(\"".into())
+            Some("\"AND\" \"OR\" \"NOT\"".into())
         );
+        assert_eq!(fts_query("!!! -- (*)"), None);
         assert_eq!(fts_query("   "), None);
         assert_eq!(fts_query("***"), None);
         // FTS5 stops reading at a NUL: control characters split words.
