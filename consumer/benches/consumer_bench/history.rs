@@ -44,6 +44,9 @@ pub(crate) struct HistoryArgs {
     postgres: bool,
 }
 
+/// Builds one request's query string.
+type QueryFn = Box<dyn Fn(&mut StdRng) -> String>;
+
 const VOCABULARY: usize = 2_000;
 const AUTHORS: usize = 1_000;
 
@@ -171,7 +174,8 @@ async fn measure(db: &BenchDb, args: &HistoryArgs) -> anyhow::Result<()> {
     }
     let head = rows as u64;
     let mut rng = StdRng::seed_from_u64(11);
-    let kinds: [(&str, Box<dyn Fn(&mut StdRng) -> String>); 5] = [
+    let channels = args.channels;
+    let kinds: [(&str, QueryFn); 5] = [
         (
             "newest page, every channel",
             Box::new(|_| "limit=100".into()),
@@ -181,7 +185,7 @@ async fn measure(db: &BenchDb, args: &HistoryArgs) -> anyhow::Result<()> {
             Box::new(move |r| {
                 format!(
                     "channel=chan{}&before={}&limit=100",
-                    r.random_range(0..args.channels),
+                    r.random_range(0..channels),
                     r.random_range(1..=head)
                 )
             }),
@@ -206,7 +210,7 @@ async fn measure(db: &BenchDb, args: &HistoryArgs) -> anyhow::Result<()> {
                 format!(
                     "q={}&channel=chan{}&limit=100",
                     word(r.random_range(0..VOCABULARY)),
-                    r.random_range(0..args.channels)
+                    r.random_range(0..channels)
                 )
             }),
         ),
