@@ -23,11 +23,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use e2e::{Stack, StackOptions, WsClient, WsRead, process_stats};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
+use testkit::metrics::percentile;
 
 async fn throughput(stack: &Stack, n: usize) -> (f64, f64) {
     let before = stack

@@ -361,7 +361,7 @@ async fn latency(n_channels: usize, rate: f64, seconds: f64) {
     let _ = child.wait().await;
     rabbit::delete_topology(&conn, &topology).await;
     latencies.sort_by(f64::total_cmp);
-    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let q = |p: f64| testkit::metrics::percentile(&latencies, p);
     println!();
     println!(
         "| channels | rate | messages | IRC -> consumer p50 / p90 / p99 / max | ingestor CPU per msg | peak RSS |"

@@ -135,7 +135,7 @@ async fn main() {
     for v in [&mut latencies, &mut to_ingestor, &mut from_ingestor] {
         v.sort_by(f64::total_cmp);
     }
-    let q = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let q = testkit::metrics::percentile;
     println!();
     println!(
         "| rate | messages | fake -> consumer p50 / p90 / p99 / max | of which fake -> ingestor p50 / p99 | ingestor -> consumer p50 / p99 | ingestor CPU per msg | peak RSS | streams opened |"

@@ -51,6 +51,17 @@ pub fn process_stats(pid: u32) -> (f64, f64) {
     (hwm_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
 }
 
+/// The `p` quantile (0 to 1) of `sorted` (ascending) by nearest rank: the
+/// smallest value with at least `p` of the values at or below it. NaN when
+/// empty. One definition for every benchmark's percentiles.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +87,16 @@ mod tests {
         let (rss, cpu) = process_stats(std::process::id());
         assert!(rss > 0.0, "peak RSS {rss}");
         assert!(cpu > 0.0, "CPU seconds {cpu}");
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert!(percentile(&[], 0.5).is_nan());
     }
 }

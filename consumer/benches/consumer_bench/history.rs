@@ -21,6 +21,7 @@ use clap::Args;
 use common::schema::PLATFORM_TWITCH;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use testkit::events;
+use testkit::metrics::percentile;
 use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,11 +64,6 @@ fn word(n: usize) -> String {
         n /= 16;
     }
     out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 async fn load(url: &str, args: &HistoryArgs) -> anyhow::Result<()> {

@@ -642,15 +642,13 @@ async fn fanout(
         .iter()
         .filter(|r| r.latencies_us.len() < expected)
         .count();
-    let mut all: Vec<u32> = results.into_iter().flat_map(|r| r.latencies_us).collect();
-    all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-        f64::from(all[i]) / 1000.0
-    };
+    let mut all: Vec<f64> = results
+        .into_iter()
+        .flat_map(|r| r.latencies_us)
+        .map(|us| f64::from(us) / 1000.0)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| testkit::metrics::percentile(&all, p);
     println!(
         "fanout: {clients} {client:?} clients, {rate} events/s for {seconds} s ({expected} events, published in {:.1} s), CONSUMER_BATCH_WAIT={batch_wait}",
         publishing.as_secs_f64()
