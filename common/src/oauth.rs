@@ -36,6 +36,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{ConfigError, comma_list};
 use crate::secret::Secret;
+use crate::telemetry::error_chain;
 use crate::token_store::{AccountStatus, StoredToken, TokenStore, TokenStoreError};
 
 /// The OAuth providers chatbus knows.
@@ -1282,19 +1283,6 @@ impl StatusProbe {
             })
         }
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's top-level message
-/// alone is often just "error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

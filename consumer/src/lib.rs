@@ -123,22 +123,14 @@ pub async fn run_with_topology(
 
     let status = Arc::new(ingest::IngestStatus::default());
     if config.rabbitmq_policies {
-        match common::amqp::management::Management::for_broker(
+        let mut policies = topology.policies();
+        policies.push(topology.queue_policy(&config.consumer_queue));
+        common::amqp::management::spawn_policies(
             &config.amqp_url,
             config.rabbitmq_management_url.as_deref(),
-        ) {
-            Ok(management) => {
-                let mut policies = topology.policies();
-                policies.push(topology.queue_policy(&config.consumer_queue));
-                tokio::spawn(common::amqp::management::keep_policies(
-                    management,
-                    policies,
-                    std::time::Duration::from_secs(60),
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "RabbitMQ policies not set"),
-        }
+            policies,
+            shutdown.clone(),
+        );
     }
     let mut tasks = vec![
         supervise("live feed", shutdown.clone(), feed.run(shutdown.clone())),

@@ -209,20 +209,12 @@ pub async fn run(
         confirm_timeout: config.publish_confirm_timeout,
     };
     if config.rabbitmq_policies {
-        match common::amqp::management::Management::for_broker(
+        common::amqp::management::spawn_policies(
             &config.amqp_url,
             config.rabbitmq_management_url.as_deref(),
-        ) {
-            Ok(management) => {
-                tokio::spawn(common::amqp::management::keep_policies(
-                    management,
-                    pipeline.topology.policies(),
-                    Duration::from_secs(60),
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "RabbitMQ policies not set"),
-        }
+            pipeline.topology.policies(),
+            shutdown.clone(),
+        );
     }
     tasks.push(supervise(
         "publisher",

@@ -325,6 +325,30 @@ pub async fn apply_policies(
     Ok(())
 }
 
+/// What every service does at start: finds the management API of the
+/// broker at `amqp_url` (or `explicit`, `RABBITMQ_MANAGEMENT_URL`) and
+/// spawns [`keep_policies`] with `policies`, retrying every minute until
+/// `cancel`. A management URL that cannot be derived is logged at WARN:
+/// chatbus works without its policies.
+pub fn spawn_policies(
+    amqp_url: &str,
+    explicit: Option<&str>,
+    policies: Vec<Policy>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    match Management::for_broker(amqp_url, explicit) {
+        Ok(management) => {
+            tokio::spawn(keep_policies(
+                management,
+                policies,
+                Duration::from_secs(60),
+                cancel,
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "RabbitMQ policies not set"),
+    }
+}
+
 /// Sets `policies` now, and while the management API cannot be reached,
 /// again every `retry` until it can or `cancel` fires. The first failure
 /// is logged once at WARN, with the `rabbitmqctl` commands that set the

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::Secret;
+use common::telemetry::error_chain;
 use common::token_manager::TokenManager;
 use common::token_store::{AccountStatus, TokenStore};
 use serde::Deserialize;
@@ -705,18 +706,6 @@ fn snippet(body: &[u8]) -> String {
     } else {
         text
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
