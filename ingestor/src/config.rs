@@ -224,7 +224,7 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check_amqp_url("amqp_url", &self.amqp_url)?;
         if let Some(url) = &self.rabbitmq_management_url {
-            common::config::check_http_url("rabbitmq_management_url", url)?;
+            check_http_url("rabbitmq_management_url", url)?;
         }
         check_nonempty("chat_exchange", &self.chat_exchange)?;
         check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
