@@ -83,16 +83,6 @@ impl LiveEvent {
         self.cursor
     }
 
-    /// Its routing key, `chat.<platform>.<channel>`.
-    pub fn routing_key(&self) -> &str {
-        &self.routing_key
-    }
-
-    /// Its kind.
-    pub fn kind(&self) -> EventKind {
-        self.kind
-    }
-
     /// The estimated size of its frame for one subscription, in bytes:
     /// what it adds to a client's backlog.
     pub fn frame_bytes(&self) -> usize {

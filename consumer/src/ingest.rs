@@ -83,15 +83,6 @@ pub struct EventLimits {
     pub max_text_bytes: usize,
 }
 
-impl Default for EventLimits {
-    fn default() -> Self {
-        Self {
-            max_event_bytes: 256 * 1024,
-            max_text_bytes: 64 * 1024,
-        }
-    }
-}
-
 /// Why a decoded event is refused, or `None` if it may be stored: the
 /// body is within `limits`, the platform is a lowercase identifier
 /// (`[a-z0-9_-]+`, as routing keys and the store's `(platform, id)` key

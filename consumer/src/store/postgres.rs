@@ -94,7 +94,7 @@ impl PostgresStore {
         };
         let today = day_of(millis(Utc::now()));
         store.ensure_partitions(today).await?;
-        tracing::info!(url = %redact(url), "PostgreSQL store open");
+        tracing::info!(url = %common::amqp::redact_url(url), "PostgreSQL store open");
         Ok(store)
     }
 
@@ -128,10 +128,7 @@ impl PostgresStore {
                 );
                 // Two consumers may create it at once; one wins.
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
+                lock(&mut tx).await?;
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut *tx)
                     .await?;
@@ -258,23 +255,6 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `postgres://user:secret@host/db` -> `postgres://user:[redacted]@host/db`.
-fn redact(url: &str) -> String {
-    match reqwest_like_parse(url) {
-        Some((before, after)) => format!("{before}:[redacted]@{after}"),
-        None => url.to_owned(),
-    }
-}
-
-fn reqwest_like_parse(url: &str) -> Option<(&str, &str)> {
-    let (scheme_user, rest) = url.split_once('@')?;
-    let (before, _password) = scheme_user.rsplit_once(':')?;
-    if before.ends_with('/') {
-        return None;
-    }
-    Some((before, rest))
-}
-
 /// Whether a database error is worth retrying (the server is unreachable,
 /// restarting, failing over, out of resources, or a serialisation
 /// conflict) rather than a refusal of the data.
@@ -286,19 +266,25 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 40001 serialization failure; 40P01
-            // deadlock; 53: insufficient resources; 57P01-57P03: admin
-            // shutdown, crash shutdown, cannot connect now; 58: system
-            // error; 25006 read-only transaction (a standby after failover).
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("58")
-                || matches!(
-                    code.as_ref(),
-                    "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "25006"
-                )
-        }),
+        sqlx::Error::Database(db)
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            db.code().is_some_and(|code| {
+                // 08: connection exception; 40001 serialization failure; 40P01
+                // deadlock; 53: insufficient resources; 57P01-57P03: admin
+                // shutdown, crash shutdown, cannot connect now; 58: system
+                // error; 25006 read-only transaction (a standby after failover).
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("58")
+                    || matches!(
+                        code.as_ref(),
+                        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "25006"
+                    )
+            })
+        }
         _ => false,
     }
 }
@@ -1028,7 +1014,7 @@ mod tests {
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
         assert!(!is_transient(&sqlx::Error::RowNotFound));
         assert_eq!(
-            redact("postgres://u:hunter2@h:5432/db"),
+            common::amqp::redact_url("postgres://u:hunter2@h:5432/db"),
             "postgres://u:[redacted]@h:5432/db"
         );
     }

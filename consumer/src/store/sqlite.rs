@@ -230,7 +230,11 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => true,
-        sqlx::Error::Database(db) => {
+        // SQLite's own errors only: another backend's numeric codes
+        // (PostgreSQL's 22021 ends in the byte 5, BUSY) mean other things.
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
             let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
             // Primary result codes: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
             matches!(code & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15)

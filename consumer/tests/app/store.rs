@@ -903,3 +903,50 @@ fn any_search_text_is_a_valid_query_in_sqlite() {
 fn any_search_text_is_a_valid_query_in_postgres() {
     any_search_text_is_a_valid_query(true);
 }
+
+/// Errors are judged by their own backend's codes: PostgreSQL's "invalid
+/// byte sequence" (22021) ends in the byte 5, SQLite's BUSY, and must
+/// still be a refusal (the batch is split
+/// and the bad event dead-lettered), while SQLite's BUSY stays transient.
+#[tokio::test]
+async fn each_backend_judges_its_own_error_codes() {
+    let db = testkit::pg::TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let err = sqlx::query("SELECT convert_from('\\xff'::bytea, 'UTF8')")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "22021");
+    assert!(!store::StoreError::Database(err).is_transient());
+    pool.close().await;
+    db.drop_now().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("busy.sqlite").display()
+    );
+    let holder = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let other = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .busy_timeout(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let err = sqlx::query("CREATE TABLE u (x INTEGER)")
+        .execute(&other)
+        .await
+        .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "5", "SQLITE_BUSY");
+    assert!(store::StoreError::Database(err).is_transient());
+    tx.rollback().await.unwrap();
+}
