@@ -600,7 +600,6 @@ impl Follower {
             Err(e) => return (Step::Failed(e), false),
         };
         self.reading(chat, "stream");
-        self.shared.streams.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("chatbus_ingestor_youtube_streams").increment(1.0);
         let started = tokio::time::Instant::now();
         let mut pages = 0u64;
@@ -632,7 +631,6 @@ impl Follower {
                 Err(status) => break Step::Failed(client.error(&status, pos.token.is_some())),
             }
         };
-        self.shared.streams.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!("chatbus_ingestor_youtube_streams").decrement(1.0);
         (step, true)
     }

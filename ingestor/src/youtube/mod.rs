@@ -112,7 +112,6 @@ pub(crate) struct Shared {
     tasks: Mutex<HashMap<String, (u64, CancellationToken)>>,
     next_task: AtomicU64,
     pub(crate) followers: AtomicUsize,
-    pub(crate) streams: AtomicUsize,
     stream_off_until: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -262,7 +261,6 @@ impl YoutubeSource {
                 tasks: Mutex::new(HashMap::new()),
                 next_task: AtomicU64::new(0),
                 followers: AtomicUsize::new(0),
-                streams: AtomicUsize::new(0),
                 stream_off_until: Mutex::new(None),
             }),
             describe,
