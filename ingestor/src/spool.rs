@@ -399,14 +399,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Flushes written records to stable storage (a process crash never
-    /// loses written records; this covers power loss).
-    pub fn sync(&mut self) {
-        if let Some(file) = self.take_unsynced() {
-            let _ = file.sync_data();
-        }
-    }
-
     /// A second handle on the segment being written, if records were
     /// written since the last sync, for the caller to `sync_data` without
     /// holding whatever guards the spool: an fsync can take hundreds of
