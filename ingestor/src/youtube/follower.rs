@@ -253,11 +253,8 @@ impl Follower {
                     self.shared.rename_task(&self.key, &channel, self.task);
                     self.key = channel;
                 }
-                Renamed::Merged => {
-                    self.shared.remove_task(&self.key, self.task);
-                    return false;
-                }
-                Renamed::Gone => return false,
+                // finish() takes the task out of the table.
+                Renamed::Merged | Renamed::Gone => return false,
             }
         }
         self.manager()
