@@ -121,6 +121,9 @@ pub(crate) struct Follower {
     cancel: CancellationToken,
     /// Follows this video only (a video entry).
     video: Option<String>,
+    /// The video as `resolve` looked it up, for the first check to use
+    /// instead of asking `videos.list` again.
+    looked_up: Option<Video>,
     uploads: Option<String>,
     ended: Recent<String>,
     failures: u32,
@@ -139,6 +142,7 @@ impl Follower {
             task,
             cancel,
             video: None,
+            looked_up: None,
             uploads: None,
             ended: Recent::new(ENDED_CHATS),
             failures: 0,
@@ -222,21 +226,23 @@ impl Follower {
             },
             Entry::Video(video) => loop {
                 match self.shared.api.videos(std::slice::from_ref(&video)).await {
-                    Ok(list) => match list
-                        .iter()
-                        .find(|v| v.id == video)
-                        .and_then(Video::channel_id)
-                    {
-                        Some(channel) => break channel.to_owned(),
-                        None => {
-                            let detail = format!("no YouTube video has the id {video}");
-                            tracing::warn!(platform = PLATFORM_YOUTUBE, %video, "{detail}");
-                            metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => "not_found").increment(1);
-                            if !self.wait("not_found", detail, PARKED_RECHECK).await {
-                                return false;
-                            }
+                    Ok(list) => {
+                        let found = list.into_iter().find(|v| v.id == video);
+                        if let Some(channel) = found
+                            .as_ref()
+                            .and_then(Video::channel_id)
+                            .map(str::to_owned)
+                        {
+                            self.looked_up = found;
+                            break channel;
                         }
-                    },
+                        let detail = format!("no YouTube video has the id {video}");
+                        tracing::warn!(platform = PLATFORM_YOUTUBE, %video, "{detail}");
+                        metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => "not_found").increment(1);
+                        if !self.wait("not_found", detail, PARKED_RECHECK).await {
+                            return false;
+                        }
+                    }
                     Err(e) => {
                         if !self.wait_after(&e, "looking up the video").await {
                             return false;
@@ -367,10 +373,20 @@ impl Follower {
             .offline_interval((channels + videos).max(1), mean.ceil() as u64)
     }
 
-    /// Looks at the followed video.
+    /// Looks at the followed video: as `resolve` just found it the first
+    /// time, by `videos.list` after that.
     async fn check_video(&mut self, video: &str) -> Result<Found, ApiError> {
-        let list = self.shared.api.videos(&[video.to_owned()]).await?;
-        let Some(v) = list.into_iter().find(|v| v.id == video) else {
+        let v = match self.looked_up.take().filter(|v| v.id == video) {
+            Some(v) => Some(v),
+            None => self
+                .shared
+                .api
+                .videos(&[video.to_owned()])
+                .await?
+                .into_iter()
+                .find(|v| v.id == video),
+        };
+        let Some(v) = v else {
             return Err(ApiError::Missing(format!(
                 "no YouTube video has the id {video}"
             )));
