@@ -293,7 +293,7 @@ impl Credentials {
 pub struct Video {
     /// Its id.
     pub id: String,
-    /// Title, channel and broadcast state.
+    /// Channel and broadcast state.
     pub snippet: Option<VideoSnippet>,
     /// Present for broadcasts.
     pub live_streaming_details: Option<LiveStreamingDetails>,
@@ -305,8 +305,6 @@ pub struct Video {
 pub struct VideoSnippet {
     /// The channel.
     pub channel_id: Option<String>,
-    /// The title.
-    pub title: Option<String>,
     /// `none`, `upcoming`, `live`, `completed`.
     pub live_broadcast_content: Option<String>,
 }
@@ -319,10 +317,6 @@ pub struct LiveStreamingDetails {
     pub active_live_chat_id: Option<String>,
     /// When it is scheduled to start.
     pub scheduled_start_time: Option<String>,
-    /// When it started.
-    pub actual_start_time: Option<String>,
-    /// When it ended.
-    pub actual_end_time: Option<String>,
 }
 
 impl Video {
@@ -466,16 +460,6 @@ impl Api {
             quota,
             reach,
         })
-    }
-
-    /// The credentials calls carry.
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
-    }
-
-    /// The shared quota.
-    pub fn quota(&self) -> &Arc<Quota> {
-        &self.quota
     }
 
     /// `GET {base}/{path}?{query}`, charged as `call`; one retry with a

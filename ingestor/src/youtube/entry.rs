@@ -43,11 +43,6 @@ impl Entry {
             Self::Channel(s) | Self::Handle(s) | Self::Video(s) => s,
         }
     }
-
-    /// Whether the entry follows a whole channel (not one video).
-    pub fn is_channel(&self) -> bool {
-        !matches!(self, Self::Video(_))
-    }
 }
 
 /// Whether `s` is a channel id: `UC` and 22 characters of `[A-Za-z0-9_-]`.
@@ -210,9 +205,10 @@ mod tests {
     #[test]
     fn keys_and_kinds() {
         let e = Entry::parse("@Name").unwrap();
-        assert_eq!((e.key(), e.is_channel()), ("@name", true));
+        assert_eq!(e.key(), "@name");
+        assert_eq!(e, Entry::Handle("@name".into()));
         let v = Entry::parse("dQw4w9WgXcQ").unwrap();
-        assert!(!v.is_channel());
+        assert_eq!(v, Entry::Video("dQw4w9WgXcQ".into()));
         assert!(is_channel_id("UC_x5XG1OV2P6uZZ5FSM9Ttw"));
         assert!(!is_channel_id("UU_x5XG1OV2P6uZZ5FSM9Ttw"));
     }

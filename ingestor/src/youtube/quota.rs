@@ -89,11 +89,6 @@ impl Quota {
         }
     }
 
-    /// The daily budget.
-    pub fn daily(&self) -> u64 {
-        self.daily
-    }
-
     /// Counts a call made at `now`.
     pub fn charge(&self, call: Call, now: DateTime<Utc>) {
         let spent = {
@@ -112,6 +107,7 @@ impl Quota {
     }
 
     /// Units spent today (Pacific day), as counted by this process.
+    #[cfg(test)]
     pub fn spent_today(&self, now: DateTime<Utc>) -> u64 {
         let s = self.state.lock().expect("quota lock");
         if s.day == Some(pacific_date(now)) {
