@@ -141,14 +141,28 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     );
     assert_eq!(seen["overlayControlsHidden"], true);
     assert_ne!(seen["pageBackground"], "rgba(0, 0, 0, 0)");
-    // Rendered: the green behind the overlay shows through it; the page
-    // (not an overlay) covers it.
+    // Rendered, both over the same green backdrop and read at the same
+    // spot: the green shows through the overlay; the page (not an overlay)
+    // covers it with its own background.
+    let green = serde_json::json!([0, 255, 0, 255]);
     assert_eq!(
-        seen["overlayCorner"],
-        serde_json::json!([0, 255, 0, 255]),
+        seen["overlayPixel"], green,
         "the overlay is transparent as rendered"
     );
-    assert_ne!(seen["pageCorner"], serde_json::json!([0, 255, 0, 255]));
+    assert_ne!(
+        seen["pagePixel"], green,
+        "the page is opaque as rendered: {seen}"
+    );
+    let background: Vec<u64> = seen["pageBackground"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("rgb(")?.strip_suffix(')'))
+        .map(|c| c.split(", ").map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("an opaque rgb() background: {}", seen["pageBackground"]));
+    assert_eq!(
+        seen["pagePixel"],
+        serde_json::json!([background[0], background[1], background[2], 255]),
+        "the page's own background is what covers the backdrop"
+    );
 
     app.publish(&[delete(&channel, &event, Utc::now())]).await;
     stdin.write_all(b"deleted\n").await.unwrap();

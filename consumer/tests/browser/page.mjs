@@ -56,11 +56,15 @@ try {
   const page = await context.newPage();
   const overlay = await context.newPage();
   // What OBS does: whatever the overlay leaves transparent shows what is
-  // behind it. Here that is pure green, so a screenshot tells.
-  const cdp = await context.newCDPSession(overlay);
-  await cdp.send("Emulation.setDefaultBackgroundColorOverride", {
-    color: { r: 0, g: 255, b: 0, a: 1 },
-  });
+  // behind it. Here that is pure green, so a screenshot tells. The page
+  // gets the same green backdrop (each page needs its own CDP session), so
+  // its screenshot tells whether it covers it.
+  for (const p of [page, overlay]) {
+    const cdp = await context.newCDPSession(p);
+    await cdp.send("Emulation.setDefaultBackgroundColorOverride", {
+      color: { r: 0, g: 255, b: 0, a: 1 },
+    });
+  }
   const errors = [];
   for (const p of [page, overlay]) {
     p.on("pageerror", (e) => errors.push(String(e)));
@@ -116,9 +120,11 @@ try {
   );
   seen.pageBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   // The rendered overlay, away from the chat (which sits at the bottom),
-  // and the page at the same spot, read back from screenshots.
-  seen.overlayCorner = await pixel(await overlay.screenshot(), 20, 20);
-  seen.pageCorner = await pixel(await page.screenshot(), 20, 300);
+  // and the page at the same spot (below its few lines), both over the
+  // green backdrop, read back from screenshots.
+  const spot = { x: 20, y: 300 };
+  seen.overlayPixel = await pixel(await overlay.screenshot(), spot.x, spot.y);
+  seen.pagePixel = await pixel(await page.screenshot(), spot.x, spot.y);
   console.log(`SEEN ${JSON.stringify(seen)}`);
 
   await nextLine();
