@@ -22,7 +22,8 @@
 //! * **Connection loss and failover** are transient errors: ingest retries
 //!   the batch (it is idempotent) until the database answers again.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,11 +34,13 @@ use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
-use super::moderation::{ModerationSpec, decode_moderation, moderation_of};
+use super::batch::{self, ChannelCounts};
+use super::moderation::{ModerationSpec, decode_moderation};
 use super::{
     ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
 };
+use super::{is_blank_text, search_words};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -343,20 +346,12 @@ pub(crate) struct TsTerm {
 /// query a syntax error. Words the `simple` parser would split (`don't`,
 /// `a-b`) are matched as phrases of their parts.
 pub(crate) fn ts_query(input: &str) -> Option<Vec<TsTerm>> {
-    let terms: Vec<TsTerm> = input
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter_map(|word| {
-            let (word, prefix) = match word.strip_suffix('*') {
-                Some(w) => (w.trim_end_matches('*'), true),
-                None => (word, false),
-            };
+    let terms: Vec<TsTerm> = search_words(input)
+        .map(|(word, prefix)| TsTerm {
             // Punctuation around a word is not part of it (`(alpha)`,
             // `/alpha`: the parser would read the latter as a file path).
-            let word = word.trim_matches(|c: char| !c.is_alphanumeric());
-            (!word.is_empty()).then(|| TsTerm {
-                word: word.to_owned(),
-                prefix,
-            })
+            word: word.trim_matches(|c: char| !c.is_alphanumeric()).to_owned(),
+            prefix,
         })
         .collect();
     (!terms.is_empty()).then_some(terms)
@@ -586,39 +581,33 @@ impl Store for PostgresStore {
         }
 
         // Which events are new: the first occurrence of an id in the batch,
-        // if the store does not have it yet.
-        let mut first_seen = std::collections::HashSet::with_capacity(events.len());
-        let candidates: Vec<&NewEvent<'_>> = events
+        // if the store does not have it yet. Their keys as PostgreSQL holds
+        // them (no NUL), computed once.
+        let candidates = batch::first_occurrences(events);
+        let keys: Vec<(Cow<'_, str>, Cow<'_, str>)> = candidates
             .iter()
-            .filter(|e| first_seen.insert((e.event.platform.as_str(), e.event.id.as_str())))
-            .collect();
-        let platforms: Vec<String> = candidates
-            .iter()
-            .map(|e| pg_text(&e.event.platform).into_owned())
-            .collect();
-        let ids: Vec<String> = candidates
-            .iter()
-            .map(|e| pg_text(&e.event.id).into_owned())
+            .map(|e| (pg_text(&e.event.platform), pg_text(&e.event.id)))
             .collect();
         let existing: Vec<(String, String)> = sqlx::query_as(
             "SELECT i.platform, i.event_id FROM event_ids i \
              JOIN unnest($1::text[], $2::text[]) AS n(platform, event_id) \
                ON i.platform = n.platform AND i.event_id = n.event_id",
         )
-        .bind(&platforms)
-        .bind(&ids)
+        .bind(keys.iter().map(|k| k.0.as_ref()).collect::<Vec<&str>>())
+        .bind(keys.iter().map(|k| k.1.as_ref()).collect::<Vec<&str>>())
         .fetch_all(&mut *tx)
         .await?;
-        let existing: std::collections::HashSet<(String, String)> = existing.into_iter().collect();
-        let fresh: Vec<&NewEvent<'_>> = candidates
-            .into_iter()
-            .filter(|e| {
-                !existing.contains(&(
-                    pg_text(&e.event.platform).into_owned(),
-                    pg_text(&e.event.id).into_owned(),
-                ))
-            })
+        let existing: HashSet<(&str, &str)> = existing
+            .iter()
+            .map(|(p, i)| (p.as_str(), i.as_str()))
             .collect();
+        let (fresh, fresh_keys): (Vec<&NewEvent<'_>>, Vec<&(Cow<'_, str>, Cow<'_, str>)>) =
+            candidates
+                .iter()
+                .zip(&keys)
+                .filter(|(_, k)| !existing.contains(&(k.0.as_ref(), k.1.as_ref())))
+                .map(|(e, k)| (*e, k))
+                .unzip();
         let n = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
         let mut outcome = WriteOutcome {
             after: Cursor::new(after),
@@ -634,33 +623,35 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         let seqs: Vec<i64> = (1..=n).map(|i| after + i).collect();
+        let channel_of =
+            |e: &NewEvent<'_>| refs[&(e.event.platform.as_str(), e.event.channel.as_str())];
+        let committed = batch::committed(&fresh, &seqs, channel_of)?;
 
-        // The rows, in one statement per table.
-        let col = |f: &dyn Fn(&NewEvent<'_>) -> String| -> Vec<String> {
-            fresh.iter().map(|e| f(e)).collect()
-        };
-        let platform = col(&|e| pg_text(&e.event.platform).into_owned());
-        let event_id = col(&|e| pg_text(&e.event.id).into_owned());
-        let kind = col(&|e| e.event.kind().as_str().to_owned());
-        let body = col(&|e| pg_text(e.json).into_owned());
-        let channel: Vec<i64> = fresh
-            .iter()
-            .map(|e| refs[&(e.event.platform.as_str(), e.event.channel.as_str())])
-            .collect();
+        // The rows, in one statement per table. Text is bound borrowed;
+        // the JSON body needs no NUL check (JSON escapes it).
+        let platform: Vec<&str> = fresh_keys.iter().map(|k| k.0.as_ref()).collect();
+        let event_id: Vec<&str> = fresh_keys.iter().map(|k| k.1.as_ref()).collect();
+        let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind().as_str()).collect();
+        let body: Vec<&str> = fresh.iter().map(|e| e.json).collect();
+        let channel: Vec<i64> = fresh.iter().map(|e| channel_of(e)).collect();
         let sent: Vec<i64> = fresh.iter().map(|e| millis(e.event.sent_at)).collect();
         let login: Vec<Option<String>> = fresh
             .iter()
             .map(|e| {
-                e.event
-                    .author
-                    .as_ref()
-                    .map(|a| pg_text(&a.login.to_lowercase()).into_owned())
+                e.event.author.as_ref().map(|a| {
+                    let login = a.login.to_lowercase();
+                    match pg_text(&login) {
+                        Cow::Borrowed(_) => login,
+                        Cow::Owned(stripped) => stripped,
+                    }
+                })
             })
             .collect();
-        let text: Vec<Option<String>> = fresh
+        let text: Vec<Option<Cow<'_, str>>> = fresh
             .iter()
-            .map(|e| e.event.text.as_deref().map(|t| pg_text(t).into_owned()))
+            .map(|e| e.event.text.as_deref().map(pg_text))
             .collect();
+        let text: Vec<Option<&str>> = text.iter().map(|t| t.as_deref()).collect();
         sqlx::query(
             "INSERT INTO event_ids (platform, event_id, seq, stored_at) \
              SELECT p, i, s, $4 FROM unnest($1::text[], $2::text[], $3::int8[]) AS t(p, i, s)",
@@ -691,16 +682,11 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
 
-        // Per channel: events, chat messages, newest cursor and its time.
-        let mut per_channel: HashMap<i64, (i64, i64, i64, i64)> = HashMap::new();
-        for ((e, &seq), &channel) in fresh.iter().zip(&seqs).zip(&channel) {
-            let entry = per_channel.entry(channel).or_default();
-            entry.0 += 1;
-            entry.1 += i64::from(e.event.kind().is_chat());
-            entry.2 = seq;
-            entry.3 = millis(e.event.sent_at);
-        }
-        let (ch, counts): (Vec<i64>, Vec<(i64, i64, i64, i64)>) = per_channel.into_iter().unzip();
+        let (ch, counts): (Vec<i64>, Vec<ChannelCounts>) = committed
+            .per_channel
+            .iter()
+            .map(|(id, c)| (*id, *c))
+            .unzip();
         sqlx::query(
             "UPDATE channels c SET event_count = c.event_count + v.n, \
              message_count = c.message_count + v.m, last_cursor = v.last, last_event_at = v.at \
@@ -709,52 +695,26 @@ impl Store for PostgresStore {
              WHERE c.id = v.id",
         )
         .bind(&ch)
-        .bind(counts.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(counts.iter().map(|c| c.1).collect::<Vec<_>>())
-        .bind(counts.iter().map(|c| c.2).collect::<Vec<_>>())
-        .bind(counts.iter().map(|c| c.3).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.events).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.messages).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.last_cursor).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.last_sent_at).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        outcome.stored = committed.stored;
 
-        let mut moderations = Vec::new();
-        let mut min_text_sent: Option<i64> = None;
-        for ((e, &seq), &channel) in fresh.iter().zip(&seqs).zip(&channel) {
-            let ev = e.event;
-            let sent_ms = millis(ev.sent_at);
-            if ev.text.is_some() {
-                min_text_sent = Some(min_text_sent.map_or(sent_ms, |m| m.min(sent_ms)));
-            }
-            if let Some(spec) = moderation_of(ev) {
-                moderations.push((seq, channel, sent_ms, &ev.platform, spec));
-            }
-            outcome.stored.push(StoredEvent {
-                cursor: Cursor::new(seq).ok_or_else(|| StoreError::Corrupt {
-                    cursor: seq,
-                    reason: "non-positive seq".into(),
-                })?,
-                moderation: None,
-                event: RawValue::from_string(e.json.to_owned()).map_err(|err| {
-                    StoreError::Corrupt {
-                        cursor: seq,
-                        reason: format!("body: {err}"),
-                    }
-                })?,
-                platform: ev.platform.clone(),
-                channel: ev.channel.clone(),
-                id: ev.id.clone(),
-                kind: ev.kind(),
-                routing_key: common::routing::routing_key(&ev.platform, &ev.channel),
-            });
-        }
         let mut marked: HashMap<i64, Moderation> = HashMap::new();
-        for (seq, channel, at, platform, spec) in &moderations {
-            let by = Cursor::new(*seq).expect("stored cursors are positive");
+        for m in &committed.moderations {
+            let (spec, by) = (
+                &m.spec,
+                Cursor::new(m.seq).expect("stored cursors are positive"),
+            );
             for target in apply_moderation(
                 &mut tx,
-                *seq,
-                *channel,
-                platform,
-                *at,
+                m.seq,
+                m.channel,
+                m.platform,
+                m.at,
                 self.lookback_ms,
                 spec,
             )
@@ -770,7 +730,7 @@ impl Store for PostgresStore {
             }
         }
         if let (Some(first), Some(last), Some(min_sent)) =
-            (seqs.first(), seqs.last(), min_text_sent)
+            (seqs.first(), seqs.last(), committed.min_text_sent)
         {
             let late = apply_late_moderation(
                 &mut tx,
@@ -789,12 +749,7 @@ impl Store for PostgresStore {
                 .expect("channel cache lock")
                 .extend(new_channels);
         }
-        for s in &mut outcome.stored {
-            if let Some(m) = marked.get(&s.cursor.get()) {
-                s.moderation = Some(*m);
-            }
-        }
-        outcome.moderated = marked.len() as u64;
+        outcome.apply_marks(&marked);
         Ok(outcome)
     }
 
@@ -818,12 +773,7 @@ impl Store for PostgresStore {
         let text = match filter.text.as_deref() {
             Some(t) => match ts_query(t) {
                 Some(q) => Some(q),
-                None if t
-                    .trim_matches(|c: char| c.is_whitespace() || c.is_control())
-                    .is_empty() =>
-                {
-                    None
-                }
+                None if is_blank_text(t) => None,
                 None => return Ok(Vec::new()),
             },
             None => None,

@@ -31,11 +31,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::moderation::{decode_moderation, moderation_of};
+use super::batch::{self, ChannelCounts};
+use super::moderation::decode_moderation;
 use super::{
     ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
 };
+use super::{is_blank_text, search_words};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -344,9 +346,7 @@ async fn apply_moderation(
 async fn index_batch(
     tx: &mut SqliteConnection,
     base: i64,
-    fresh: &[&NewEvent<'_>],
-    refs: &HashMap<(&str, &str), i64>,
-    seqs: &[i64],
+    per_channel: &HashMap<i64, ChannelCounts>,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO events_fts (rowid, text) \
@@ -355,27 +355,16 @@ async fn index_batch(
     .bind(base)
     .execute(&mut *tx)
     .await?;
-    // Per channel: events, chat messages, newest cursor and its time.
-    let mut per_channel: HashMap<i64, (i64, i64, i64, i64)> = HashMap::new();
-    for (e, &seq) in fresh.iter().zip(seqs) {
-        let ev = e.event;
-        let channel = refs[&(ev.platform.as_str(), ev.channel.as_str())];
-        let entry = per_channel.entry(channel).or_default();
-        entry.0 += 1;
-        entry.1 += i64::from(ev.kind().is_chat());
-        entry.2 = seq;
-        entry.3 = millis(ev.sent_at);
-    }
-    for (channel, (events, messages, last, at)) in per_channel {
+    for (channel, c) in per_channel {
         sqlx::query(
             "UPDATE channels SET event_count = event_count + ?1, \
              message_count = message_count + ?2, last_cursor = ?3, last_event_at = ?4 \
              WHERE id = ?5",
         )
-        .bind(events)
-        .bind(messages)
-        .bind(last)
-        .bind(at)
+        .bind(c.events)
+        .bind(c.messages)
+        .bind(c.last_cursor)
+        .bind(c.last_sent_at)
         .bind(channel)
         .execute(&mut *tx)
         .await?;
@@ -461,43 +450,19 @@ fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-/// Whether `c` separates words of a `q`: white space, and control
-/// characters. FTS5 reads its query up to the first NUL ("unterminated
-/// string"), and its tokenizer never puts a control character in a token,
-/// so splitting there changes no match.
-fn separates_words(c: char) -> bool {
-    c.is_whitespace() || c.is_control()
-}
-
-/// Whether `input` has no words at all (only separators): no text filter.
-pub(crate) fn is_blank_text(input: &str) -> bool {
-    input.split(separates_words).all(str::is_empty)
-}
-
 /// Turns user input into an FTS5 query that cannot be a syntax error:
 /// every word becomes a quoted phrase (all must match, `"` doubled inside
-/// it); a trailing `*` keeps its meaning (prefix). Words are split at
-/// white space and control characters (NUL included); a word without a
-/// letter or digit is dropped. `None` when no word is left (blank, only
-/// `*`, only punctuation).
+/// it); a trailing `*` keeps its meaning (prefix). The words are
+/// [`search_words`]. `None` when no word is left (blank, only `*`, only
+/// punctuation).
 pub(crate) fn fts_query(input: &str) -> Option<String> {
-    let terms: Vec<String> = input
-        .split(separates_words)
-        .filter(|word| !word.is_empty())
-        .filter_map(|word| {
-            let (word, prefix) = match word.strip_suffix('*') {
-                Some(w) => (w.trim_end_matches('*'), true),
-                None => (word, false),
-            };
-            // A word of punctuation alone has no token: no term (as on
-            // PostgreSQL), rather than an empty phrase.
-            word.chars().any(char::is_alphanumeric).then(|| {
-                format!(
-                    "\"{}\"{}",
-                    word.replace('"', "\"\""),
-                    if prefix { "*" } else { "" }
-                )
-            })
+    let terms: Vec<String> = search_words(input)
+        .map(|(word, prefix)| {
+            format!(
+                "\"{}\"{}",
+                word.replace('"', "\"\""),
+                if prefix { "*" } else { "" }
+            )
         })
         .collect();
     (!terms.is_empty()).then(|| terms.join(" "))
@@ -628,11 +593,7 @@ impl Store for SqliteStore {
         };
         // Which events are new: the first occurrence of an id in the batch,
         // if the store does not have it yet.
-        let mut first_seen = std::collections::HashSet::with_capacity(events.len());
-        let candidates: Vec<&NewEvent<'_>> = events
-            .iter()
-            .filter(|e| first_seen.insert((e.event.platform.as_str(), e.event.id.as_str())))
-            .collect();
+        let candidates = batch::first_occurrences(events);
         let existing = existing_ids(&mut tx, &candidates).await?;
         let fresh: Vec<&NewEvent<'_>> = candidates
             .into_iter()
@@ -686,51 +647,26 @@ impl Store for SqliteStore {
         }
         let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
         outcome.duplicates = events.len() - fresh.len();
+        let committed = batch::committed(&fresh, &seqs, |e| {
+            refs[&(e.event.platform.as_str(), e.event.channel.as_str())]
+        })?;
         if inserted > 0 {
-            index_batch(&mut tx, base, &fresh, &refs, &seqs).await?;
+            index_batch(&mut tx, base, &committed.per_channel).await?;
         }
-
-        let mut moderations = Vec::new();
-        let mut min_text_sent: Option<i64> = None;
-        for (e, &seq) in fresh.iter().zip(&seqs) {
-            let ev = e.event;
-            let channel = refs[&(ev.platform.as_str(), ev.channel.as_str())];
-            let sent_ms = millis(ev.sent_at);
-            if ev.text.is_some() {
-                min_text_sent = Some(min_text_sent.map_or(sent_ms, |m| m.min(sent_ms)));
-            }
-            if let Some(spec) = moderation_of(ev) {
-                moderations.push((seq, channel, sent_ms, &ev.platform, spec));
-            }
-            outcome.stored.push(StoredEvent {
-                cursor: Cursor::new(seq).ok_or_else(|| StoreError::Corrupt {
-                    cursor: seq,
-                    reason: "non-positive seq".into(),
-                })?,
-                moderation: None,
-                event: RawValue::from_string(e.json.to_owned()).map_err(|err| {
-                    StoreError::Corrupt {
-                        cursor: seq,
-                        reason: format!("body: {err}"),
-                    }
-                })?,
-                platform: ev.platform.clone(),
-                channel: ev.channel.clone(),
-                id: ev.id.clone(),
-                kind: ev.kind(),
-                routing_key: common::routing::routing_key(&ev.platform, &ev.channel),
-            });
-        }
+        outcome.stored = committed.stored;
 
         let mut marked: HashMap<i64, Moderation> = HashMap::new();
-        for (seq, channel, at, platform, spec) in &moderations {
-            let by = Cursor::new(*seq).expect("stored cursors are positive");
+        for m in &committed.moderations {
+            let (spec, by) = (
+                &m.spec,
+                Cursor::new(m.seq).expect("stored cursors are positive"),
+            );
             for target in apply_moderation(
                 &mut tx,
-                *seq,
-                *channel,
-                platform,
-                *at,
+                m.seq,
+                m.channel,
+                m.platform,
+                m.at,
                 self.lookback_ms,
                 spec,
             )
@@ -745,9 +681,11 @@ impl Store for SqliteStore {
                 );
             }
         }
-        if let (Some(first), Some(last), Some(min_sent)) =
-            (outcome.stored.first(), outcome.stored.last(), min_text_sent)
-        {
+        if let (Some(first), Some(last), Some(min_sent)) = (
+            outcome.stored.first(),
+            outcome.stored.last(),
+            committed.min_text_sent,
+        ) {
             let late = apply_late_moderation(
                 &mut tx,
                 first.cursor.get(),
@@ -766,12 +704,7 @@ impl Store for SqliteStore {
                 .expect("channel cache lock")
                 .extend(new_channels);
         }
-        for s in &mut outcome.stored {
-            if let Some(m) = marked.get(&s.cursor.get()) {
-                s.moderation = Some(*m);
-            }
-        }
-        outcome.moderated = marked.len() as u64;
+        outcome.apply_marks(&marked);
         Ok(outcome)
     }
 
