@@ -211,6 +211,13 @@ impl Drop for ConnectionGauge {
     }
 }
 
+/// Whether a subscription's `since` was already checked against the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinceChecked {
+    Yes,
+    No,
+}
+
 /// Serves one upgraded connection until it ends.
 pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Subscription>) {
     let _gauge = ConnectionGauge::new();
@@ -254,7 +261,9 @@ impl Session {
             },
         });
         if let Some(subscription) = initial {
-            self.subscribe(subscription).await;
+            // Its `since` was checked before the upgrade (refused with an
+            // HTTP status there).
+            self.subscribe(subscription, SinceChecked::Yes).await;
         }
         let ping_every = s.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -480,7 +489,7 @@ impl Session {
             Ok(ClientFrame::Subscribe(request)) => {
                 let name = request.sub.clone();
                 match request.validate(self.ctx.settings.max_history) {
-                    Ok(subscription) => self.subscribe(subscription).await,
+                    Ok(subscription) => self.subscribe(subscription, SinceChecked::No).await,
                     Err(refusal) => self.error(name.as_deref(), &refusal),
                 }
             }
@@ -488,7 +497,7 @@ impl Session {
         Ok(())
     }
 
-    async fn subscribe(&mut self, subscription: Subscription) {
+    async fn subscribe(&mut self, subscription: Subscription, since: SinceChecked) {
         if self.subs.len() >= self.ctx.settings.max_subscriptions {
             let refusal = Refusal::new(
                 "too_many_subscriptions",
@@ -499,7 +508,8 @@ impl Session {
             );
             return self.error(subscription.sub.as_deref(), &refusal);
         }
-        if let Some(History::Since(Some(since))) = subscription.history
+        if since == SinceChecked::No
+            && let Some(History::Since(Some(since))) = subscription.history
             && let Err(refusal) = self.ctx.check_since(since).await
         {
             return self.error(subscription.sub.as_deref(), &refusal);
