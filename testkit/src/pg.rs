@@ -92,3 +92,61 @@ pub async fn drop_leftovers() -> usize {
     let _ = conn.close().await;
     names.len()
 }
+
+/// A fresh, empty database for a consumer's store: a SQLite file in a
+/// directory of its own, or a PostgreSQL database of its own
+/// ([`TestDatabase`]). [`StoreDb::finish`] drops it.
+#[derive(Debug)]
+pub enum StoreDb {
+    /// The directory of `store.sqlite`.
+    Sqlite(tempfile::TempDir),
+    /// A database on the test server.
+    Postgres(TestDatabase),
+}
+
+impl StoreDb {
+    /// SQLite, or PostgreSQL when `postgres`.
+    pub async fn new(postgres: bool) -> Self {
+        if postgres {
+            Self::postgres().await
+        } else {
+            Self::sqlite()
+        }
+    }
+
+    /// A SQLite file in a fresh directory.
+    ///
+    /// # Panics
+    /// When no temporary directory can be made.
+    pub fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    /// A PostgreSQL database of its own.
+    pub async fn postgres() -> Self {
+        Self::Postgres(TestDatabase::create().await)
+    }
+
+    /// Its `DATABASE_URL`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("store.sqlite").display()),
+            Self::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// `SQLite` or `PostgreSQL`, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Drops the database (the SQLite directory goes with `self`).
+    pub async fn finish(self) {
+        if let Self::Postgres(db) = self {
+            db.drop_now().await;
+        }
+    }
+}

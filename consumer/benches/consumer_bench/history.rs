@@ -26,7 +26,7 @@ use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::BenchDb;
+use testkit::pg::StoreDb;
 
 #[derive(Args, Debug)]
 pub(crate) struct HistoryArgs {
@@ -116,16 +116,15 @@ async fn load(url: &str, args: &HistoryArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(args: HistoryArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let db = BenchDb::create(args.postgres, dir.path(), "history").await;
+    let db = StoreDb::new(args.postgres).await;
     let result = measure(&db, &args).await;
     db.finish().await;
     result
 }
 
-async fn measure(db: &BenchDb, args: &HistoryArgs) -> anyhow::Result<()> {
-    load(db.url(), args).await?;
-    let (rows, size) = db.count_and_size().await?;
+async fn measure(db: &StoreDb, args: &HistoryArgs) -> anyhow::Result<()> {
+    load(&db.url(), args).await?;
+    let (rows, size) = crate::count_and_size(db).await?;
     println!(
         "{}: {rows} events, database {:.0} MB",
         db.kind(),
@@ -137,7 +136,7 @@ async fn measure(db: &BenchDb, args: &HistoryArgs) -> anyhow::Result<()> {
     let config = consumer::Config {
         consumer_http_addr: "127.0.0.1:0".into(),
         amqp_url: rabbit::amqp_url(),
-        database_url: db.url().to_owned(),
+        database_url: db.url(),
         consumer_queue: queue.clone(),
         rust_log: "warn".into(),
         ..consumer::Config::default()

@@ -37,6 +37,7 @@ use common::amqp::{OutgoingMessage, Publisher, Topology};
 use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use testkit::events;
+use testkit::pg::StoreDb;
 use testkit::process::{Echo, ServiceProcess};
 
 mod history;
@@ -173,73 +174,31 @@ async fn store_alone(url: &str, n: usize, batch_size: usize) -> anyhow::Result<f
     Ok(n as f64 / took.as_secs_f64())
 }
 
-/// A fresh, empty database for a bench: a SQLite file in `dir`, or a
-/// PostgreSQL database of its own (drop it with [`BenchDb::finish`]).
-pub(crate) enum BenchDb {
-    Sqlite(String),
-    Postgres(testkit::pg::TestDatabase),
-}
-
-impl BenchDb {
-    pub(crate) async fn create(postgres: bool, dir: &std::path::Path, name: &str) -> Self {
-        if postgres {
-            Self::Postgres(testkit::pg::TestDatabase::create().await)
-        } else {
-            Self::Sqlite(format!(
-                "sqlite://{}",
-                dir.join(format!("{name}.sqlite")).display()
-            ))
+/// Rows in `events` of `db`, and the database's size in bytes.
+pub(crate) async fn count_and_size(db: &StoreDb) -> anyhow::Result<(i64, u64)> {
+    match db {
+        StoreDb::Sqlite(dir) => {
+            let pool = sqlx::SqlitePool::connect(&db.url()).await?;
+            let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(&pool)
+                .await?;
+            pool.close().await;
+            let size = std::fs::read_dir(dir.path())?
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            Ok((n, size))
         }
-    }
-
-    pub(crate) fn url(&self) -> &str {
-        match self {
-            Self::Sqlite(url) => url,
-            Self::Postgres(db) => &db.url,
-        }
-    }
-
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::Sqlite(_) => "SQLite",
-            Self::Postgres(_) => "PostgreSQL",
-        }
-    }
-
-    /// Rows in `events`, and the database's size in bytes.
-    pub(crate) async fn count_and_size(&self) -> anyhow::Result<(i64, u64)> {
-        match self {
-            Self::Sqlite(url) => {
-                let pool = sqlx::SqlitePool::connect(url).await?;
-                let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                    .fetch_one(&pool)
-                    .await?;
-                pool.close().await;
-                let path = std::path::PathBuf::from(url.trim_start_matches("sqlite://"));
-                let dir = path.parent().context("database directory")?;
-                let size = std::fs::read_dir(dir)?
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum();
-                Ok((n, size))
-            }
-            Self::Postgres(db) => {
-                let pool = sqlx::PgPool::connect(&db.url).await?;
-                let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                    .fetch_one(&pool)
-                    .await?;
-                let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-                    .fetch_one(&pool)
-                    .await?;
-                pool.close().await;
-                Ok((n, u64::try_from(size).unwrap_or(0)))
-            }
-        }
-    }
-
-    pub(crate) async fn finish(self) {
-        if let Self::Postgres(db) = self {
-            db.drop_now().await;
+        StoreDb::Postgres(pg) => {
+            let pool = sqlx::PgPool::connect(&pg.url).await?;
+            let n = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(&pool)
+                .await?;
+            let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(&pool)
+                .await?;
+            pool.close().await;
+            Ok((n, u64::try_from(size).unwrap_or(0)))
         }
     }
 }
@@ -252,9 +211,8 @@ async fn store(
     postgres: bool,
 ) -> anyhow::Result<()> {
     {
-        let dir = tempfile::tempdir()?;
-        let db = BenchDb::create(postgres, dir.path(), "alone").await;
-        let rate = store_alone(db.url(), n, batch_size).await;
+        let db = StoreDb::new(postgres).await;
+        let rate = store_alone(&db.url(), n, batch_size).await;
         db.finish().await;
         let rate = rate?;
         println!(
@@ -273,9 +231,8 @@ async fn store(
     // code that is not under test.
     let ceiling_queue = unique("bench-store-ceiling-q");
     rabbit::declare_consumer_queue(&topology, &ceiling_queue).await;
-    let dir = tempfile::tempdir()?;
-    let db = BenchDb::create(postgres, dir.path(), "bench").await;
-    let db_url = db.url().to_owned();
+    let db = StoreDb::new(postgres).await;
+    let db_url = db.url();
 
     let conn = rabbit::connect("chatbus-bench-publisher").await;
     let publisher = Publisher::open(&conn, &topology, "chatbus-bench").await?;
@@ -357,7 +314,7 @@ async fn store(
     shutdown.cancel();
     task.await??;
 
-    let (stored, size) = db.count_and_size().await?;
+    let (stored, size) = count_and_size(&db).await?;
     let kind = db.kind();
     db.finish().await;
     if stored != n as i64 {

@@ -41,15 +41,8 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
     let topology = Topology::named(&exchange);
     let queue = unique("test-crash-q");
     rabbit::declare_consumer_queue(&topology, &queue).await;
-    let dir = tempfile::tempdir().unwrap();
-    let pg = match backend {
-        "postgres" => Some(testkit::pg::TestDatabase::create().await),
-        _ => None,
-    };
-    let db_url = match &pg {
-        Some(pg) => pg.url.clone(),
-        None => format!("sqlite://{}", dir.path().join("crash.sqlite").display()),
-    };
+    let db = testkit::pg::StoreDb::new(backend == "postgres").await;
+    let db_url = db.url();
 
     const N: i64 = 20_000;
     let conn = rabbit::connect("chatbus-test-crash").await;
@@ -76,7 +69,12 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
             // The database is there once the first process opened the store.
             pool = Some(
                 testkit::eventually(30, "the database", || async {
-                    let ready = pg.is_some() || dir.path().join("crash.sqlite").exists();
+                    let ready = match &db {
+                        testkit::pg::StoreDb::Sqlite(dir) => {
+                            dir.path().join("store.sqlite").exists()
+                        }
+                        testkit::pg::StoreDb::Postgres(_) => true,
+                    };
                     if !ready {
                         return None;
                     }
@@ -156,9 +154,7 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         .await;
     rabbit::delete_topology(&conn, &topology).await;
     pool.close().await;
-    if let Some(pg) = pg {
-        pg.drop_now().await;
-    }
+    db.finish().await;
 }
 
 #[tokio::test]

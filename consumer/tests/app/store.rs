@@ -19,30 +19,19 @@ use proptest::prelude::*;
 
 use crate::helpers::{ban, clear, delete, message, message_at, timeout};
 
-/// Where a test's store lives.
-pub(crate) enum Backend {
-    Sqlite(tempfile::TempDir),
-    Postgres(testkit::pg::TestDatabase),
+/// Where a test's store lives: SQLite or a PostgreSQL database of its own.
+pub(crate) use testkit::pg::StoreDb as Backend;
+
+/// What the store tests do with a [`Backend`].
+pub(crate) trait BackendExt {
+    /// A store on it (a second call: a second writer on the same data).
+    async fn open(&self) -> Arc<dyn Store>;
+    /// Deletes the row with cursor `seq` behind the store's back.
+    async fn delete_row(&self, seq: i64);
 }
 
-impl Backend {
-    pub(crate) async fn sqlite() -> Self {
-        Self::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    pub(crate) async fn postgres() -> Self {
-        Self::Postgres(testkit::pg::TestDatabase::create().await)
-    }
-
-    pub(crate) fn url(&self) -> String {
-        match self {
-            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("s.sqlite").display()),
-            Self::Postgres(db) => db.url.clone(),
-        }
-    }
-
-    /// A store on it (a second call: a second writer on the same data).
-    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+impl BackendExt for Backend {
+    async fn open(&self) -> Arc<dyn Store> {
         store::open(
             &self.url(),
             &StoreOptions {
@@ -54,7 +43,6 @@ impl Backend {
         .expect("open store")
     }
 
-    /// Deletes the row with cursor `seq` behind the store's back.
     async fn delete_row(&self, seq: i64) {
         match self {
             Self::Sqlite(_) => {
@@ -77,12 +65,6 @@ impl Backend {
             }
         }
     }
-
-    pub(crate) async fn finish(self) {
-        if let Self::Postgres(db) = self {
-            db.drop_now().await;
-        }
-    }
 }
 
 /// Each body runs once per backend: `<name>::sqlite` and `<name>::postgres`.
@@ -92,7 +74,7 @@ macro_rules! contract {
             mod $name {
                 #[tokio::test]
                 async fn sqlite() {
-                    let backend = super::Backend::sqlite().await;
+                    let backend = super::Backend::sqlite();
                     super::$name(&backend).await;
                     backend.finish().await;
                 }
@@ -885,7 +867,7 @@ fn any_search_text_is_a_valid_query(postgres: bool) {
         if postgres {
             Backend::postgres().await
         } else {
-            Backend::sqlite().await
+            Backend::sqlite()
         }
     });
     let store = rt.block_on(backend.open());
