@@ -139,7 +139,6 @@ impl Normaliser {
         let mut text = None;
         let mut paid = None;
         let mut problem = None;
-        let mut always_raw = false;
         let system_message = snippet.display_message.clone();
         let body = match kind.as_str() {
             "textMessageEvent" => {
@@ -156,7 +155,7 @@ impl Normaliser {
                     paid = Some(paid_of(d));
                     EventBody::SuperChat(SuperChatDetails::default())
                 }
-                None => missing(&mut problem, &kind, "superChatDetails"),
+                None => missing(&mut problem, &kind, "superChatDetails", item),
             },
             "superStickerEvent" => match &snippet.super_sticker_details {
                 Some(d) => {
@@ -168,7 +167,7 @@ impl Normaliser {
                         alt_text_language: meta.alt_text_language,
                     })
                 }
-                None => missing(&mut problem, &kind, "superStickerDetails"),
+                None => missing(&mut problem, &kind, "superStickerDetails", item),
             },
             "newSponsorEvent" => {
                 let level = snippet
@@ -239,7 +238,7 @@ impl Normaliser {
                             system_message: system_message.clone(),
                         })
                     }
-                    None => missing(&mut problem, &kind, "authorDetails"),
+                    None => missing(&mut problem, &kind, "authorDetails", item),
                 }
             }
             "messageDeletedEvent" | "messageRetractedEvent" => {
@@ -260,7 +259,7 @@ impl Normaliser {
                         user_login: None,
                         text: None,
                     }),
-                    None => missing(&mut problem, &kind, "the deleted message's id"),
+                    None => missing(&mut problem, &kind, "the deleted message's id", item),
                 }
             }
             "userBannedEvent" => {
@@ -273,7 +272,7 @@ impl Normaliser {
                         })
                     }
                     Some(user) => EventBody::Ban(BanDetails { user }),
-                    None => missing(&mut problem, &kind, "bannedUserDetails.channelId"),
+                    None => missing(&mut problem, &kind, "bannedUserDetails.channelId", item),
                 }
             }
             "chatEndedEvent" => {
@@ -281,7 +280,6 @@ impl Normaliser {
                 EventBody::ChatEnded(ChatEndedDetails {})
             }
             other => {
-                always_raw = true;
                 if !KNOWN_TYPES.contains(&other) {
                     problem = Some(Problem::UnknownType(if other.is_empty() {
                         "(none)".to_owned()
@@ -291,14 +289,6 @@ impl Normaliser {
                 }
                 other_notice(other, &snippet, item)
             }
-        };
-        let body = match (&problem, body) {
-            (Some(Problem::Malformed(_)), EventBody::OtherNotice(mut d)) => {
-                d.tags = other_notice_tags(&kind, item);
-                always_raw = true;
-                EventBody::OtherNotice(d)
-            }
-            (_, body) => body,
         };
         let raw_json = raw();
         let mut event = self.base(
@@ -331,7 +321,8 @@ impl Normaliser {
                 .and_then(|a| a.channel_url.clone()),
             display_message: snippet.display_message.clone(),
         });
-        if self.include_raw || always_raw {
+        // An other_notice always carries the resource.
+        if self.include_raw || matches!(event.body, EventBody::OtherNotice(_)) {
             event.raw = Some(raw_json);
         }
         Normalised {
@@ -404,12 +395,14 @@ fn derived_id(ctx: &ChatContext, raw: &str) -> String {
     Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()
 }
 
-fn missing(problem: &mut Option<Problem>, kind: &str, what: &str) -> EventBody {
+/// The `other_notice` carrying a resource of type `kind` that lacks `what`
+/// (a malformed one).
+fn missing(problem: &mut Option<Problem>, kind: &str, what: &str, item: &Value) -> EventBody {
     *problem = Some(Problem::Malformed(format!("{kind} without {what}")));
     EventBody::OtherNotice(OtherNoticeDetails {
         notice_type: kind.to_owned(),
         system_message: None,
-        tags: BTreeMap::new(),
+        tags: other_notice_tags(kind, item),
     })
 }
 
