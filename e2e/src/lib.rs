@@ -297,21 +297,7 @@ impl Stack {
             consumer.stop().await;
         }
         let conn = rabbit::connect_to(&self.consumer_amqp_url, "e2e-cleanup").await;
-        rabbit::delete_topology(&conn, &common::amqp::Topology::named(&self.exchange)).await;
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = ch
-                .queue_delete(
-                    self.queue.as_str().into(),
-                    lapin::options::QueueDeleteOptions::default(),
-                )
-                .await;
-            let _ = ch
-                .exchange_delete(
-                    format!("{}.commits", self.queue).as_str().into(),
-                    lapin::options::ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
+        delete_bus_objects(&conn, &self.exchange, &self.queue).await;
     }
 
     /// Prints both services' logs.
@@ -340,6 +326,25 @@ impl Stack {
     /// Every stored event of `channel`, oldest first (all pages).
     pub async fn stored(&self, channel: &str) -> Vec<Stored> {
         stored_events(self.consumer.http, &format!("channel={channel}")).await
+    }
+}
+
+/// Deletes what a stack's services declared on the broker: the topology
+/// of `exchange`, the consumers' `queue` and their commit announcements'
+/// exchange. Best effort: a test's cleanup.
+pub async fn delete_bus_objects(conn: &lapin::Connection, exchange: &str, queue: &str) {
+    rabbit::delete_topology(conn, &common::amqp::Topology::named(exchange)).await;
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await;
+        let _ = ch
+            .exchange_delete(
+                consumer::commit_signal::exchange_for(queue).as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+        common::amqp::close_channel(&ch, "cleaned up").await;
     }
 }
 

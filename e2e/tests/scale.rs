@@ -159,21 +159,7 @@ impl Scale {
             c.stop().await;
         }
         let conn = rabbit::connect_to(&self.cluster.urls(), "e2e-scale-cleanup").await;
-        rabbit::delete_topology(&conn, &common::amqp::Topology::named(&self.exchange)).await;
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = ch
-                .queue_delete(
-                    self.queue.as_str().into(),
-                    lapin::options::QueueDeleteOptions::default(),
-                )
-                .await;
-            let _ = ch
-                .exchange_delete(
-                    format!("{}.commits", self.queue).as_str().into(),
-                    lapin::options::ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
+        e2e::delete_bus_objects(&conn, &self.exchange, &self.queue).await;
         common::amqp::close(&conn, "cleanup").await;
         if let Some(db) = self.db.take() {
             db.drop_now().await;

@@ -174,6 +174,26 @@ async fn store_alone(url: &str, n: usize, batch_size: usize) -> anyhow::Result<f
     Ok(n as f64 / took.as_secs_f64())
 }
 
+/// Deletes the bench's topology, the consumer's queue and its commit
+/// announcements' exchange.
+async fn delete_bus_objects(
+    conn: &lapin::Connection,
+    topology: &Topology,
+    queue: &str,
+) -> anyhow::Result<()> {
+    let ch = conn.create_channel().await?;
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    ch.exchange_delete(
+        consumer::commit_signal::exchange_for(queue).as_str().into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await?;
+    rabbit::delete_topology(conn, topology).await;
+    common::amqp::close_channel(&ch, "bench over").await;
+    Ok(())
+}
+
 /// Rows in `events` of `db`, and the database's size in bytes.
 pub(crate) async fn count_and_size(db: &StoreDb) -> anyhow::Result<(i64, u64)> {
     match db {
@@ -643,18 +663,7 @@ async fn fanout(
     );
 
     consumer.terminate(30).await?;
-    let ch = conn.create_channel().await?;
-    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    ch.exchange_delete(
-        consumer::commit_signal::exchange_for(&queue)
-            .as_str()
-            .into(),
-        ExchangeDeleteOptions::default(),
-    )
-    .await?;
-    rabbit::delete_topology(&conn, &topology).await;
-    common::amqp::close_channel(&ch, "bench over").await;
+    delete_bus_objects(&conn, &topology, &queue).await?;
     publisher.close().await;
     common::amqp::close(&conn, "bench over").await;
     Ok(())
@@ -825,18 +834,7 @@ async fn slow(
     );
 
     consumer.terminate(30).await?;
-    let ch = conn.create_channel().await?;
-    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    ch.exchange_delete(
-        consumer::commit_signal::exchange_for(&queue)
-            .as_str()
-            .into(),
-        ExchangeDeleteOptions::default(),
-    )
-    .await?;
-    rabbit::delete_topology(&conn, &topology).await;
-    common::amqp::close_channel(&ch, "bench over").await;
+    delete_bus_objects(&conn, &topology, &queue).await?;
     publisher.close().await;
     common::amqp::close(&conn, "bench over").await;
     Ok(())
