@@ -82,20 +82,37 @@ pub async fn run(
         lines.push('\n');
     }
     std::fs::write(&file, lines).expect("write the ceiling payloads");
+    let file_arg = file.display().to_string();
+    let ceiling = run_node(
+        "publish.mjs",
+        &[
+            amqp_url,
+            exchange,
+            &file_arg,
+            &count.to_string(),
+            &in_flight.to_string(),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    ceiling
+}
+
+/// Runs `script` of `testkit/ceiling` with `args` and reads the JSON
+/// [`Ceiling`] it prints.
+async fn run_node(script: &str, args: &[&str]) -> Ceiling {
     let output = tokio::process::Command::new("node")
-        .arg(dir().join("publish.mjs"))
-        .arg(amqp_url)
-        .arg(exchange)
-        .arg(&file)
-        .arg(count.to_string())
-        .arg(in_flight.to_string())
+        .arg(dir().join(script))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()
         .await
         .expect("run node (Node.js is needed for the broker ceiling)");
-    let _ = std::fs::remove_file(&file);
-    assert!(output.status.success(), "the ceiling publisher failed");
+    assert!(
+        output.status.success(),
+        "the ceiling client {script} failed"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ceiling output `{stdout}`: {e}"))
 }
@@ -114,21 +131,19 @@ pub async fn consume(
     ack_every: usize,
 ) -> Ceiling {
     install();
-    let output = tokio::process::Command::new("node")
-        .arg(dir().join("consume.mjs"))
-        .arg(amqp_url)
-        .arg(queue)
-        .arg(count.to_string())
-        .arg(prefetch.to_string())
-        .arg(ack_every.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .expect("run node (Node.js is needed for the broker ceiling)");
-    assert!(output.status.success(), "the ceiling consumer failed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ceiling output `{stdout}`: {e}"))
+    // More than `prefetch` unacked never arrive: ack at most that many at once.
+    let ack_every = ack_every.min(usize::from(prefetch));
+    run_node(
+        "consume.mjs",
+        &[
+            amqp_url,
+            queue,
+            &count.to_string(),
+            &prefetch.to_string(),
+            &ack_every.to_string(),
+        ],
+    )
+    .await
 }
 
 /// The mean body size of `messages`, in bytes.
