@@ -131,8 +131,12 @@ pub async fn consume(
     ack_every: usize,
 ) -> Ceiling {
     install();
-    // More than `prefetch` unacked never arrive: ack at most that many at once.
-    let ack_every = ack_every.min(usize::from(prefetch));
+    // More than `prefetch` unacked never arrive: ack at most that many at
+    // once (0 is no limit).
+    let ack_every = match prefetch {
+        0 => ack_every,
+        p => ack_every.min(usize::from(p)),
+    };
     run_node(
         "consume.mjs",
         &[
