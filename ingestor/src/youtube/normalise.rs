@@ -119,9 +119,10 @@ impl Normaliser {
                     system_message: None,
                     tags,
                 });
+                let raw_json = raw();
                 let mut event =
-                    self.base(ctx, item["id"].as_str(), None, &raw(), received_at, body);
-                event.raw = Some(raw());
+                    self.base(ctx, item["id"].as_str(), None, &raw_json, received_at, body);
+                event.raw = Some(raw_json);
                 return Normalised {
                     event,
                     ends_chat: false,
@@ -129,11 +130,16 @@ impl Normaliser {
                 };
             }
         };
-        let snippet = parsed.snippet.clone().unwrap_or_default();
+        let LiveChatMessage {
+            id: message_id,
+            snippet,
+            author_details,
+        } = parsed;
+        let snippet = snippet.unwrap_or_default();
         let kind = snippet.kind.clone().unwrap_or_default();
         let combo = snippet.gift_details.as_ref().and_then(|g| g.combo_count);
         let mut author = author_of(
-            parsed.author_details.as_ref(),
+            author_details.as_ref(),
             snippet.author_channel_id.as_deref(),
         );
         let mut text = None;
@@ -193,7 +199,7 @@ impl Normaliser {
                     .membership_gifting_details
                     .clone()
                     .unwrap_or_default();
-                if let (Some(id), Some(a)) = (&parsed.id, &author) {
+                if let (Some(id), Some(a)) = (&message_id, &author) {
                     self.gifters
                         .insert(id.clone(), (a.id.clone(), a.display_name.clone()));
                     self.gifters
@@ -293,7 +299,7 @@ impl Normaliser {
         let raw_json = raw();
         let mut event = self.base(
             ctx,
-            parsed.id.as_deref(),
+            message_id.as_deref(),
             combo,
             &raw_json,
             received_at,
@@ -315,10 +321,7 @@ impl Normaliser {
                 .unwrap_or_else(|| ctx.live_chat_id.clone()),
             video_id: ctx.video_id.clone(),
             published_at: snippet.published_at.clone(),
-            author_channel_url: parsed
-                .author_details
-                .as_ref()
-                .and_then(|a| a.channel_url.clone()),
+            author_channel_url: author_details.and_then(|a| a.channel_url),
             display_message: snippet.display_message.clone(),
         });
         // An other_notice always carries the resource.
@@ -408,10 +411,12 @@ fn missing(problem: &mut Option<Problem>, kind: &str, what: &str, item: &Value) 
 
 fn author_of(details: Option<&AuthorDetails>, fallback_id: Option<&str>) -> Option<Author> {
     let id = details
-        .and_then(|a| a.channel_id.clone())
-        .or_else(|| fallback_id.map(str::to_owned))
-        .filter(|id| !id.is_empty())?;
-    let a = details.cloned().unwrap_or_default();
+        .and_then(|a| a.channel_id.as_deref())
+        .or(fallback_id)
+        .filter(|id| !id.is_empty())?
+        .to_owned();
+    let none = AuthorDetails::default();
+    let a = details.unwrap_or(&none);
     let mut roles = Vec::new();
     for (flag, role) in [
         (a.is_chat_owner, Role::Broadcaster),
@@ -427,13 +432,18 @@ fn author_of(details: Option<&AuthorDetails>, fallback_id: Option<&str>) -> Opti
         login: id.to_lowercase(),
         display_name: a
             .display_name
+            .as_deref()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.clone()),
+            .map_or_else(|| id.clone(), str::to_owned),
         id,
         color: None,
         badges: Vec::new(),
         roles,
-        avatar_url: a.profile_image_url.filter(|u| !u.is_empty()),
+        avatar_url: a
+            .profile_image_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
     })
 }
 
