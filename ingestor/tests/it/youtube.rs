@@ -635,6 +635,7 @@ async fn chat_errors_show_in_channels_and_back_off() {
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
     cfg.youtube_retry_max_delay = Duration::from_millis(1500);
+    let started = std::time::Instant::now();
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, &channel, "waiting", Some("forbidden")).await;
     assert!(
@@ -642,6 +643,15 @@ async fn chat_errors_show_in_channels_and_back_off() {
         "{info}"
     );
     wait_state(&ing, &channel, "joined", None).await;
+    // Each failure waited its backoff step before the next try: from 1 s,
+    // doubling, capped at the 1.5 s above, with jitter taking off at most
+    // half (common's Backoff::delay): at least 0.5 + 0.75 + 0.75 s before
+    // the stream that worked.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2000),
+        "joined {took:?} after the start: the three failures did not all back off"
+    );
     for reason in ["forbidden", "unreachable", "chat_not_found"] {
         let (_, text) = ing.get("/metrics").await;
         assert!(
