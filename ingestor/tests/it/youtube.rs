@@ -441,9 +441,21 @@ async fn quota_exceeded_waits_without_spinning_and_recovers() {
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &["@quota"], &spool);
     cfg.youtube_quota_exceeded_wait = Some(Duration::from_secs(2));
+    let retry_max = cfg.youtube_retry_max_delay;
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, "@quota", "waiting", Some("quota_exceeded")).await;
+    let seen_at = chrono::Utc::now();
     assert!(info["next_check"].is_string(), "{info}");
+    // The quota wait, not the ordinary backoff: the next check is further
+    // out than the longest backoff step (YOUTUBE_RETRY_MAX_DELAY, 1 s from
+    // yt_config): the 2 s wait set above, counted from the refusal.
+    let next_check: chrono::DateTime<chrono::Utc> =
+        info["next_check"].as_str().unwrap().parse().unwrap();
+    let ahead = (next_check - seen_at).to_std().unwrap_or_default();
+    assert!(
+        ahead > retry_max,
+        "next check {ahead:?} ahead, no more than an ordinary backoff step ({retry_max:?}): {info}"
+    );
     assert!(info["detail"].as_str().unwrap().contains("quota"), "{info}");
     assert!(ing.metric("chatbus_ingestor_youtube_errors_total").await >= 1.0);
     // No call while the quota is out: one refused call, then silence.
