@@ -324,11 +324,6 @@ impl FakeYoutube {
         format!("http://{}", self.grpc)
     }
 
-    /// The gRPC server's address.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("fake youtube lock")
     }
@@ -441,11 +436,6 @@ impl FakeYoutube {
             }
         }
         self.changed();
-    }
-
-    /// Messages in chat `chat` so far.
-    pub fn messages_in(&self, chat: &str) -> usize {
-        self.lock().chats.get(chat).map_or(0, |c| c.messages.len())
     }
 
     /// `pollingIntervalMillis` of `liveChatMessages.list` answers.

@@ -693,6 +693,78 @@ async fn chat_errors_show_in_channels_and_back_off() {
 }
 
 #[tokio::test]
+async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on() {
+    let yt = FakeYoutube::start().await;
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@slow");
+    let chat = yt.go_live(&channel, &video);
+    yt.set_polling_interval(200);
+    let exchange = unique("test-yt-timeout");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (_dir, spool) = spool_dir();
+    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    cfg.youtube_streaming = false;
+    cfg.youtube_request_timeout = Duration::from_millis(500);
+    let ing = Running::start(cfg).await;
+    let info = wait_state(&ing, &channel, "joined", None).await;
+    assert_eq!(info["source_detail"]["via"], "poll");
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    yt.push(&chat, [msg::text("slow-0", &viewer, "before")]);
+    tap.collect_until(30, "slow-0", |g| g.iter().any(|d| d.event.id == "slow-0"))
+        .await;
+    let timeouts = || async {
+        let (_, text) = ing.get("/metrics").await;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("reason=\"timeout\""))
+            .collect();
+        metric_value(&lines.join("\n"), "chatbus_ingestor_youtube_errors_total")
+    };
+    assert_eq!(timeouts().await, 0.0, "no timeout yet");
+    // The next poll is answered only after 3 s, six times the timeout.
+    let polls = yt.calls(FakeCall::ChatList);
+    yt.fail_next(
+        FakeCall::ChatList,
+        FakeError::Delay(Duration::from_secs(3)),
+        1,
+    );
+    let info = wait_state(&ing, &channel, "waiting", Some("timeout")).await;
+    assert!(
+        info["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 500ms"),
+        "{info}"
+    );
+    assert_eq!(timeouts().await, 1.0, "the timeout is counted");
+    // Reading goes on from the same page token: what is said from now on
+    // arrives, once each, with no gap.
+    yt.push(
+        &chat,
+        (1..=3).map(|i| msg::text(&format!("slow-{i}"), &viewer, "after")),
+    );
+    let got = tap
+        .collect_until(30, "the messages after the timeout", |g| {
+            g.iter().filter(|d| d.event.id.starts_with("slow-")).count() >= 3
+        })
+        .await;
+    let extra = tap.drain_quiet(Duration::from_millis(700)).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .chain(&extra)
+        .map(|d| d.event.id.as_str())
+        .collect();
+    assert_eq!(ids, ["slow-1", "slow-2", "slow-3"]);
+    wait_state(&ing, &channel, "joined", None).await;
+    assert!(
+        yt.calls(FakeCall::ChatList) >= polls + 2,
+        "the slow poll, then at least one that read"
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_admin_api_joins_and_parts_youtube_entries() {
     let yt = FakeYoutube::start().await;
     let (channel, video) = ids();
