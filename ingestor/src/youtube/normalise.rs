@@ -15,6 +15,7 @@
 //! `liveChatMessage`, or lacks what its type needs, becomes an
 //! `other_notice` carrying it, and is logged and counted.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -104,7 +105,7 @@ impl Normaliser {
         item: &Value,
         received_at: DateTime<Utc>,
     ) -> Normalised {
-        let raw = || serde_json::to_string(item).unwrap_or_default();
+        let raw = RawJson::new(item);
         let parsed = match LiveChatMessage::deserialize(item) {
             Ok(m) => m,
             Err(e) => {
@@ -119,10 +120,8 @@ impl Normaliser {
                     system_message: None,
                     tags,
                 });
-                let raw_json = raw();
-                let mut event =
-                    self.base(ctx, item["id"].as_str(), None, &raw_json, received_at, body);
-                event.raw = Some(raw_json);
+                let mut event = self.base(ctx, item["id"].as_str(), None, &raw, received_at, body);
+                event.raw = Some(raw.into_string());
                 return Normalised {
                     event,
                     ends_chat: false,
@@ -296,15 +295,7 @@ impl Normaliser {
                 other_notice(other, &snippet, item)
             }
         };
-        let raw_json = raw();
-        let mut event = self.base(
-            ctx,
-            message_id.as_deref(),
-            combo,
-            &raw_json,
-            received_at,
-            body,
-        );
+        let mut event = self.base(ctx, message_id.as_deref(), combo, &raw, received_at, body);
         event.sent_at = snippet
             .published_at
             .as_deref()
@@ -326,7 +317,7 @@ impl Normaliser {
         });
         // An other_notice always carries the resource.
         if self.include_raw || matches!(event.body, EventBody::OtherNotice(_)) {
-            event.raw = Some(raw_json);
+            event.raw = Some(raw.into_string());
         }
         Normalised {
             ends_chat: kind == "chatEndedEvent",
@@ -341,14 +332,14 @@ impl Normaliser {
         ctx: &ChatContext,
         id: Option<&str>,
         combo: Option<i64>,
-        raw: &str,
+        raw: &RawJson<'_>,
         received_at: DateTime<Utc>,
         body: EventBody,
     ) -> ChatEvent {
         let id = match (id.filter(|i| !i.is_empty()), combo) {
             (Some(id), Some(c)) if c > 1 => format!("{id}:{c}"),
             (Some(id), _) => id.to_owned(),
-            (None, _) => derived_id(ctx, raw),
+            (None, _) => derived_id(ctx, raw.get()),
         };
         let id = if id.len() > common::schema::MAX_ID_LEN {
             derived_id(ctx, &id)
@@ -388,6 +379,32 @@ impl Normaliser {
             roles: Vec::new(),
             avatar_url: None,
         })
+    }
+}
+
+/// A resource's JSON text, written when first asked for: only an event
+/// that carries `raw`, or whose id is derived from it, needs it.
+struct RawJson<'a> {
+    item: &'a Value,
+    text: OnceCell<String>,
+}
+
+impl<'a> RawJson<'a> {
+    fn new(item: &'a Value) -> Self {
+        Self {
+            item,
+            text: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &str {
+        self.text
+            .get_or_init(|| serde_json::to_string(self.item).unwrap_or_default())
+    }
+
+    fn into_string(self) -> String {
+        self.get();
+        self.text.into_inner().unwrap_or_default()
     }
 }
 
