@@ -434,6 +434,25 @@ async fn a_queue_of_another_type_than_required_is_a_conflict_but_a_preference_is
 }
 
 #[tokio::test]
+async fn a_dead_node_is_skipped_for_a_live_one() {
+    // Port 1 refuses; the second address is the real broker.
+    let opts = common::amqp::ConnectOptions::new(
+        format!("amqp://guest:guest@127.0.0.1:1/%2f,{}", rabbit::amqp_url()),
+        "test-dead-node",
+    )
+    .with_backoff(common::amqp::Backoff {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+        max_attempts: Some(1),
+    });
+    let conn = common::amqp::connect(&opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(conn.status().connected());
+    common::amqp::close(&conn, "test").await;
+}
+
+#[tokio::test]
 async fn a_wrong_password_is_a_permanent_error_and_not_retried() {
     let url = rabbit::amqp_url().replace("guest:guest@", "guest:wrong-password@");
     // `connect` retries transient errors forever: only a permanent one

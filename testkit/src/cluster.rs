@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::rabbit::{Management, urlencode};
+use common::urlcode::encode;
+
+use crate::rabbit::Management;
 
 /// Number of nodes.
 pub const NODES: u8 = 3;
@@ -75,7 +77,7 @@ impl Cluster {
     /// queue itself (a classic queue), asking any node that answers.
     pub async fn leader_of(&self, queue: &str) -> Option<u8> {
         for n in 1..=NODES {
-            let path = format!("/api/queues/%2F/{}", urlencode(queue));
+            let path = format!("/api/queues/%2F/{}", encode(queue));
             if let Ok(v) = Self::management(n).get_json(&path).await {
                 let node = v["leader"].as_str().or_else(|| v["node"].as_str())?;
                 return node
@@ -90,7 +92,7 @@ impl Cluster {
     /// The queue's type (`quorum` or `classic`), as any node reports it.
     pub async fn queue_type(&self, queue: &str) -> Option<String> {
         for n in 1..=NODES {
-            let path = format!("/api/queues/%2F/{}", urlencode(queue));
+            let path = format!("/api/queues/%2F/{}", encode(queue));
             if let Ok(v) = Self::management(n).get_json(&path).await {
                 return v["type"].as_str().map(str::to_owned);
             }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use common::amqp::{self, Backoff, ConnectOptions, Subscriber, Topology};
+use common::urlcode::encode;
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -65,23 +66,26 @@ pub async fn connect_to(url: &str, name: &str) -> Connection {
         })
 }
 
-/// A minimal client of the RabbitMQ management HTTP API.
+/// The RabbitMQ management HTTP API as tests use it: chatbus's own client
+/// (`common::amqp::management`) as guest/guest, plus what tests ask of it.
 #[derive(Debug, Clone)]
-pub struct Management {
-    base: String,
-    http: reqwest::Client,
-}
+pub struct Management(common::amqp::management::Management);
 
 impl Management {
     /// A client for `base` (e.g. `http://127.0.0.1:15672`) as guest/guest.
+    ///
+    /// # Panics
+    /// When `base` is not an http(s) URL.
     pub fn new(base: impl Into<String>) -> Self {
-        Self {
-            base: base.into(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-        }
+        Self(
+            common::amqp::management::Management::new(
+                &base.into(),
+                "guest",
+                common::Secret::new("guest"),
+                "/",
+            )
+            .expect("a management API URL"),
+        )
     }
 
     /// The main broker's management API.
@@ -90,19 +94,12 @@ impl Management {
     }
 
     /// GETs `path` (e.g. `/api/queues/%2F/<queue>`, names encoded with
-    /// [`urlencode`]) as JSON.
+    /// `common::urlcode::encode`) as JSON.
     ///
     /// # Errors
     /// HTTP errors and bodies that are not JSON.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(resp.json().await?)
+        Ok(self.0.get_json(path).await?)
     }
 
     /// Message count of a queue in the default vhost (ready + unacked), as
@@ -112,7 +109,7 @@ impl Management {
     /// HTTP errors, e.g. 404 for an unknown queue.
     pub async fn queue_messages(&self, queue: &str) -> anyhow::Result<u64> {
         let v = self
-            .get_json(&format!("/api/queues/%2F/{}", urlencode(queue)))
+            .get_json(&format!("/api/queues/%2F/{}", encode(queue)))
             .await?;
         Ok(v["messages"].as_u64().unwrap_or(0))
     }
@@ -145,21 +142,12 @@ impl Management {
     pub async fn close_connections_named(&self, prefix: &str) -> anyhow::Result<usize> {
         let names = self.connections_named(prefix).await?;
         for name in &names {
-            self.http
-                .delete(format!("{}/api/connections/{}", self.base, urlencode(name)))
-                .basic_auth("guest", Some("guest"))
-                .header("X-Reason", "chatbus test: simulated broker outage")
-                .send()
-                .await?
-                .error_for_status()?;
+            self.0
+                .delete(&format!("/api/connections/{}", encode(name)))
+                .await?;
         }
         Ok(names.len())
     }
-}
-
-/// Percent-encodes a name for a management API path.
-pub fn urlencode(s: &str) -> String {
-    common::urlcode::encode(s)
 }
 
 /// The main broker's management API as chatbus's services reach it.

@@ -274,22 +274,6 @@ mod tests {
         assert_eq!(shown.matches("[redacted]").count(), 2);
     }
 
-    #[tokio::test]
-    async fn a_dead_node_is_skipped_for_a_live_one() {
-        // Port 1 refuses; the second address is the real broker.
-        let url = std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let opts = ConnectOptions::new(format!("amqp://guest:guest@127.0.0.1:1/%2f,{url}"), "t")
-            .with_backoff(Backoff {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(5),
-                max_attempts: Some(1),
-            });
-        let conn = connect(&opts, &CancellationToken::new()).await.unwrap();
-        assert!(conn.status().connected());
-        close(&conn, "test").await;
-    }
-
     #[test]
     fn urls_are_redacted() {
         assert_eq!(

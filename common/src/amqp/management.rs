@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::Topology;
 use crate::secret::Secret;
+use crate::urlcode::{decode, encode};
 
 /// Why a management API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +98,15 @@ impl Management {
             .map_err(|_| ManagementError::BadUrl(super::redact_url(&first)))?;
         let user = match amqp.username() {
             "" => "guest".to_owned(),
-            u => percent_decode(u),
+            u => decode(u, false),
         };
-        let password = Secret::new(amqp.password().map_or("guest".to_owned(), percent_decode));
+        let password = Secret::new(
+            amqp.password()
+                .map_or("guest".to_owned(), |p| decode(p, false)),
+        );
         let vhost = match amqp.path().trim_start_matches('/') {
             "" => "/".to_owned(),
-            v => percent_decode(v),
+            v => decode(v, false),
         };
         let base = match explicit {
             Some(url) => url.to_owned(),
@@ -129,7 +133,7 @@ impl Management {
         format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
     }
 
-    /// GETs `path` (names encoded with [`urlencode`]) as JSON.
+    /// GETs `path` (names encoded with [`encode`]) as JSON.
     ///
     /// # Errors
     /// [`ManagementError::Http`].
@@ -211,8 +215,8 @@ impl Management {
     pub async fn put_policy(&self, policy: &Policy) -> Result<(), ManagementError> {
         let path = format!(
             "/api/policies/{}/{}",
-            urlencode(&self.vhost),
-            urlencode(&policy.name)
+            encode(&self.vhost),
+            encode(&policy.name)
         );
         self.put_json(
             &path,
@@ -233,8 +237,8 @@ impl Management {
     pub async fn delete_policy(&self, name: &str) -> Result<(), ManagementError> {
         self.delete(&format!(
             "/api/policies/{}/{}",
-            urlencode(&self.vhost),
-            urlencode(name)
+            encode(&self.vhost),
+            encode(name)
         ))
         .await
     }
@@ -404,15 +408,6 @@ fn exact(name: &str) -> String {
     }
     out.push('$');
     out
-}
-
-/// Percent-encodes a name for a management API path.
-pub fn urlencode(s: &str) -> String {
-    crate::urlcode::encode(s)
-}
-
-fn percent_decode(s: &str) -> String {
-    crate::urlcode::decode(s, false)
 }
 
 #[cfg(test)]

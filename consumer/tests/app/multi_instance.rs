@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use common::urlcode::encode as urlencode;
 use serde_json::json;
-use testkit::rabbit::{Management, urlencode};
+use testkit::rabbit::Management;
 
 use crate::helpers::{TestApp, WsClient, count, count_distinct, cursors, ids, message};
 
