@@ -1,6 +1,12 @@
 //! Where the ingestor's CPU goes per message, stage by stage, in one
-//! process with no I/O: parse (twitch-irc), normalise, encode (JSON +
-//! AMQP properties), and the spool record.
+//! process: parse (twitch-irc), normalise, encode (JSON + AMQP
+//! properties) and the spool record, timed in memory (the spool writes to
+//! a temporary directory); then the publish: every message through
+//! common's batch publisher (over lapin) into a durable queue on the local
+//! RabbitMQ with confirms, on a runtime shaped like the ingestor's (its
+//! default worker threads and `PUBLISH_MAX_IN_FLIGHT`), timed as the
+//! process's CPU (user + system: lapin's I/O thread and the kernel's
+//! socket work count).
 //!
 //! ```sh
 //! cargo bench -p ingestor --bench stages
@@ -79,11 +85,13 @@ fn main() {
         spool_append += t.elapsed();
     }
 
-    // The publish itself: every message through common's batch publisher
-    // into a durable queue on the local RabbitMQ, confirms awaited, timed
-    // as this process's CPU (user + system, so lapin's I/O thread and the
-    // kernel's socket work count).
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The publish itself: see the module docs.
+    let defaults = ingestor::Config::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(defaults.ingestor_worker_threads)
+        .enable_all()
+        .build()
+        .unwrap();
     let (publish_cpu, publish_rate) = rt.block_on(async {
         use common::amqp::{Publisher, Subscriber, Topology};
         let conn = testkit::rabbit::connect("bench-stages").await;
@@ -117,7 +125,9 @@ fn main() {
         }
         let (_, cpu0) = testkit::metrics::process_stats(std::process::id());
         let t = Instant::now();
-        let outcomes = publisher.publish_batch(&messages, 2048).await;
+        let outcomes = publisher
+            .publish_batch(&messages, defaults.publish_max_in_flight)
+            .await;
         let wall = t.elapsed();
         let (_, cpu1) = testkit::metrics::process_stats(std::process::id());
         assert!(outcomes.iter().all(Result::is_ok));
@@ -148,7 +158,9 @@ fn main() {
         per(parse + normalise + encode + properties + spool_append)
     );
     println!(
-        "| publish with confirms (common::amqp, lapin), process CPU, {publish_rate:.0} msg/s | {:.2} |",
+        "| publish with confirms (common's batch publisher over lapin, {} worker thread(s), {} in flight), process CPU, {publish_rate:.0} msg/s | {:.2} |",
+        defaults.ingestor_worker_threads,
+        defaults.publish_max_in_flight,
         publish_cpu * 1e6 / n as f64
     );
 }
