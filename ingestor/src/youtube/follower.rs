@@ -19,14 +19,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::schema::{ChatEndedDetails, ChatEvent, EventBody, PLATFORM_YOUTUBE, YoutubeExtras};
+use common::schema::{ChatEvent, PLATFORM_YOUTUBE};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::api::{ApiError, Reason, Video};
 use super::entry::Entry;
-use super::normalise::{ChatContext, Normaliser, Problem};
+use super::normalise::{self, ChatContext, Normaliser, Problem};
 use super::quota::Call;
 use super::recent::Recent;
 use super::resource::message_json;
@@ -740,28 +740,7 @@ impl Follower {
             return;
         }
         pos.chat_ended_sent = true;
-        let now = Utc::now();
-        let id = uuid::Uuid::new_v5(
-            &uuid::Uuid::from_u128(0x3d5e_1b7a_04c2_4e8f_9a61_b2f0_7c3d_58e5),
-            format!("chat_ended\n{}", pos.ctx.live_chat_id).as_bytes(),
-        )
-        .to_string();
-        let mut event = ChatEvent::new(
-            id,
-            PLATFORM_YOUTUBE,
-            self.key.clone(),
-            now,
-            now,
-            EventBody::ChatEnded(ChatEndedDetails {}),
-        );
-        event.channel_id = Some(self.key.clone());
-        event.youtube = Some(YoutubeExtras {
-            message_type: "chatEndedEvent".to_owned(),
-            live_chat_id: pos.ctx.live_chat_id.clone(),
-            video_id: pos.ctx.video_id.clone(),
-            ..YoutubeExtras::default()
-        });
-        self.emit(&[event]);
+        self.emit(&[normalise::chat_ended(&pos.ctx, Utc::now())]);
     }
 
     /// The position in the chat is lost: reading starts again from the

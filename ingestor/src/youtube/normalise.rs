@@ -35,6 +35,11 @@ use super::resource::{AuthorDetails, ChannelProfile, LiveChatMessage, PaidDetail
 /// Namespace of the ids derived for resources without a usable id.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x3d5e_1b7a_04c2_4e8f_9a61_b2f0_7c3d_58e4);
 
+/// Namespace of the ids of the `chat_ended` events made for chats that
+/// ended without YouTube's own `chatEndedEvent` ([`chat_ended`]). Ids are
+/// idempotency keys: changing it would store such events twice.
+const CHAT_ENDED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3d5e_1b7a_04c2_4e8f_9a61_b2f0_7c3d_58e5);
+
 /// Gifters remembered to name the giver of a received gift membership.
 const GIFTERS_REMEMBERED: usize = 1_000;
 
@@ -346,16 +351,7 @@ impl Normaliser {
         } else {
             id
         };
-        let mut event = ChatEvent::new(
-            id,
-            PLATFORM_YOUTUBE,
-            ctx.channel.clone(),
-            received_at,
-            received_at,
-            body,
-        );
-        event.channel_id = Some(ctx.channel.clone());
-        event
+        new_event(ctx, id, received_at, body)
     }
 
     /// The giver of a gift membership: from the gifting event when it was
@@ -380,6 +376,45 @@ impl Normaliser {
             avatar_url: None,
         })
     }
+}
+
+/// The `chat_ended` event, at `now`, for a chat that ended without
+/// YouTube's own `chatEndedEvent` (its `offlineAt`, or a `liveChatEnded`
+/// answer). Its id depends on the chat alone.
+pub fn chat_ended(ctx: &ChatContext, now: DateTime<Utc>) -> ChatEvent {
+    let id = Uuid::new_v5(
+        &CHAT_ENDED_ID_NAMESPACE,
+        format!("chat_ended\n{}", ctx.live_chat_id).as_bytes(),
+    )
+    .to_string();
+    let mut event = new_event(ctx, id, now, EventBody::ChatEnded(ChatEndedDetails {}));
+    event.youtube = Some(YoutubeExtras {
+        message_type: "chatEndedEvent".to_owned(),
+        live_chat_id: ctx.live_chat_id.clone(),
+        video_id: ctx.video_id.clone(),
+        ..YoutubeExtras::default()
+    });
+    event
+}
+
+/// An event of `ctx`'s channel, received (and, unless set later, sent) at
+/// `received_at`.
+fn new_event(
+    ctx: &ChatContext,
+    id: String,
+    received_at: DateTime<Utc>,
+    body: EventBody,
+) -> ChatEvent {
+    let mut event = ChatEvent::new(
+        id,
+        PLATFORM_YOUTUBE,
+        ctx.channel.clone(),
+        received_at,
+        received_at,
+        body,
+    );
+    event.channel_id = Some(ctx.channel.clone());
+    event
 }
 
 /// A resource's JSON text, written when first asked for: only an event
@@ -949,6 +984,34 @@ mod tests {
         // Too long for an AMQP message id: derived too.
         let long = item(&"x".repeat(300), "textMessageEvent", None);
         assert!(norm(&long).event.id.len() <= common::schema::MAX_ID_LEN);
+    }
+
+    #[test]
+    fn a_chat_ended_without_its_event_gets_one_with_a_stable_id() {
+        let e = chat_ended(&ctx(), now());
+        e.validate().unwrap();
+        assert_eq!(e.kind(), EventKind::ChatEnded);
+        // An idempotency key: the id the follower has always given it.
+        assert_eq!(e.id, "2af795ab-c327-5621-84e2-3c27c36b47f3");
+        assert_eq!(
+            e.id,
+            chat_ended(&ctx(), now() + chrono::Duration::hours(1)).id
+        );
+        assert_eq!(
+            (e.channel.as_str(), e.channel_id.as_deref()),
+            ("UCX6OQ3DkcsbYNE6H8uQQuVA", Some("UCX6OQ3DkcsbYNE6H8uQQuVA"))
+        );
+        assert_eq!((e.sent_at, e.received_at), (now(), now()));
+        assert!(e.author.is_none() && e.raw.is_none());
+        let y = e.youtube.unwrap();
+        assert_eq!(
+            (
+                y.message_type.as_str(),
+                y.live_chat_id.as_str(),
+                y.video_id.as_deref()
+            ),
+            ("chatEndedEvent", "chat1", Some("liveVideo01"))
+        );
     }
 
     #[test]
