@@ -80,24 +80,11 @@ fn a_wrong_rabbitmq_password_stops_it_with_exit_code_2_and_a_clear_line() {
 
 #[test]
 fn an_exchange_of_another_type_stops_it_with_exit_code_2_saying_how_to_fix_it() {
-    let exchange = testkit::rabbit::unique("test-consumer-fanout");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let conn = runtime.block_on(async {
-        let conn = testkit::rabbit::connect("test-consumer-conflict").await;
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        conn
-    });
+    let foreign = runtime.block_on(testkit::rabbit::ForeignExchange::fanout(
+        "test-consumer-fanout",
+    ));
+    let exchange = foreign.name.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = service(dir.path(), &testkit::rabbit::amqp_url(), &exchange);
     cmd.env(
@@ -115,13 +102,5 @@ fn an_exchange_of_another_type_stops_it_with_exit_code_2_saying_how_to_fix_it() 
     ] {
         assert!(stderr.contains(part), "`{part}` missing: {stderr}");
     }
-    runtime.block_on(async {
-        let ch = conn.create_channel().await.unwrap();
-        let _ = ch
-            .exchange_delete(
-                exchange.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    });
+    runtime.block_on(foreign.remove());
 }

@@ -150,6 +150,56 @@ impl Management {
     }
 }
 
+/// An exchange of another type than chatbus's, declared on the main
+/// broker first, as another service might: the fixture of the tests that
+/// a service refuses it with a clear line. [`ForeignExchange::remove`]
+/// deletes it.
+#[derive(Debug)]
+pub struct ForeignExchange {
+    /// Its name (unique per test).
+    pub name: String,
+    conn: Connection,
+}
+
+impl ForeignExchange {
+    /// Declares a durable fanout exchange named `<prefix>-<uuid>`.
+    ///
+    /// # Panics
+    /// When the broker refuses.
+    pub async fn fanout(prefix: &str) -> Self {
+        let name = unique(prefix);
+        let conn = connect("test-foreign-exchange").await;
+        let ch = conn.create_channel().await.expect("a channel");
+        ch.exchange_declare(
+            name.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("declare the foreign exchange");
+        amqp::close_channel(&ch, "declared").await;
+        Self { name, conn }
+    }
+
+    /// Deletes it.
+    pub async fn remove(self) {
+        if let Ok(ch) = self.conn.create_channel().await {
+            let _ = ch
+                .exchange_delete(
+                    self.name.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await;
+            amqp::close_channel(&ch, "deleted").await;
+        }
+        amqp::close(&self.conn, "test over").await;
+    }
+}
+
 /// The main broker's management API as chatbus's services reach it.
 pub fn management() -> common::amqp::management::Management {
     common::amqp::management::Management::for_broker(&amqp_url(), Some(&management_url()))
