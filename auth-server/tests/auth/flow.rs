@@ -222,8 +222,10 @@ async fn access_denied_and_provider_errors_get_a_clear_page_and_write_nothing() 
 
 #[tokio::test]
 async fn token_endpoint_errors_timeouts_and_non_json_write_nothing() {
+    // A timeout long enough that only the delayed answer reaches it, even
+    // on a loaded machine; the delayed request is cut at it.
     let server = start_with(Flavour::Twitch, |c| {
-        c.oauth.oauth_timeout = Duration::from_millis(500);
+        c.oauth.oauth_timeout = Duration::from_secs(3);
     })
     .await;
     let cases = [
@@ -238,7 +240,7 @@ async fn token_endpoint_errors_timeouts_and_non_json_write_nothing() {
             "Invalid authorization code",
         ),
         (
-            TokenFailure::Delay(Duration::from_secs(3)),
+            TokenFailure::Delay(Duration::from_secs(30)),
             504,
             "provider_timeout",
             "did not answer",

@@ -150,7 +150,9 @@ impl TestApp {
             publisher,
             pg: None,
         };
-        testkit::wait_http_ok(10, &app.url("/healthz")).await;
+        // Starting includes opening the store: migrating a fresh
+        // PostgreSQL database can take seconds on a loaded machine.
+        testkit::wait_http_ok(60, &app.url("/healthz")).await;
         app
     }
 

@@ -462,21 +462,21 @@ async fn the_server_pings_and_drops_a_client_that_stays_silent() {
     let app =
         TestApp::spawn_with(|c| c.consumer_ws_ping_interval = Duration::from_millis(200)).await;
     let mut ws = WsClient::connect(&app.ws_url("")).await;
-    // Reading answers the server's pings (tungstenite pongs), so over a
-    // second (five intervals) the connection stays up.
-    let pings = testkit::within(5, "pings", async {
+    // Reading answers the server's pings (tungstenite pongs), so the
+    // connection stays up ping after ping (a stalled machine may skip a
+    // tick, so the pings are counted, not timed).
+    testkit::within(10, "three pings", async {
         use futures::StreamExt;
         let mut pings = 0;
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
-        while let Ok(Some(msg)) = tokio::time::timeout_at(until, ws.inner().next()).await {
-            if matches!(msg, Ok(Message::Ping(_))) {
-                pings += 1;
+        while pings < 3 {
+            match ws.inner().next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended after {pings} pings: {other:?}"),
             }
         }
-        pings
     })
     .await;
-    assert!(pings >= 3, "{pings} pings in a second at 200 ms");
     ws.send(json!({"type": "ping"})).await;
     ws.expect("pong").await;
 

@@ -364,10 +364,9 @@ async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_a
         ids_with_prefix(g, "before-").len() >= 200
     })
     .await;
-    assert_eq!(
-        ing.metric("chatbus_ingestor_amqp_reconnects_total").await,
-        0.0
-    );
+    // (A confirm slower than the timeout on a loaded machine may already
+    // have cost a reconnect: what counts is the one after the freeze.)
+    let reconnects = ing.metric("chatbus_ingestor_amqp_reconnects_total").await;
 
     // The broker connection goes silent: no bytes either way, no close, no
     // reset. Publishes go into the void and no confirm ever comes back.
@@ -375,7 +374,7 @@ async fn a_broker_connection_gone_silent_is_given_up_after_the_confirm_timeout_a
     let frozen = privmsgs(&chans, 300, "frozen");
     assert_eq!(fake.send_lines(&frozen), 300);
     eventually(30, "the silent connection is given up", || async {
-        (ing.metric("chatbus_ingestor_amqp_reconnects_total").await >= 1.0).then_some(())
+        (ing.metric("chatbus_ingestor_amqp_reconnects_total").await > reconnects).then_some(())
     })
     .await;
     let got = tap
@@ -466,17 +465,29 @@ async fn a_kill_loses_only_what_the_socket_held_and_all_of_it_inside_the_restart
     let mut second = spawn_ingestor(&envs);
     let delivered = sender.await.unwrap();
     assert!(delivered.len() > 1000, "chat flowed before the kill");
+    // Then one last line per channel, handed to the second ingestor: once
+    // it arrives, everything the second ingestor was handed before it has
+    // arrived too (a channel's events keep their order).
+    let markers: Vec<String> = chans.iter().map(|c| format!("kw-end-{c}")).collect();
+    for (channel, marker) in chans.iter().zip(&markers) {
+        let line = timed_privmsg(channel, marker, chrono::Utc::now().timestamp_millis());
+        eventually(30, "the second ingestor takes a line", || {
+            let sent = fake.send_lines(std::slice::from_ref(&line)) == 1;
+            async move { sent.then_some(()) }
+        })
+        .await;
+    }
 
     // Everything the fake handed to a connection either arrived or was
     // sent inside its channel's `ingestor_restart` gap.
-    let want: BTreeSet<&str> = delivered.iter().map(|(_, id, _)| id.as_str()).collect();
     let got = tap
-        .collect_until(60, "events and both restart gaps", |g| {
+        .collect_until(60, "both restart gaps and the last lines", |g| {
             let gaps = g
                 .iter()
                 .filter(|d| d.event.kind() == EventKind::Gap)
                 .count();
-            gaps >= 2 && ids_with_prefix(g, "kw-").len() + 50 >= want.len()
+            let ids = ids_with_prefix(g, "kw-end-");
+            gaps >= 2 && markers.iter().all(|m| ids.contains(m.as_str()))
         })
         .await;
     let mut got = got;

@@ -440,7 +440,7 @@ async fn quota_exceeded_waits_without_spinning_and_recovers() {
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &["@quota"], &spool);
-    cfg.youtube_quota_exceeded_wait = Some(Duration::from_secs(2));
+    cfg.youtube_quota_exceeded_wait = Some(Duration::from_secs(4));
     let retry_max = cfg.youtube_retry_max_delay;
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, "@quota", "waiting", Some("quota_exceeded")).await;
@@ -448,7 +448,7 @@ async fn quota_exceeded_waits_without_spinning_and_recovers() {
     assert!(info["next_check"].is_string(), "{info}");
     // The quota wait, not the ordinary backoff: the next check is further
     // out than the longest backoff step (YOUTUBE_RETRY_MAX_DELAY, 1 s from
-    // yt_config): the 2 s wait set above, counted from the refusal.
+    // yt_config): the 4 s wait set above, counted from the refusal.
     let next_check: chrono::DateTime<chrono::Utc> =
         info["next_check"].as_str().unwrap().parse().unwrap();
     let ahead = (next_check - seen_at).to_std().unwrap_or_default();
@@ -616,11 +616,18 @@ async fn polling_reads_the_chat_when_streaming_is_off_or_unavailable() {
             12,
             "each once"
         );
-        // pollingIntervalMillis is honoured: about 4 polls a second.
+        // pollingIntervalMillis is honoured: no more than about 4 polls a
+        // second, and polling goes on (however slowly a loaded machine
+        // lets it).
         let before = yt.calls(FakeCall::ChatList);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let polls = yt.calls(FakeCall::ChatList) - before;
-        assert!((4..=10).contains(&polls), "{polls} polls in 2 s at 250 ms");
+        assert!(polls <= 10, "{polls} polls in 2 s at 250 ms");
+        eventually(30, "polling goes on", || {
+            let more = yt.calls(FakeCall::ChatList) >= before + 4;
+            async move { more.then_some(()) }
+        })
+        .await;
         if streaming {
             assert!(!yt.stream_requests().is_empty(), "streaming was tried");
             assert!(ing.metric("chatbus_ingestor_youtube_errors_total").await >= 1.0);
@@ -704,7 +711,9 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
     cfg.youtube_streaming = false;
-    cfg.youtube_request_timeout = Duration::from_millis(500);
+    // Long enough that only the delayed poll reaches it, even on a loaded
+    // machine.
+    cfg.youtube_request_timeout = Duration::from_secs(2);
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, &channel, "joined", None).await;
     assert_eq!(info["source_detail"]["via"], "poll");
@@ -720,12 +729,12 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
             .collect();
         metric_value(&lines.join("\n"), "chatbus_ingestor_youtube_errors_total")
     };
-    assert_eq!(timeouts().await, 0.0, "no timeout yet");
-    // The next poll is answered only after 3 s, six times the timeout.
+    let before = timeouts().await;
+    // The next poll is answered only after 12 s, six times the timeout.
     let polls = yt.calls(FakeCall::ChatList);
     yt.fail_next(
         FakeCall::ChatList,
-        FakeError::Delay(Duration::from_secs(3)),
+        FakeError::Delay(Duration::from_secs(12)),
         1,
     );
     let info = wait_state(&ing, &channel, "waiting", Some("timeout")).await;
@@ -733,10 +742,10 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
         info["detail"]
             .as_str()
             .unwrap()
-            .contains("did not answer within 500ms"),
+            .contains("did not answer within 2s"),
         "{info}"
     );
-    assert_eq!(timeouts().await, 1.0, "the timeout is counted");
+    assert!(timeouts().await > before, "the timeout is counted");
     // Reading goes on from the same page token: what is said from now on
     // arrives, once each, with no gap.
     yt.push(
