@@ -1,6 +1,7 @@
 //! Who may open a WebSocket: a cap on the connections in total and per
-//! client address, checked before the upgrade (a refusal is an HTTP 503),
-//! and the process's open-file limit they all count against.
+//! client address (an IPv4 address, or an IPv6 /64: see [`client_key`]),
+//! checked before the upgrade (a refusal is an HTTP 503), and the
+//! process's open-file limit they all count against.
 //!
 //! A connection is counted by an [`Admitted`] guard from the moment it is
 //! admitted until its session ends (or its upgrade fails): dropping the
@@ -28,6 +29,20 @@ struct Counts {
     per_address: HashMap<IpAddr, usize>,
 }
 
+/// What the per-address cap counts a client address as: an IPv4 address
+/// as it is (also when it arrives IPv4-mapped, `::ffff:a.b.c.d`), an IPv6
+/// address as its /64 prefix. One IPv6 host usually holds a whole /64, so
+/// counting single IPv6 addresses would give it 2^64 times the cap.
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// One admitted connection; gives its place back when dropped.
 #[derive(Debug)]
 pub struct Admitted {
@@ -37,7 +52,7 @@ pub struct Admitted {
 
 impl Admission {
     /// At most `max_total` connections, `max_per_address` of them from one
-    /// IP address.
+    /// IPv4 address or IPv6 /64 ([`client_key`]).
     pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
@@ -53,6 +68,7 @@ impl Admission {
     /// A 503 [`ApiError`]: `too_many_connections` when the server is full,
     /// `too_many_connections_from_address` when this address is.
     pub fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Admitted, ApiError> {
+        let address = address.map(client_key);
         let mut counts = self.lock();
         if counts.total >= self.max_total {
             drop(counts);
@@ -77,7 +93,7 @@ impl Admission {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too_many_connections_from_address",
                     format!(
-                        "at most {} WebSocket connections per address; close one first",
+                        "at most {} WebSocket connections per address (per /64 for IPv6); close one first",
                         self.max_per_address
                     ),
                 ));
@@ -196,6 +212,35 @@ mod tests {
         drop((a2, a3, b1));
         assert_eq!(admission.connections(), 0);
         assert!(admission.lock().per_address.is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address_and_mapped_ipv4_as_its_ipv4() {
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let admission = Admission::new(10, 2);
+        let _a = admission.admit(v6("2001:db8:1:2::1")).unwrap();
+        let _b = admission
+            .admit(v6("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+            .unwrap();
+        let err = admission.admit(v6("2001:db8:1:2:abcd::9")).unwrap_err();
+        assert_eq!(err.code, "too_many_connections_from_address");
+        // The next /64 is another address.
+        let _c = admission.admit(v6("2001:db8:1:3::1")).unwrap();
+        // An IPv4 client seen through a dual-stack socket is its IPv4.
+        let _d = admission.admit(v6("::ffff:192.0.2.7")).unwrap();
+        let _e = admission.admit(Some(IpAddr::from([192, 0, 2, 7]))).unwrap();
+        assert_eq!(
+            admission.admit(v6("::ffff:192.0.2.7")).unwrap_err().code,
+            "too_many_connections_from_address"
+        );
+        assert_eq!(
+            client_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_key("::1".parse().unwrap()),
+            "::".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
