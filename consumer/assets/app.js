@@ -2,9 +2,11 @@
 //
 // One WebSocket subscribed to the chosen channels: the last messages first,
 // then live. After a disconnect it resumes from the last cursor it got, so
-// nothing is missed or shown twice. Moderation (deletes, bans, timeouts,
-// chat clears) is applied as it happens. Everything is built with DOM
-// methods and textContent: chat text is never parsed as HTML.
+// nothing is missed or shown twice (if the server's history no longer
+// reaches that cursor, it starts again from the server's newest messages).
+// Moderation (deletes, bans, timeouts, chat clears) is applied as it
+// happens. Everything is built with DOM methods and textContent: chat text
+// is never parsed as HTML.
 //
 // URL parameters: channels=twitch:somechannel,otherchannel  history=100
 //                 max=500  access_token=<CONSUMER_API_TOKEN>
@@ -118,13 +120,8 @@
     if (token) url.searchParams.set("access_token", token);
     setStatus(lastCursor === null ? "connecting" : "reconnecting", "connecting\u2026");
     const socket = new WebSocket(url);
-    socket.addEventListener("open", () => {
-      const request = { type: "subscribe", sub: "chat", channels };
-      if (lastCursor !== null) request.since = lastCursor;
-      else if (historyCount > 0) request.last = historyCount;
-      socket.send(JSON.stringify(request));
-    });
-    socket.addEventListener("message", (ev) => handle(JSON.parse(ev.data)));
+    socket.addEventListener("open", () => subscribe(socket));
+    socket.addEventListener("message", (ev) => handle(JSON.parse(ev.data), socket));
     socket.addEventListener("close", (ev) => {
       const why = ev.reason ? `: ${ev.reason}` : "";
       setStatus("reconnecting", `disconnected (${ev.code}${why}); reconnecting`);
@@ -133,7 +130,15 @@
     });
   }
 
-  function handle(frame) {
+  // From where this page left off, or (first time) its last messages.
+  function subscribe(socket) {
+    const request = { type: "subscribe", sub: "chat", channels };
+    if (lastCursor !== null) request.since = lastCursor;
+    else if (historyCount > 0) request.last = historyCount;
+    socket.send(JSON.stringify(request));
+  }
+
+  function handle(frame, socket) {
     switch (frame.type) {
       case "subscribed":
         if (!frame.history) goLive();
@@ -146,6 +151,16 @@
         render(frame);
         break;
       case "error":
+        if (frame.code === "cursor_beyond_head" && lastCursor !== null) {
+          // The server's history does not reach where this page left off
+          // (its store was replaced, or this is another deployment): what
+          // is shown cannot be continued, so start again from its newest.
+          lastCursor = null;
+          chat.replaceChildren();
+          setStatus("reconnecting", "the server's history restarted; loading its newest messages");
+          subscribe(socket);
+          break;
+        }
         setStatus("error", `${frame.code}: ${frame.message}`);
         break;
       default:

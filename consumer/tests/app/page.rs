@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, decorated_message, delete, youtube_message};
+use crate::helpers::{TestApp, decorated_message, delete, message, youtube_message};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -65,32 +65,12 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
         "super_chat_id": super_chat.id,
         "chromium": chromium,
     });
-    let mut node = Command::new("node")
-        .arg(browser_dir().join("page.mjs"))
-        .arg(spec.to_string())
-        .current_dir(browser_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is required for the web page test (apt-get install nodejs npm)");
-    let mut stdin = node.stdin.take().unwrap();
-    let mut out = BufReader::new(node.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        let line = testkit::within(60, "the browser script", out.next_line())
-            .await
-            .unwrap()
-            .expect("the browser script ended early");
-        assert!(!line.starts_with("ERROR"), "{line}");
-        line
-    };
-
-    assert_eq!(next().await, "READY");
+    let mut script = BrowserScript::start("page.mjs", &spec);
+    assert_eq!(script.next().await, "READY");
     app.publish(&[event.clone(), yt_message.clone(), super_chat.clone()])
         .await;
 
-    let seen = next().await;
+    let seen = script.next().await;
     let seen: serde_json::Value =
         serde_json::from_str(seen.strip_prefix("SEEN ").expect("SEEN")).unwrap();
     assert_eq!(seen["name"], "Tester");
@@ -165,8 +145,8 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
     );
 
     app.publish(&[delete(&channel, &event, Utc::now())]).await;
-    stdin.write_all(b"deleted\n").await.unwrap();
-    let moderated = next().await;
+    script.send("deleted").await;
+    let moderated = script.next().await;
     let moderated: serde_json::Value =
         serde_json::from_str(moderated.strip_prefix("MODERATED ").expect("MODERATED")).unwrap();
     assert_eq!(moderated["note"], "message deleted by a moderator");
@@ -177,9 +157,107 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
         "no script errors"
     );
 
-    let status = testkit::within(30, "the browser script exits", node.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    script.finish().await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_starts_again_from_the_newest_when_the_history_no_longer_reaches_its_cursor() {
+    let chromium = chromium();
+    check_node_modules();
+    let app = TestApp::spawn().await;
+    let channel = format!("resume_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let first = message(&channel, "viewer", "before the cut");
+    let second = message(&channel, "viewer", "after the cut");
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels=twitch:{channel}&history=100")),
+        "first_id": first.id,
+        "second_id": second.id,
+        "chromium": chromium,
+    });
+    let mut script = BrowserScript::start("resume.mjs", &spec);
+    assert_eq!(script.next().await, "READY");
+    app.publish(std::slice::from_ref(&first)).await;
+
+    let resumed = script.next().await;
+    let resumed: serde_json::Value =
+        serde_json::from_str(resumed.strip_prefix("RESUMED ").expect("RESUMED")).unwrap();
+    // The server refused the cursor beyond its head, and the page subscribed
+    // again for the newest messages instead of staying without a
+    // subscription.
+    assert_eq!(
+        resumed["refusals"],
+        serde_json::json!(["cursor_beyond_head"])
+    );
+    let subscribes = resumed["subscribes"].as_array().unwrap();
+    assert_eq!(subscribes.len(), 3, "{resumed}");
+    assert_eq!(subscribes[0]["last"], 100, "first: the last messages");
+    assert_eq!(
+        subscribes[1]["since"], 9_007_199_254_740_991_u64,
+        "then from its cursor (moved beyond the head by the route)"
+    );
+    assert_eq!(subscribes[2]["last"], 100, "then again the newest");
+    assert!(subscribes[2].get("since").is_none(), "{resumed}");
+
+    app.publish(std::slice::from_ref(&second)).await;
+    let shown = script.next().await;
+    let shown: serde_json::Value =
+        serde_json::from_str(shown.strip_prefix("SHOWN ").expect("SHOWN")).unwrap();
+    // What was shown was cleared and loaded again: each message once.
+    assert_eq!(shown["order"], serde_json::json!([first.id, second.id]));
+    assert_eq!(shown["status"], "live");
+    assert_eq!(shown["errors"], serde_json::json!([]), "no script errors");
+    script.finish().await;
+    app.stop().await;
+}
+
+/// A script of `consumer/tests/browser` run by node, talking over stdio:
+/// a line out per step, a line in where the test has acted.
+struct BrowserScript {
+    node: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl BrowserScript {
+    fn start(script: &str, spec: &serde_json::Value) -> Self {
+        let mut node = Command::new("node")
+            .arg(browser_dir().join(script))
+            .arg(spec.to_string())
+            .current_dir(browser_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is required for the web page test (apt-get install nodejs npm)");
+        let stdin = node.stdin.take().unwrap();
+        let out = BufReader::new(node.stdout.take().unwrap()).lines();
+        Self { node, stdin, out }
+    }
+
+    /// The script's next line; an `ERROR` line fails the test.
+    async fn next(&mut self) -> String {
+        let line = testkit::within(60, "the browser script", self.out.next_line())
+            .await
+            .unwrap()
+            .expect("the browser script ended early");
+        assert!(!line.starts_with("ERROR"), "{line}");
+        line
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the script to exit, successfully.
+    async fn finish(mut self) {
+        let status = testkit::within(30, "the browser script exits", self.node.wait())
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
 }
