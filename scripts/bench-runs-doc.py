@@ -5,7 +5,8 @@ Usage: bench-runs-doc.py LOG_DIR OUTPUT
 
 Every run that has a .meta file is listed, oldest first, with its command,
 start time, commit, exit status and what it printed on stdout, verbatim.
-Runs already in OUTPUT whose logs are gone are kept as they were.
+Runs already in OUTPUT whose logs are gone are kept as they were, and so
+is everything from a line "# Other runs" on (runs made by hand).
 """
 import pathlib
 import re
@@ -33,7 +34,9 @@ def sections_of(text):
 def main():
     logs = pathlib.Path(sys.argv[1])
     output = pathlib.Path(sys.argv[2])
-    sections = sections_of(output.read_text()) if output.exists() else {}
+    text = output.read_text() if output.exists() else ""
+    text, marker, others = text.partition("\n# Other runs")
+    sections = sections_of(text)
     started = {}
     for name, section in sections.items():
         m = re.search(r"^\* started: (.+)$", section, flags=re.M)
@@ -51,7 +54,7 @@ def main():
         )
         started[name] = start
     body = "\n".join(sections[n] for n in sorted(sections, key=lambda n: started[n]))
-    output.write_text(HEADER + "\n" + body)
+    output.write_text(HEADER + "\n" + body + (marker + others if marker else ""))
 
 
 if __name__ == "__main__":
