@@ -77,7 +77,10 @@ start() {
   for n in "${NODES[@]}"; do launch_node "$n"; done
   for n in "${NODES[@]}"; do await_node "$n"; done
   for n in 2 3; do
-    if ! ctl "$n" cluster_status --formatter json 2>/dev/null | grep -q "$(node 1)"; then
+    # Read whole before grep: under pipefail, `| grep -q` can fail when grep
+    # stops reading early, and a clustered node would be reset.
+    status=$(ctl "$n" cluster_status --formatter json 2>/dev/null || true)
+    if ! grep -q "$(node 1)" <<<"$status"; then
       ctl "$n" stop_app
       ctl "$n" reset
       ctl "$n" join_cluster "$(node 1)"

@@ -35,7 +35,10 @@ if scripts/rabbitmq-fault-node.sh status >/dev/null 2>&1; then fault_node_was_ru
 scripts/rabbitmq-fault-node.sh start
 log "3-node RabbitMQ cluster (scale-out drills)"
 cluster_was_running=false
-if ! scripts/rabbitmq-cluster.sh status | grep -q stopped; then cluster_was_running=true; fi
+# (Read whole before grep: under pipefail, `status | grep -q` fails when
+# grep stops reading early, which made a stopped cluster look running.)
+cluster_status=$(scripts/rabbitmq-cluster.sh status)
+if ! grep -q stopped <<<"$cluster_status"; then cluster_was_running=true; fi
 scripts/rabbitmq-cluster.sh start
 cleanup() {
   status=$?
