@@ -7,19 +7,16 @@
 //            MODERATED <json>   what the pages show after the delete
 //            ERROR <message>    and exit code 1
 //   stdin:   one line after SEEN, when the delete is published
-import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
+import { TIMEOUT, withChromium } from "./chromium.mjs";
 
 const spec = JSON.parse(process.argv[2]);
-const TIMEOUT = 20_000;
 const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
 
-let browser;
-
 // The [r, g, b, a] of a PNG's pixel, decoded by the browser itself on a
 // blank page (no CSP there).
-async function pixel(png, x, y) {
+async function pixel(browser, png, x, y) {
   const blank = await browser.newPage();
   try {
     return await blank.evaluate(async ({ data, x, y }) => {
@@ -38,20 +35,7 @@ async function pixel(png, x, y) {
   }
 }
 
-try {
-  browser = await chromium.launch({
-    executablePath: spec.chromium,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+await withChromium(spec.chromium, async (browser) => {
   const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
   const page = await context.newPage();
   const overlay = await context.newPage();
@@ -123,8 +107,8 @@ try {
   // and the page at the same spot (below its few lines), both over the
   // green backdrop, read back from screenshots.
   const spot = { x: 20, y: 300 };
-  seen.overlayPixel = await pixel(await overlay.screenshot(), spot.x, spot.y);
-  seen.pagePixel = await pixel(await page.screenshot(), spot.x, spot.y);
+  seen.overlayPixel = await pixel(browser, await overlay.screenshot(), spot.x, spot.y);
+  seen.pagePixel = await pixel(browser, await page.screenshot(), spot.x, spot.y);
   console.log(`SEEN ${JSON.stringify(seen)}`);
 
   await nextLine();
@@ -136,10 +120,4 @@ try {
   }));
   moderated.errors = errors;
   console.log(`MODERATED ${JSON.stringify(moderated)}`);
-  await browser.close();
-  process.exit(0);
-} catch (e) {
-  console.log(`ERROR ${String(e && e.stack ? e.stack : e).replace(/\n/g, " | ")}`);
-  if (browser) await browser.close().catch(() => {});
-  process.exit(1);
-}
+});

@@ -11,19 +11,12 @@
 //                               publish the second message
 //            SHOWN <json>       what the page shows then
 //            ERROR <message>    and exit code 1
-import { chromium } from "playwright-core";
+import { TIMEOUT, withChromium } from "./chromium.mjs";
 
 const spec = JSON.parse(process.argv[2]);
-const TIMEOUT = 20_000;
 const BEYOND_ANY_HEAD = 9007199254740991; // 2^53 - 1
 
-let browser;
-try {
-  browser = await chromium.launch({
-    executablePath: spec.chromium,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-  });
+await withChromium(spec.chromium, async (browser) => {
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -81,10 +74,4 @@ try {
     errors,
   };
   console.log(`SHOWN ${JSON.stringify(shown)}`);
-  await browser.close();
-  process.exit(0);
-} catch (e) {
-  console.log(`ERROR ${String(e && e.stack ? e.stack : e).replace(/\n/g, " | ")}`);
-  if (browser) await browser.close().catch(() => {});
-  process.exit(1);
-}
+});
