@@ -68,6 +68,35 @@ struct Latencies {
     to_client: Vec<f64>,
 }
 
+/// A consumer's `chatbus_consumer_commit_seconds` buckets: (upper bound
+/// in seconds, commits at most that long so far).
+async fn commit_buckets(http: std::net::SocketAddr) -> Vec<(f64, f64)> {
+    let page = match reqwest::get(format!("http://{http}/metrics")).await {
+        Ok(res) => res.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    page.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("chatbus_consumer_commit_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The count of the bucket whose bound is `le` (0 if there is none).
+fn bucket(buckets: &[(f64, f64)], le: f64) -> f64 {
+    buckets
+        .iter()
+        .find(|(bound, _)| (*bound - le).abs() < 1e-9 || (bound.is_infinite() && le.is_infinite()))
+        .map_or(0.0, |(_, count)| *count)
+}
+
 async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies {
     let total = (rate * seconds) as usize;
     let mut ws = WsClient::connect(stack.consumer.http).await;
@@ -224,9 +253,12 @@ async fn main() {
         "\n| offered rate | messages | p50 | p99 | max |\n| ---: | ---: | ---: | ---: | ---: |"
     );
     let mut splits = Vec::new();
+    let mut commits = Vec::new();
     for rate in [1_000, 10_000] {
         eprintln!("latency at {rate}/s for {seconds}s ...");
+        let before = commit_buckets(stack.consumer.http).await;
         let l = latency(&stack, rate, seconds, &format!("lat{rate}")).await;
+        commits.push((rate, before, commit_buckets(stack.consumer.http).await));
         println!(
             "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
             l.total.len(),
@@ -251,6 +283,25 @@ async fn main() {
                 v.last().unwrap()
             );
         }
+    }
+
+    // Where a slow delivery can come from: the first consumer's commits
+    // (store write and ack) during each phase, by duration, from its
+    // chatbus_consumer_commit_seconds histogram.
+    println!(
+        "\n| offered rate | consumer 1's commits | over 50 ms | over 100 ms | over 250 ms | over 500 ms |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (rate, before, after) in &commits {
+        let in_phase = |le: f64| bucket(after, le) - bucket(before, le);
+        let total = in_phase(f64::INFINITY);
+        let over = |le: f64| total - in_phase(le);
+        println!(
+            "| {rate}/s | {total:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            over(0.05),
+            over(0.1),
+            over(0.25),
+            over(0.5)
+        );
     }
 
     println!("\n| process | peak RSS | CPU s |\n| --- | ---: | ---: |");
