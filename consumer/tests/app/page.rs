@@ -42,8 +42,6 @@ fn check_node_modules() {
 
 #[tokio::test]
 async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletion() {
-    let chromium = chromium();
-    check_node_modules();
     let app = TestApp::spawn().await;
     let channel = format!("page_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let event = decorated_message(&channel, "Tester", "#1E90FF");
@@ -63,9 +61,8 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
         "id": event.id,
         "youtube_id": yt_message.id,
         "super_chat_id": super_chat.id,
-        "chromium": chromium,
     });
-    let mut script = BrowserScript::start("page.mjs", &spec);
+    let mut script = BrowserScript::start("page.mjs", spec);
     assert_eq!(script.next().await, "READY");
     app.publish(&[event.clone(), yt_message.clone(), super_chat.clone()])
         .await;
@@ -163,8 +160,6 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
 
 #[tokio::test]
 async fn the_page_starts_again_from_the_newest_when_the_history_no_longer_reaches_its_cursor() {
-    let chromium = chromium();
-    check_node_modules();
     let app = TestApp::spawn().await;
     let channel = format!("resume_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let first = message(&channel, "viewer", "before the cut");
@@ -173,9 +168,8 @@ async fn the_page_starts_again_from_the_newest_when_the_history_no_longer_reache
         "page": app.url(&format!("/?channels=twitch:{channel}&history=100")),
         "first_id": first.id,
         "second_id": second.id,
-        "chromium": chromium,
     });
-    let mut script = BrowserScript::start("resume.mjs", &spec);
+    let mut script = BrowserScript::start("resume.mjs", spec);
     assert_eq!(script.next().await, "READY");
     app.publish(std::slice::from_ref(&first)).await;
 
@@ -220,7 +214,11 @@ struct BrowserScript {
 }
 
 impl BrowserScript {
-    fn start(script: &str, spec: &serde_json::Value) -> Self {
+    /// Runs `script` with `spec`, to which it adds the Chromium to drive
+    /// (both prerequisites are checked first).
+    fn start(script: &str, mut spec: serde_json::Value) -> Self {
+        spec["chromium"] = serde_json::json!(chromium());
+        check_node_modules();
         let mut node = Command::new("node")
             .arg(browser_dir().join(script))
             .arg(spec.to_string())
