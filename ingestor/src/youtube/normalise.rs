@@ -309,23 +309,23 @@ impl Normaliser {
         event.author = author;
         event.text = text;
         event.paid = paid;
+        let ends_chat = kind == "chatEndedEvent";
         event.youtube = Some(YoutubeExtras {
-            message_type: kind.clone(),
+            message_type: kind,
             live_chat_id: snippet
                 .live_chat_id
-                .clone()
                 .unwrap_or_else(|| ctx.live_chat_id.clone()),
             video_id: ctx.video_id.clone(),
-            published_at: snippet.published_at.clone(),
+            published_at: snippet.published_at,
             author_channel_url: author_details.and_then(|a| a.channel_url),
-            display_message: snippet.display_message.clone(),
+            display_message: system_message,
         });
         // An other_notice always carries the resource.
         if self.include_raw || matches!(event.body, EventBody::OtherNotice(_)) {
             event.raw = Some(raw.into_string());
         }
         Normalised {
-            ends_chat: kind == "chatEndedEvent",
+            ends_chat,
             event,
             problem,
         }
