@@ -87,11 +87,7 @@ fn main() {
 
     // The publish itself: see the module docs.
     let defaults = ingestor::Config::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(defaults.ingestor_worker_threads)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = ingestor::runtime(&defaults).unwrap();
     let (publish_cpu, publish_rate) = rt.block_on(async {
         use common::amqp::{Publisher, Subscriber, Topology};
         let conn = testkit::rabbit::connect("bench-stages").await;

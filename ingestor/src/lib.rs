@@ -40,6 +40,19 @@ use crate::twitch::{Endpoint, TwitchSettings, TwitchSource};
 use crate::youtube::api::Credentials;
 use crate::youtube::{YoutubeSettings, YoutubeSource};
 
+/// The runtime the ingestor runs on. Few worker threads: the ingestor's
+/// work is I/O in batches, and lapin runs its own I/O thread. With one
+/// worker, no event is handed between worker threads (docs/benchmarks.md).
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.ingestor_worker_threads)
+        .enable_all()
+        .build()
+}
+
 /// The whole `main` of the ingestor binary: loads the configuration
 /// (defaults, `file`, the environment), installs logging, builds the async
 /// runtime with `INGESTOR_WORKER_THREADS` workers and runs until a signal.
@@ -50,14 +63,7 @@ pub fn main_with(file: Option<&std::path::Path>) -> std::process::ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    // Few worker threads: the ingestor's work is I/O in batches, and lapin
-    // runs its own I/O thread. With one worker, no event is handed between
-    // worker threads (docs/benchmarks.md).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.ingestor_worker_threads)
-        .enable_all()
-        .build();
-    match runtime {
+    match runtime(&config) {
         Ok(runtime) => runtime.block_on(common::service::run(config, run)),
         Err(e) => {
             eprintln!("ingestor: cannot start the async runtime: {e}");
