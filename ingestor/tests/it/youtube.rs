@@ -572,6 +572,30 @@ async fn a_video_entry_follows_that_video_and_no_other() {
 }
 
 #[tokio::test]
+async fn a_live_video_entry_is_joined_with_one_videos_list_call() {
+    let yt = FakeYoutube::start().await;
+    let (channel, video) = ids();
+    yt.add_channel(&channel, "@already.live");
+    let chat = yt.go_live(&channel, &video);
+    let exchange = unique("test-yt-one-lookup");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (_dir, spool) = spool_dir();
+    let ing = Running::start(yt_config(&yt, &exchange, &[&video], &spool)).await;
+    wait_state(&ing, &channel, "joined", None).await;
+    // The lookup that found the video's channel also gave its live chat:
+    // joining costs one videos.list (1 quota unit), not two.
+    assert_eq!(yt.calls(FakeCall::Videos), 1);
+    let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
+    yt.push(&chat, [msg::text("live-1", &viewer, "hi")]);
+    tap.collect_until(30, "the live video's message", |g| {
+        g.iter().any(|d| d.event.id == "live-1")
+    })
+    .await;
+    ing.stop().await;
+    tap.cleanup().await;
+}
+
+#[tokio::test]
 async fn polling_reads_the_chat_when_streaming_is_off_or_unavailable() {
     for streaming in [false, true] {
         let yt = FakeYoutube::start().await;
@@ -721,14 +745,7 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
     yt.push(&chat, [msg::text("slow-0", &viewer, "before")]);
     tap.collect_until(30, "slow-0", |g| g.iter().any(|d| d.event.id == "slow-0"))
         .await;
-    let timeouts = || async {
-        let (_, text) = ing.get("/metrics").await;
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("reason=\"timeout\""))
-            .collect();
-        metric_value(&lines.join("\n"), "chatbus_ingestor_youtube_errors_total")
-    };
+    let timeouts = || ing.metric("chatbus_ingestor_youtube_errors_total{reason=\"timeout\"}");
     let before = timeouts().await;
     // The next poll is answered only after 12 s, six times the timeout.
     let polls = yt.calls(FakeCall::ChatList);
