@@ -340,9 +340,9 @@ async fn apply_moderation(
     Ok(marked)
 }
 
-/// Adds the rows `base+1 ..` (just inserted, `fresh` in order) to the
-/// full-text index and to their channels' counters: one statement each
-/// for the whole batch.
+/// Adds the rows after `base` (just inserted) to the full-text index, and
+/// `per_channel` to their channels' counters: one statement each for the
+/// whole batch.
 async fn index_batch(
     tx: &mut SqliteConnection,
     base: i64,
