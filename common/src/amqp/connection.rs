@@ -281,6 +281,11 @@ mod tests {
             "amqp://guest:[redacted]@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        // The consumer redacts its PostgreSQL URL with it too.
+        assert_eq!(
+            redact_url("postgres://u:hunter2@h:5432/db"),
+            "postgres://u:[redacted]@h:5432/db"
+        );
         let opts = ConnectOptions::new("amqp://u:hunter2@h/", "n");
         assert!(!format!("{opts:?}").contains("hunter2"));
     }
