@@ -23,13 +23,23 @@ pub(crate) fn first_occurrences<'a>(events: &'a [NewEvent<'a>]) -> Vec<&'a NewEv
 /// A moderation event of the batch, to apply inside its transaction.
 pub(crate) struct PendingModeration<'a> {
     /// The moderation event's cursor.
-    pub seq: i64,
+    pub by: Cursor,
     /// Its channel's id.
     pub channel: i64,
     /// Its `sent_at`, ms.
     pub at: i64,
     pub platform: &'a str,
     pub spec: ModerationSpec,
+}
+
+impl PendingModeration<'_> {
+    /// What it marks its targets with.
+    pub(crate) fn mark(&self) -> Moderation {
+        Moderation {
+            action: self.spec.action,
+            by: self.by,
+        }
+    }
 }
 
 /// One channel's share of a batch: events, chat messages, the newest
@@ -69,12 +79,16 @@ pub(crate) fn committed<'a>(
         let ev = e.event;
         let channel = channel_of(e);
         let sent_ms = ev.sent_at.timestamp_millis();
+        let cursor = Cursor::new(seq).ok_or_else(|| StoreError::Corrupt {
+            cursor: seq,
+            reason: "non-positive seq".into(),
+        })?;
         if ev.text.is_some() {
             out.min_text_sent = Some(out.min_text_sent.map_or(sent_ms, |m| m.min(sent_ms)));
         }
         if let Some(spec) = moderation_of(ev) {
             out.moderations.push(PendingModeration {
-                seq,
+                by: cursor,
                 channel,
                 at: sent_ms,
                 platform: &ev.platform,
@@ -87,10 +101,7 @@ pub(crate) fn committed<'a>(
         counts.last_cursor = seq;
         counts.last_sent_at = sent_ms;
         out.stored.push(StoredEvent {
-            cursor: Cursor::new(seq).ok_or_else(|| StoreError::Corrupt {
-                cursor: seq,
-                reason: "non-positive seq".into(),
-            })?,
+            cursor,
             moderation: None,
             event: RawValue::from_string(e.json.to_owned()).map_err(|err| StoreError::Corrupt {
                 cursor: seq,

@@ -705,29 +705,17 @@ impl Store for PostgresStore {
 
         let mut marked: HashMap<i64, Moderation> = HashMap::new();
         for m in &committed.moderations {
-            let (spec, by) = (
-                &m.spec,
-                Cursor::new(m.seq).expect("stored cursors are positive"),
-            );
-            for target in apply_moderation(
+            let targets = apply_moderation(
                 &mut tx,
-                m.seq,
+                m.by.get(),
                 m.channel,
                 m.platform,
                 m.at,
                 self.lookback_ms,
-                spec,
+                &m.spec,
             )
-            .await?
-            {
-                marked.insert(
-                    target,
-                    Moderation {
-                        action: spec.action,
-                        by,
-                    },
-                );
-            }
+            .await?;
+            marked.extend(targets.into_iter().map(|t| (t, m.mark())));
         }
         if let (Some(first), Some(last), Some(min_sent)) =
             (seqs.first(), seqs.last(), committed.min_text_sent)
