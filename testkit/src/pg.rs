@@ -93,6 +93,11 @@ pub async fn drop_leftovers() -> usize {
     names.len()
 }
 
+/// The SQLite file of a [`StoreDb::Sqlite`] directory.
+fn sqlite_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("store.sqlite")
+}
+
 /// A fresh, empty database for a consumer's store: a SQLite file in a
 /// directory of its own, or a PostgreSQL database of its own
 /// ([`TestDatabase`]). [`StoreDb::finish`] drops it.
@@ -130,8 +135,17 @@ impl StoreDb {
     /// Its `DATABASE_URL`.
     pub fn url(&self) -> String {
         match self {
-            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("store.sqlite").display()),
+            Self::Sqlite(dir) => format!("sqlite://{}", sqlite_file(dir).display()),
             Self::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// The SQLite file (`None` for PostgreSQL): it exists once a consumer
+    /// has opened the store.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Sqlite(dir) => Some(sqlite_file(dir)),
+            Self::Postgres(_) => None,
         }
     }
 

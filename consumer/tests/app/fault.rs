@@ -69,12 +69,7 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
             // The database is there once the first process opened the store.
             pool = Some(
                 testkit::eventually(30, "the database", || async {
-                    let ready = match &db {
-                        testkit::pg::StoreDb::Sqlite(dir) => {
-                            dir.path().join("store.sqlite").exists()
-                        }
-                        testkit::pg::StoreDb::Postgres(_) => true,
-                    };
+                    let ready = db.sqlite_path().is_none_or(|p| p.exists());
                     if !ready {
                         return None;
                     }

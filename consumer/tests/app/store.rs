@@ -887,13 +887,13 @@ fn any_search_text_is_a_valid_query_in_postgres() {
 }
 
 /// Errors are judged by their own backend's codes: PostgreSQL's "invalid
-/// byte sequence" (22021) ends in the byte 5, SQLite's BUSY, and must
-/// still be a refusal (the batch is split
-/// and the bad event dead-lettered), while SQLite's BUSY stays transient.
+/// byte sequence" (22021) ends in 5, SQLite's BUSY code, and must still be
+/// a refusal (the batch is split and the bad event dead-lettered), while
+/// SQLite's BUSY stays transient.
 #[tokio::test]
 async fn each_backend_judges_its_own_error_codes() {
-    let db = testkit::pg::TestDatabase::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let db = Backend::postgres().await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
     let err = sqlx::query("SELECT convert_from('\\xff'::bytea, 'UTF8')")
         .execute(&pool)
         .await
@@ -902,13 +902,10 @@ async fn each_backend_judges_its_own_error_codes() {
     assert_eq!(code, "22021");
     assert!(!store::StoreError::Database(err).is_transient());
     pool.close().await;
-    db.drop_now().await;
+    db.finish().await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("busy.sqlite").display()
-    );
+    let db = Backend::sqlite();
+    let url = format!("{}?mode=rwc", db.url());
     let holder = sqlx::SqlitePool::connect(&url).await.unwrap();
     let mut tx = holder.begin().await.unwrap();
     sqlx::query("CREATE TABLE t (x INTEGER)")
