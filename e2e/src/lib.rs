@@ -333,19 +333,13 @@ impl Stack {
 /// of `exchange`, the consumers' `queue` and their commit announcements'
 /// exchange. Best effort: a test's cleanup.
 pub async fn delete_bus_objects(conn: &lapin::Connection, exchange: &str, queue: &str) {
-    rabbit::delete_topology(conn, &common::amqp::Topology::named(exchange)).await;
-    if let Ok(ch) = conn.create_channel().await {
-        let _ = ch
-            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-            .await;
-        let _ = ch
-            .exchange_delete(
-                consumer::commit_signal::exchange_for(queue).as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-        common::amqp::close_channel(&ch, "cleaned up").await;
-    }
+    rabbit::delete_consumer_objects(
+        conn,
+        &common::amqp::Topology::named(exchange),
+        queue,
+        &consumer::commit_signal::exchange_for(queue),
+    )
+    .await;
 }
 
 /// Waits until `queue` exists on the broker at `amqp_url` (a passive

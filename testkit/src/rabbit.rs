@@ -314,6 +314,29 @@ pub async fn declare_consumer_queue(topology: &Topology, queue: &str) {
     amqp::close(&conn, "declared").await;
 }
 
+/// Deletes, best effort, what a consumer declared on the broker: its
+/// `queue`, its commit announcements' exchange (`commit_exchange`, the
+/// name `consumer::commit_signal::exchange_for(queue)` gives) and
+/// `topology`.
+pub async fn delete_consumer_objects(
+    conn: &Connection,
+    topology: &Topology,
+    queue: &str,
+    commit_exchange: &str,
+) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+        let _ = ch
+            .exchange_delete(commit_exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+        amqp::close_channel(&ch, "cleaned up").await;
+    }
+    delete_topology(conn, topology).await;
+}
+
 /// Deletes a topology's exchanges and queues (for tests that had to declare
 /// a non-auto-delete topology, e.g. through a binary).
 pub async fn delete_topology(conn: &Connection, topology: &Topology) {

@@ -35,7 +35,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use common::amqp::{OutgoingMessage, Publisher, Topology};
 use futures::StreamExt;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::QueueDeleteOptions;
 use testkit::events;
 use testkit::pg::StoreDb;
 use testkit::process::{Echo, ServiceProcess};
@@ -176,22 +176,9 @@ async fn store_alone(url: &str, n: usize, batch_size: usize) -> anyhow::Result<f
 
 /// Deletes the bench's topology, the consumer's queue and its commit
 /// announcements' exchange.
-async fn delete_bus_objects(
-    conn: &lapin::Connection,
-    topology: &Topology,
-    queue: &str,
-) -> anyhow::Result<()> {
-    let ch = conn.create_channel().await?;
-    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    ch.exchange_delete(
-        consumer::commit_signal::exchange_for(queue).as_str().into(),
-        ExchangeDeleteOptions::default(),
-    )
-    .await?;
-    rabbit::delete_topology(conn, topology).await;
-    common::amqp::close_channel(&ch, "bench over").await;
-    Ok(())
+async fn delete_bus_objects(conn: &lapin::Connection, topology: &Topology, queue: &str) {
+    let commits = consumer::commit_signal::exchange_for(queue);
+    rabbit::delete_consumer_objects(conn, topology, queue, &commits).await;
 }
 
 /// Rows in `events` of `db`, and the database's size in bytes.
@@ -663,7 +650,7 @@ async fn fanout(
     );
 
     consumer.terminate(30).await?;
-    delete_bus_objects(&conn, &topology, &queue).await?;
+    delete_bus_objects(&conn, &topology, &queue).await;
     publisher.close().await;
     common::amqp::close(&conn, "bench over").await;
     Ok(())
@@ -834,7 +821,7 @@ async fn slow(
     );
 
     consumer.terminate(30).await?;
-    delete_bus_objects(&conn, &topology, &queue).await?;
+    delete_bus_objects(&conn, &topology, &queue).await;
     publisher.close().await;
     common::amqp::close(&conn, "bench over").await;
     Ok(())

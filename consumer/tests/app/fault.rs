@@ -4,7 +4,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::amqp::Topology;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use testkit::process::{Echo, ServiceProcess};
 use testkit::rabbit::{self, unique};
 use testkit::{events, within};
@@ -141,21 +140,8 @@ async fn fault_sigkill_mid_batch_then_restart_loses_nothing_and_stores_nothing_t
         "a clean run and stop log no error: {errors:#?}"
     );
 
-    let ch = conn.create_channel().await.unwrap();
-    for q in [queue.as_str()] {
-        let _ = ch
-            .queue_delete(q.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = ch
-        .exchange_delete(
-            consumer::commit_signal::exchange_for(&queue)
-                .as_str()
-                .into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await;
-    rabbit::delete_topology(&conn, &topology).await;
+    let commits = consumer::commit_signal::exchange_for(&queue);
+    rabbit::delete_consumer_objects(&conn, &topology, &queue, &commits).await;
     pool.close().await;
     db.finish().await;
 }
