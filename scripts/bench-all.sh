@@ -61,20 +61,30 @@ echo "==> building the benches"
 cargo bench -q --workspace --no-run
 
 commit=$(git rev-parse --short HEAD)
-if ! git diff --quiet HEAD; then commit="$commit (with uncommitted changes)"; fi
+if [ -n "$(git status --porcelain)" ]; then commit="$commit (with uncommitted changes)"; fi
+failed=0
 for run in "${runs[@]}"; do
   name=${run%%|*}
   command=${run#*|}
   selected "$name" || continue
-  if [ "$name" = flood_cluster ]; then scripts/rabbitmq-cluster.sh start; fi
   echo "==> $name: $command"
-  started=$(date -u '+%Y-%m-%d %H:%M UTC')
+  # A run cut short leaves no .meta, so its partial log is never reported.
+  rm -f "$logs/$name.meta"
+  started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
   status=0
-  bash -c "$command" >"$logs/$name.log" 2>"$logs/$name.err" || status=$?
-  if [ "$name" = flood_cluster ]; then scripts/rabbitmq-cluster.sh stop; fi
+  if [ "$name" = flood_cluster ]; then scripts/rabbitmq-cluster.sh start || status=$?; fi
+  if [ "$status" = 0 ]; then
+    bash -c "$command" >"$logs/$name.log" 2>"$logs/$name.err" || status=$?
+  else
+    echo "the 3-node cluster did not start" >"$logs/$name.log"
+  fi
+  if [ "$name" = flood_cluster ]; then scripts/rabbitmq-cluster.sh stop || true; fi
   printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$started" "$commit" "$status" "$command" >"$logs/$name.meta"
   echo "    exit $status, $(wc -l <"$logs/$name.log") lines in $logs/$name.log"
+  if [ "$status" != 0 ]; then failed=1; fi
 done
 
 python3 scripts/bench-runs-doc.py "$logs" docs/bench-runs.md
 echo "==> wrote docs/bench-runs.md"
+if [ "$failed" != 0 ]; then echo "==> some runs failed: see their exit status in docs/bench-runs.md" >&2; fi
+exit "$failed"
