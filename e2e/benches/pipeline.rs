@@ -68,33 +68,15 @@ struct Latencies {
     to_client: Vec<f64>,
 }
 
-/// A consumer's `chatbus_consumer_commit_seconds` buckets: (upper bound
-/// in seconds, commits at most that long so far).
-async fn commit_buckets(http: std::net::SocketAddr) -> Vec<(f64, f64)> {
-    let page = match reqwest::get(format!("http://{http}/metrics")).await {
-        Ok(res) => res.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
+/// Commits of a consumer's `chatbus_consumer_commit_seconds` histogram
+/// that took at most `le` seconds (`None`: all of them), on its `/metrics`
+/// page (NaN if the page could not be read).
+fn commits_within(page: Option<&str>, le: Option<&str>) -> f64 {
+    let name = match le {
+        Some(le) => format!("chatbus_consumer_commit_seconds_bucket{{le=\"{le}\"}}"),
+        None => "chatbus_consumer_commit_seconds_count".to_owned(),
     };
-    page.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("chatbus_consumer_commit_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// The count of the bucket whose bound is `le` (0 if there is none).
-fn bucket(buckets: &[(f64, f64)], le: f64) -> f64 {
-    buckets
-        .iter()
-        .find(|(bound, _)| (*bound - le).abs() < 1e-9 || (bound.is_infinite() && le.is_infinite()))
-        .map_or(0.0, |(_, count)| *count)
+    page.map_or(f64::NAN, |page| testkit::metrics::sample_sum(page, &name))
 }
 
 async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies {
@@ -256,9 +238,13 @@ async fn main() {
     let mut commits = Vec::new();
     for rate in [1_000, 10_000] {
         eprintln!("latency at {rate}/s for {seconds}s ...");
-        let before = commit_buckets(stack.consumer.http).await;
+        let before = testkit::metrics::page(stack.consumer.http).await;
         let l = latency(&stack, rate, seconds, &format!("lat{rate}")).await;
-        commits.push((rate, before, commit_buckets(stack.consumer.http).await));
+        commits.push((
+            rate,
+            before,
+            testkit::metrics::page(stack.consumer.http).await,
+        ));
         println!(
             "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
             l.total.len(),
@@ -292,15 +278,17 @@ async fn main() {
         "\n| offered rate | consumer 1's commits | over 50 ms | over 100 ms | over 250 ms | over 500 ms |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for (rate, before, after) in &commits {
-        let in_phase = |le: f64| bucket(after, le) - bucket(before, le);
-        let total = in_phase(f64::INFINITY);
-        let over = |le: f64| total - in_phase(le);
+        let in_phase = |le: Option<&str>| {
+            commits_within(after.as_deref(), le) - commits_within(before.as_deref(), le)
+        };
+        let total = in_phase(None);
+        let over = |le: &str| total - in_phase(Some(le));
         println!(
             "| {rate}/s | {total:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            over(0.05),
-            over(0.1),
-            over(0.25),
-            over(0.5)
+            over("0.05"),
+            over("0.1"),
+            over("0.25"),
+            over("0.5")
         );
     }
 

@@ -16,12 +16,17 @@ pub fn sample_sum(page: &str, name: &str) -> f64 {
         + 0.0
 }
 
+/// GETs `http://<addr>/metrics`; `None` if unreachable.
+pub async fn page(addr: impl std::fmt::Display) -> Option<String> {
+    let res = reqwest::get(format!("http://{addr}/metrics")).await.ok()?;
+    Some(res.text().await.unwrap_or_default())
+}
+
 /// GETs `http://<addr>/metrics` and sums `name`; NaN if unreachable.
 pub async fn scrape(addr: impl std::fmt::Display, name: &str) -> f64 {
-    match reqwest::get(format!("http://{addr}/metrics")).await {
-        Ok(res) => sample_sum(&res.text().await.unwrap_or_default(), name),
-        Err(_) => f64::NAN,
-    }
+    page(addr)
+        .await
+        .map_or(f64::NAN, |page| sample_sum(&page, name))
 }
 
 /// Peak resident memory in MiB (VmHWM) and CPU seconds (user + system) of
