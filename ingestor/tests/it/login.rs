@@ -161,6 +161,15 @@ async fn a_rejected_token_is_refreshed_and_chat_keeps_flowing_without_a_restart(
         std::slice::from_ref(&issued.access_token)
     );
 
+    // The token manager validates the token once at start. Wait for that,
+    // so that the rejection below reaches the ingestor through IRC, not
+    // through a start-up validation that a loaded machine ran late.
+    eventually(30, "the start-up validation", || {
+        let validated = oauth.stats().validations >= 1;
+        async move { validated.then_some(()) }
+    })
+    .await;
+
     // Twitch stops accepting the token (revoked, or expired early) and
     // drops us: the ingestor must refresh and get back in on its own.
     oauth.invalidate_access_tokens();
