@@ -22,6 +22,45 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first bad key.
     fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Reads the parts of the configuration that other modules own (the
+    /// ingestor's per-platform settings) from the same layered sources,
+    /// after the struct's own keys and before [`ServiceConfig::validate`].
+    /// Each part is a flat struct of its own, read with [`Sources::part`];
+    /// the default reads none.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when a part's value has the wrong type.
+    fn read_parts(&mut self, sources: &Sources) -> Result<(), ConfigError> {
+        let _ = sources;
+        Ok(())
+    }
+
+    /// The keys of the parts [`ServiceConfig::read_parts`] reads (with
+    /// [`keys_of`]), so the environment filter and `.env.example` see them.
+    fn part_keys() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+}
+
+/// The layered sources of one load (defaults, file, environment), from
+/// which a service's parts are read.
+///
+/// A part is deserialised straight from these sources, not through
+/// `serde(flatten)`: flatten buffers values and loses the `config` crate's
+/// conversion of environment strings to numbers and booleans.
+#[derive(Debug, Clone)]
+pub struct Sources(config::Config);
+
+impl Sources {
+    /// Reads the flat struct `T` (with `serde(default)`) from the sources:
+    /// its keys are the same top-level keys the service's struct reads.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] naming the key whose value has the wrong type.
+    pub fn part<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.0.clone().try_deserialize().map_err(ConfigError::load)
+    }
 }
 
 /// A configuration that cannot be used.
@@ -32,9 +71,10 @@ pub enum ConfigError {
     Load {
         /// What went wrong, naming the key and the source.
         message: String,
-        /// The `config` crate's error.
+        /// The `config` crate's error (boxed: it is large, and every
+        /// validation returns this type).
         #[source]
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
     /// A value has the right type but is not acceptable.
     #[error("invalid configuration: {key}: {reason}")]
@@ -66,7 +106,10 @@ impl ConfigError {
                 message.push_str(&format!(" (environment variable {var})"));
             }
         }
-        Self::Load { message, source }
+        Self::Load {
+            message,
+            source: Box::new(source),
+        }
     }
 }
 
@@ -75,9 +118,17 @@ pub fn env_name(field: &str) -> String {
     field.to_ascii_uppercase()
 }
 
-/// The keys of a config struct, from its serialised defaults.
+/// The keys of a config struct, from its serialised defaults, and those
+/// of its parts.
 pub fn keys<T: ServiceConfig>() -> BTreeSet<String> {
-    match serde_json::to_value(T::default()) {
+    let mut keys = keys_of(&T::default());
+    keys.extend(T::part_keys());
+    keys
+}
+
+/// The keys of a flat struct, from its serialised value.
+pub fn keys_of<T: Serialize>(value: &T) -> BTreeSet<String> {
+    match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
         _ => BTreeSet::new(),
     }
@@ -161,10 +212,9 @@ where
         builder = builder.add_source(config::File::from(file).required(true));
     }
     builder = builder.add_source(config::Environment::default().source(Some(env)));
-    let value: T = builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(ConfigError::load)?;
+    let sources = Sources(builder.build().map_err(ConfigError::load)?);
+    let mut value: T = sources.part()?;
+    value.read_parts(&sources)?;
     value.validate()?;
     Ok(value)
 }

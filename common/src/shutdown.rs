@@ -29,13 +29,14 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
 /// `token` is cancelled, that is an error that stops the process; the token
 /// is cancelled so siblings wind down.
 pub fn supervise<F>(
-    name: &'static str,
+    name: impl Into<std::borrow::Cow<'static, str>>,
     token: CancellationToken,
     fut: F,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>>
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    let name = name.into();
     tokio::spawn(async move {
         // A panic is a failure like any other: it must stop the process,
         // not leave a half-working one behind.

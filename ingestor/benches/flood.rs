@@ -417,7 +417,7 @@ async fn broker_idle() {
 /// What the ingestor publishes for `lines`, as it is configured in this
 /// bench (its defaults: the raw line included in each event).
 fn ingestor_payloads(lines: &[String]) -> Vec<common::amqp::OutgoingMessage> {
-    use ingestor::twitch::normalise::{Normalised, Normaliser};
+    use ingestor::platforms::twitch::normalise::{Normalised, Normaliser};
 
     let normaliser = Normaliser::new(ingestor::Config::default().ingest_include_raw);
     let now = chrono::Utc::now();

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use common::amqp::OutgoingMessage;
-use ingestor::twitch::normalise::{Normalised, Normaliser};
+use ingestor::platforms::twitch::normalise::{Normalised, Normaliser};
 use twitch_irc::message::IRCMessage;
 
 /// The ingestor binary's allocator.

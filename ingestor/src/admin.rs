@@ -18,8 +18,8 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::channels::{ChannelInfo, JoinError};
 use crate::outbox::Outbox;
+use crate::platforms::seam::{Source, SourceHealth};
 use crate::publisher::BrokerStatus;
-use crate::source::{Source, SourceHealth};
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -59,7 +59,9 @@ struct SourceReadiness {
     ready: bool,
     channels_wanted: usize,
     channels_joined: usize,
+    /// The platform's channel capacity, and the setting or rule behind it.
     channel_limit: usize,
+    channel_limit_reason: String,
 }
 
 #[derive(Serialize)]
@@ -94,11 +96,13 @@ fn readiness(state: &AdminState) -> Readiness {
             // A platform with nothing to read is ready whatever it says;
             // one with channels must be reachable.
             let ready = wanted == 0 || (health.reachable && health.connections > 0);
+            let capacity = s.capacity();
             SourceReadiness {
                 ready,
                 channels_wanted: wanted,
                 channels_joined: joined,
-                channel_limit: s.channels().limit(),
+                channel_limit: capacity.max,
+                channel_limit_reason: capacity.why,
                 health,
             }
         })

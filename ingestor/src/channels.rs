@@ -2,8 +2,9 @@
 //! capped per platform) and where each one really is (queued, JOIN sent,
 //! joined, disconnected, unreachable, waiting), with
 //!
-//! * join confirmation: a join the platform has not confirmed within
-//!   `join_timeout` is asked for again (Twitch's "ghost JOIN");
+//! * join confirmation, where the platform asks for it
+//!   ([`ChannelManager::retrying_unconfirmed_joins`]): a join not confirmed
+//!   within `join_timeout` is asked for again (a "ghost JOIN");
 //! * re-join after a reconnect (the source re-joins at once; the watchdog
 //!   catches any it missed);
 //! * gap events: when a connection drops, each of its channels is marked
@@ -19,11 +20,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::schema::{ChatEvent, EventBody, EventKind, GapDetails, PLATFORM_TWITCH};
+use common::schema::{ChatEvent, EventBody, EventKind, GapDetails};
 use serde::Serialize;
 
-/// Channels remembered across restarts (`<SPOOL_DIR>/channels.json` for
-/// Twitch, `channels-<platform>.json` for the others).
+/// Channels remembered across restarts, one file per platform in
+/// `SPOOL_DIR` (named by the platform's source: `channels-<platform>.json`,
+/// or a name it kept from an older release).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PersistedChannels {
     /// By channel login.
@@ -42,20 +44,16 @@ pub struct PersistedChannel {
 }
 
 impl PersistedChannels {
-    /// The file a platform's channels are remembered in (Twitch keeps the
-    /// name it had before there were other platforms).
+    /// The file a platform's channels are remembered in, unless its source
+    /// names another (its `state_file`).
     pub fn file_name(platform: &str) -> String {
-        if platform == PLATFORM_TWITCH {
-            "channels.json".to_owned()
-        } else {
-            format!("channels-{platform}.json")
-        }
+        format!("channels-{platform}.json")
     }
 
-    /// Reads the platform's file in `dir`; missing or unreadable means
-    /// nothing remembered (logged).
-    pub fn load(dir: &std::path::Path, platform: &str) -> Self {
-        let path = dir.join(Self::file_name(platform));
+    /// Reads the file `name` in `dir`; missing or unreadable means nothing
+    /// remembered (logged).
+    pub fn load(dir: &std::path::Path, name: &str) -> Self {
+        let path = dir.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable channel state file");
@@ -65,17 +63,17 @@ impl PersistedChannels {
         }
     }
 
-    /// Writes the platform's file in `dir` atomically (mode 0600).
+    /// Writes the file `name` in `dir` atomically (mode 0600).
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn save(
         &self,
         dir: &std::path::Path,
-        platform: &str,
+        name: &str,
     ) -> Result<(), common::token_store::TokenStoreError> {
         let bytes = serde_json::to_vec_pretty(self).expect("channel state serialises");
-        common::token_store::write_atomic(&dir.join(Self::file_name(platform)), &bytes)
+        common::token_store::write_atomic(&dir.join(name), &bytes)
     }
 
     /// The same channels, each seen or never seen alike, ignoring when
@@ -247,6 +245,7 @@ pub struct ChannelManager {
     platform: &'static str,
     client: Box<dyn JoinClient>,
     join_timeout: Duration,
+    retry_joins: bool,
     limit: (usize, String),
     channels: Mutex<BTreeMap<String, ChannelInfo>>,
 }
@@ -262,9 +261,10 @@ impl std::fmt::Debug for ChannelManager {
 }
 
 impl ChannelManager {
-    /// A manager of `platform`'s channels driving `client`; unconfirmed
-    /// joins are retried after `join_timeout`. No limit on the number of
-    /// channels until [`ChannelManager::with_limit`].
+    /// A manager of `platform`'s channels driving `client`. Joins not
+    /// confirmed within `join_timeout` are asked for again only with
+    /// [`ChannelManager::retrying_unconfirmed_joins`]; no limit on the
+    /// number of channels until [`ChannelManager::with_limit`].
     pub fn new(
         platform: &'static str,
         client: Box<dyn JoinClient>,
@@ -274,9 +274,18 @@ impl ChannelManager {
             platform,
             client,
             join_timeout,
+            retry_joins: false,
             limit: (usize::MAX, String::new()),
             channels: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Asks again, after `join_timeout`, for joins and re-joins the
+    /// platform has not confirmed: for a platform that can lose a join
+    /// without an error (Twitch's "ghost JOIN").
+    pub fn retrying_unconfirmed_joins(mut self) -> Self {
+        self.retry_joins = true;
+        self
     }
 
     /// At most `max` wanted channels; `why` names the setting or rule.
@@ -293,6 +302,11 @@ impl ChannelManager {
     /// The channel cap.
     pub fn limit(&self) -> usize {
         self.limit.0
+    }
+
+    /// The setting or rule behind the cap (empty when there is none).
+    pub fn limit_reason(&self) -> &str {
+        &self.limit.1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ChannelInfo>> {
@@ -670,7 +684,7 @@ impl ChannelManager {
                     JoinState::Disconnected { since, .. } => *since,
                     _ => continue,
                 };
-                if self.platform != PLATFORM_TWITCH {
+                if !self.retry_joins {
                     continue;
                 }
                 let since = info
@@ -802,7 +816,8 @@ mod tests {
     fn manager() -> (ChannelManager, Arc<Recorder>) {
         let rec = Arc::new(Recorder::default());
         (
-            ChannelManager::new("twitch", Box::new(rec.clone()), Duration::from_secs(10)),
+            ChannelManager::new("demo", Box::new(rec.clone()), Duration::from_secs(10))
+                .retrying_unconfirmed_joins(),
             rec,
         )
     }
@@ -902,7 +917,7 @@ mod tests {
         m.on_joined("a", t(1));
         let mut e = ChatEvent::new(
             "x",
-            "twitch",
+            "demo",
             "a",
             t(5),
             t(5),
@@ -914,10 +929,10 @@ mod tests {
         assert_eq!(saved.channels["a"].last_seen, Some(t(5)));
         assert_eq!(saved.channels["never_joined"].last_seen, None);
         let dir = tempfile::tempdir().unwrap();
-        saved.save(dir.path(), "twitch").unwrap();
+        saved.save(dir.path(), "channels-demo.json").unwrap();
 
         let (m2, rec) = manager();
-        m2.restore(&PersistedChannels::load(dir.path(), "twitch"));
+        m2.restore(&PersistedChannels::load(dir.path(), "channels-demo.json"));
         assert_eq!(rec.0.lock().unwrap().len(), 2, "both joined again");
         let gap = m2.on_joined("a", t(100)).expect("a restart gap");
         match &gap.body {
@@ -979,12 +994,12 @@ mod tests {
     #[test]
     fn the_channel_cap_refuses_one_more_until_one_is_parted() {
         let rec = Arc::new(Recorder::default());
-        let m = ChannelManager::new("twitch", Box::new(rec.clone()), Duration::from_secs(10))
-            .with_limit(2, "TWITCH_MAX_CHANNELS");
+        let m = ChannelManager::new("demo", Box::new(rec.clone()), Duration::from_secs(10))
+            .with_limit(2, "DEMO_MAX_CHANNELS");
         assert!(m.join("a").unwrap());
         assert!(m.join("b").unwrap());
         let err = m.join("c").unwrap_err();
-        assert!(err.to_string().contains("TWITCH_MAX_CHANNELS"), "{err}");
+        assert!(err.to_string().contains("DEMO_MAX_CHANNELS"), "{err}");
         assert!(!m.join("a").unwrap(), "an already wanted channel is fine");
         assert!(m.part("a"));
         assert!(m.join("c").unwrap());

@@ -1,11 +1,11 @@
-//! The chatbus ingestor: reads chat from every configured platform source
-//! (Twitch IRC; YouTube live chat), normalises every event into a
+//! The chatbus ingestor: reads chat from every configured platform
+//! (`platforms/`, one folder each), normalises every event into a
 //! `ChatEvent` and publishes it to the `chat` exchange with publisher
 //! confirms, through a disk-backed outbox so nothing read is lost while the
 //! broker is away.
 //!
 //! ```text
-//! sources (twitch, youtube): read, normalise, batch
+//! platforms/<name>: read, normalise, batch
 //!     --> EventSink --> outbox (spool on disk + memory cache) --> publisher (batches, confirms) --> RabbitMQ
 //! ```
 
@@ -13,32 +13,24 @@ pub mod admin;
 pub mod channels;
 pub mod config;
 pub mod outbox;
+pub mod platforms;
 pub mod publisher;
-pub mod source;
 pub mod spool;
-pub mod twitch;
-pub mod youtube;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use common::amqp::{Backoff, ConnectOptions, Topology};
 use common::shutdown::{CancellationToken, supervise};
-use common::token_manager::{TokenManager, TokenManagerOptions};
-use common::token_store::account_key;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
 use crate::channels::PersistedChannels;
 use crate::outbox::Outbox;
+use crate::platforms::seam::{Context, EventSink, Source};
 use crate::publisher::{BrokerStatus, PipelineOptions};
-use crate::source::{EventSink, Source};
-use crate::twitch::login::IngestorLogin;
-use crate::twitch::{Endpoint, TwitchSettings, TwitchSource};
-use crate::youtube::api::Credentials;
-use crate::youtube::{YoutubeSettings, YoutubeSource};
 
 /// The runtime the ingestor runs on. Few worker threads: the ingestor's
 /// work is I/O in batches, and lapin runs its own I/O thread. With one
@@ -94,106 +86,42 @@ pub async fn run(
         tracing::info!(records = recovered.records, "recovered spooled events");
     }
     let outbox = Arc::new(outbox);
-    let sink = EventSink::new(outbox.clone());
 
     let mut tasks = Vec::new();
-    let (twitch_login, token_manager) = twitch_login(&config)?;
-    if let Some(tokens) = token_manager {
-        let c = shutdown.clone();
-        tasks.push(supervise("token-manager", shutdown.clone(), async move {
-            tokens.run(c).await
-        }));
-    }
-    let twitch = TwitchSource::new(
-        TwitchSettings {
-            endpoint: Endpoint::parse(
-                &config.twitch_irc_addr,
-                config.twitch_irc_tls,
-                config.irc_max_line_bytes,
-            )?
-            .with_receive_buffer(config.irc_receive_buffer),
-            login: twitch_login,
-            channels_per_connection: config.twitch_channels_per_connection,
-            join_limit: config.twitch_join_limit,
-            join_window: config.twitch_join_window,
-            join_timeout: config.twitch_join_timeout,
-            max_channels: config.twitch_max_channels,
-            include_raw: config.ingest_include_raw,
-            keepalive: config.twitch_keepalive,
-            backoff: Backoff {
-                initial: Duration::from_secs(1),
-                max: config.twitch_reconnect_max_delay,
-                max_attempts: None,
-            },
-        },
-        sink.clone(),
-    );
-    let mut sources: Vec<Arc<dyn Source>> = vec![twitch];
-    if config.youtube_enabled() {
-        let (credentials, google_tokens) = youtube_credentials(&config)?;
-        if let Some(tokens) = google_tokens {
-            let c = shutdown.clone();
-            tasks.push(supervise(
-                "token-manager-google",
-                shutdown.clone(),
-                async move { tokens.run(c).await },
-            ));
+    let context = Context {
+        sink: EventSink::new(outbox.clone()),
+        oauth: config.oauth.clone(),
+        include_raw: config.ingest_include_raw,
+        shutdown: shutdown.clone(),
+    };
+    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    for platform in platforms::start(&config.platforms, &context)? {
+        for (name, task) in platform.tasks {
+            tasks.push(supervise(name, shutdown.clone(), task));
         }
-        let youtube = YoutubeSource::new(
-            YoutubeSettings {
-                api_url: config.youtube_api_url.clone(),
-                grpc_url: config.youtube_grpc_url.clone(),
-                credentials,
-                streaming: config.youtube_streaming,
-                live_check: config.youtube_live_check,
-                offline_poll_interval: config.youtube_offline_poll_interval,
-                daily_quota: config.youtube_daily_quota,
-                quota_exceeded_wait: config.youtube_quota_exceeded_wait,
-                max_channels: config.youtube_max_channels,
-                include_raw: config.ingest_include_raw,
-                request_timeout: config.youtube_request_timeout,
-                backoff: Backoff {
-                    initial: Duration::from_secs(1),
-                    max: config.youtube_retry_max_delay,
-                    max_attempts: None,
-                },
-            },
-            sink.clone(),
-        )
-        .context("setting up the YouTube source")?;
-        sources.push(youtube);
+        sources.push(platform.source);
     }
 
-    // Channels from config, plus every channel wanted before a restart
-    // (remembered in the spool directory; those get a restart gap). A
-    // channel removed from the config stays joined until it is parted
-    // through the admin API.
+    // Every channel wanted before a restart (remembered in the spool
+    // directory; those get a restart gap), beside those the platforms
+    // joined from the configuration. A channel removed from the config
+    // stays joined until it is parted through the admin API.
     for source in &sources {
-        let manager = source.channels();
-        for channel in config.initial_channels(source.platform()) {
-            manager.join(&channel).with_context(|| {
-                format!(
-                    "joining {} channel {channel} from the configuration",
-                    source.platform()
-                )
-            })?;
-        }
-        if source.platform() == common::schema::PLATFORM_YOUTUBE {
-            for asked in &config.youtube_channels {
-                if let Ok(key) = source.parse_channel(asked) {
-                    manager.set_requested_as(&key, asked.trim());
-                }
-            }
-        }
-        manager.restore(&PersistedChannels::load(
+        source.channels().restore(&PersistedChannels::load(
             &config.spool_dir,
-            source.platform(),
+            &source.state_file(),
         ));
     }
     let wanted: usize = sources.iter().map(|s| s.channels().counts().0).sum();
     if wanted == 0 {
+        // Each platform's channel list is `<PLATFORM>_CHANNELS`.
+        let keys: Vec<String> = sources
+            .iter()
+            .map(|s| format!("{}_CHANNELS", s.platform().to_ascii_uppercase()))
+            .collect();
         tracing::warn!(
-            "no channels to read: set TWITCH_CHANNELS or YOUTUBE_CHANNELS (comma lists), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)"
+            "no channels to read: set {} (comma lists), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)",
+            keys.join(" or ")
         );
     }
 
@@ -228,13 +156,8 @@ pub async fn run(
         publisher::run(outbox.clone(), pipeline, broker.clone(), shutdown.clone()),
     ));
     for source in &sources {
-        let name = match source.platform() {
-            "twitch" => "twitch-source",
-            "youtube" => "youtube-source",
-            _ => "source",
-        };
         tasks.push(supervise(
-            name,
+            format!("{}-source", source.platform()),
             shutdown.clone(),
             source.clone().run(shutdown.clone()),
         ));
@@ -328,7 +251,7 @@ async fn persist_loop(
                     if !save_due(&before, &now, at.elapsed(), stop) {
                         return (before, at);
                     }
-                    match now.save(&d, source.platform()) {
+                    match now.save(&d, &source.state_file()) {
                         Ok(()) => (now, tokio::time::Instant::now()),
                         Err(e) => {
                             tracing::warn!(platform = source.platform(), error = %e, "cannot save the channel state");
@@ -356,81 +279,6 @@ fn save_due(
     stopping: bool,
 ) -> bool {
     !now.same_shape(saved) || (now != saved && (stopping || since_save >= LAST_SEEN_SAVE_INTERVAL))
-}
-
-/// The Twitch login, and the token manager that keeps its token fresh
-/// when this process refreshes it itself.
-fn twitch_login(config: &Config) -> anyhow::Result<(IngestorLogin, Option<TokenManager>)> {
-    let Some(login) = &config.twitch_login else {
-        return Ok((IngestorLogin::anonymous(), None));
-    };
-    match config.oauth.twitch()? {
-        Some(settings) => {
-            // Only its own account: others in the store are not ours to
-            // validate or refresh.
-            let options = TokenManagerOptions {
-                only_account: Some(account_key(common::schema::PLATFORM_TWITCH, login)),
-                ..TokenManagerOptions::default()
-            };
-            let manager = TokenManager::with_options(config.oauth.token_store(), settings, options);
-            Ok((
-                IngestorLogin::managed(manager.clone(), login),
-                Some(manager),
-            ))
-        }
-        None => {
-            tracing::warn!(%login, "no TWITCH_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
-            Ok((
-                IngestorLogin::Stored {
-                    store: config.oauth.token_store(),
-                    login: login.clone(),
-                },
-                None,
-            ))
-        }
-    }
-}
-
-/// The YouTube source's credentials, and the token manager that keeps its
-/// account's token fresh when this process refreshes it itself.
-fn youtube_credentials(config: &Config) -> anyhow::Result<(Credentials, Option<TokenManager>)> {
-    let Some(login) = config.youtube_account() else {
-        let key = config
-            .youtube_api_key
-            .clone()
-            .context("YOUTUBE_API_KEY or YOUTUBE_LOGIN is needed")?;
-        return Ok((Credentials::ApiKey(key), None));
-    };
-    if config.youtube_api_key.is_some() {
-        tracing::info!(account = %login, "YOUTUBE_LOGIN and YOUTUBE_API_KEY are both set: reading as the account");
-    }
-    let account = account_key(common::schema::PLATFORM_YOUTUBE, &login);
-    match config.oauth.google()? {
-        Some(settings) => {
-            let options = TokenManagerOptions {
-                only_account: Some(account.clone()),
-                ..TokenManagerOptions::default()
-            };
-            let manager = TokenManager::with_options(config.oauth.token_store(), settings, options);
-            Ok((
-                Credentials::Managed {
-                    manager: manager.clone(),
-                    account,
-                },
-                Some(manager),
-            ))
-        }
-        None => {
-            tracing::warn!(%account, "no GOOGLE_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
-            Ok((
-                Credentials::Stored {
-                    store: config.oauth.token_store(),
-                    login,
-                },
-                None,
-            ))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -407,10 +407,10 @@ mod tests {
 
     fn msg(n: u64) -> OutgoingMessage {
         OutgoingMessage {
-            routing_key: "chat.twitch.c".into(),
+            routing_key: "chat.demo.c".into(),
             message_id: format!("id-{n}"),
             kind: EventKind::Message,
-            platform: "twitch".into(),
+            platform: "demo".into(),
             channel: "c".into(),
             timestamp: n,
             body: vec![b'x'; 100],

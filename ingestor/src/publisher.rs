@@ -259,7 +259,7 @@ async fn publish_session(
 }
 
 fn count_entries(name: &'static str, entries: &[Entry]) {
-    crate::source::count_by_channel_and_kind(
+    crate::platforms::seam::count_by_channel_and_kind(
         name,
         entries.iter().map(|e| {
             (

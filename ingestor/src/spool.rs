@@ -566,10 +566,10 @@ mod tests {
 
     fn msg(n: u64) -> OutgoingMessage {
         OutgoingMessage {
-            routing_key: "chat.twitch.c".into(),
+            routing_key: "chat.demo.c".into(),
             message_id: format!("id-{n}"),
             kind: EventKind::Message,
-            platform: "twitch".into(),
+            platform: "demo".into(),
             channel: "c".into(),
             timestamp: n,
             body: format!("{{\"n\":{n}}}").into_bytes(),
@@ -691,10 +691,10 @@ mod tests {
     #[test]
     fn records_with_the_older_json_header_are_still_read() {
         let m = OutgoingMessage {
-            routing_key: "chat.twitch.c".into(),
+            routing_key: "chat.demo.c".into(),
             message_id: "old-1".into(),
             kind: EventKind::Message,
-            platform: "twitch".into(),
+            platform: "demo".into(),
             channel: "c".into(),
             timestamp: 7,
             body: b"{\"x\":1}".to_vec(),
@@ -733,10 +733,10 @@ mod tests {
         let spool_dir = dir.path().join("spool");
         let (mut spool, _) = Spool::open(&spool_dir, 1 << 30, 1 << 20).unwrap();
         let m = OutgoingMessage {
-            routing_key: "chat.twitch.c".into(),
+            routing_key: "chat.demo.c".into(),
             message_id: "m".into(),
             kind: EventKind::Message,
-            platform: "twitch".into(),
+            platform: "demo".into(),
             channel: "c".into(),
             timestamp: 1,
             body: b"{}".to_vec(),

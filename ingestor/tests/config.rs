@@ -108,11 +108,11 @@ fn the_readme_env_recipe_gives_the_channels_appended_to_the_example() {
     text.push_str("TWITCH_CHANNELS=a,b\n");
     std::fs::write(&env, text).unwrap();
     let config: ingestor::Config = common::config::load_with_dotenv(None, &env).unwrap();
-    assert_eq!(config.initial_channels("twitch"), ["a", "b"]);
+    assert_eq!(config.platforms.twitch.initial_channels(), ["a", "b"]);
     // The last line setting a variable wins, wherever it is.
     std::fs::write(&env, "TWITCH_CHANNELS=x\nTWITCH_CHANNELS=y,z\n").unwrap();
     let config: ingestor::Config = common::config::load_with_dotenv(None, &env).unwrap();
-    assert_eq!(config.initial_channels("twitch"), ["y", "z"]);
+    assert_eq!(config.platforms.twitch.initial_channels(), ["y", "z"]);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::Utc;
 use common::schema::{ChatEvent, EventBody, EventKind};
-use ingestor::twitch::normalise::{Normalised, Normaliser};
+use ingestor::platforms::twitch::normalise::{Normalised, Normaliser};
 use twitch_irc::message::IRCMessage;
 
 fn tag<'a>(msg: &'a IRCMessage, key: &str) -> Option<&'a str> {

@@ -230,8 +230,8 @@ async fn the_channel_cap_refuses_one_more_and_emptied_connections_close() {
         &spool,
     );
     cfg.ingestor_api_key = Some("k".into());
-    cfg.twitch_max_channels = 6;
-    cfg.twitch_channels_per_connection = 2;
+    cfg.platforms.twitch.twitch_max_channels = 6;
+    cfg.platforms.twitch.twitch_channels_per_connection = 2;
     let ing = Running::start(cfg).await;
     let base = format!("http://{}", ing.http);
     for c in &chans {
@@ -286,5 +286,9 @@ async fn the_channel_cap_refuses_one_more_and_emptied_connections_close() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     let (_, ready) = send(reqwest::Method::GET, format!("{base}/readyz"), None).await;
     assert_eq!(ready["sources"][0]["channel_limit"], 6);
+    assert_eq!(
+        ready["sources"][0]["channel_limit_reason"],
+        "TWITCH_MAX_CHANNELS"
+    );
     ing.stop().await;
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::schema::EventKind;
-use ingestor::twitch::normalise::{Normalised, Normaliser};
+use ingestor::platforms::twitch::normalise::{Normalised, Normaliser};
 use testkit::fake_irc::FakeIrc;
 use testkit::rabbit::{self, unique};
 use twitch_irc::message::IRCMessage;
@@ -197,9 +197,9 @@ async fn joins_are_throttled_on_the_wire_and_ghost_joins_are_retried() {
     fake.ignore_joins(&chans[3], 1);
     let (_dir, spool) = spool_dir();
     let mut cfg = config(&fake, &rabbit::amqp_url(), &exchange, &chans, &spool);
-    cfg.twitch_join_limit = 5;
-    cfg.twitch_join_window = Duration::from_secs(1);
-    cfg.twitch_join_timeout = Duration::from_secs(2);
+    cfg.platforms.twitch.twitch_join_limit = 5;
+    cfg.platforms.twitch.twitch_join_window = Duration::from_secs(1);
+    cfg.platforms.twitch.twitch_join_timeout = Duration::from_secs(2);
     let ing = Running::start(cfg).await;
     let refs: Vec<&str> = chans.iter().map(String::as_str).collect();
     fake.wait_joined(&refs, 60).await;

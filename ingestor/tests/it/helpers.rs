@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::amqp::{Delivery, Subscriber, Topology};
 use common::shutdown::CancellationToken;
 use ingestor::Config;
+use ingestor::platforms::twitch;
 use lapin::Connection;
 use testkit::fake_irc::FakeIrc;
 use testkit::rabbit::{self, unique};
@@ -23,14 +24,21 @@ pub(crate) fn config(
     channels: &[String],
     spool: &Path,
 ) -> Config {
+    let platforms = ingestor::platforms::Settings {
+        twitch: twitch::Settings {
+            twitch_irc_addr: fake.addr().to_string(),
+            twitch_irc_tls: false,
+            twitch_channels: channels.to_vec(),
+            twitch_join_timeout: Duration::from_secs(2),
+            ..twitch::Settings::default()
+        },
+        ..ingestor::platforms::Settings::default()
+    };
     Config {
         amqp_url: amqp_url.to_owned(),
         chat_exchange: exchange.to_owned(),
         ingestor_http_addr: "127.0.0.1:0".into(),
-        twitch_irc_addr: fake.addr().to_string(),
-        twitch_irc_tls: false,
-        twitch_channels: channels.to_vec(),
-        twitch_join_timeout: Duration::from_secs(2),
+        platforms,
         spool_dir: spool.to_owned(),
         amqp_reconnect_max_delay: Duration::from_millis(500),
         // Tests that check the policies turn them on (and remove them).

@@ -52,7 +52,7 @@ fn pass_tokens(fake: &FakeIrc) -> Vec<String> {
 }
 
 fn with_oauth(mut cfg: Config, store: &std::path::Path, oauth: Option<&FakeOAuth>) -> Config {
-    cfg.twitch_login = Some("chatbus_bot".into());
+    cfg.platforms.twitch.twitch_login = Some("chatbus_bot".into());
     cfg.oauth.token_store_path = store.to_owned();
     if let Some(oauth) = oauth {
         let base = oauth.base_url();

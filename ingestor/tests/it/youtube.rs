@@ -12,6 +12,7 @@ use common::routing::routing_key;
 use common::schema::{EventBody, EventKind, Role};
 use common::token_store::{AccountStatus, StoredToken, TokenStore};
 use ingestor::Config;
+use ingestor::platforms::youtube;
 use serde_json::Value;
 use testkit::eventually;
 use testkit::fake_irc::FakeIrc;
@@ -38,19 +39,26 @@ fn yt_config(
     entries: &[&str],
     spool: &std::path::Path,
 ) -> Config {
+    let platforms = ingestor::platforms::Settings {
+        youtube: youtube::Settings {
+            youtube_channels: entries.iter().map(|e| (*e).to_owned()).collect(),
+            youtube_api_key: Some(fake_youtube::API_KEY.into()),
+            youtube_api_url: yt.api_url(),
+            youtube_grpc_url: yt.grpc_url(),
+            youtube_offline_poll_interval: Some(Duration::from_millis(300)),
+            youtube_retry_max_delay: Duration::from_secs(1),
+            youtube_request_timeout: Duration::from_secs(5),
+            ..youtube::Settings::default()
+        },
+        ..ingestor::platforms::Settings::default()
+    };
     Config {
         amqp_url: rabbit::amqp_url(),
         chat_exchange: exchange.to_owned(),
         ingestor_http_addr: "127.0.0.1:0".into(),
         spool_dir: spool.to_owned(),
         amqp_reconnect_max_delay: Duration::from_millis(500),
-        youtube_channels: entries.iter().map(|e| (*e).to_owned()).collect(),
-        youtube_api_key: Some(fake_youtube::API_KEY.into()),
-        youtube_api_url: yt.api_url(),
-        youtube_grpc_url: yt.grpc_url(),
-        youtube_offline_poll_interval: Some(Duration::from_millis(300)),
-        youtube_retry_max_delay: Duration::from_secs(1),
-        youtube_request_timeout: Duration::from_secs(5),
+        platforms,
         ..Config::default()
     }
 }
@@ -440,8 +448,8 @@ async fn quota_exceeded_waits_without_spinning_and_recovers() {
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &["@quota"], &spool);
-    cfg.youtube_quota_exceeded_wait = Some(Duration::from_secs(4));
-    let retry_max = cfg.youtube_retry_max_delay;
+    cfg.platforms.youtube.youtube_quota_exceeded_wait = Some(Duration::from_secs(4));
+    let retry_max = cfg.platforms.youtube.youtube_retry_max_delay;
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, "@quota", "waiting", Some("quota_exceeded")).await;
     let seen_at = chrono::Utc::now();
@@ -611,7 +619,7 @@ async fn polling_reads_the_chat_when_streaming_is_off_or_unavailable() {
         let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
         let (_dir, spool) = spool_dir();
         let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
-        cfg.youtube_streaming = streaming;
+        cfg.platforms.youtube.youtube_streaming = streaming;
         let ing = Running::start(cfg).await;
         let info = eventually(30, "polling", || async {
             youtube_channels(&ing)
@@ -677,7 +685,7 @@ async fn chat_errors_show_in_channels_and_back_off() {
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
-    cfg.youtube_retry_max_delay = Duration::from_millis(1500);
+    cfg.platforms.youtube.youtube_retry_max_delay = Duration::from_millis(1500);
     let started = std::time::Instant::now();
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, &channel, "waiting", Some("forbidden")).await;
@@ -734,10 +742,10 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
-    cfg.youtube_streaming = false;
+    cfg.platforms.youtube.youtube_streaming = false;
     // Long enough that only the delayed poll reaches it, even on a loaded
     // machine.
-    cfg.youtube_request_timeout = Duration::from_secs(2);
+    cfg.platforms.youtube.youtube_request_timeout = Duration::from_secs(2);
     let ing = Running::start(cfg).await;
     let info = wait_state(&ing, &channel, "joined", None).await;
     assert_eq!(info["source_detail"]["via"], "poll");
@@ -984,12 +992,8 @@ async fn twitch_and_youtube_run_side_by_side_in_one_ingestor() {
     let twitch = channels(1);
     let (_dir, spool) = spool_dir();
     let base = config(&irc, &rabbit::amqp_url(), &exchange, &twitch, &spool);
-    let cfg = Config {
-        twitch_irc_addr: base.twitch_irc_addr,
-        twitch_irc_tls: false,
-        twitch_channels: base.twitch_channels,
-        ..yt_config(&yt, &exchange, &["@side"], &spool)
-    };
+    let mut cfg = yt_config(&yt, &exchange, &["@side"], &spool);
+    cfg.platforms.twitch = base.platforms.twitch;
     let ing = Running::start(cfg).await;
     irc.wait_joined(&[&twitch[0]], 30).await;
     wait_state(&ing, &channel, "joined", None).await;
@@ -1045,7 +1049,7 @@ async fn the_search_check_finds_a_live_broadcast_too() {
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
-    cfg.youtube_live_check = ingestor::youtube::LiveCheck::Search;
+    cfg.platforms.youtube.youtube_live_check = ingestor::platforms::youtube::LiveCheck::Search;
     let ing = Running::start(cfg).await;
     wait_state(&ing, &channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
@@ -1105,8 +1109,8 @@ async fn a_token_store_account_reads_with_its_bearer_token() {
     let exchange = unique("test-yt-account");
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &dir.path().join("spool"));
-    cfg.youtube_api_key = None;
-    cfg.youtube_login = Some("youtube:me@example.com".into());
+    cfg.platforms.youtube.youtube_api_key = None;
+    cfg.platforms.youtube.youtube_login = Some("youtube:me@example.com".into());
     cfg.oauth.token_store_path = store;
     let ing = Running::start(cfg).await;
     wait_state(&ing, &channel, "joined", None).await;
@@ -1143,8 +1147,8 @@ async fn a_refused_token_is_refreshed_and_reading_goes_on() {
     let exchange = unique("test-yt-refresh");
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &dir.path().join("spool"));
-    cfg.youtube_api_key = None;
-    cfg.youtube_login = Some("me@example.com".into());
+    cfg.platforms.youtube.youtube_api_key = None;
+    cfg.platforms.youtube.youtube_login = Some("me@example.com".into());
     cfg.oauth.token_store_path = store.clone();
     let base = oauth.base_url();
     cfg.oauth.google_client_id = CLIENT_ID.into();
@@ -1186,7 +1190,7 @@ async fn malformed_answers_and_messages_are_carried_or_retried_never_fatal() {
     let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
     let (_dir, spool) = spool_dir();
     let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
-    cfg.youtube_streaming = false;
+    cfg.platforms.youtube.youtube_streaming = false;
     let ing = Running::start(cfg).await;
     wait_state(&ing, &channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);

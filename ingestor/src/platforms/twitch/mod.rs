@@ -19,6 +19,7 @@ pub mod connection;
 pub mod lines;
 pub mod login;
 pub mod normalise;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
@@ -33,16 +34,65 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use anyhow::Context as _;
+
 use crate::channels::{ChannelManager, JoinClient};
-use crate::config::{is_valid_login, normalise_channel};
-use crate::source::{EventSink, Reachability, Source, SourceHealth};
+use crate::platforms::seam::{Context, EventSink, Reachability, Source, SourceHealth, Started};
 pub use connection::Endpoint;
 use connection::{Command, Connection};
 use login::IngestorLogin;
 use normalise::Normaliser;
+pub use settings::{LOGGED_IN_CHANNEL_LIMIT, Settings, is_valid_login, normalise_channel};
 
-/// Twitch lets a logged-in account join this many channels.
-pub const LOGGED_IN_CHANNEL_LIMIT: usize = 100;
+/// Starts the Twitch platform: its login (and the token manager that keeps
+/// the account's token fresh, when this process refreshes it itself), its
+/// source, and the channels `settings` names.
+///
+/// # Errors
+/// When the IRC endpoint or the login cannot be set up, or a configured
+/// channel cannot be joined.
+pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Started>> {
+    let (login, tokens) = IngestorLogin::from_settings(settings, &ctx.oauth)?;
+    let source = TwitchSource::new(
+        TwitchSettings {
+            endpoint: Endpoint::parse(
+                &settings.twitch_irc_addr,
+                settings.twitch_irc_tls,
+                settings.irc_max_line_bytes,
+            )?
+            .with_receive_buffer(settings.irc_receive_buffer),
+            login,
+            channels_per_connection: settings.twitch_channels_per_connection,
+            join_limit: settings.twitch_join_limit,
+            join_window: settings.twitch_join_window,
+            join_timeout: settings.twitch_join_timeout,
+            max_channels: settings.twitch_max_channels,
+            include_raw: ctx.include_raw,
+            keepalive: settings.twitch_keepalive,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: settings.twitch_reconnect_max_delay,
+                max_attempts: None,
+            },
+        },
+        ctx.sink.clone(),
+    );
+    for channel in settings.initial_channels() {
+        source
+            .channels()
+            .join(&channel)
+            .with_context(|| format!("joining twitch channel {channel} from the configuration"))?;
+    }
+    let mut started = Started::source(source);
+    if let Some(tokens) = tokens {
+        let cancel = ctx.shutdown.clone();
+        started.tasks.push((
+            "token-manager",
+            Box::pin(async move { tokens.run(cancel).await }),
+        ));
+    }
+    Ok(Some(started))
+}
 
 /// How the Twitch source connects and reads.
 #[derive(Debug, Clone)]
@@ -133,6 +183,7 @@ impl TwitchSource {
                 Box::new(PoolClient(tx)),
                 settings.join_timeout,
             )
+            .retrying_unconfirmed_joins()
             .with_limit(max, why),
         );
         let what = format!("Twitch IRC at {}", settings.endpoint.addr());
@@ -199,6 +250,11 @@ impl Source for TwitchSource {
 
     fn channels(&self) -> &Arc<ChannelManager> {
         &self.shared.manager
+    }
+
+    fn state_file(&self) -> String {
+        // The name it had before there were other platforms.
+        "channels.json".to_owned()
     }
 
     fn parse_channel(&self, input: &str) -> Result<String, String> {

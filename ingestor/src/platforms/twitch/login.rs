@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use common::Secret;
 use common::oauth::OAuthError;
-use common::token_manager::TokenManager;
+use common::oauth::OAuthConfig;
+use common::token_manager::{TokenManager, TokenManagerOptions};
 use common::token_store::{AccountStatus, TokenStore, account_key};
+
+use super::Settings;
 /// What a connection logs in with.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -70,6 +73,43 @@ pub enum LoginError {
 }
 
 impl IngestorLogin {
+    /// The login `settings` ask for (`TWITCH_LOGIN`; anonymous without
+    /// one), and the token manager that keeps its token fresh when this
+    /// process refreshes it itself (a Twitch client id is configured).
+    ///
+    /// # Errors
+    /// When the Twitch OAuth provider settings are unusable.
+    pub fn from_settings(
+        settings: &Settings,
+        oauth: &OAuthConfig,
+    ) -> anyhow::Result<(Self, Option<TokenManager>)> {
+        let Some(login) = &settings.twitch_login else {
+            return Ok((Self::anonymous(), None));
+        };
+        match oauth.twitch()? {
+            Some(provider) => {
+                // Only its own account: others in the store are not ours to
+                // validate or refresh.
+                let options = TokenManagerOptions {
+                    only_account: Some(account_key(common::schema::PLATFORM_TWITCH, login)),
+                    ..TokenManagerOptions::default()
+                };
+                let manager = TokenManager::with_options(oauth.token_store(), provider, options);
+                Ok((Self::managed(manager.clone(), login), Some(manager)))
+            }
+            None => {
+                tracing::warn!(%login, "no TWITCH_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
+                Ok((
+                    Self::Stored {
+                        store: oauth.token_store(),
+                        login: login.clone(),
+                    },
+                    None,
+                ))
+            }
+        }
+    }
+
     /// Anonymous, read-only.
     pub fn anonymous() -> Self {
         Self::Anonymous {

@@ -19,7 +19,7 @@ use super::api::{ApiError, Credentials, Reason};
 use super::quota::{Call, Quota};
 use super::resource::pb;
 use super::resource::pb::v3_data_live_chat_message_service_client::V3DataLiveChatMessageServiceClient;
-use crate::source::Reachability;
+use crate::platforms::seam::Reachability;
 
 /// The streaming client, shared by every chat of the source.
 #[derive(Debug, Clone)]

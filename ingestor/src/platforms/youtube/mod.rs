@@ -21,6 +21,7 @@ pub mod normalise;
 pub mod quota;
 pub mod recent;
 pub mod resource;
+pub mod settings;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -36,9 +37,71 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use anyhow::Context as _;
+
 use crate::channels::{ChannelManager, JoinClient};
-use crate::source::{EventSink, Reachability, Source, SourceHealth};
+use crate::platforms::seam::{Context, EventSink, Reachability, Source, SourceHealth, Started};
 use api::{Api, Credentials};
+pub use settings::Settings;
+
+/// Starts the YouTube platform when it is configured (`YOUTUBE_API_KEY` or
+/// `YOUTUBE_LOGIN`): its credentials (and the token manager that keeps the
+/// account's token fresh, when this process refreshes it itself), its
+/// source, and the entries `settings` names.
+///
+/// # Errors
+/// When the credentials or the API clients cannot be set up, or a
+/// configured entry cannot be followed.
+pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Started>> {
+    if !settings.enabled() {
+        return Ok(None);
+    }
+    let (credentials, tokens) = Credentials::from_settings(settings, &ctx.oauth)?;
+    let source = YoutubeSource::new(
+        YoutubeSettings {
+            api_url: settings.youtube_api_url.clone(),
+            grpc_url: settings.youtube_grpc_url.clone(),
+            credentials,
+            streaming: settings.youtube_streaming,
+            live_check: settings.youtube_live_check,
+            offline_poll_interval: settings.youtube_offline_poll_interval,
+            daily_quota: settings.youtube_daily_quota,
+            quota_exceeded_wait: settings.youtube_quota_exceeded_wait,
+            max_channels: settings.youtube_max_channels,
+            include_raw: ctx.include_raw,
+            request_timeout: settings.youtube_request_timeout,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: settings.youtube_retry_max_delay,
+                max_attempts: None,
+            },
+        },
+        ctx.sink.clone(),
+    )
+    .context("setting up the YouTube source")?;
+    let manager = source.channels();
+    for channel in settings.initial_channels() {
+        manager
+            .join(&channel)
+            .with_context(|| format!("joining youtube channel {channel} from the configuration"))?;
+    }
+    // A video entry keeps following that one video: remember how each
+    // entry was asked for.
+    for asked in &settings.youtube_channels {
+        if let Ok(key) = source.parse_channel(asked) {
+            manager.set_requested_as(&key, asked.trim());
+        }
+    }
+    let mut started = Started::source(source);
+    if let Some(tokens) = tokens {
+        let cancel = ctx.shutdown.clone();
+        started.tasks.push((
+            "token-manager-google",
+            Box::pin(async move { tokens.run(cancel).await }),
+        ));
+    }
+    Ok(Some(started))
+}
 use entry::Entry;
 use follower::Follower;
 use quota::Quota;

@@ -1,16 +1,18 @@
-//! The source seam: what every platform (Twitch IRC, YouTube live chat,
-//! the next one) implements, and the [`EventSink`] they all write to.
+//! The platforms seam: what every platform folder hands the rest of the
+//! ingestor ([`Started`]: its [`Source`], the background tasks it needs,
+//! the HTTP routes it mounts), what it is given to start ([`Context`]),
+//! and the [`EventSink`] every source writes to.
 //!
-//! A source owns everything platform-specific: its connections, login,
-//! channel resolution, normalisation, rate limits and quota. It reports
-//! per-channel state through its [`ChannelManager`] and emits batches of
+//! A platform owns everything platform-specific: its settings, login and
+//! credentials, channel resolution, normalisation, rate limits and quota.
+//! Its source reports per-channel state through its [`ChannelManager`]
+//! (with the manager options the platform needs) and emits batches of
 //! `ChatEvent`s (chat and `gap` markers) into the sink. Everything after
 //! the sink (outbox, spool, publisher, admin API, `/channels`, `/readyz`,
 //! metrics) is shared and knows only events and a `platform` label.
 //!
 //! ```text
-//!  Twitch IRC  --> twitch::TwitchSource   --\
-//!  YouTube API --> youtube::YoutubeSource --+--> EventSink --> outbox (spool) --> publisher --> RabbitMQ
+//!  platforms/<name>: its source --> EventSink --> outbox (spool) --> publisher --> RabbitMQ
 //! ```
 
 use std::collections::HashMap;
@@ -24,18 +26,88 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::ChannelManager;
+use crate::channels::{ChannelManager, PersistedChannels};
 use crate::outbox::{Appended, Outbox};
+
+/// What a platform is given to start: what every platform shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Where its source puts its events.
+    pub sink: EventSink,
+    /// Token store and OAuth provider settings (`TOKEN_STORE_PATH`, each
+    /// provider's client id ...).
+    pub oauth: common::oauth::OAuthConfig,
+    /// Carry the platform's raw form in each event (`INGEST_INCLUDE_RAW`).
+    pub include_raw: bool,
+    /// The process's shutdown signal, for the platform's own tasks.
+    pub shutdown: CancellationToken,
+}
+
+/// A background task a platform needs beside its source (a token manager
+/// keeping its account's token fresh, a status poller), supervised like
+/// the source: one that fails stops the ingestor.
+pub type Task = (&'static str, BoxFuture<'static, anyhow::Result<()>>);
+
+/// A started platform: what the rest of the ingestor runs and serves.
+///
+/// Its hooks, each optional: a source (reading chat), background tasks
+/// (token managers; a status poller), and the channel capacity it reports
+/// ([`Source::capacity`], its per-account limits). A platform's sender
+/// (outbound commands) and the HTTP routes it mounts (webhooks) join this
+/// struct as fields beside these when the command contract and the
+/// webhook listener exist.
+pub struct Started {
+    /// Its source (reading chat).
+    pub source: Arc<dyn Source>,
+    /// Its background tasks (token managers, status pollers).
+    pub tasks: Vec<Task>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("source", &self.source)
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Started {
+    /// A platform that is only a source.
+    pub fn source(source: Arc<dyn Source>) -> Self {
+        Self {
+            source,
+            tasks: Vec::new(),
+        }
+    }
+}
 
 /// A platform source. One ingestor process runs every configured source,
 /// side by side, into one outbox (see docs/ingestor.md for why).
 pub trait Source: Send + Sync + std::fmt::Debug + 'static {
-    /// The platform (`twitch`, `youtube`): the second word of the routing
-    /// key and the `platform` of every event and metric.
+    /// The platform: the second word of the routing key and the
+    /// `platform` of every event and metric.
     fn platform(&self) -> &'static str;
 
     /// The channels this source is asked to read, with their states.
     fn channels(&self) -> &Arc<ChannelManager>;
+
+    /// The channels this source can hold at once, and the setting or the
+    /// platform's rule that says so (a per-account limit).
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            max: self.channels().limit(),
+            why: self.channels().limit_reason().to_owned(),
+        }
+    }
+
+    /// The file in `SPOOL_DIR` its wanted channels are remembered in.
+    fn state_file(&self) -> String {
+        PersistedChannels::file_name(self.platform())
+    }
 
     /// The channel word for what a user asked for (admin API, config), or
     /// why it is not one.
@@ -49,6 +121,15 @@ pub trait Source: Send + Sync + std::fmt::Debug + 'static {
 
     /// Runs the source until `cancel`.
     fn run(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// How many channels a source can hold.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Capacity {
+    /// Most channels wanted at once.
+    pub max: usize,
+    /// The setting or platform rule behind `max`.
+    pub why: String,
 }
 
 /// A source's view of its platform.

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::quota::{Call, Quota};
-use crate::source::Reachability;
+use crate::platforms::seam::Reachability;
 
 /// Why a call to YouTube failed, as a stable word: the `reason` label of
 /// `chatbus_ingestor_youtube_errors_total` and of a channel's `waiting`
@@ -157,7 +157,7 @@ pub enum ApiError {
     /// What was asked for does not exist.
     #[error("{0}")]
     Missing(String),
-    /// A streaming call failed (see [`super::stream`]).
+    /// A streaming call failed (the `stream` module).
     #[error("streamList: {message} ({code})")]
     Stream {
         /// Its reason.
@@ -205,6 +205,61 @@ pub enum Credentials {
         /// The account key (`youtube:<email>`).
         account: String,
     },
+}
+
+impl Credentials {
+    /// The credentials `settings` ask for (`YOUTUBE_LOGIN`'s account, else
+    /// `YOUTUBE_API_KEY`), and the token manager that keeps the account's
+    /// token fresh when this process refreshes it itself (a Google client
+    /// id is configured).
+    ///
+    /// # Errors
+    /// When neither is set, or the Google OAuth provider settings are
+    /// unusable.
+    pub fn from_settings(
+        settings: &super::Settings,
+        oauth: &common::oauth::OAuthConfig,
+    ) -> anyhow::Result<(Self, Option<TokenManager>)> {
+        use anyhow::Context as _;
+        let Some(login) = settings.account() else {
+            let key = settings
+                .youtube_api_key
+                .clone()
+                .context("YOUTUBE_API_KEY or YOUTUBE_LOGIN is needed")?;
+            return Ok((Self::ApiKey(key), None));
+        };
+        if settings.youtube_api_key.is_some() {
+            tracing::info!(account = %login, "YOUTUBE_LOGIN and YOUTUBE_API_KEY are both set: reading as the account");
+        }
+        let account =
+            common::token_store::account_key(common::schema::PLATFORM_YOUTUBE, &login);
+        match oauth.google()? {
+            Some(provider) => {
+                let options = common::token_manager::TokenManagerOptions {
+                    only_account: Some(account.clone()),
+                    ..Default::default()
+                };
+                let manager = TokenManager::with_options(oauth.token_store(), provider, options);
+                Ok((
+                    Self::Managed {
+                        manager: manager.clone(),
+                        account,
+                    },
+                    Some(manager),
+                ))
+            }
+            None => {
+                tracing::warn!(%account, "no GOOGLE_CLIENT_ID: using the stored token as the auth-server keeps it fresh");
+                Ok((
+                    Self::Stored {
+                        store: oauth.token_store(),
+                        login,
+                    },
+                    None,
+                ))
+            }
+        }
+    }
 }
 
 /// The header a call carries.

@@ -1,0 +1,234 @@
+//! The YouTube platform's settings (every `YOUTUBE_*` key).
+//!
+//! A flat struct of its own, read from the same layered sources as the
+//! service's configuration (`common::config::Sources::part`) and checked
+//! with it, so a bad value fails the start naming its variable.
+
+use std::time::Duration;
+
+use common::Secret;
+use common::config::{ConfigError, check_http_url, check_nonzero, check_range, comma_list};
+use common::oauth::OAuthConfig;
+use serde::{Deserialize, Serialize};
+
+use super::LiveCheck;
+use super::entry::Entry;
+
+/// YouTube settings. Each field is also an environment variable of the
+/// same name in upper case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// YouTube entries to read at start (comma separated): `@handle`,
+    /// channel id `UC…`, video id, or a YouTube URL naming one.
+    #[serde(deserialize_with = "comma_list")]
+    pub youtube_channels: Vec<String>,
+    /// API key of a Google Cloud project with the YouTube Data API v3
+    /// enabled; reads public chats. The YouTube source runs when this or
+    /// `youtube_login` is set.
+    pub youtube_api_key: Option<Secret>,
+    /// Token-store account (`youtube:<email>`, or the e-mail) to read as
+    /// instead of an API key; kept fresh by the token manager when a Google
+    /// client id is configured, else by the auth-server.
+    pub youtube_login: Option<String>,
+    /// Base URL of the YouTube Data API.
+    pub youtube_api_url: String,
+    /// gRPC endpoint of `liveChatMessages.streamList` (`https://` with TLS;
+    /// `http://` only for a local fake).
+    pub youtube_grpc_url: String,
+    /// Read chats with `streamList` (5 units a connection); false polls
+    /// `liveChatMessages.list` (5 units a poll).
+    pub youtube_streaming: bool,
+    /// How a channel's live broadcast is found: `uploads` (its newest
+    /// uploads, 2 units a check) or `search` (`search.list`, 101 units).
+    pub youtube_live_check: LiveCheck,
+    /// How often a channel that is not live is checked. Unset: as often as
+    /// half of `youtube_daily_quota` allows for every followed channel (at
+    /// least a minute; docs/ingestor.md has the arithmetic).
+    #[serde(with = "humantime_serde")]
+    pub youtube_offline_poll_interval: Option<Duration>,
+    /// Quota units a day of the Google project (YouTube's default: 10,000).
+    pub youtube_daily_quota: u64,
+    /// Wait after `quotaExceeded`. Unset: until the quota resets at
+    /// midnight Pacific time.
+    #[serde(with = "humantime_serde")]
+    pub youtube_quota_exceeded_wait: Option<Duration>,
+    /// Most YouTube entries wanted at once.
+    pub youtube_max_channels: usize,
+    /// Timeout of one YouTube API call, and of connecting the stream.
+    #[serde(with = "humantime_serde")]
+    pub youtube_request_timeout: Duration,
+    /// Longest wait between retries after a YouTube error (exponential
+    /// backoff from 1 s).
+    #[serde(with = "humantime_serde")]
+    pub youtube_retry_max_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            youtube_channels: Vec::new(),
+            youtube_api_key: None,
+            youtube_login: None,
+            youtube_api_url: "https://www.googleapis.com/youtube/v3".into(),
+            youtube_grpc_url: "https://youtube.googleapis.com".into(),
+            youtube_streaming: true,
+            youtube_live_check: LiveCheck::Uploads,
+            youtube_offline_poll_interval: None,
+            youtube_daily_quota: 10_000,
+            youtube_quota_exceeded_wait: None,
+            youtube_max_channels: 50,
+            youtube_request_timeout: Duration::from_secs(10),
+            youtube_retry_max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether the YouTube source runs (an API key or a login is set).
+    pub fn enabled(&self) -> bool {
+        self.youtube_api_key.as_ref().is_some_and(|k| !k.is_empty()) || self.youtube_login.is_some()
+    }
+
+    /// The token-store login of `youtube_login` (without `youtube:`).
+    pub fn account(&self) -> Option<String> {
+        self.youtube_login.as_deref().map(|l| {
+            l.strip_prefix("youtube:")
+                .unwrap_or(l)
+                .trim()
+                .to_ascii_lowercase()
+        })
+    }
+
+    /// Checks what serde cannot; `oauth` is the shared OAuth configuration
+    /// (checked when an account reads).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self, oauth: &OAuthConfig) -> Result<(), ConfigError> {
+        for entry in &self.youtube_channels {
+            Entry::parse(entry).map_err(|e| ConfigError::invalid("youtube_channels", e))?;
+        }
+        if !self.youtube_channels.is_empty() && !self.enabled() {
+            return Err(ConfigError::invalid(
+                "youtube_api_key",
+                "YOUTUBE_CHANNELS is set but neither YOUTUBE_API_KEY nor YOUTUBE_LOGIN: the YouTube source needs one",
+            ));
+        }
+        if let Some(login) = self.account()
+            && (login.is_empty() || login.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::invalid(
+                "youtube_login",
+                "must be a token-store account: youtube:<email> or the e-mail",
+            ));
+        }
+        if self.youtube_login.is_some() {
+            oauth.validate()?;
+        }
+        check_http_url("youtube_api_url", &self.youtube_api_url)?;
+        check_http_url("youtube_grpc_url", &self.youtube_grpc_url)?;
+        check_range(
+            "youtube_daily_quota",
+            self.youtube_daily_quota,
+            1,
+            1_000_000_000,
+        )?;
+        check_range("youtube_max_channels", self.youtube_max_channels, 1, 10_000)?;
+        if let Some(interval) = self.youtube_offline_poll_interval {
+            check_nonzero("youtube_offline_poll_interval", interval)?;
+        }
+        if let Some(wait) = self.youtube_quota_exceeded_wait {
+            check_nonzero("youtube_quota_exceeded_wait", wait)?;
+        }
+        check_nonzero("youtube_request_timeout", self.youtube_request_timeout)?;
+        check_nonzero("youtube_retry_max_delay", self.youtube_retry_max_delay)?;
+        let wanted = self.initial_channels().len();
+        if wanted > self.youtube_max_channels {
+            return Err(ConfigError::invalid(
+                "youtube_channels",
+                format!(
+                    "{wanted} entries, more than YOUTUBE_MAX_CHANNELS ({})",
+                    self.youtube_max_channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entries to follow at start, deduplicated: each entry's key until
+    /// it is resolved (the channel id, `@handle` or video id).
+    pub fn initial_channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .youtube_channels
+            .iter()
+            .filter_map(|c| Entry::parse(c).ok())
+            .map(|e| e.key().to_owned())
+            .collect();
+        channels.sort();
+        channels.dedup();
+        channels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::config::load_from;
+
+    use crate::Config;
+
+    #[test]
+    fn youtube_entries_become_keys_and_need_credentials() {
+        let c: Config = load_from(
+            None,
+            [
+                (
+                    "YOUTUBE_CHANNELS",
+                    "@Some.One, UCX6OQ3DkcsbYNE6H8uQQuVA,https://youtu.be/dQw4w9WgXcQ,@some.one",
+                ),
+                ("YOUTUBE_API_KEY", "k"),
+            ],
+        )
+        .unwrap();
+        let youtube = &c.platforms.youtube;
+        assert!(youtube.enabled());
+        assert_eq!(
+            youtube.initial_channels(),
+            ["@some.one", "UCX6OQ3DkcsbYNE6H8uQQuVA", "dQw4w9WgXcQ"]
+        );
+        let err = load_from::<Config, _, _, _>(None, [("YOUTUBE_CHANNELS", "@x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("YOUTUBE_API_KEY"), "{err}");
+        let c: Config = load_from(None, [("YOUTUBE_LOGIN", "youtube:Me@Example.com")]).unwrap();
+        assert_eq!(
+            c.platforms.youtube.account().as_deref(),
+            Some("me@example.com")
+        );
+        assert!(!super::Settings::default().enabled());
+    }
+
+    #[test]
+    fn bad_youtube_values_name_their_variable() {
+        for (k, v) in [
+            ("YOUTUBE_CHANNELS", "not a channel"),
+            ("YOUTUBE_API_URL", "ftp://x"),
+            ("YOUTUBE_GRPC_URL", "nope"),
+            ("YOUTUBE_DAILY_QUOTA", "0"),
+            ("YOUTUBE_LIVE_CHECK", "guess"),
+            ("YOUTUBE_OFFLINE_POLL_INTERVAL", "0s"),
+            ("YOUTUBE_MAX_CHANNELS", "0"),
+        ] {
+            let err = load_from::<Config, _, _, _>(None, [(k, v), ("YOUTUBE_API_KEY", "k")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.to_lowercase().contains(&k.to_lowercase()), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_youtube_api_key_is_redacted() {
+        let c: Config = load_from(None, [("YOUTUBE_API_KEY", "AIzaSecret123")]).unwrap();
+        assert!(!format!("{c:?}").contains("AIzaSecret123"));
+    }
+}
