@@ -145,7 +145,7 @@ async fn latency(stack: &Stack, rate: u64, seconds: u64, tag: &str) -> Latencies
 /// publisher with confirms into a fresh durable queue.
 async fn ceiling(channels: &[String], n: usize) -> f64 {
     use common::amqp::{OutgoingMessage, Subscriber, Topology};
-    use ingestor::twitch::normalise::{Normalised, Normaliser};
+    use ingestor::platforms::twitch::normalise::{Normalised, Normaliser};
     let normaliser = Normaliser::new(true);
     let now = chrono::Utc::now();
     let payloads: Vec<OutgoingMessage> = testkit::corpus::flood_privmsgs(channels, 5_000, "ceil")
