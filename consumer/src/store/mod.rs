@@ -8,7 +8,8 @@
 //! What is the same for every backend lives in modules of its own, each
 //! with a small trait for the backend's SQL: query planning (`plan`), the
 //! channel-id cache (`channel_cache`), writing a batch (`batch`, with the
-//! moderation rules of `moderation`) and retention (`retention`). A backend
+//! moderation rules of `moderation`), retention (`retention`) and decoding
+//! the rows read back (`rows`). A backend
 //! module holds its SQL and what only it does.
 //!
 //! # The contract every backend keeps
@@ -37,6 +38,7 @@ mod moderation;
 mod plan;
 pub mod postgres;
 mod retention;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

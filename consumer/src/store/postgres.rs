@@ -29,16 +29,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use common::schema::EventKind;
-use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 
 use super::batch::{self, BatchTx, ChannelCounts, Committed, NewRows, PendingModeration};
 use super::channel_cache::{ChannelCache, CreateChannel};
-use super::moderation::decode_moderation;
 use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
 use super::retention::{self, RetentionSql};
+use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::{
     ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
@@ -444,56 +442,19 @@ impl BatchTx for Transaction<'_, Postgres> {
                AND EXISTS (SELECT 1 FROM moderations m WHERE {MATCH}) \
              RETURNING e.seq, e.moderation, e.moderated_by"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<MarkRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lookback_ms)
             .bind(first)
             .bind(last)
             .bind(stored_at)
             .fetch_all(&mut *tx)
             .await?;
-        let mut marked = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq: i64 = row.try_get("seq")?;
-            if let Some(m) = decode_moderation(
-                seq,
-                row.try_get("moderation")?,
-                row.try_get("moderated_by")?,
-            )? {
-                marked.push((seq, m));
-            }
-        }
-        Ok(marked)
+        rows::marks(rows)
     }
 
     async fn commit(self) -> Result<(), StoreError> {
         Ok(Transaction::commit(self).await?)
     }
-}
-
-fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        cursor: seq,
-        reason,
-    };
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(StoredEvent {
-        cursor: Cursor::new(seq).ok_or_else(|| corrupt("non-positive seq".into()))?,
-        moderation: decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )?,
-        event: RawValue::from_string(body).map_err(|e| corrupt(format!("body: {e}")))?,
-        platform: row.try_get("platform")?,
-        channel: row.try_get("channel")?,
-        id: row.try_get("event_id")?,
-        kind: kind
-            .parse::<EventKind>()
-            .map_err(|e| corrupt(e.to_string()))?,
-        routing_key: row.try_get("routing_key")?,
-    })
 }
 
 #[async_trait::async_trait]
@@ -709,8 +670,8 @@ impl Store for PostgresStore {
             Order::Desc => " ORDER BY e.seq DESC LIMIT ",
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
     async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -718,12 +679,12 @@ impl Store for PostgresStore {
             "{COLUMNS} JOIN event_ids i ON e.stored_at = i.stored_at AND e.seq = i.seq \
              WHERE i.platform = $1 AND i.event_id = $2"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(pg_text(platform).as_ref())
             .bind(pg_text(id).as_ref())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_row).transpose()
+        row.map(StoredEvent::try_from).transpose()
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StoreError> {
@@ -734,27 +695,13 @@ impl Store for PostgresStore {
     }
 
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
              last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let last_cursor: Option<i64> = row.try_get("last_cursor")?;
-                let last_at: Option<i64> = row.try_get("last_event_at")?;
-                Ok(ChannelSummary {
-                    platform: row.try_get("platform")?,
-                    channel: row.try_get("channel")?,
-                    routing_key: row.try_get("routing_key")?,
-                    event_count: row.try_get("event_count")?,
-                    message_count: row.try_get("message_count")?,
-                    last_cursor: last_cursor.and_then(Cursor::new),
-                    last_event_at: last_at.and_then(DateTime::from_timestamp_millis),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(ChannelSummary::from).collect())
     }
 
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {

@@ -22,19 +22,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::schema::EventKind;
-use serde_json::value::RawValue;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::batch::{self, BatchTx, ChannelCounts, NewRows, PendingModeration};
 use super::channel_cache::{ChannelCache, CreateChannel};
-use super::moderation::decode_moderation;
 use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
 use super::retention::{self, RetentionSql};
+use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::{
     ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
@@ -310,24 +307,13 @@ impl BatchTx for Transaction<'_, Sqlite> {
                AND EXISTS (SELECT 1 FROM moderations m WHERE {LATE_MATCH}) \
              RETURNING seq, moderation, moderated_by"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<MarkRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lookback_ms)
             .bind(first)
             .bind(last)
             .fetch_all(&mut *tx)
             .await?;
-        let mut marked = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq: i64 = row.try_get("seq")?;
-            if let Some(m) = decode_moderation(
-                seq,
-                row.try_get("moderation")?,
-                row.try_get("moderated_by")?,
-            )? {
-                marked.push((seq, m));
-            }
-        }
-        Ok(marked)
+        rows::marks(rows)
     }
 
     async fn commit(self) -> Result<(), StoreError> {
@@ -373,32 +359,6 @@ const LATE_MATCH: &str = "m.channel_ref = events.channel_ref AND ( \
        (m.action = 'deleted' AND m.target_event_id = events.event_id) \
     OR (m.at BETWEEN events.sent_at AND events.sent_at + ?1 \
         AND (m.action = 'cleared' OR m.target_login = events.author_login)))";
-
-fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        cursor: seq,
-        reason,
-    };
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(StoredEvent {
-        cursor: Cursor::new(seq).ok_or_else(|| corrupt("non-positive seq".into()))?,
-        moderation: decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )?,
-        event: RawValue::from_string(body).map_err(|e| corrupt(format!("body: {e}")))?,
-        platform: row.try_get("platform")?,
-        channel: row.try_get("channel")?,
-        id: row.try_get("event_id")?,
-        kind: kind
-            .parse::<EventKind>()
-            .map_err(|e| corrupt(e.to_string()))?,
-        routing_key: row.try_get("routing_key")?,
-    })
-}
 
 /// Turns user input into an FTS5 query that cannot be a syntax error:
 /// every word becomes a quoted phrase (all must match, `"` doubled inside
@@ -657,18 +617,18 @@ impl Store for SqliteStore {
             Order::Desc => format!(" ORDER BY {key} DESC LIMIT "),
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.reader).await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
     async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let sql = format!("{COLUMNS} WHERE e.platform = ?1 AND e.event_id = ?2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(platform)
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(decode_row).transpose()
+        row.map(StoredEvent::try_from).transpose()
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StoreError> {
@@ -680,27 +640,13 @@ impl Store for SqliteStore {
     }
 
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
              last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let last_cursor: Option<i64> = row.try_get("last_cursor")?;
-                let last_at: Option<i64> = row.try_get("last_event_at")?;
-                Ok(ChannelSummary {
-                    platform: row.try_get("platform")?,
-                    channel: row.try_get("channel")?,
-                    routing_key: row.try_get("routing_key")?,
-                    event_count: row.try_get("event_count")?,
-                    message_count: row.try_get("message_count")?,
-                    last_cursor: last_cursor.and_then(Cursor::new),
-                    last_event_at: last_at.and_then(DateTime::from_timestamp_millis),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(ChannelSummary::from).collect())
     }
 
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
