@@ -307,6 +307,14 @@ pub struct StoreOptions {
     pub moderation_lookback: Duration,
 }
 
+impl StoreOptions {
+    /// [`moderation_lookback`](Self::moderation_lookback) in ms, as the
+    /// stores compare it with `sent_at`.
+    pub(crate) fn lookback_ms(&self) -> i64 {
+        i64::try_from(self.moderation_lookback.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {

@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 
@@ -86,12 +86,11 @@ impl PostgresStore {
         migrate(&pool).await?;
         let store = Self {
             pool,
-            lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
-                .unwrap_or(i64::MAX / 2),
+            lookback_ms: options.lookback_ms(),
             channels: ChannelCache::default(),
             partitions: Mutex::new(std::collections::BTreeSet::new()),
         };
-        let today = day_of(millis(Utc::now()));
+        let today = day_of(Utc::now().timestamp_millis());
         store.ensure_partitions(today).await?;
         tracing::info!(url = %common::amqp::redact_url(url), "PostgreSQL store open");
         Ok(store)
@@ -234,10 +233,6 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
 }
 
 /// Days since the epoch of a time in ms.
@@ -463,8 +458,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let now = Utc::now();
-        let stored_at = millis(now);
+        let stored_at = Utc::now().timestamp_millis();
         self.ensure_partitions(day_of(stored_at)).await?;
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
@@ -535,7 +529,10 @@ impl Store for PostgresStore {
         let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind().as_str()).collect();
         let body: Vec<&str> = fresh.iter().map(|e| e.json).collect();
         let channel: Vec<i64> = fresh.iter().map(|e| channels.of(e)).collect();
-        let sent: Vec<i64> = fresh.iter().map(|e| millis(e.event.sent_at)).collect();
+        let sent: Vec<i64> = fresh
+            .iter()
+            .map(|e| e.event.sent_at.timestamp_millis())
+            .collect();
         let login: Vec<Option<String>> = fresh
             .iter()
             .map(|e| {

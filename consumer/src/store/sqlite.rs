@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -114,8 +114,7 @@ impl SqliteStore {
             checkpointer,
             stop_checkpoints,
             path,
-            lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
-                .unwrap_or(i64::MAX / 2),
+            lookback_ms: options.lookback_ms(),
             channels: ChannelCache::default(),
         })
     }
@@ -461,17 +460,13 @@ async fn existing_ids<'e>(
     Ok(found)
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn write_batch(&self, events: &[NewEvent<'_>]) -> Result<WriteOutcome, StoreError> {
         if events.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let stored_at = millis(Utc::now());
+        let stored_at = Utc::now().timestamp_millis();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         // Under the write lock: nobody commits between this and our rows.
         let after: Option<i64> =
@@ -511,7 +506,7 @@ impl Store for SqliteStore {
                     .bind(ev.id.as_str())
                     .bind(channels.of(e))
                     .bind(ev.kind().as_str())
-                    .bind(millis(ev.sent_at))
+                    .bind(ev.sent_at.timestamp_millis())
                     .bind(stored_at)
                     .bind(login.as_deref())
                     .bind(ev.text.as_deref())
