@@ -1,12 +1,15 @@
 //! The part of writing a batch that is the same for every backend: which
 //! events of a batch are candidates, what their committed form is, the
-//! per-channel counters they add, the moderation they carry, and the marks
-//! applied to the outcome after the commit.
+//! per-channel counters they add, the moderation they carry, and how a
+//! batch ends ([`finish`]): its moderation applied inside the transaction
+//! (through the backend's [`BatchTx`]), the commit, the channel cache, and
+//! the marks applied to the outcome after the commit.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::value::RawValue;
 
+use super::channel_cache::{BatchChannels, ChannelCache};
 use super::moderation::{ModerationSpec, moderation_of};
 use super::{Cursor, Moderation, NewEvent, StoreError, StoredEvent, WriteOutcome};
 
@@ -53,6 +56,7 @@ pub(crate) struct ChannelCounts {
 }
 
 /// What the batch's new events are once their cursors `seqs` are known.
+#[derive(Default)]
 pub(crate) struct Committed<'a> {
     /// The outcome's events, in cursor order, not yet marked.
     pub stored: Vec<StoredEvent>,
@@ -128,4 +132,95 @@ impl WriteOutcome {
         }
         self.moderated = marked.len() as u64;
     }
+}
+
+/// The cursors of a batch's new rows, `first..=last`, all stored at
+/// `stored_at` (ms).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRows {
+    pub first: i64,
+    pub last: i64,
+    pub stored_at: i64,
+}
+
+/// The backend's half of the end of a batch: its SQL for moderation, run
+/// inside the batch's transaction, and the commit.
+pub(crate) trait BatchTx: Send {
+    /// Records the moderation `m` and marks what it moderates (its target,
+    /// or the user's or channel's text messages of the `lookback_ms` before
+    /// it). Returns the marked cursors.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn apply_moderation(
+        &mut self,
+        m: &PendingModeration<'_>,
+        lookback_ms: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Marks the new `rows` that a moderation stored earlier concerns (a
+    /// delete, ban or clear that overtook its message); `min_sent_ms` is the
+    /// oldest `sent_at` of a new row with text. Returns the marked cursors
+    /// with their marks.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn apply_late_moderation(
+        &mut self,
+        rows: NewRows,
+        min_sent_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(i64, Moderation)>, StoreError>;
+
+    /// Commits the transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; nothing of the batch is
+    /// stored then.
+    async fn commit(self) -> Result<(), StoreError>;
+}
+
+/// Ends a batch whose rows (`committed`, stored at `stored_at`) are
+/// written: applies the moderation it carries and the moderation stored
+/// earlier that concerns it, commits `tx`, remembers the `channels` it
+/// created in `cache`, and returns `outcome` with the stored events, marked.
+///
+/// # Errors
+/// [`StoreError`] when the database fails; nothing of the batch is stored
+/// then.
+pub(crate) async fn finish(
+    mut tx: impl BatchTx,
+    mut outcome: WriteOutcome,
+    committed: Committed<'_>,
+    stored_at: i64,
+    lookback_ms: i64,
+    cache: &ChannelCache,
+    channels: BatchChannels<'_>,
+) -> Result<WriteOutcome, StoreError> {
+    let mut marked: HashMap<i64, Moderation> = HashMap::new();
+    for m in &committed.moderations {
+        let targets = tx.apply_moderation(m, lookback_ms).await?;
+        marked.extend(targets.into_iter().map(|t| (t, m.mark())));
+    }
+    if let (Some(first), Some(last), Some(min_sent)) = (
+        committed.stored.first(),
+        committed.stored.last(),
+        committed.min_text_sent,
+    ) {
+        let rows = NewRows {
+            first: first.cursor.get(),
+            last: last.cursor.get(),
+            stored_at,
+        };
+        let late = tx
+            .apply_late_moderation(rows, min_sent, lookback_ms)
+            .await?;
+        marked.extend(late);
+    }
+    tx.commit().await?;
+
+    cache.remember(channels);
+    outcome.stored = committed.stored;
+    outcome.apply_marks(&marked);
+    Ok(outcome)
 }

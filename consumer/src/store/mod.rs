@@ -5,6 +5,13 @@
 //! outgrow one machine, chosen by the scheme of `DATABASE_URL`
 //! ([`StoreKind`]). The same contract tests run against both.
 //!
+//! What is the same for every backend lives in modules of its own, each
+//! with a small trait for the backend's SQL: query planning (`plan`), the
+//! channel-id cache (`channel_cache`), writing a batch (`batch`, with the
+//! moderation rules of `moderation`), retention (`retention`) and decoding
+//! the rows read back (`rows`). A backend
+//! module holds its SQL and what only it does.
+//!
 //! # The contract every backend keeps
 //!
 //! * **Idempotent writes.** An event is identified by `(platform, id)`;
@@ -26,8 +33,12 @@
 //!   folded), for any script that separates words with spaces.
 
 mod batch;
+mod channel_cache;
 mod moderation;
+mod plan;
 pub mod postgres;
+mod retention;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -296,6 +307,14 @@ pub struct StoreOptions {
     pub moderation_lookback: Duration,
 }
 
+impl StoreOptions {
+    /// [`moderation_lookback`](Self::moderation_lookback) in ms, as the
+    /// stores compare it with `sent_at`.
+    pub(crate) fn lookback_ms(&self) -> i64 {
+        i64::try_from(self.moderation_lookback.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
@@ -360,35 +379,6 @@ impl StoreError {
             Self::CreateDir { .. } | Self::SequenceMismatch { .. } => true,
         }
     }
-}
-
-/// Whether `c` separates words of a `q`: white space, and control
-/// characters. FTS5 reads its query up to the first NUL ("unterminated
-/// string"), and neither store's tokenizer puts a control character in a
-/// token, so splitting there changes no match.
-fn separates_words(c: char) -> bool {
-    c.is_whitespace() || c.is_control()
-}
-
-/// Whether a `q` has no words at all (only separators): no text filter.
-pub(crate) fn is_blank_text(input: &str) -> bool {
-    input.split(separates_words).all(str::is_empty)
-}
-
-/// The words of a `q`, the same for every store: split at
-/// [`separates_words`]; a trailing `*` (or several) makes the word a prefix
-/// and is removed; a word without a letter or digit has no token and is
-/// dropped. Each store quotes the words its own way.
-pub(crate) fn search_words(input: &str) -> impl Iterator<Item = (&str, bool)> {
-    input.split(separates_words).filter_map(|word| {
-        let (word, prefix) = match word.strip_suffix('*') {
-            Some(w) => (w.trim_end_matches('*'), true),
-            None => (word, false),
-        };
-        word.chars()
-            .any(char::is_alphanumeric)
-            .then_some((word, prefix))
-    })
 }
 
 /// The storage boundary. See the module docs for the contract.

@@ -23,24 +23,24 @@
 //!   the batch (it is idempotent) until the database answers again.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use common::schema::EventKind;
-use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 
-use super::batch::{self, ChannelCounts};
-use super::moderation::{ModerationSpec, decode_moderation};
+use super::batch::{self, BatchTx, ChannelCounts, Committed, NewRows, PendingModeration};
+use super::channel_cache::{ChannelCache, CreateChannel};
+use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
+use super::retention::{self, RetentionSql};
+use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::{
-    ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
+    ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
 };
-use super::{is_blank_text, search_words};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -48,9 +48,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// (`pg_advisory_xact_lock`): writers take turns, so cursors follow commit
 /// order.
 pub const WRITE_LOCK: i64 = 0x6368_6174_6275_7301; // "chatbus\x01"
-
-/// Rows deleted per retention transaction.
-const RETENTION_CHUNK: i64 = 5_000;
 
 /// A day in milliseconds: the partition size.
 const DAY_MS: i64 = 86_400_000;
@@ -62,8 +59,7 @@ const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.eve
 pub struct PostgresStore {
     pool: PgPool,
     lookback_ms: i64,
-    /// `(platform, channel)` -> `channels.id`, filled after commits.
-    channel_ids: Mutex<HashMap<(String, String), i64>>,
+    channels: ChannelCache,
     /// Days whose partition is known to exist.
     partitions: Mutex<std::collections::BTreeSet<i64>>,
 }
@@ -90,23 +86,14 @@ impl PostgresStore {
         migrate(&pool).await?;
         let store = Self {
             pool,
-            lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
-                .unwrap_or(i64::MAX / 2),
-            channel_ids: Mutex::new(HashMap::new()),
+            lookback_ms: options.lookback_ms(),
+            channels: ChannelCache::default(),
             partitions: Mutex::new(std::collections::BTreeSet::new()),
         };
-        let today = day_of(millis(Utc::now()));
+        let today = day_of(Utc::now().timestamp_millis());
         store.ensure_partitions(today).await?;
         tracing::info!(url = %common::amqp::redact_url(url), "PostgreSQL store open");
         Ok(store)
-    }
-
-    fn cached_channel(&self, platform: &str, channel: &str) -> Option<i64> {
-        self.channel_ids
-            .lock()
-            .expect("channel cache lock")
-            .get(&(platform.to_owned(), channel.to_owned()))
-            .copied()
     }
 
     /// Creates the partitions of `day` and the next day if they are
@@ -141,50 +128,6 @@ impl PostgresStore {
             self.partitions.lock().expect("partition lock").insert(d);
         }
         Ok(())
-    }
-
-    async fn matching_channels(&self, filter: &EventFilter) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query("SELECT id, platform, channel, routing_key FROM channels")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut ids = Vec::new();
-        for row in rows {
-            let platform: String = row.try_get("platform")?;
-            let channel: String = row.try_get("channel")?;
-            let key: String = row.try_get("routing_key")?;
-            let wanted = filter.platform.as_ref().is_none_or(|p| *p == platform)
-                && filter.channel.as_ref().is_none_or(|c| *c == channel)
-                && (filter.patterns.is_empty() || filter.patterns.iter().any(|p| p.matches(&key)));
-            if wanted {
-                ids.push(row.try_get("id")?);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Deletes rows chosen by `sql` (bound to `binds` then the chunk size)
-    /// in chunks, each under the write lock; the delete trigger keeps the
-    /// counters, ids and moderations right.
-    async fn delete_chunked(&self, sql: &'static str, binds: &[i64]) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            lock(&mut tx).await?;
-            let mut query = sqlx::query(sql);
-            for value in binds {
-                query = query.bind(*value);
-            }
-            let deleted = query
-                .bind(RETENTION_CHUNK)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            total += deleted;
-            if deleted < u64::try_from(RETENTION_CHUNK).unwrap_or(u64::MAX) {
-                return Ok(total);
-            }
-        }
     }
 
     /// Drops every daily partition entirely older than `cutoff` (ms),
@@ -292,10 +235,6 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
 /// Days since the epoch of a time in ms.
 fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
@@ -371,179 +310,146 @@ fn push_ts_term(qb: &mut QueryBuilder<Postgres>, term: &TsTerm) {
         });
 }
 
-async fn channel_ref(
-    tx: &mut PgConnection,
-    platform: &str,
-    channel: &str,
-) -> Result<i64, StoreError> {
-    sqlx::query(
-        "INSERT INTO channels (platform, channel, routing_key) VALUES ($1, $2, $3) \
-         ON CONFLICT (platform, channel) DO NOTHING",
-    )
-    .bind(pg_text(platform).as_ref())
-    .bind(pg_text(channel).as_ref())
-    .bind(common::routing::routing_key(platform, channel))
-    .execute(&mut *tx)
-    .await?;
-    Ok(
-        sqlx::query_scalar("SELECT id FROM channels WHERE platform = $1 AND channel = $2")
-            .bind(pg_text(platform).as_ref())
-            .bind(pg_text(channel).as_ref())
-            .fetch_one(&mut *tx)
-            .await?,
-    )
-}
-
-/// Marks what `spec` (the moderation event `seq` in channel `channel`,
-/// sent at `at_ms`) moderates. Returns the marked cursors.
-async fn apply_moderation(
-    tx: &mut PgConnection,
-    seq: i64,
-    channel: i64,
-    platform: &str,
-    at_ms: i64,
-    lookback_ms: i64,
-    spec: &ModerationSpec,
-) -> Result<Vec<i64>, StoreError> {
-    sqlx::query(
-        "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(seq)
-    .bind(channel)
-    .bind(spec.action.as_str())
-    .bind(spec.target_event_id.as_deref().map(pg_text).as_deref())
-    .bind(spec.target_login.as_deref().map(pg_text).as_deref())
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
-    let from = at_ms.saturating_sub(lookback_ms);
-    let marked = match spec.action {
-        ModerationAction::Deleted => {
-            // Found through the id index, then in its partition.
-            sqlx::query_scalar(
-                "UPDATE events e SET moderation = 'deleted', moderated_by = $1 \
-                 FROM event_ids i \
-                 WHERE i.platform = $2 AND i.event_id = $3 \
-                   AND e.stored_at = i.stored_at AND e.seq = i.seq \
-                   AND e.channel_ref = $4 AND e.moderation IS NULL \
-                 RETURNING e.seq",
-            )
-            .bind(seq)
-            .bind(pg_text(platform).as_ref())
-            .bind(spec.target_event_id.as_deref().map(pg_text).as_deref())
-            .bind(channel)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        ModerationAction::Banned | ModerationAction::TimedOut => {
-            sqlx::query_scalar(
-                "UPDATE events SET moderation = $1, moderated_by = $2 \
-                 WHERE author_login = $3 AND channel_ref = $4 AND sent_at BETWEEN $5 AND $6 \
-                   AND text IS NOT NULL AND moderation IS NULL \
-                 RETURNING seq",
-            )
-            .bind(spec.action.as_str())
-            .bind(seq)
-            .bind(spec.target_login.as_deref().map(pg_text).as_deref())
-            .bind(channel)
-            .bind(from)
-            .bind(at_ms)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        ModerationAction::Cleared => {
-            sqlx::query_scalar(
-                "UPDATE events SET moderation = 'cleared', moderated_by = $1 \
-                 WHERE channel_ref = $2 AND sent_at BETWEEN $3 AND $4 \
-                   AND text IS NOT NULL AND moderation IS NULL \
-                 RETURNING seq",
-            )
-            .bind(seq)
-            .bind(channel)
-            .bind(from)
-            .bind(at_ms)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-    };
-    Ok(marked)
-}
-
-/// Marks the newly stored rows `first..=last` (stored at `stored_at`) that
-/// a moderation stored earlier concerns.
-async fn apply_late_moderation(
-    tx: &mut PgConnection,
-    (first, last, stored_at): (i64, i64, i64),
-    min_sent_ms: i64,
-    lookback_ms: i64,
-) -> Result<Vec<(i64, Moderation)>, StoreError> {
-    // Fast path: moderation only reaches back in time, so if no moderation
-    // is newer than the oldest new message, nothing can match.
-    let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM moderations WHERE at >= $1 LIMIT 1")
-        .bind(min_sent_ms)
-        .fetch_optional(&mut *tx)
+impl CreateChannel for Transaction<'_, Postgres> {
+    async fn channel_ref(&mut self, platform: &str, channel: &str) -> Result<i64, StoreError> {
+        let tx: &mut PgConnection = self;
+        sqlx::query(
+            "INSERT INTO channels (platform, channel, routing_key) VALUES ($1, $2, $3) \
+             ON CONFLICT (platform, channel) DO NOTHING",
+        )
+        .bind(pg_text(platform).as_ref())
+        .bind(pg_text(channel).as_ref())
+        .bind(common::routing::routing_key(platform, channel))
+        .execute(&mut *tx)
         .await?;
-    if any.is_none() {
-        return Ok(Vec::new());
+        Ok(
+            sqlx::query_scalar("SELECT id FROM channels WHERE platform = $1 AND channel = $2")
+                .bind(pg_text(platform).as_ref())
+                .bind(pg_text(channel).as_ref())
+                .fetch_one(&mut *tx)
+                .await?,
+        )
     }
-    const MATCH: &str = "m.channel_ref = e.channel_ref AND ( \
-           (m.action = 'deleted' AND m.target_event_id = e.event_id) \
-        OR (m.at BETWEEN e.sent_at AND e.sent_at + $1 \
-            AND (m.action = 'cleared' OR m.target_login = e.author_login)))";
-    let sql = format!(
-        "UPDATE events e SET (moderation, moderated_by) = ( \
-            SELECT m.action, m.seq FROM moderations m WHERE {MATCH} ORDER BY m.seq LIMIT 1) \
-         WHERE e.stored_at = $4 AND e.seq BETWEEN $2 AND $3 \
-           AND e.text IS NOT NULL AND e.moderation IS NULL \
-           AND EXISTS (SELECT 1 FROM moderations m WHERE {MATCH}) \
-         RETURNING e.seq, e.moderation, e.moderated_by"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(lookback_ms)
-        .bind(first)
-        .bind(last)
-        .bind(stored_at)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut marked = Vec::with_capacity(rows.len());
-    for row in rows {
-        let seq: i64 = row.try_get("seq")?;
-        if let Some(m) = decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )? {
-            marked.push((seq, m));
-        }
-    }
-    Ok(marked)
 }
 
-fn decode_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        cursor: seq,
-        reason,
-    };
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(StoredEvent {
-        cursor: Cursor::new(seq).ok_or_else(|| corrupt("non-positive seq".into()))?,
-        moderation: decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )?,
-        event: RawValue::from_string(body).map_err(|e| corrupt(format!("body: {e}")))?,
-        platform: row.try_get("platform")?,
-        channel: row.try_get("channel")?,
-        id: row.try_get("event_id")?,
-        kind: kind
-            .parse::<EventKind>()
-            .map_err(|e| corrupt(e.to_string()))?,
-        routing_key: row.try_get("routing_key")?,
-    })
+impl BatchTx for Transaction<'_, Postgres> {
+    async fn apply_moderation(
+        &mut self,
+        m: &PendingModeration<'_>,
+        lookback_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx: &mut PgConnection = self;
+        let (seq, channel, platform, at_ms, spec) =
+            (m.by.get(), m.channel, m.platform, m.at, &m.spec);
+        sqlx::query(
+            "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(channel)
+        .bind(spec.action.as_str())
+        .bind(spec.target_event_id.as_deref().map(pg_text).as_deref())
+        .bind(spec.target_login.as_deref().map(pg_text).as_deref())
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let from = at_ms.saturating_sub(lookback_ms);
+        let marked = match spec.action {
+            ModerationAction::Deleted => {
+                // Found through the id index, then in its partition.
+                sqlx::query_scalar(
+                    "UPDATE events e SET moderation = 'deleted', moderated_by = $1 \
+                     FROM event_ids i \
+                     WHERE i.platform = $2 AND i.event_id = $3 \
+                       AND e.stored_at = i.stored_at AND e.seq = i.seq \
+                       AND e.channel_ref = $4 AND e.moderation IS NULL \
+                     RETURNING e.seq",
+                )
+                .bind(seq)
+                .bind(pg_text(platform).as_ref())
+                .bind(spec.target_event_id.as_deref().map(pg_text).as_deref())
+                .bind(channel)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            ModerationAction::Banned | ModerationAction::TimedOut => {
+                sqlx::query_scalar(
+                    "UPDATE events SET moderation = $1, moderated_by = $2 \
+                     WHERE author_login = $3 AND channel_ref = $4 AND sent_at BETWEEN $5 AND $6 \
+                       AND text IS NOT NULL AND moderation IS NULL \
+                     RETURNING seq",
+                )
+                .bind(spec.action.as_str())
+                .bind(seq)
+                .bind(spec.target_login.as_deref().map(pg_text).as_deref())
+                .bind(channel)
+                .bind(from)
+                .bind(at_ms)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            ModerationAction::Cleared => {
+                sqlx::query_scalar(
+                    "UPDATE events SET moderation = 'cleared', moderated_by = $1 \
+                     WHERE channel_ref = $2 AND sent_at BETWEEN $3 AND $4 \
+                       AND text IS NOT NULL AND moderation IS NULL \
+                     RETURNING seq",
+                )
+                .bind(seq)
+                .bind(channel)
+                .bind(from)
+                .bind(at_ms)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        Ok(marked)
+    }
+
+    /// The new rows are found in their partition, by `stored_at`.
+    async fn apply_late_moderation(
+        &mut self,
+        rows: NewRows,
+        min_sent_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(i64, Moderation)>, StoreError> {
+        let tx: &mut PgConnection = self;
+        let (first, last, stored_at) = (rows.first, rows.last, rows.stored_at);
+        // Fast path: moderation only reaches back in time, so if no moderation
+        // is newer than the oldest new message, nothing can match.
+        let any: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM moderations WHERE at >= $1 LIMIT 1")
+                .bind(min_sent_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        const MATCH: &str = "m.channel_ref = e.channel_ref AND ( \
+               (m.action = 'deleted' AND m.target_event_id = e.event_id) \
+            OR (m.at BETWEEN e.sent_at AND e.sent_at + $1 \
+                AND (m.action = 'cleared' OR m.target_login = e.author_login)))";
+        let sql = format!(
+            "UPDATE events e SET (moderation, moderated_by) = ( \
+                SELECT m.action, m.seq FROM moderations m WHERE {MATCH} ORDER BY m.seq LIMIT 1) \
+             WHERE e.stored_at = $4 AND e.seq BETWEEN $2 AND $3 \
+               AND e.text IS NOT NULL AND e.moderation IS NULL \
+               AND EXISTS (SELECT 1 FROM moderations m WHERE {MATCH}) \
+             RETURNING e.seq, e.moderation, e.moderated_by"
+        );
+        let rows: Vec<MarkRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(lookback_ms)
+            .bind(first)
+            .bind(last)
+            .bind(stored_at)
+            .fetch_all(&mut *tx)
+            .await?;
+        rows::marks(rows)
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(Transaction::commit(self).await?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -552,8 +458,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let now = Utc::now();
-        let stored_at = millis(now);
+        let stored_at = Utc::now().timestamp_millis();
         self.ensure_partitions(day_of(stored_at)).await?;
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
@@ -562,23 +467,7 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
 
-        let mut refs: HashMap<(&str, &str), i64> = HashMap::new();
-        let mut new_channels = Vec::new();
-        for e in events {
-            let key = (e.event.platform.as_str(), e.event.channel.as_str());
-            if refs.contains_key(&key) {
-                continue;
-            }
-            let id = match self.cached_channel(key.0, key.1) {
-                Some(id) => id,
-                None => {
-                    let id = channel_ref(&mut tx, key.0, key.1).await?;
-                    new_channels.push(((key.0.to_owned(), key.1.to_owned()), id));
-                    id
-                }
-            };
-            refs.insert(key, id);
-        }
+        let channels = self.channels.resolve(&mut tx, events).await?;
 
         // Which events are new: the first occurrence of an id in the batch,
         // if the store does not have it yet. Their keys as PostgreSQL holds
@@ -609,23 +498,29 @@ impl Store for PostgresStore {
                 .map(|(e, k)| (*e, k))
                 .unzip();
         let n = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
-        let mut outcome = WriteOutcome {
+        let outcome = WriteOutcome {
             after: Cursor::new(after),
             duplicates: events.len() - fresh.len(),
             ..WriteOutcome::default()
         };
         if n == 0 {
-            tx.commit().await?;
-            return Ok(outcome);
+            return batch::finish(
+                tx,
+                outcome,
+                Committed::default(),
+                stored_at,
+                self.lookback_ms,
+                &self.channels,
+                channels,
+            )
+            .await;
         }
         sqlx::query("UPDATE cursor_head SET seq = seq + $1")
             .bind(n)
             .execute(&mut *tx)
             .await?;
         let seqs: Vec<i64> = (1..=n).map(|i| after + i).collect();
-        let channel_of =
-            |e: &NewEvent<'_>| refs[&(e.event.platform.as_str(), e.event.channel.as_str())];
-        let committed = batch::committed(&fresh, &seqs, channel_of)?;
+        let committed = batch::committed(&fresh, &seqs, |e| channels.of(e))?;
 
         // The rows, in one statement per table. Text is bound borrowed;
         // the JSON body needs no NUL check (JSON escapes it).
@@ -633,8 +528,11 @@ impl Store for PostgresStore {
         let event_id: Vec<&str> = fresh_keys.iter().map(|k| k.1.as_ref()).collect();
         let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind().as_str()).collect();
         let body: Vec<&str> = fresh.iter().map(|e| e.json).collect();
-        let channel: Vec<i64> = fresh.iter().map(|e| channel_of(e)).collect();
-        let sent: Vec<i64> = fresh.iter().map(|e| millis(e.event.sent_at)).collect();
+        let channel: Vec<i64> = fresh.iter().map(|e| channels.of(e)).collect();
+        let sent: Vec<i64> = fresh
+            .iter()
+            .map(|e| e.event.sent_at.timestamp_millis())
+            .collect();
         let login: Vec<Option<String>> = fresh
             .iter()
             .map(|e| {
@@ -701,71 +599,28 @@ impl Store for PostgresStore {
         .bind(counts.iter().map(|c| c.last_sent_at).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        outcome.stored = committed.stored;
-
-        let mut marked: HashMap<i64, Moderation> = HashMap::new();
-        for m in &committed.moderations {
-            let targets = apply_moderation(
-                &mut tx,
-                m.by.get(),
-                m.channel,
-                m.platform,
-                m.at,
-                self.lookback_ms,
-                &m.spec,
-            )
-            .await?;
-            marked.extend(targets.into_iter().map(|t| (t, m.mark())));
-        }
-        if let (Some(first), Some(last), Some(min_sent)) =
-            (seqs.first(), seqs.last(), committed.min_text_sent)
-        {
-            let late = apply_late_moderation(
-                &mut tx,
-                (*first, *last, stored_at),
-                min_sent,
-                self.lookback_ms,
-            )
-            .await?;
-            marked.extend(late);
-        }
-        tx.commit().await?;
-
-        if !new_channels.is_empty() {
-            self.channel_ids
-                .lock()
-                .expect("channel cache lock")
-                .extend(new_channels);
-        }
-        outcome.apply_marks(&marked);
-        Ok(outcome)
+        batch::finish(
+            tx,
+            outcome,
+            committed,
+            stored_at,
+            self.lookback_ms,
+            &self.channels,
+            channels,
+        )
+        .await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let filter = &query.filter;
-        if query.limit == 0 {
+        let channel_rows = || async {
+            let rows: Vec<ChannelRow> = sqlx::query_as(CHANNEL_ROWS).fetch_all(&self.pool).await?;
+            Ok(rows)
+        };
+        let Some(plan::Plan { channels, text }) = plan::plan(query, channel_rows, ts_query).await?
+        else {
             return Ok(Vec::new());
-        }
-        let channels = if filter.patterns.is_empty()
-            && filter.platform.is_none()
-            && filter.channel.is_none()
-        {
-            None
-        } else {
-            let ids = self.matching_channels(filter).await?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            Some(ids)
         };
-        let text = match filter.text.as_deref() {
-            Some(t) => match ts_query(t) {
-                Some(q) => Some(q),
-                None if is_blank_text(t) => None,
-                None => return Ok(Vec::new()),
-            },
-            None => None,
-        };
+        let filter = &query.filter;
         let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
         qb.push(" WHERE TRUE");
         match channels.as_deref() {
@@ -812,8 +667,8 @@ impl Store for PostgresStore {
             Order::Desc => " ORDER BY e.seq DESC LIMIT ",
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
     async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -821,12 +676,12 @@ impl Store for PostgresStore {
             "{COLUMNS} JOIN event_ids i ON e.stored_at = i.stored_at AND e.seq = i.seq \
              WHERE i.platform = $1 AND i.event_id = $2"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(pg_text(platform).as_ref())
             .bind(pg_text(id).as_ref())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_row).transpose()
+        row.map(StoredEvent::try_from).transpose()
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StoreError> {
@@ -837,78 +692,72 @@ impl Store for PostgresStore {
     }
 
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
              last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let last_cursor: Option<i64> = row.try_get("last_cursor")?;
-                let last_at: Option<i64> = row.try_get("last_event_at")?;
-                Ok(ChannelSummary {
-                    platform: row.try_get("platform")?,
-                    channel: row.try_get("channel")?,
-                    routing_key: row.try_get("routing_key")?,
-                    event_count: row.try_get("event_count")?,
-                    message_count: row.try_get("message_count")?,
-                    last_cursor: last_cursor.and_then(Cursor::new),
-                    last_event_at: last_at.and_then(DateTime::from_timestamp_millis),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(ChannelSummary::from).collect())
     }
 
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        if let Some(max_age) = policy.max_age {
-            let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-            let cutoff = Utc::now().checked_sub_signed(age).map_or(i64::MIN, millis);
-            deleted += self.drop_partitions_before(cutoff).await?;
-            // Rows of newer partitions whose event is older all the same.
-            deleted += self
-                .delete_chunked(
-                    "DELETE FROM events WHERE (stored_at, seq) IN \
-                     (SELECT stored_at, seq FROM events WHERE sent_at < $1 LIMIT $2)",
-                    &[cutoff],
-                )
-                .await?;
-        }
-        if let Some(max) = policy.max_per_channel.filter(|n| *n > 0) {
-            let max = i64::try_from(max).unwrap_or(i64::MAX);
-            let over: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM channels WHERE event_count > $1")
-                    .bind(max)
-                    .fetch_all(&self.pool)
-                    .await?;
-            for channel in over {
-                // The oldest cursor to keep: the max-th newest.
-                let keep_from: Option<i64> = sqlx::query_scalar(
-                    "SELECT seq FROM events WHERE channel_ref = $1 \
-                     ORDER BY seq DESC LIMIT 1 OFFSET $2",
-                )
-                .bind(channel)
-                .bind(max - 1)
-                .fetch_optional(&self.pool)
-                .await?;
-                if let Some(keep_from) = keep_from {
-                    deleted += self
-                        .delete_chunked(
-                            "DELETE FROM events WHERE (stored_at, seq) IN \
-                             (SELECT stored_at, seq FROM events \
-                              WHERE channel_ref = $1 AND seq < $2 LIMIT $3)",
-                            &[channel, keep_from],
-                        )
-                        .await?;
-                }
-            }
-        }
-        Ok(deleted)
+        retention::apply(self, policy).await
     }
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl RetentionSql for PostgresStore {
+    const DELETE_OLDER: &'static str = "DELETE FROM events WHERE (stored_at, seq) IN \
+         (SELECT stored_at, seq FROM events WHERE sent_at < $1 LIMIT $2)";
+    const DELETE_CHANNEL_BEFORE: &'static str = "DELETE FROM events WHERE (stored_at, seq) IN \
+         (SELECT stored_at, seq FROM events WHERE channel_ref = $1 AND seq < $2 LIMIT $3)";
+
+    /// Whole daily partitions; the chunks then delete the rows of newer
+    /// partitions whose event is older all the same.
+    async fn delete_older_wholesale(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.drop_partitions_before(cutoff).await
+    }
+
+    async fn channels_over(&self, max: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM channels WHERE event_count > $1")
+                .bind(max)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn keep_from(&self, channel: i64, max: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM events WHERE channel_ref = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(channel)
+        .bind(max - 1)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Under the write lock; the delete trigger keeps the counters, ids and
+    /// moderations right.
+    async fn delete_chunk(
+        &self,
+        sql: &'static str,
+        binds: &[i64],
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let mut query = sqlx::query(sql);
+        for value in binds {
+            query = query.bind(*value);
+        }
+        let deleted = query.bind(limit).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

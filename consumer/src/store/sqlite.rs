@@ -19,31 +19,25 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use common::schema::EventKind;
-use serde_json::value::RawValue;
+use chrono::Utc;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
-use super::batch::{self, ChannelCounts};
-use super::moderation::decode_moderation;
+use super::batch::{self, BatchTx, ChannelCounts, NewRows, PendingModeration};
+use super::channel_cache::{ChannelCache, CreateChannel};
+use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
+use super::retention::{self, RetentionSql};
+use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::{
-    ChannelSummary, Cursor, EventFilter, EventQuery, Moderation, ModerationAction, NewEvent, Order,
+    ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
 };
-use super::{is_blank_text, search_words};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Rows deleted per retention transaction, so ingest never waits long for
-/// the write lock.
-const RETENTION_CHUNK: i64 = 5_000;
 
 const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.event_id, e.kind, \
      e.body, e.moderation, e.moderated_by FROM events e JOIN channels c ON c.id = e.channel_ref";
@@ -56,8 +50,7 @@ pub struct SqliteStore {
     stop_checkpoints: tokio_util::sync::CancellationToken,
     path: PathBuf,
     lookback_ms: i64,
-    /// `(platform, channel)` -> `channels.id`, filled after commits.
-    channel_ids: Mutex<HashMap<(String, String), i64>>,
+    channels: ChannelCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -121,63 +114,14 @@ impl SqliteStore {
             checkpointer,
             stop_checkpoints,
             path,
-            lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
-                .unwrap_or(i64::MAX / 2),
-            channel_ids: Mutex::new(HashMap::new()),
+            lookback_ms: options.lookback_ms(),
+            channels: ChannelCache::default(),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &std::path::Path {
         &self.path
-    }
-
-    fn cached_channel(&self, platform: &str, channel: &str) -> Option<i64> {
-        self.channel_ids
-            .lock()
-            .expect("channel cache lock")
-            .get(&(platform.to_owned(), channel.to_owned()))
-            .copied()
-    }
-
-    async fn matching_channels(&self, filter: &EventFilter) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query("SELECT id, platform, channel, routing_key FROM channels")
-            .fetch_all(&self.reader)
-            .await?;
-        let mut ids = Vec::new();
-        for row in rows {
-            let platform: String = row.try_get("platform")?;
-            let channel: String = row.try_get("channel")?;
-            let key: String = row.try_get("routing_key")?;
-            let wanted = filter.platform.as_ref().is_none_or(|p| *p == platform)
-                && filter.channel.as_ref().is_none_or(|c| *c == channel)
-                && (filter.patterns.is_empty() || filter.patterns.iter().any(|p| p.matches(&key)));
-            if wanted {
-                ids.push(row.try_get("id")?);
-            }
-        }
-        Ok(ids)
-    }
-
-    async fn delete_chunked(&self, sql: &'static str, binds: &[i64]) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let mut query = sqlx::query(sql);
-            for value in binds {
-                query = query.bind(*value);
-            }
-            let deleted = query
-                .bind(RETENTION_CHUNK)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            total += deleted;
-            if deleted < u64::try_from(RETENTION_CHUNK).unwrap_or(u64::MAX) {
-                return Ok(total);
-            }
-        }
     }
 }
 
@@ -245,99 +189,135 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-async fn channel_ref(
-    tx: &mut SqliteConnection,
-    platform: &str,
-    channel: &str,
-) -> Result<i64, StoreError> {
-    sqlx::query(
-        "INSERT INTO channels (platform, channel, routing_key) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (platform, channel) DO NOTHING",
-    )
-    .bind(platform)
-    .bind(channel)
-    .bind(common::routing::routing_key(platform, channel))
-    .execute(&mut *tx)
-    .await?;
-    Ok(
-        sqlx::query_scalar("SELECT id FROM channels WHERE platform = ?1 AND channel = ?2")
-            .bind(platform)
-            .bind(channel)
-            .fetch_one(&mut *tx)
-            .await?,
-    )
+impl CreateChannel for Transaction<'_, Sqlite> {
+    async fn channel_ref(&mut self, platform: &str, channel: &str) -> Result<i64, StoreError> {
+        let tx: &mut SqliteConnection = self;
+        sqlx::query(
+            "INSERT INTO channels (platform, channel, routing_key) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (platform, channel) DO NOTHING",
+        )
+        .bind(platform)
+        .bind(channel)
+        .bind(common::routing::routing_key(platform, channel))
+        .execute(&mut *tx)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT id FROM channels WHERE platform = ?1 AND channel = ?2")
+                .bind(platform)
+                .bind(channel)
+                .fetch_one(&mut *tx)
+                .await?,
+        )
+    }
 }
 
-/// Marks what `spec` (the moderation event `seq` in channel `channel`,
-/// sent at `at_ms`) moderates. Returns the marked cursors.
-async fn apply_moderation(
-    tx: &mut SqliteConnection,
-    seq: i64,
-    channel: i64,
-    platform: &str,
-    at_ms: i64,
-    lookback_ms: i64,
-    spec: &super::moderation::ModerationSpec,
-) -> Result<Vec<i64>, StoreError> {
-    sqlx::query(
-        "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(seq)
-    .bind(channel)
-    .bind(spec.action.as_str())
-    .bind(spec.target_event_id.as_deref())
-    .bind(spec.target_login.as_deref())
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
-    let from = at_ms.saturating_sub(lookback_ms);
-    let marked = match spec.action {
-        ModerationAction::Deleted => {
-            sqlx::query_scalar(
-                "UPDATE events SET moderation = 'deleted', moderated_by = ?1 \
-                 WHERE platform = ?2 AND event_id = ?3 AND channel_ref = ?4 AND moderation IS NULL \
-                 RETURNING seq",
-            )
-            .bind(seq)
-            .bind(platform)
-            .bind(spec.target_event_id.as_deref())
-            .bind(channel)
-            .fetch_all(&mut *tx)
-            .await?
+impl BatchTx for Transaction<'_, Sqlite> {
+    async fn apply_moderation(
+        &mut self,
+        m: &PendingModeration<'_>,
+        lookback_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx: &mut SqliteConnection = self;
+        let (seq, channel, platform, at_ms, spec) =
+            (m.by.get(), m.channel, m.platform, m.at, &m.spec);
+        sqlx::query(
+            "INSERT INTO moderations (seq, channel_ref, action, target_event_id, target_login, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(seq)
+        .bind(channel)
+        .bind(spec.action.as_str())
+        .bind(spec.target_event_id.as_deref())
+        .bind(spec.target_login.as_deref())
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let from = at_ms.saturating_sub(lookback_ms);
+        let marked = match spec.action {
+            ModerationAction::Deleted => {
+                sqlx::query_scalar(
+                    "UPDATE events SET moderation = 'deleted', moderated_by = ?1 \
+                     WHERE platform = ?2 AND event_id = ?3 AND channel_ref = ?4 AND moderation IS NULL \
+                     RETURNING seq",
+                )
+                .bind(seq)
+                .bind(platform)
+                .bind(spec.target_event_id.as_deref())
+                .bind(channel)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            ModerationAction::Banned | ModerationAction::TimedOut => {
+                sqlx::query_scalar(
+                    "UPDATE events SET moderation = ?1, moderated_by = ?2 \
+                     WHERE author_login = ?3 AND channel_ref = ?4 AND sent_at BETWEEN ?5 AND ?6 \
+                       AND text IS NOT NULL AND moderation IS NULL \
+                     RETURNING seq",
+                )
+                .bind(spec.action.as_str())
+                .bind(seq)
+                .bind(spec.target_login.as_deref())
+                .bind(channel)
+                .bind(from)
+                .bind(at_ms)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            ModerationAction::Cleared => {
+                sqlx::query_scalar(
+                    "UPDATE events SET moderation = 'cleared', moderated_by = ?1 \
+                     WHERE channel_ref = ?2 AND sent_at BETWEEN ?3 AND ?4 \
+                       AND text IS NOT NULL AND moderation IS NULL \
+                     RETURNING seq",
+                )
+                .bind(seq)
+                .bind(channel)
+                .bind(from)
+                .bind(at_ms)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        Ok(marked)
+    }
+
+    async fn apply_late_moderation(
+        &mut self,
+        rows: NewRows,
+        min_sent_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(i64, Moderation)>, StoreError> {
+        let tx: &mut SqliteConnection = self;
+        let (first, last) = (rows.first, rows.last);
+        // Fast path: moderation only reaches back in time, so if no moderation
+        // is newer than the oldest new message, nothing can match.
+        let any: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM moderations WHERE at >= ?1 LIMIT 1")
+                .bind(min_sent_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
         }
-        ModerationAction::Banned | ModerationAction::TimedOut => {
-            sqlx::query_scalar(
-                "UPDATE events SET moderation = ?1, moderated_by = ?2 \
-                 WHERE author_login = ?3 AND channel_ref = ?4 AND sent_at BETWEEN ?5 AND ?6 \
-                   AND text IS NOT NULL AND moderation IS NULL \
-                 RETURNING seq",
-            )
-            .bind(spec.action.as_str())
-            .bind(seq)
-            .bind(spec.target_login.as_deref())
-            .bind(channel)
-            .bind(from)
-            .bind(at_ms)
+        let sql = format!(
+            "UPDATE events SET (moderation, moderated_by) = ( \
+                SELECT m.action, m.seq FROM moderations m WHERE {LATE_MATCH} ORDER BY m.seq LIMIT 1) \
+             WHERE seq BETWEEN ?2 AND ?3 AND text IS NOT NULL AND moderation IS NULL \
+               AND EXISTS (SELECT 1 FROM moderations m WHERE {LATE_MATCH}) \
+             RETURNING seq, moderation, moderated_by"
+        );
+        let rows: Vec<MarkRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(lookback_ms)
+            .bind(first)
+            .bind(last)
             .fetch_all(&mut *tx)
-            .await?
-        }
-        ModerationAction::Cleared => {
-            sqlx::query_scalar(
-                "UPDATE events SET moderation = 'cleared', moderated_by = ?1 \
-                 WHERE channel_ref = ?2 AND sent_at BETWEEN ?3 AND ?4 \
-                   AND text IS NOT NULL AND moderation IS NULL \
-                 RETURNING seq",
-            )
-            .bind(seq)
-            .bind(channel)
-            .bind(from)
-            .bind(at_ms)
-            .fetch_all(&mut *tx)
-            .await?
-        }
-    };
-    Ok(marked)
+            .await?;
+        rows::marks(rows)
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(Transaction::commit(self).await?)
+    }
 }
 
 /// Adds the rows after `base` (just inserted) to the full-text index, and
@@ -378,77 +358,6 @@ const LATE_MATCH: &str = "m.channel_ref = events.channel_ref AND ( \
        (m.action = 'deleted' AND m.target_event_id = events.event_id) \
     OR (m.at BETWEEN events.sent_at AND events.sent_at + ?1 \
         AND (m.action = 'cleared' OR m.target_login = events.author_login)))";
-
-/// Marks the newly stored rows `first..=last` that a moderation stored
-/// earlier concerns (a delete, ban or clear that overtook its message).
-async fn apply_late_moderation(
-    tx: &mut SqliteConnection,
-    first: i64,
-    last: i64,
-    min_sent_ms: i64,
-    lookback_ms: i64,
-) -> Result<Vec<(i64, Moderation)>, StoreError> {
-    // Fast path: moderation only reaches back in time, so if no moderation
-    // is newer than the oldest new message, nothing can match.
-    let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM moderations WHERE at >= ?1 LIMIT 1")
-        .bind(min_sent_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if any.is_none() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "UPDATE events SET (moderation, moderated_by) = ( \
-            SELECT m.action, m.seq FROM moderations m WHERE {LATE_MATCH} ORDER BY m.seq LIMIT 1) \
-         WHERE seq BETWEEN ?2 AND ?3 AND text IS NOT NULL AND moderation IS NULL \
-           AND EXISTS (SELECT 1 FROM moderations m WHERE {LATE_MATCH}) \
-         RETURNING seq, moderation, moderated_by"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(lookback_ms)
-        .bind(first)
-        .bind(last)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut marked = Vec::with_capacity(rows.len());
-    for row in rows {
-        let seq: i64 = row.try_get("seq")?;
-        if let Some(m) = decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )? {
-            marked.push((seq, m));
-        }
-    }
-    Ok(marked)
-}
-
-fn decode_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        cursor: seq,
-        reason,
-    };
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(StoredEvent {
-        cursor: Cursor::new(seq).ok_or_else(|| corrupt("non-positive seq".into()))?,
-        moderation: decode_moderation(
-            seq,
-            row.try_get("moderation")?,
-            row.try_get("moderated_by")?,
-        )?,
-        event: RawValue::from_string(body).map_err(|e| corrupt(format!("body: {e}")))?,
-        platform: row.try_get("platform")?,
-        channel: row.try_get("channel")?,
-        id: row.try_get("event_id")?,
-        kind: kind
-            .parse::<EventKind>()
-            .map_err(|e| corrupt(e.to_string()))?,
-        routing_key: row.try_get("routing_key")?,
-    })
-}
 
 /// Turns user input into an FTS5 query that cannot be a syntax error:
 /// every word becomes a quoted phrase (all must match, `"` doubled inside
@@ -551,17 +460,13 @@ async fn existing_ids<'e>(
     Ok(found)
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn write_batch(&self, events: &[NewEvent<'_>]) -> Result<WriteOutcome, StoreError> {
         if events.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let stored_at = millis(Utc::now());
+        let stored_at = Utc::now().timestamp_millis();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         // Under the write lock: nobody commits between this and our rows.
         let after: Option<i64> =
@@ -569,23 +474,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
 
-        let mut refs: HashMap<(&str, &str), i64> = HashMap::new();
-        let mut new_channels = Vec::new();
-        for e in events {
-            let key = (e.event.platform.as_str(), e.event.channel.as_str());
-            if refs.contains_key(&key) {
-                continue;
-            }
-            let id = match self.cached_channel(key.0, key.1) {
-                Some(id) => id,
-                None => {
-                    let id = channel_ref(&mut tx, key.0, key.1).await?;
-                    new_channels.push(((key.0.to_owned(), key.1.to_owned()), id));
-                    id
-                }
-            };
-            refs.insert(key, id);
-        }
+        let channels = self.channels.resolve(&mut tx, events).await?;
 
         let mut outcome = WriteOutcome {
             after: after.and_then(Cursor::new),
@@ -615,9 +504,9 @@ impl Store for SqliteStore {
                 query = query
                     .bind(ev.platform.as_str())
                     .bind(ev.id.as_str())
-                    .bind(refs[&(ev.platform.as_str(), ev.channel.as_str())])
+                    .bind(channels.of(e))
                     .bind(ev.kind().as_str())
-                    .bind(millis(ev.sent_at))
+                    .bind(ev.sent_at.timestamp_millis())
                     .bind(stored_at)
                     .bind(login.as_deref())
                     .bind(ev.text.as_deref())
@@ -647,80 +536,34 @@ impl Store for SqliteStore {
         }
         let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
         outcome.duplicates = events.len() - fresh.len();
-        let committed = batch::committed(&fresh, &seqs, |e| {
-            refs[&(e.event.platform.as_str(), e.event.channel.as_str())]
-        })?;
+        let committed = batch::committed(&fresh, &seqs, |e| channels.of(e))?;
         if inserted > 0 {
             index_batch(&mut tx, base, &committed.per_channel).await?;
         }
-        outcome.stored = committed.stored;
-
-        let mut marked: HashMap<i64, Moderation> = HashMap::new();
-        for m in &committed.moderations {
-            let targets = apply_moderation(
-                &mut tx,
-                m.by.get(),
-                m.channel,
-                m.platform,
-                m.at,
-                self.lookback_ms,
-                &m.spec,
-            )
-            .await?;
-            marked.extend(targets.into_iter().map(|t| (t, m.mark())));
-        }
-        if let (Some(first), Some(last), Some(min_sent)) = (
-            outcome.stored.first(),
-            outcome.stored.last(),
-            committed.min_text_sent,
-        ) {
-            let late = apply_late_moderation(
-                &mut tx,
-                first.cursor.get(),
-                last.cursor.get(),
-                min_sent,
-                self.lookback_ms,
-            )
-            .await?;
-            marked.extend(late);
-        }
-        tx.commit().await?;
-
-        if !new_channels.is_empty() {
-            self.channel_ids
-                .lock()
-                .expect("channel cache lock")
-                .extend(new_channels);
-        }
-        outcome.apply_marks(&marked);
-        Ok(outcome)
+        batch::finish(
+            tx,
+            outcome,
+            committed,
+            stored_at,
+            self.lookback_ms,
+            &self.channels,
+            channels,
+        )
+        .await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let filter = &query.filter;
-        if query.limit == 0 {
+        let channel_rows = || async {
+            let rows: Vec<ChannelRow> =
+                sqlx::query_as(CHANNEL_ROWS).fetch_all(&self.reader).await?;
+            Ok(rows)
+        };
+        let Some(plan::Plan { channels, text }) =
+            plan::plan(query, channel_rows, fts_query).await?
+        else {
             return Ok(Vec::new());
-        }
-        let channels = if filter.patterns.is_empty()
-            && filter.platform.is_none()
-            && filter.channel.is_none()
-        {
-            None
-        } else {
-            let ids = self.matching_channels(filter).await?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            Some(ids)
         };
-        let text = match filter.text.as_deref() {
-            Some(t) => match fts_query(t) {
-                Some(q) => Some(q),
-                None if is_blank_text(t) => None,
-                None => return Ok(Vec::new()),
-            },
-            None => None,
-        };
+        let filter = &query.filter;
 
         let mut qb = QueryBuilder::<Sqlite>::new(COLUMNS);
         if text.is_some() {
@@ -769,18 +612,18 @@ impl Store for SqliteStore {
             Order::Desc => format!(" ORDER BY {key} DESC LIMIT "),
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(decode_row).collect()
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.reader).await?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
     async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let sql = format!("{COLUMNS} WHERE e.platform = ?1 AND e.event_id = ?2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(platform)
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(decode_row).transpose()
+        row.map(StoredEvent::try_from).transpose()
     }
 
     async fn head(&self) -> Result<Option<Cursor>, StoreError> {
@@ -792,71 +635,17 @@ impl Store for SqliteStore {
     }
 
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
              last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let last_cursor: Option<i64> = row.try_get("last_cursor")?;
-                let last_at: Option<i64> = row.try_get("last_event_at")?;
-                Ok(ChannelSummary {
-                    platform: row.try_get("platform")?,
-                    channel: row.try_get("channel")?,
-                    routing_key: row.try_get("routing_key")?,
-                    event_count: row.try_get("event_count")?,
-                    message_count: row.try_get("message_count")?,
-                    last_cursor: last_cursor.and_then(Cursor::new),
-                    last_event_at: last_at.and_then(DateTime::from_timestamp_millis),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(ChannelSummary::from).collect())
     }
 
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        if let Some(max_age) = policy.max_age {
-            let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-            let cutoff = Utc::now().checked_sub_signed(age).map_or(i64::MIN, millis);
-            deleted += self
-                .delete_chunked(
-                    "DELETE FROM events WHERE seq IN \
-                     (SELECT seq FROM events WHERE sent_at < ?1 LIMIT ?2)",
-                    &[cutoff],
-                )
-                .await?;
-        }
-        if let Some(max) = policy.max_per_channel.filter(|n| *n > 0) {
-            let max = i64::try_from(max).unwrap_or(i64::MAX);
-            let over: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM channels WHERE event_count > ?1")
-                    .bind(max)
-                    .fetch_all(&self.reader)
-                    .await?;
-            for channel in over {
-                // The oldest cursor to keep: the max-th newest.
-                let keep_from: Option<i64> = sqlx::query_scalar(
-                    "SELECT seq FROM events WHERE channel_ref = ?1 \
-                     ORDER BY seq DESC LIMIT 1 OFFSET ?2",
-                )
-                .bind(channel)
-                .bind(max - 1)
-                .fetch_optional(&self.reader)
-                .await?;
-                if let Some(keep_from) = keep_from {
-                    deleted += self
-                        .delete_chunked(
-                            "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
-                             WHERE channel_ref = ?1 AND seq < ?2 LIMIT ?3)",
-                            &[channel, keep_from],
-                        )
-                        .await?;
-                }
-            }
-        }
-        Ok(deleted)
+        retention::apply(self, policy).await
     }
 
     async fn close(&self) {
@@ -874,6 +663,48 @@ impl Store for SqliteStore {
     }
 }
 
+impl RetentionSql for SqliteStore {
+    const DELETE_OLDER: &'static str = "DELETE FROM events WHERE seq IN \
+         (SELECT seq FROM events WHERE sent_at < ?1 LIMIT ?2)";
+    const DELETE_CHANNEL_BEFORE: &'static str = "DELETE FROM events WHERE seq IN \
+         (SELECT seq FROM events WHERE channel_ref = ?1 AND seq < ?2 LIMIT ?3)";
+
+    async fn channels_over(&self, max: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM channels WHERE event_count > ?1")
+                .bind(max)
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn keep_from(&self, channel: i64, max: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM events WHERE channel_ref = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+        )
+        .bind(channel)
+        .bind(max - 1)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    async fn delete_chunk(
+        &self,
+        sql: &'static str,
+        binds: &[i64],
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut query = sqlx::query(sql);
+        for value in binds {
+            query = query.bind(*value);
+        }
+        let deleted = query.bind(limit).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.stop_checkpoints.cancel();
@@ -883,6 +714,7 @@ impl Drop for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::plan::is_blank_text;
 
     #[test]
     fn user_text_becomes_a_safe_fts_query() {
