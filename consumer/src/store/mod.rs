@@ -29,6 +29,7 @@ mod batch;
 mod moderation;
 pub mod postgres;
 pub mod sqlite;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -88,6 +88,7 @@ impl PostgresStore {
             .connect_with(connect)
             .await?;
         migrate(&pool).await?;
+        super::upgrade::run_postgres(&pool).await?;
         let store = Self {
             pool,
             lookback_ms: i64::try_from(options.moderation_lookback.as_millis())
