@@ -3,11 +3,11 @@
 //! Each word of a key is *escaped*, never stripped, so that no input can add
 //! a word (`.`), widen a binding (`*`, `#`) or make two channels collide:
 //!
-//! * `a`-`z`, `0`-`9` and `_` stand for themselves;
-//! * every other byte of the UTF-8 form (including `-` and upper case) is
-//!   written `-hh` with two lower-case hex digits, so `Foo-Bar` becomes
-//!   `-46oo-2d-42ar`. The escape is injective and reversible
-//!   ([`unescape_word`]).
+//! * `a`-`z`, `A`-`Z`, `0`-`9` and `_` stand for themselves (topic
+//!   matching is case-sensitive, as YouTube's `UC…` ids are);
+//! * every other byte of the UTF-8 form (including `-`) is written `-hh`
+//!   with two lower-case hex digits, so `Foo-Bar` becomes `Foo-2dBar`. The
+//!   escape is injective and reversible ([`unescape_word`]).
 //! * a word whose escaped form would exceed its byte budget keeps a prefix
 //!   and ends in `--` + 32 hex digits of the SHA-256 of the original. `--`
 //!   never occurs in a normal escaped word, so hashed words cannot collide
@@ -15,6 +15,12 @@
 //!
 //! Channels should be normalised to the platform's lowercase login before
 //! they get here; then a Twitch key is simply `chat.twitch.<login>`.
+//!
+//! The release before this one escaped upper case too (`UC` was `-55-43`).
+//! [`previous_routing_key`] still computes that key, for the one release in
+//! which the consumer accepts events published under it (spools and queues
+//! written before the upgrade); the two escapes never give one key to two
+//! different channels.
 
 use sha2::{Digest, Sha256};
 
@@ -38,22 +44,48 @@ const HASH_HEX_LEN: usize = 32;
 /// assert_eq!(routing_key("twitch", "a.b"), "chat.twitch.a-2eb");
 /// ```
 pub fn routing_key(platform: &str, channel: &str) -> String {
-    let platform = escape_word(platform, MAX_PLATFORM_WORD);
-    let channel = escape_word(channel, MAX_CHANNEL_WORD);
+    join_key(
+        &escape_word(platform, MAX_PLATFORM_WORD),
+        &escape_word(channel, MAX_CHANNEL_WORD),
+    )
+}
+
+/// The key the previous release gave (upper case escaped as `-hh` too),
+/// which the consumer accepts for one release. Remove it with that.
+///
+/// ```
+/// use common::routing::{previous_routing_key, routing_key};
+/// assert_eq!(previous_routing_key("youtube", "UCx"), "chat.youtube.-55-43x");
+/// assert_eq!(routing_key("youtube", "UCx"), "chat.youtube.UCx");
+/// assert_eq!(previous_routing_key("twitch", "a.b"), routing_key("twitch", "a.b"));
+/// ```
+pub fn previous_routing_key(platform: &str, channel: &str) -> String {
+    join_key(
+        &escape_with(platform, MAX_PLATFORM_WORD, is_previously_plain),
+        &escape_with(channel, MAX_CHANNEL_WORD, is_previously_plain),
+    )
+}
+
+fn join_key(platform: &str, channel: &str) -> String {
     let mut key = String::with_capacity(ROOT.len() + platform.len() + channel.len() + 2);
     key.push_str(ROOT);
     key.push('.');
-    key.push_str(&platform);
+    key.push_str(platform);
     key.push('.');
-    key.push_str(&channel);
+    key.push_str(channel);
     debug_assert!(key.len() <= MAX_KEY_LEN);
     key
 }
 
-/// Escapes one word so it only contains `[a-z0-9_-]` and fits `budget` bytes.
+/// Escapes one word so it only contains `[A-Za-z0-9_-]` and fits `budget`
+/// bytes.
 ///
 /// `budget` must leave room for the hash suffix (at least 34 bytes).
 pub fn escape_word(input: &str, budget: usize) -> String {
+    escape_with(input, budget, is_plain)
+}
+
+fn escape_with(input: &str, budget: usize, is_plain: fn(u8) -> bool) -> String {
     assert!(
         budget >= HASH_MARK.len() + HASH_HEX_LEN,
         "word budget too small"
@@ -78,6 +110,11 @@ pub fn escape_word(input: &str, budget: usize) -> String {
 }
 
 fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// The previous release's plain bytes: no upper case.
+fn is_previously_plain(byte: u8) -> bool {
     byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_'
 }
 
@@ -109,7 +146,8 @@ fn hashed(escaped: &str, original: &str, budget: usize) -> String {
     out
 }
 
-/// Reverses [`escape_word`] for words that were not hashed.
+/// Reverses [`escape_word`] for words that were not hashed. A word of the
+/// previous escape (`-55` for `U`) decodes to the same text.
 ///
 /// Returns `None` for a hashed word (it cannot be reversed) or for text that
 /// is not a valid escaped word.
@@ -274,8 +312,41 @@ mod tests {
         assert_eq!(routing_key("twitch", "*"), "chat.twitch.-2a");
         assert_eq!(routing_key("twitch", "#"), "chat.twitch.-23");
         assert_eq!(routing_key("twitch", "-"), "chat.twitch.-2d");
-        assert_eq!(routing_key("twitch", "A"), "chat.twitch.-41");
+        assert_eq!(routing_key("twitch", "A"), "chat.twitch.A");
         assert_eq!(routing_key("youtube", "é"), "chat.youtube.-c3-a9");
+    }
+
+    #[test]
+    fn youtube_ids_stay_readable() {
+        assert_eq!(
+            routing_key("youtube", "UCX6OQ3DkcsbYNE6H8uQQuVA"),
+            "chat.youtube.UCX6OQ3DkcsbYNE6H8uQQuVA"
+        );
+        assert_eq!(
+            routing_key("youtube", "UC-lHJZR3Gqxm24_Vd_AJ5Yw"),
+            "chat.youtube.UC-2dlHJZR3Gqxm24_Vd_AJ5Yw"
+        );
+        assert_eq!(routing_key("youtube", "UCa"), "chat.youtube.UCa");
+        assert_ne!(routing_key("youtube", "UCa"), routing_key("youtube", "uca"));
+    }
+
+    #[test]
+    fn the_previous_escape_is_kept_for_one_release() {
+        assert_eq!(
+            previous_routing_key("youtube", "UCX6OQ3DkcsbYNE6H8uQQuVA"),
+            "chat.youtube.-55-43-586-4f-513-44kcsb-59-4e-456-488u-51-51u-56-41"
+        );
+        assert_eq!(
+            parse_routing_key("chat.youtube.-55-43-586-4f-513-44kcsb-59-4e-456-488u-51-51u-56-41"),
+            Some(("youtube".into(), "UCX6OQ3DkcsbYNE6H8uQQuVA".into()))
+        );
+        // A long upper-case id was hashed before; now it fits.
+        let long = format!("UC{}", "X".repeat(78));
+        assert!(previous_routing_key("youtube", &long).contains("--"));
+        assert_eq!(
+            routing_key("youtube", &long),
+            format!("chat.youtube.{long}")
+        );
     }
 
     #[test]
@@ -339,7 +410,7 @@ mod tests {
             prop_assert_eq!(words[0], "chat");
             for word in &words {
                 prop_assert!(!word.is_empty());
-                prop_assert!(word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'));
+                prop_assert!(word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
             }
             prop_assert!(!key.contains('*') && !key.contains('#'));
         }
@@ -348,6 +419,21 @@ mod tests {
         fn distinct_channels_stay_distinct(a in any::<String>(), b in any::<String>()) {
             prop_assume!(a != b);
             prop_assert_ne!(routing_key("twitch", &a), routing_key("twitch", &b));
+        }
+
+        #[test]
+        fn the_previous_and_the_new_escape_never_share_a_key(a in any::<String>(), b in any::<String>()) {
+            // The consumer accepts either for one release: neither may
+            // reach another channel's key.
+            prop_assume!(a != b);
+            prop_assert_ne!(previous_routing_key("youtube", &a), routing_key("youtube", &b));
+        }
+
+        #[test]
+        fn mixed_case_channels_stay_distinct(a in "[A-Za-z0-9_-]{1,250}", b in "[A-Za-z0-9_-]{1,250}") {
+            prop_assume!(a != b);
+            prop_assert_ne!(routing_key("youtube", &a), routing_key("youtube", &b));
+            prop_assert_ne!(previous_routing_key("youtube", &a), routing_key("youtube", &b));
         }
 
         #[test]

@@ -56,7 +56,10 @@ pub struct ChatEvent {
     /// Lowercase platform identifier: `twitch`, `youtube`, ...
     pub platform: String,
     /// The channel word: the platform's stable lowercase login (Twitch) or
-    /// its stable channel id (YouTube `UC…`, case kept).
+    /// its stable channel id (YouTube `UC…`, case kept). The routing key's
+    /// third word is this, escaped: `A-Z`, `a-z`, `0-9` and `_` as they are,
+    /// any other byte as `-hh` (`chat.youtube.UC…`). Changed within v1:
+    /// the previous release escaped upper case too (`UC` was `-55-43`).
     pub channel: String,
     /// The platform's numeric/opaque id of the channel, when known.
     pub channel_id: Option<String>,

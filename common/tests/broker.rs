@@ -93,7 +93,7 @@ async fn ten_thousand_confirmed_events_arrive_exactly_once_with_contract_propert
             "chat.twitch.alpha",
             "chat.twitch.beta",
             "chat.twitch.gamma",
-            "chat.twitch.-44elta-2e-57eird"
+            "chat.twitch.Delta-2eWeird"
         ])
     );
 }

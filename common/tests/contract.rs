@@ -1,5 +1,6 @@
 //! The published contract stays equal to the Rust types: the JSON Schema in
-//! `docs/chat-event.schema.json` and the examples in `docs/schema.md`.
+//! `docs/chat-event.schema.json`, the examples and the routing-key table in
+//! `docs/schema.md`.
 //!
 //! Regenerate the schema after changing the types with
 //! `CHATBUS_BLESS=1 cargo nextest run -p common --test contract`.
@@ -88,5 +89,42 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
             serde_json::Value::Array(a.into_iter().map(strip_nulls).collect())
         }
         other => other,
+    }
+}
+
+/// The routing-key table in docs/schema.md is what `routing_key` and
+/// `previous_routing_key` give.
+#[test]
+fn schema_doc_routing_keys_are_what_the_code_gives() {
+    use common::routing::{previous_routing_key, routing_key};
+    let text = std::fs::read_to_string(docs("schema.md")).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| platform | channel | routing key | previous release |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 3, "docs/schema.md has the routing-key table");
+    for row in rows {
+        let [platform, channel, key, previous] = &row[..] else {
+            panic!("a row of four cells: {row:?}");
+        };
+        assert_eq!(&routing_key(platform, channel), key, "{row:?}");
+        let previous = if previous == "the same" {
+            key
+        } else {
+            previous
+        };
+        assert_eq!(
+            &previous_routing_key(platform, channel),
+            previous,
+            "{row:?}"
+        );
     }
 }

@@ -89,6 +89,11 @@ pub struct EventLimits {
 /// expect: `TWITCH` would be another platform), and the routing key is the
 /// one its platform and channel give (`routing_key(platform, channel)`),
 /// so a subscription to one channel never receives another's events.
+///
+/// For one release the key of the previous escape (upper case as `-hh`,
+/// [`previous_routing_key`](common::routing::previous_routing_key)) is
+/// accepted too: events spooled or queued before the upgrade carry it. The
+/// two escapes never give one key to two channels.
 pub fn check_envelope(
     event: &common::ChatEvent,
     body_len: usize,
@@ -119,7 +124,9 @@ pub fn check_envelope(
         ));
     }
     let expected = common::routing::routing_key(&event.platform, &event.channel);
-    if routing_key != expected {
+    if routing_key != expected
+        && routing_key != common::routing::previous_routing_key(&event.platform, &event.channel)
+    {
         return Some(format!(
             "routing key `{routing_key}` contradicts the event's platform and channel, \
              whose key is `{expected}`"
@@ -639,5 +646,26 @@ mod tests {
             why.contains("chat.twitch.other") && why.contains("chat.twitch.chan"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn the_previous_escape_of_a_key_is_accepted_for_one_release() {
+        let limits = EventLimits {
+            max_event_bytes: 1000,
+            max_text_bytes: 100,
+        };
+        let e = event("youtube", "UCabc", "hi");
+        for key in ["chat.youtube.UCabc", "chat.youtube.-55-43abc"] {
+            assert_eq!(check_envelope(&e, 10, key, &limits), None, "{key}");
+        }
+        // Another channel's key, in either escape, is still refused.
+        for key in [
+            "chat.youtube.UCabd",
+            "chat.youtube.-55-43abd",
+            "chat.youtube.uCabc",
+        ] {
+            let why = check_envelope(&e, 10, key, &limits).unwrap();
+            assert!(why.contains("chat.youtube.UCabc"), "{key}: {why}");
+        }
     }
 }

@@ -130,7 +130,7 @@ mod tests {
             EventBody::Message(MessageDetails::default()),
         );
         let msg = OutgoingMessage::from_event(&event).unwrap();
-        assert_eq!(msg.routing_key, "chat.twitch.-53ome-2e-43han");
+        assert_eq!(msg.routing_key, "chat.twitch.Some-2eChan");
         let props = msg.properties("chatbus-test").unwrap();
         assert_eq!(
             props.content_type().as_ref().unwrap().as_str(),

@@ -40,6 +40,7 @@ pub mod postgres;
 mod retention;
 mod rows;
 pub mod sqlite;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,6 +84,7 @@ impl PostgresStore {
             .connect_with(connect)
             .await?;
         migrate(&pool).await?;
+        super::upgrade::run_postgres(&pool).await?;
         let store = Self {
             pool,
             lookback_ms: options.lookback_ms(),

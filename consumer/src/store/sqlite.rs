@@ -95,6 +95,7 @@ impl SqliteStore {
             )
             .await?;
         migrate(&writer).await?;
+        super::upgrade::run_sqlite(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect.clone().pragma("cache_size", "-16384"))

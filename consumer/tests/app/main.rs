@@ -10,4 +10,5 @@ mod page;
 mod pipeline;
 mod rest;
 mod store;
+mod upgrade;
 mod websocket;
