@@ -1,13 +1,15 @@
 //! The platforms: one folder each, owning everything about its platform
 //! (its settings, channel-name rules, credentials, source and the options
-//! it gives the shared channel manager), and [`seam`], what they all hand
-//! the rest of the ingestor.
+//! it gives the shared channel manager), [`seam`], what they all hand the
+//! rest of the ingestor, and [`reconnect`], the backoff their connections
+//! share.
 //!
 //! This module only lists them: [`Settings`] (every platform's settings,
 //! read from the service's layered configuration) and [`start`]. Adding a
 //! platform is a folder with `Settings` (`validate`) and `start`, and its
 //! name in the list at the bottom of this file (CONTRIBUTING.md).
 
+pub mod reconnect;
 pub mod seam;
 
 use std::collections::BTreeSet;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use twitch_irc::message::{IRCMessage, IRCPrefix};
 
 use super::Shared;
+use crate::platforms::reconnect::Reconnect;
 use super::lines::{Decoded, Frame, LineCodec, decode_line, preview};
 use super::normalise::Normalised;
 
@@ -171,7 +172,7 @@ impl Connection {
 
     /// Connects, reads and reconnects until cancelled or shut down.
     pub(crate) async fn run(mut self) {
-        let mut failures: u32 = 0;
+        let mut reconnect = Reconnect::new(self.shared.backoff, HEALTHY_AFTER);
         loop {
             if self.cancel.is_cancelled() || self.done() {
                 break;
@@ -187,8 +188,7 @@ impl Connection {
                     self.shared.reach.failed(&error);
                     let pending: Vec<String> = self.channels.iter().cloned().collect();
                     self.shared.manager.on_unreachable(&pending, &error);
-                    failures += 1;
-                    let delay = self.shared.backoff.delay(failures);
+                    let delay = reconnect.failed();
                     if !self.wait_handling_commands(delay).await {
                         break;
                     }
@@ -228,16 +228,12 @@ impl Connection {
             match ended {
                 Ended::Cancelled => break,
                 Ended::Closed => {}
-                Ended::ReconnectRequested => failures = 0,
+                Ended::ReconnectRequested => reconnect.reset(),
                 Ended::Eof | Ended::Error(_) => {
-                    if opened.elapsed() >= HEALTHY_AFTER {
-                        failures = 0;
-                    } else {
-                        failures += 1;
-                        let delay = self.shared.backoff.delay(failures);
-                        if !self.wait_handling_commands(delay).await {
-                            break;
-                        }
+                    if let Some(delay) = reconnect.ended(opened.elapsed())
+                        && !self.wait_handling_commands(delay).await
+                    {
+                        break;
                     }
                 }
             }

@@ -31,6 +31,7 @@ use super::quota::Call;
 use super::recent::Recent;
 use super::resource::message_json;
 use crate::channels::{JoinState, Renamed};
+use crate::platforms::reconnect::Reconnect;
 
 /// Message ids remembered per chat to drop repeats (a resumed stream, a
 /// reconnect without a page token).
@@ -126,7 +127,8 @@ pub(crate) struct Follower {
     looked_up: Option<Video>,
     uploads: Option<String>,
     ended: Recent<String>,
-    failures: u32,
+    /// Errors in a row since the last answer (every call's answer resets it).
+    backoff: Reconnect,
 }
 
 impl Follower {
@@ -137,7 +139,6 @@ impl Follower {
         cancel: CancellationToken,
     ) -> Self {
         Self {
-            shared,
             key,
             task,
             cancel,
@@ -145,7 +146,10 @@ impl Follower {
             looked_up: None,
             uploads: None,
             ended: Recent::new(ENDED_CHATS),
-            failures: 0,
+            // Any answer resets the backoff, so no connection needs to
+            // last to count as healthy.
+            backoff: Reconnect::new(shared.tuning.backoff, Duration::ZERO),
+            shared,
         }
     }
 
@@ -251,7 +255,7 @@ impl Follower {
                 }
             },
         };
-        self.failures = 0;
+        self.backoff.reset();
         if channel != self.key {
             self.shared.remember_resolved(&self.key, &channel);
             match self.manager().rename(&self.key, &channel) {
@@ -294,7 +298,7 @@ impl Follower {
             };
             let go_on = match found {
                 Ok(Found::Live(chat)) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     tracing::info!(platform = PLATFORM_YOUTUBE, channel = %self.key, video = %chat.video_id, "live: reading its chat");
                     match self.read(&chat).await {
                         ReadEnd::Cancelled => false,
@@ -327,12 +331,12 @@ impl Follower {
                     }
                 }
                 Ok(Found::NotLive(detail)) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     let interval = self.offline_interval();
                     self.wait("offline", detail, interval).await
                 }
                 Ok(Found::NoChat(detail)) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => "chat_disabled").increment(1);
                     let already = matches!(
                         self.manager().state(&self.key),
@@ -345,7 +349,7 @@ impl Follower {
                     self.wait("chat_disabled", detail, interval).await
                 }
                 Ok(Found::Over(detail)) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     self.wait("chat_ended", detail, PARKED_RECHECK).await
                 }
                 Err(e) => self.wait_after(&e, "looking for the live broadcast").await,
@@ -508,7 +512,7 @@ impl Follower {
                 if opened {
                     // It worked: a later drop starts the counts afresh.
                     stream_failures = 0;
-                    self.failures = 0;
+                    self.backoff.reset();
                 }
                 step
             } else {
@@ -521,7 +525,7 @@ impl Follower {
                     return ReadEnd::Ended;
                 }
                 Step::Continue(delay) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     if streaming {
                         stream_failures = 0;
                     }
@@ -791,8 +795,7 @@ impl Follower {
                 (until - now).to_std().unwrap_or(Duration::from_secs(1))
             }
             _ => {
-                self.failures += 1;
-                self.shared.tuning.backoff.delay(self.failures)
+                self.backoff.failed()
             }
         };
         self.wait(reason.as_str(), format!("{what}: {e}"), delay)
