@@ -8,9 +8,10 @@
 #   scripts/dev.sh --release            # optimised build
 #
 # It makes sure RabbitMQ runs (scripts/ensure-rabbitmq.sh), builds the
-# services (into $CARGO_TARGET_DIR if set), starts auth-server, ingestor and
-# consumer with sensible defaults (settings from .env and the environment
-# win), waits until each answers /healthz, and stops them on Ctrl-C.
+# services (into $CARGO_TARGET_DIR if set), starts auth-server, consumer and,
+# once the consumer's queue is bound (/readyz), the ingestor, with sensible
+# defaults (the environment wins over .env, which wins over the defaults),
+# waits until each answers, and stops them on Ctrl-C.
 # Data and logs go to $DEV_DIR: data/dev, or data/demo with --demo, so the
 # demo's channels and history never mix with a real run's.
 set -euo pipefail
@@ -22,18 +23,26 @@ for arg in "$@"; do
   case "$arg" in
     --demo) demo=true ;;
     --release) profile=release ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "dev.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
-# .env first (a later line wins, as for the services), then defaults for
-# what neither it nor the environment sets.
+# .env fills in what the environment does not set: a variable on the
+# command line (TWITCH_CHANNELS=a,b scripts/dev.sh) wins over .env, as it
+# does for the services themselves; within .env a later line wins. Then
+# defaults for what neither sets.
 if [ -f .env ]; then
+  declare -A from_env=()
+  while IFS= read -r key; do
+    if [ -n "${!key+set}" ]; then from_env[$key]=${!key}; fi
+  done < <(sed -n 's/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' .env | sort -u)
   set -a
   # shellcheck disable=SC1091
   . ./.env
   set +a
+  for key in "${!from_env[@]}"; do export "$key=${from_env[$key]}"; done
+  unset from_env
 fi
 
 if $demo; then DEV_DIR=${DEV_DIR:-data/demo}; else DEV_DIR=${DEV_DIR:-data/dev}; fi
@@ -62,6 +71,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_d
 bin="${target_dir:-target}/$profile"
 
 pids=()
+names=()
 stopping=false
 stop() {
   $stopping && return
@@ -78,7 +88,27 @@ start() {
   local name=$1; shift
   "$@" >"$DEV_DIR/logs/$name.log" 2>&1 &
   pids+=($!)
+  names+=("$name")
   echo "    $name (pid $!) -> $DEV_DIR/logs/$name.log"
+}
+
+# Waits until http://$addr$path answers 2xx; stops everything when a
+# service exits meanwhile or after 60 s.
+wait_for() {
+  local name=$1 addr=$2 path=$3
+  for _ in $(seq 1 120); do
+    if curl -fsS -o /dev/null "http://$addr$path" 2>/dev/null; then return 0; fi
+    for i in "${!pids[@]}"; do
+      if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        echo "dev.sh: ${names[$i]} stopped while starting; the end of its log:" >&2
+        tail -n 20 "$DEV_DIR/logs/${names[$i]}.log" >&2
+        exit 1
+      fi
+    done
+    sleep 0.5
+  done
+  echo "dev.sh: $name did not answer http://$addr$path within 60 s; see $DEV_DIR/logs/$name.log" >&2
+  exit 1
 }
 
 echo "==> starting"
@@ -90,28 +120,15 @@ if $demo; then
 fi
 start auth-server "$bin/auth-server"
 start consumer "$bin/consumer"
+# The ingestor only once the consumer's queue is declared and bound
+# (/readyz): on a fresh broker its first events would otherwise find no
+# queue bound and go to chat.unrouted.
+wait_for consumer "$CONSUMER_HTTP_ADDR" /readyz
 start ingestor "$bin/ingestor"
 
 # The URLs only once every service answers.
-wait_healthy() {
-  local name=$1 addr=$2
-  for _ in $(seq 1 120); do
-    if curl -fsS -o /dev/null "http://$addr/healthz" 2>/dev/null; then return 0; fi
-    for pid in "${pids[@]}"; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        echo "dev.sh: a service stopped while starting; the end of its log:" >&2
-        tail -n 20 "$DEV_DIR/logs/$name.log" >&2
-        exit 1
-      fi
-    done
-    sleep 0.5
-  done
-  echo "dev.sh: $name did not answer http://$addr/healthz within 60 s; see $DEV_DIR/logs/$name.log" >&2
-  exit 1
-}
-wait_healthy auth-server "$AUTH_HTTP_ADDR"
-wait_healthy consumer "$CONSUMER_HTTP_ADDR"
-wait_healthy ingestor "$INGESTOR_HTTP_ADDR"
+wait_for auth-server "$AUTH_HTTP_ADDR" /healthz
+wait_for ingestor "$INGESTOR_HTTP_ADDR" /healthz
 
 channels=${TWITCH_CHANNELS:-}
 query=""
@@ -122,7 +139,7 @@ chatbus is running:
   live chat page       http://$CONSUMER_HTTP_ADDR/$query
   OBS overlay          http://$CONSUMER_HTTP_ADDR/overlay$query
   REST                 http://$CONSUMER_HTTP_ADDR/api/events?limit=20
-  RabbitMQ management  http://127.0.0.1:15672  (guest / guest): exchange "chat"
+  RabbitMQ management  http://127.0.0.1:15672  (guest / guest): exchange "${CHAT_EXCHANGE:-chat}"
   ingestor channels    http://$INGESTOR_HTTP_ADDR/channels
   auth-server          http://$AUTH_HTTP_ADDR/
 EOF

@@ -1,5 +1,7 @@
 //! Logging (tracing-subscriber, human or JSON) and the Prometheus recorder.
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -8,7 +10,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Coloured, human-readable lines (the default).
+    /// Human-readable lines (the default), coloured on a terminal.
     #[default]
     Human,
     /// One JSON object per line, for log shippers.
@@ -16,7 +18,9 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax
-/// (e.g. `info,lapin=warn`). Logs go to stderr.
+/// (e.g. `info,lapin=warn`). Logs go to stderr, coloured only when stderr
+/// is a terminal: a log file (`scripts/dev.sh`'s `data/*/logs`, a
+/// container's log) gets plain text.
 ///
 /// # Errors
 /// When `filter` does not parse, or a subscriber is already installed.
@@ -26,6 +30,7 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let result = match format {
         LogFormat::Human => builder.try_init(),

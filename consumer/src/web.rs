@@ -1,6 +1,7 @@
 //! The web page (`GET /`) and the OBS overlay (`GET /overlay`): one static
 //! page whose script (`assets/app.js`) talks to `/ws`. The assets are
-//! compiled into the binary.
+//! compiled into the binary, the page's icon (`assets/icon.svg`) too;
+//! `GET /favicon.ico`, which browsers ask for on their own, is a 204.
 
 use warp::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use warp::{Filter, Rejection, Reply};
@@ -8,6 +9,7 @@ use warp::{Filter, Rejection, Reply};
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
+const ICON: &str = include_str!("../assets/icon.svg");
 
 /// Scripts and styles only from here; emote images from Twitch's CDN,
 /// authors' pictures from YouTube's; WebSocket and fetch only to this
@@ -30,7 +32,7 @@ fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Respons
     res
 }
 
-/// `GET /`, `GET /overlay` and `GET /assets/*`. Open even when an API token
+/// `GET /`, `GET /overlay`, `GET /assets/*` and `GET /favicon.ico`. Open even when an API token
 /// is set: the page holds no data; it passes `?access_token=` on to the API.
 pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let html = || asset(INDEX, "text/html; charset=utf-8");
@@ -42,7 +44,19 @@ pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clo
     let css = warp::path!("assets" / "style.css")
         .and(warp::get())
         .map(|| asset(STYLE, "text/css; charset=utf-8"));
-    index.or(overlay).or(js).or(css)
+    let icon = warp::path!("assets" / "icon.svg")
+        .and(warp::get())
+        .map(|| asset(ICON, "image/svg+xml"));
+    // The page names its icon; a browser that asks for /favicon.ico anyway
+    // gets "nothing here" rather than a 404 in its console and our logs.
+    let favicon = warp::path!("favicon.ico").and(warp::get()).map(|| {
+        warp::reply::with_header(
+            warp::reply::with_status(warp::reply(), warp::http::StatusCode::NO_CONTENT),
+            CACHE_CONTROL,
+            "max-age=86400",
+        )
+    });
+    index.or(overlay).or(js).or(css).or(icon).or(favicon)
 }
 
 #[cfg(test)]
@@ -57,6 +71,7 @@ mod tests {
             ("/overlay?channels=twitch:x", "text/html"),
             ("/assets/app.js", "text/javascript"),
             ("/assets/style.css", "text/css"),
+            ("/assets/icon.svg", "image/svg+xml"),
         ] {
             let res = warp::test::request().path(path).reply(&routes).await;
             assert_eq!(res.status(), 200, "{path}");
@@ -67,5 +82,19 @@ mod tests {
         let page = warp::test::request().path("/").reply(&routes).await;
         let body = String::from_utf8_lossy(page.body());
         assert!(body.contains("/assets/app.js") && body.contains("id=\"chat\""));
+        assert!(
+            body.contains("href=\"/assets/icon.svg\""),
+            "the page names its icon"
+        );
+    }
+
+    #[tokio::test]
+    async fn favicon_ico_is_no_content_not_a_404() {
+        let res = warp::test::request()
+            .path("/favicon.ico")
+            .reply(&routes())
+            .await;
+        assert_eq!(res.status(), 204);
+        assert!(res.body().is_empty());
     }
 }

@@ -76,6 +76,11 @@ fn a_wrong_rabbitmq_password_stops_it_with_exit_code_2_and_a_clear_line() {
         !stderr.contains("not-the-password"),
         "the password is redacted: {stderr}"
     );
+    // stderr is a pipe here, as it is a log file under scripts/dev.sh.
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {stderr:?}"
+    );
 }
 
 #[test]

@@ -205,6 +205,58 @@ async fn the_page_starts_again_from_the_newest_when_the_history_no_longer_reache
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_controls_bar_stays_at_the_top_however_far_the_chat_scrolls() {
+    let app = TestApp::spawn().await;
+    let channel = format!("scroll_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // About four screens of chat at 600 px.
+    let events: Vec<_> = (0..100)
+        .map(|i| message(&channel, "viewer", &format!("line {i}")))
+        .collect();
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels=twitch:{channel}")),
+        "last_id": events.last().unwrap().id,
+    });
+    let mut script = BrowserScript::start("scroll.mjs", spec);
+    assert_eq!(script.next().await, "READY");
+    app.publish(&events).await;
+
+    let scrolled = script.next().await;
+    let scrolled: serde_json::Value =
+        serde_json::from_str(scrolled.strip_prefix("SCROLLED ").expect("SCROLLED")).unwrap();
+    let screen = scrolled["innerHeight"].as_f64().unwrap();
+    assert!(
+        scrolled["pageHeight"].as_f64().unwrap() > 3.0 * screen,
+        "more than three screens of chat: {scrolled}"
+    );
+    let positions = scrolled["positions"].as_array().unwrap();
+    // Past the first screen, at the bottom, and back at the top.
+    assert!(
+        positions[0]["scrollY"].as_f64().unwrap() > screen,
+        "{scrolled}"
+    );
+    assert!(
+        positions[1]["scrollY"].as_f64().unwrap() > 2.0 * screen,
+        "{scrolled}"
+    );
+    assert_eq!(positions[2]["scrollY"].as_f64(), Some(0.0), "{scrolled}");
+    for at in positions {
+        assert_eq!(
+            at["top"].as_f64(),
+            Some(0.0),
+            "the bar at the top of the window: {scrolled}"
+        );
+        assert_eq!(at["shownAtTop"], true, "nothing covers it: {scrolled}");
+    }
+    assert_eq!(
+        scrolled["errors"],
+        serde_json::json!([]),
+        "no script errors"
+    );
+    script.finish().await;
+    app.stop().await;
+}
+
 /// A script of `consumer/tests/browser` run by node, talking over stdio:
 /// a line out per step, a line in where the test has acted.
 struct BrowserScript {

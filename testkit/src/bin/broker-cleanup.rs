@@ -1,6 +1,7 @@
 //! `broker-cleanup`: removes what chatbus's tests and benchmarks left on the
 //! main RabbitMQ (queues, exchanges and policies named `test-…`, `bench-…`, `e2e-…`,
-//! `chatbus-test-…`, `chatbus-bench-…`) and the PostgreSQL test databases
+//! `chatbus-test-…`, `chatbus-bench-…`, and the broker tests' unique `q-…` and
+//! `closing-…` queues) and the PostgreSQL test databases
 //! (`chatbus_test_…`). `scripts/test.sh` runs it when it ends, so a run
 //! leaves the shared servers as it found them.
 
@@ -16,8 +17,26 @@ const PREFIXES: &[&str] = &[
     "chatbus-e2e-",
 ];
 
+/// Prefixes of names the tests make with `testkit::rabbit::unique` but
+/// without a `test-` in front (`common/tests/broker.rs`: `q-10k-…`,
+/// `closing-q-…`). Short and generic, so a name with one is ours only when
+/// it also ends as `unique` ends it: a queue of yours named `q-orders`
+/// stays.
+const UNIQUE_ONLY_PREFIXES: &[&str] = &["q-", "closing-"];
+
 fn ours(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
+        || (UNIQUE_ONLY_PREFIXES.iter().any(|p| name.starts_with(p)) && ends_unique(name))
+}
+
+/// `…-<uuid>`: `unique`'s suffix, a dash and 32 lower-case hex digits.
+fn ends_unique(name: &str) -> bool {
+    name.rsplit_once('-').is_some_and(|(_, tail)| {
+        tail.len() == 32
+            && tail
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Removes what tests left through `mgmt`; returns (queues, exchanges,
@@ -63,4 +82,39 @@ async fn main() -> anyhow::Result<()> {
     let databases = testkit::pg::drop_leftovers().await;
     println!("broker-cleanup: dropped {databases} PostgreSQL test databases");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_matches_the_names_tests_make_and_leaves_others() {
+        for name in [
+            "test-consumer-4f1c",
+            "bench-flood",
+            "e2e-q-1",
+            "chatbus-test-x",
+            &testkit::rabbit::unique("q-10k"),
+            &testkit::rabbit::unique("q-batch-order"),
+            &testkit::rabbit::unique("closing-q"),
+        ] {
+            assert!(ours(name), "{name} is a test's");
+        }
+        for name in [
+            "chat.consumer",
+            "chat.unrouted",
+            "chat.dead-letter",
+            "q-orders",
+            "q-",
+            // Not unique's suffix: too short, upper case, not hex.
+            "q-10k-4f1c",
+            "q-10k-0123456789ABCDEF0123456789ABCDEF",
+            "q-10k-0123456789abcdef0123456789abcdeg",
+            "closing-time",
+            "my-q-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!ours(name), "{name} is not a test's");
+        }
+    }
 }
