@@ -19,6 +19,7 @@ pub mod process;
 pub mod proxy;
 pub mod rabbit;
 pub mod repo;
+pub mod service_binary;
 
 use std::future::Future;
 use std::time::Duration;
