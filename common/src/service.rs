@@ -89,16 +89,3 @@ pub fn is_permanent(error: &anyhow::Error) -> bool {
             .is_some_and(crate::amqp::AmqpError::is_permanent)
     })
 }
-
-/// [`load`] then [`run`]: the whole `main` of a service binary.
-pub async fn serve<C, F, Fut>(file: Option<&Path>, run_service: F) -> ExitCode
-where
-    C: ServiceSettings,
-    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    match load::<C>(file) {
-        Ok(config) => run(config, run_service).await,
-        Err(code) => code,
-    }
-}
