@@ -67,7 +67,7 @@ where
     };
     match run(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if is_permanent(&e) => {
+        Err(e) if crate::amqp::is_permanent(&e) => {
             // Retrying cannot help: a person must act.
             tracing::error!("{} stopped: {e:#}", C::NAME);
             ExitCode::from(2)
@@ -77,15 +77,4 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// Whether `error` is one that retrying cannot fix (a refused login, a
-/// missing virtual host, a conflicting exchange or queue): the service
-/// stops with exit code 2.
-pub fn is_permanent(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<crate::amqp::AmqpError>()
-            .is_some_and(crate::amqp::AmqpError::is_permanent)
-    })
 }
