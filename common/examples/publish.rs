@@ -11,7 +11,8 @@
 //! returned `PendingBatch` reports each message's outcome (confirmed,
 //! nacked, or not sent because the connection failed) in order. Keep a few
 //! batches in flight for throughput (`Publisher::publish_batch` does), and
-//! re-send what failed on a new connection (`RecoveringPublisher` does).
+//! re-send what failed on a new connection (run the publishing as a
+//! `common::amqp::Session` under `amqp::reconnect_loop`, as the ingestor does).
 
 use chrono::Utc;
 use clap::Parser;

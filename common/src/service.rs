@@ -67,7 +67,7 @@ where
     };
     match run(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if is_permanent(&e) => {
+        Err(e) if crate::amqp::is_permanent(&e) => {
             // Retrying cannot help: a person must act.
             tracing::error!("{} stopped: {e:#}", C::NAME);
             ExitCode::from(2)
@@ -76,29 +76,5 @@ where
             tracing::error!("{} failed: {e:#}", C::NAME);
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Whether `error` is one that retrying cannot fix (a refused login, a
-/// missing virtual host, a conflicting exchange or queue): the service
-/// stops with exit code 2.
-pub fn is_permanent(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<crate::amqp::AmqpError>()
-            .is_some_and(crate::amqp::AmqpError::is_permanent)
-    })
-}
-
-/// [`load`] then [`run`]: the whole `main` of a service binary.
-pub async fn serve<C, F, Fut>(file: Option<&Path>, run_service: F) -> ExitCode
-where
-    C: ServiceSettings,
-    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    match load::<C>(file) {
-        Ok(config) => run(config, run_service).await,
-        Err(code) => code,
     }
 }

@@ -1,11 +1,14 @@
 //! The AMQP toolkit against the real RabbitMQ. Every test declares its own
 //! exchanges and queues (unique names), so tests run side by side.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::amqp::{
-    OutgoingMessage, Publisher, RecoveringPublisher, Subscriber, header_str, headers,
+    self, OutgoingMessage, Publisher, Session, SessionEnd, Subscriber, Topology, header_str,
+    headers,
 };
 use common::schema::ChatEvent;
 use lapin::BasicProperties;
@@ -471,10 +474,97 @@ async fn a_wrong_password_is_a_permanent_error_and_not_retried() {
     assert!(!err.to_string().contains("wrong-password"), "{err}");
 }
 
+/// What the ingestor's publisher does, small: publishes what arrives on
+/// `rx` in batches and keeps what a lost session left unconfirmed for the
+/// next one; finishes when `rx` is closed and everything is confirmed.
+struct ResendUnconfirmed {
+    topology: Topology,
+    rx: tokio::sync::mpsc::UnboundedReceiver<OutgoingMessage>,
+    unconfirmed: VecDeque<OutgoingMessage>,
+    confirmed: Arc<AtomicUsize>,
+}
+
+impl ResendUnconfirmed {
+    fn new(topology: Topology) -> (Self, tokio::sync::mpsc::UnboundedSender<OutgoingMessage>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let session = Self {
+            topology,
+            rx,
+            unconfirmed: VecDeque::new(),
+            confirmed: Arc::default(),
+        };
+        (session, tx)
+    }
+}
+
+impl Session for ResendUnconfirmed {
+    const NAME: &'static str = "test publisher";
+    const RECONNECTS_METRIC: &'static str = "chatbus_test_reconnects_total";
+
+    async fn run(
+        &mut self,
+        connection: &lapin::Connection,
+        cancel: &CancellationToken,
+    ) -> SessionEnd {
+        let publisher = match Publisher::open(connection, &self.topology, "chatbus-test").await {
+            Ok(p) => p,
+            Err(e) => return SessionEnd::lost(e),
+        };
+        let mut healthy = false;
+        loop {
+            if self.unconfirmed.is_empty() {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return SessionEnd::Finished,
+                    next = self.rx.recv() => next,
+                };
+                let Some(message) = next else {
+                    return SessionEnd::Finished;
+                };
+                self.unconfirmed.push_back(message);
+                while let Ok(message) = self.rx.try_recv() {
+                    self.unconfirmed.push_back(message);
+                }
+            }
+            let n = self.unconfirmed.len().min(100);
+            let batch: Vec<OutgoingMessage> = self.unconfirmed.drain(..n).collect();
+            let outcomes = publisher.publish_batch(&batch, 64).await;
+            let mut error = None;
+            for (message, outcome) in batch.into_iter().zip(outcomes).rev() {
+                match outcome {
+                    Ok(()) => {
+                        self.confirmed.fetch_add(1, Ordering::SeqCst);
+                        healthy = true;
+                    }
+                    Err(e) => {
+                        self.unconfirmed.push_front(message);
+                        error = Some(e);
+                    }
+                }
+            }
+            if let Some(error) = error {
+                return SessionEnd::Lost {
+                    error: error.into(),
+                    healthy,
+                };
+            }
+        }
+    }
+}
+
+/// Waits until `confirmed` reaches `n`.
+async fn confirmed_reach(confirmed: &AtomicUsize, n: usize) {
+    within(90, &format!("{n} confirms"), async {
+        while confirmed.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
-async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
+async fn the_reconnect_loop_resends_what_a_cut_connection_left_unconfirmed() {
     // The broker "goes away" for this client only: its TCP proxy is cut
-    // in the middle of a batch and restored a second later.
+    // in the middle of the publishing and restored a second later.
     let upstream: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
     let proxy = testkit::proxy::TcpProxy::start(upstream).await;
     let url = proxy.url(&rabbit::amqp_url());
@@ -489,22 +579,19 @@ async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
         .unwrap();
 
     let cancel = CancellationToken::new();
-    let publisher = RecoveringPublisher::new(
-        rabbit::connect_options(&url, "test-proxy-publisher"),
-        topology.clone(),
-        "chatbus-test",
-        cancel.clone(),
-    )
-    .with_max_in_flight(64);
+    let options = rabbit::connect_options(&url, "test-proxy-publisher");
+    let (mut session, tx) = ResendUnconfirmed::new(topology.clone());
+    let confirmed = session.confirmed.clone();
     let events = events::twitch_messages(&["a", "b"], 5_000);
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| OutgoingMessage::from_event(e).unwrap())
-        .collect();
-    publisher.publish_batch(&messages[..100]).await.unwrap();
+    for event in &events {
+        tx.send(OutgoingMessage::from_event(event).unwrap())
+            .unwrap();
+    }
+    drop(tx);
 
     let cutter = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Cut once the first 100 are confirmed: mid-way, on a live session.
+        confirmed_reach(&confirmed, 100).await;
         proxy.cut();
         tokio::time::sleep(Duration::from_secs(1)).await;
         proxy.restore();
@@ -513,7 +600,7 @@ async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
         within(
             60,
             "batch across a cut",
-            publisher.publish_batch(&messages[100..])
+            amqp::reconnect_loop(&options, &mut session, &cancel)
         ),
         cutter
     );
@@ -532,11 +619,10 @@ async fn recovering_publisher_resends_what_a_cut_connection_left_unconfirmed() {
     })
     .await;
     assert_eq!(got, want);
-    publisher.close().await;
 }
 
 #[tokio::test]
-async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers() {
+async fn fault_broker_restart_between_two_publishes_and_the_reconnect_loop_recovers() {
     testkit::init_logging();
     let broker = testkit::fault::FaultBroker::ensure();
     let topology = {
@@ -558,34 +644,35 @@ async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers()
         let _ = conn.close(200, "setup done".into()).await;
     }
     let cancel = CancellationToken::new();
-    let publisher = RecoveringPublisher::new(
-        rabbit::connect_options(broker.amqp_url(), "test-restart-publisher"),
-        topology.clone(),
-        "chatbus-test",
-        cancel.clone(),
-    );
+    let options = rabbit::connect_options(broker.amqp_url(), "test-restart-publisher");
+    let (mut session, tx) = ResendUnconfirmed::new(topology.clone());
+    let confirmed = session.confirmed.clone();
     let first = OutgoingMessage::from_event(&events::message("twitch", "r", 1)).unwrap();
     let second = OutgoingMessage::from_event(&events::message("twitch", "r", 2)).unwrap();
-    publisher
-        .publish_batch(std::slice::from_ref(&first))
-        .await
-        .unwrap();
-
-    broker.stop_app();
-    let restarter = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_secs(2));
-        broker.start_app();
-        broker
-    });
-    // Publishing while the broker is down waits, reconnects and succeeds.
-    within(
-        90,
-        "publish across a broker restart",
-        publisher.publish_batch(std::slice::from_ref(&second)),
-    )
-    .await
-    .unwrap();
-    let broker = restarter.await.unwrap();
+    let publishing = async {
+        tx.send(first.clone()).unwrap();
+        confirmed_reach(&confirmed, 1).await;
+        broker.stop_app();
+        let restarter = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            broker.start_app();
+            broker
+        });
+        // Publishing while the broker is down waits, reconnects and succeeds.
+        tx.send(second.clone()).unwrap();
+        confirmed_reach(&confirmed, 2).await;
+        drop(tx);
+        restarter.await.unwrap()
+    };
+    let (published, broker) = tokio::join!(
+        within(
+            90,
+            "publish across a broker restart",
+            amqp::reconnect_loop(&options, &mut session, &cancel)
+        ),
+        publishing
+    );
+    published.unwrap();
 
     let conn = rabbit::connect_to(broker.amqp_url(), "test-restart-check").await;
     let got = drain_queue(&conn, &queue, 2, 30).await;
@@ -597,7 +684,6 @@ async fn fault_broker_restart_between_two_publishes_and_the_publisher_recovers()
         ids,
         BTreeSet::from([first.message_id.clone(), second.message_id.clone()])
     );
-    publisher.close().await;
 }
 
 #[tokio::test]

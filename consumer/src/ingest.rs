@@ -29,14 +29,16 @@
 //!   the batcher reads a channel, which is safe to time out.
 //! * **Reconnects.** Any broker failure ends the session; the batch in hand
 //!   is still committed (it is idempotent) but not acked, and a new session
-//!   starts after a backoff.
+//!   starts after a backoff (common's `amqp::reconnect_loop` runs `Ingest`
+//!   as its session; the backoff starts over after a session that
+//!   subscribed).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use common::amqp::{
-    self, AmqpError, Backoff, ConnectOptions, Delivery, QueueType, Subscriber, Topology,
+    self, AmqpError, Backoff, ConnectOptions, Delivery, QueueType, SessionEnd, Subscriber, Topology,
 };
 use serde::Serialize;
 
@@ -160,7 +162,7 @@ impl IngestStatus {
     /// The readiness figures.
     pub fn readiness(&self) -> Readiness {
         use std::sync::atomic::Ordering;
-        let consuming = self.consuming.load(Ordering::SeqCst);
+        let consuming = self.is_consuming();
         let store_ok = !self.store_failing.load(Ordering::SeqCst);
         Readiness {
             ready: consuming && store_ok,
@@ -168,6 +170,10 @@ impl IngestStatus {
             store_ok,
             last_error: self.last_error.lock().expect("status lock").clone(),
         }
+    }
+
+    fn is_consuming(&self) -> bool {
+        self.consuming.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn set_consuming(&self, up: bool) {
@@ -203,41 +209,15 @@ pub async fn run(
         &settings.amqp_url,
         format!("chatbus-consumer {}", settings.instance),
     );
-    let ingest = Ingest {
+    let mut ingest = Ingest {
         settings,
         connect,
         store,
         feed,
         status,
     };
-    let backoff = Backoff::default();
-    let mut failures = 0;
-    loop {
-        let result = ingest.session(&cancel).await;
-        ingest.status.set_consuming(false);
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-        if let Err(e) = &result {
-            ingest.status.failed(&format!("{e:#}"));
-            if common::service::is_permanent(e) {
-                return result;
-            }
-        }
-        failures += 1;
-        let delay = backoff.delay(failures.min(10));
-        match result {
-            Ok(()) => tracing::warn!(retry_in = ?delay, "ingest session ended; reconnecting"),
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "ingest session failed; reconnecting");
-            }
-        }
-        metrics::counter!("chatbus_consumer_ingest_reconnects_total").increment(1);
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
+    let connect = ingest.connect.clone();
+    amqp::reconnect_loop(&connect, &mut ingest, &cancel).await
 }
 
 struct Ingest {
@@ -258,20 +238,36 @@ enum WriteFailure {
 
 type Pulled = Option<Result<Vec<Delivery>, AmqpError>>;
 
-impl Ingest {
-    async fn session(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
-        let conn = match amqp::connect(&self.connect, cancel).await {
-            Ok(conn) => conn,
-            Err(AmqpError::Cancelled) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let session = cancel.child_token();
-        let result = self.consume(&conn, &session, cancel).await;
-        session.cancel();
-        amqp::close(&conn, "consumer session over").await;
-        result
-    }
+impl amqp::Session for Ingest {
+    const NAME: &'static str = "ingest";
+    const RECONNECTS_METRIC: &'static str = "chatbus_consumer_ingest_reconnects_total";
 
+    async fn run(
+        &mut self,
+        connection: &lapin::Connection,
+        cancel: &CancellationToken,
+    ) -> SessionEnd {
+        let session = cancel.child_token();
+        let result = self.consume(connection, &session, cancel).await;
+        session.cancel();
+        // Subscribed: the broker took the whole session set-up.
+        let healthy = self.status.is_consuming();
+        self.status.set_consuming(false);
+        if cancel.is_cancelled() {
+            return SessionEnd::Finished;
+        }
+        let error = match result {
+            Ok(()) => anyhow!("the ingest session ended"),
+            Err(e) => {
+                self.status.failed(&format!("{e:#}"));
+                e
+            }
+        };
+        SessionEnd::Lost { error, healthy }
+    }
+}
+
+impl Ingest {
     async fn consume(
         &self,
         conn: &lapin::Connection,

@@ -1,7 +1,9 @@
 //! The publishing pipeline: outbox -> RabbitMQ in batches with pipelined
 //! publisher confirms (up to `max_in_flight` unconfirmed), reconnecting
-//! with backoff and re-sending everything unconfirmed when the broker goes
-//! away. An outbox entry is released only when the broker has confirmed it.
+//! with backoff (common's `amqp::reconnect_loop`, which runs a
+//! `PublishSession` per connection) and re-sending everything unconfirmed
+//! when the broker goes away. An outbox entry is released only when the
+//! broker has confirmed it.
 //!
 //! Each batch is what the outbox holds when the publisher asks (up to
 //! 512), queued whole on the channel before lapin writes any of it
@@ -13,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::amqp::{self, AmqpError, ConnectOptions, Publisher, Topology};
+use common::amqp::{self, AmqpError, ConnectOptions, Publisher, SessionEnd, Topology};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Entry, Outbox};
@@ -72,72 +75,74 @@ struct InFlight {
 /// confirms. Unconfirmed entries stay in the spool for the next start.
 ///
 /// # Errors
-/// Only if the spool cannot be read.
+/// If the spool cannot be read, or the broker refuses for good (a wrong
+/// password, a topology conflict).
 pub async fn run(
     outbox: Arc<Outbox>,
     options: PipelineOptions,
     status: Arc<BrokerStatus>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Entries taken from the outbox but not confirmed, to send (again) first.
-    let mut resend: VecDeque<Entry> = VecDeque::new();
-    let mut failures: u32 = 0;
-    let mut first = true;
-    loop {
-        if !first {
-            failures += 1;
-            let delay = options.connect.backoff.delay(failures);
-            tracing::info!(retry_in = ?delay, unconfirmed = resend.len(), "reconnecting to RabbitMQ");
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
-        first = false;
-        let connection = match amqp::connect(&options.connect, &cancel).await {
-            Ok(c) => c,
-            Err(AmqpError::Cancelled) => return Ok(()),
-            // A wrong password, a missing vhost: retrying cannot help.
-            Err(e) if e.is_permanent() => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot connect to RabbitMQ");
-                continue;
-            }
-        };
-        let publisher = match Publisher::open(&connection, &options.topology, APP_ID).await {
+    let mut session = PublishSession {
+        outbox,
+        options,
+        status,
+        resend: VecDeque::new(),
+    };
+    let connect = session.options.connect.clone();
+    amqp::reconnect_loop(&connect, &mut session, &cancel).await
+}
+
+/// One broker connection's worth of publishing, and what it leaves
+/// unconfirmed for the next.
+struct PublishSession {
+    outbox: Arc<Outbox>,
+    options: PipelineOptions,
+    status: Arc<BrokerStatus>,
+    /// Entries taken from the outbox but not confirmed, to send (again) first.
+    resend: VecDeque<Entry>,
+}
+
+impl amqp::Session for PublishSession {
+    const NAME: &'static str = "publisher";
+    const RECONNECTS_METRIC: &'static str = "chatbus_ingestor_amqp_reconnects_total";
+
+    async fn run(&mut self, connection: &Connection, cancel: &CancellationToken) -> SessionEnd {
+        let publisher = match Publisher::open(connection, &self.options.topology, APP_ID).await {
             Ok(p) => p,
-            Err(e) if e.is_permanent() => {
-                amqp::close(&connection, "topology conflict").await;
-                return Err(e.into());
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open the publishing channel");
-                amqp::close(&connection, "channel setup failed").await;
-                continue;
+                return SessionEnd::lost(
+                    anyhow::Error::new(e).context("opening the publishing channel"),
+                );
             }
         };
-        status.set(true);
+        self.status.set(true);
         metrics::counter!("chatbus_ingestor_amqp_sessions_total").increment(1);
-        tracing::info!(resending = resend.len(), "publishing to RabbitMQ");
-        let events = connection.events_listener();
+        tracing::info!(resending = self.resend.len(), "publishing to RabbitMQ");
+        let mut healthy = false;
         let outcome = publish_session(
-            &outbox,
+            &self.outbox,
             &publisher,
-            events,
-            &options,
-            &mut resend,
-            &cancel,
-            &mut failures,
+            connection.events_listener(),
+            &self.options,
+            &mut self.resend,
+            cancel,
+            &mut healthy,
         )
         .await;
-        status.set(false);
-        amqp::close(&connection, "ingestor session ended").await;
+        self.status.set(false);
         match outcome {
-            Session::Cancelled => return Ok(()),
-            Session::SpoolError(e) => return Err(e.into()),
-            Session::Failed(e) => {
-                metrics::counter!("chatbus_ingestor_amqp_reconnects_total").increment(1);
-                tracing::warn!(error = %e, unconfirmed = resend.len(), "lost the broker; will re-send unconfirmed events");
+            Session::Cancelled => SessionEnd::Finished,
+            Session::SpoolError(e) => SessionEnd::Fatal(e.into()),
+            Session::Failed(error) => {
+                tracing::info!(
+                    unconfirmed = self.resend.len(),
+                    "will re-send unconfirmed events after reconnecting"
+                );
+                SessionEnd::Lost {
+                    error: error.into(),
+                    healthy,
+                }
             }
         }
     }
@@ -156,7 +161,7 @@ async fn publish_session(
     options: &PipelineOptions,
     resend: &mut VecDeque<Entry>,
     cancel: &CancellationToken,
-    failures: &mut u32,
+    confirmed_any: &mut bool,
 ) -> Session {
     let mut confirms: FuturesOrdered<Confirms> = FuturesOrdered::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -225,7 +230,7 @@ async fn publish_session(
                     }
                 }
                 if !ok.is_empty() {
-                    *failures = 0;
+                    *confirmed_any = true;
                     confirmed(outbox, &ok, batch.sent);
                 }
                 if let Some(e) = failed {

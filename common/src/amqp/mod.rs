@@ -1,14 +1,16 @@
 //! The AMQP toolkit (lapin): what every chatbus service, and any other Rust
 //! service that wants chat events, uses to talk to RabbitMQ.
 //!
-//! * [`connect`]: connect from a URL with retry and exponential backoff.
+//! * [`connect`]: connect from a URL with retry and exponential backoff
+//!   ([`Backoff`]).
+//! * [`reconnect_loop`]: run a [`Session`] on a connection, and again on a
+//!   new one after every loss, until shutdown.
 //! * [`Topology`]: declare the `chat` topic exchange, its alternate exchange
 //!   for unroutable events, and the dead-letter exchange and queue, without
 //!   arguments, so anyone may declare them first; [`management`] sets what
 //!   needs arguments (alternate exchange, max-length, dead-lettering) by
 //!   RabbitMQ policy.
-//! * [`Publisher`]: typed publishing with pipelined publisher confirms;
-//!   [`RecoveringPublisher`] adds reconnect and re-send of the unconfirmed.
+//! * [`Publisher`]: typed publishing with pipelined publisher confirms.
 //! * [`Subscriber`]: declare a queue with bindings and a prefetch, receive
 //!   typed [`Delivery`]s, ack/nack them, and dead-letter what cannot be
 //!   decoded with the reason in a header.
@@ -31,21 +33,24 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod connection;
 pub mod management;
 mod message;
 mod publisher;
+mod reconnect;
 mod subscriber;
 mod topology;
 
+pub use backoff::Backoff;
 pub use connection::{
-    Backoff, CLOSE_TIMEOUT, ConnectOptions, close, close_channel, connect, redact_url, split_urls,
+    CLOSE_TIMEOUT, ConnectOptions, close, close_channel, connect, redact_url, split_urls,
 };
 pub use message::{CONTENT_TYPE, OutgoingMessage, header_str, headers};
 pub use publisher::{
-    CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingBatch, PendingConfirm, Publisher,
-    RecoveringPublisher, SEND_TIMEOUT,
+    CONFIRM_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, PendingBatch, PendingConfirm, Publisher, SEND_TIMEOUT,
 };
+pub use reconnect::{Session, SessionEnd, reconnect_loop};
 pub use subscriber::{ACK_TIMEOUT, Delivery, QueueType, Subscriber, SubscriberBuilder};
 pub use topology::{QueueSpec, Topology, declare_queue};
 
@@ -166,6 +171,18 @@ impl AmqpError {
                 | Self::ChannelClosed
         )
     }
+}
+
+/// Whether `error` is one that retrying cannot fix (a refused login, a
+/// missing virtual host, a conflicting exchange or queue): an
+/// [`AmqpError::is_permanent`] anywhere in its chain. The reconnect loop
+/// ends on it, and a service stops with exit code 2.
+pub fn is_permanent(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<AmqpError>()
+            .is_some_and(AmqpError::is_permanent)
+    })
 }
 
 /// The AMQP reply code of a broker error (403 `ACCESS_REFUSED`, 406

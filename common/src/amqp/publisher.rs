@@ -16,10 +16,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
-use super::connection::{ConnectOptions, connect};
 use super::message::OutgoingMessage;
 use super::{AmqpError, Topology, short};
 use crate::schema::ChatEvent;
@@ -33,14 +30,15 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest wait for the oldest outstanding publisher confirm before the
 /// connection is presumed dead (and the message re-sent on a new one).
-/// [`Publisher::publish_all`] and [`RecoveringPublisher`] apply it; a caller
+/// [`Publisher::publish_batch`] and [`Publisher::publish_all`] apply it; a caller
 /// awaiting [`PendingConfirm::wait`] itself applies its own (one timer per
 /// pipeline, not per message), as the ingestor does.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A confirm channel bound to one exchange. It does not reconnect: when the
 /// channel dies every call fails with an error whose
-/// [`AmqpError::needs_reconnect`] is true; see [`RecoveringPublisher`].
+/// [`AmqpError::needs_reconnect`] is true; run it in a [`Session`](super::Session)
+/// under [`reconnect_loop`](super::reconnect_loop) to carry on after one.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     channel: Channel,
@@ -333,7 +331,8 @@ impl Publisher {
     ///
     /// # Errors
     /// The first error; some messages may have been confirmed before it.
-    /// Use [`RecoveringPublisher::publish_batch`] for retry semantics.
+    /// To re-send what failed on a new connection, publish in a
+    /// [`Session`](super::Session) (see [`reconnect_loop`](super::reconnect_loop)).
     pub async fn publish_all(
         &self,
         messages: &[OutgoingMessage],
@@ -517,140 +516,5 @@ impl PendingBatch {
                 Slot::Sending | Slot::Waiting(_) => unreachable!("every message is settled"),
             })
             .collect()
-    }
-}
-
-/// A publisher that owns its connection and recovers from broker restarts:
-/// it reconnects with backoff and re-sends whatever was not confirmed.
-/// Delivery is at-least-once: a message whose confirm was lost with the
-/// connection is sent again.
-#[derive(Debug)]
-pub struct RecoveringPublisher {
-    options: ConnectOptions,
-    topology: Topology,
-    app_id: String,
-    cancel: CancellationToken,
-    max_in_flight: usize,
-    live: Mutex<Option<(Connection, Publisher)>>,
-}
-
-impl RecoveringPublisher {
-    /// A publisher that connects lazily with `options` and gives up only
-    /// when `cancel` fires.
-    pub fn new(
-        options: ConnectOptions,
-        topology: Topology,
-        app_id: &str,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            options,
-            topology,
-            app_id: app_id.to_owned(),
-            cancel,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            live: Mutex::new(None),
-        }
-    }
-
-    /// Changes how many unconfirmed messages a batch keeps in flight.
-    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight.max(1);
-        self
-    }
-
-    /// The current publisher, connecting (with retry) if there is none or the
-    /// last one died.
-    ///
-    /// # Errors
-    /// [`AmqpError::Cancelled`] when cancelled; [`AmqpError::Connect`] if the
-    /// connect options limit attempts.
-    pub async fn publisher(&self) -> Result<Publisher, AmqpError> {
-        let mut live = self.live.lock().await;
-        if let Some((_, publisher)) = live.as_ref().filter(|(_, p)| p.is_open()) {
-            return Ok(publisher.clone());
-        }
-        if let Some((connection, _)) = live.take() {
-            super::close(&connection, "reconnecting").await;
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let connection = connect(&self.options, &self.cancel).await?;
-            match Publisher::open(&connection, &self.topology, &self.app_id).await {
-                Ok(publisher) => {
-                    *live = Some((connection, publisher.clone()));
-                    return Ok(publisher);
-                }
-                Err(e) => {
-                    let delay = self.options.backoff.delay(attempt);
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot open publisher channel");
-                    tokio::select! {
-                        () = self.cancel.cancelled() => return Err(AmqpError::Cancelled),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Publishes every message at least once: pipelined, and after any
-    /// failure it reconnects and re-sends exactly the messages that were not
-    /// confirmed, until all are confirmed or it is cancelled.
-    ///
-    /// # Errors
-    /// [`AmqpError::Cancelled`] if cancelled before everything was confirmed.
-    pub async fn publish_batch(&self, messages: &[OutgoingMessage]) -> Result<(), AmqpError> {
-        let mut pending: Vec<usize> = (0..messages.len()).collect();
-        let mut attempt: u32 = 0;
-        while !pending.is_empty() {
-            let publisher = self.publisher().await?;
-            let outcomes = publisher
-                .publish_indexed(
-                    pending.iter().map(|&i| (i, &messages[i])),
-                    self.max_in_flight,
-                )
-                .await;
-            let mut failed = Vec::new();
-            let mut reconnect = false;
-            let mut last_error = None;
-            for (index, outcome) in outcomes {
-                if let Err(e) = outcome {
-                    reconnect |= e.needs_reconnect();
-                    last_error = Some(e);
-                    failed.push(index);
-                }
-            }
-            if failed.is_empty() {
-                return Ok(());
-            }
-            failed.sort_unstable();
-            attempt += 1;
-            metrics::counter!("chatbus_amqp_publish_retries_total").increment(failed.len() as u64);
-            if reconnect {
-                // Drop the dead publisher so the next round reconnects.
-                self.live.lock().await.take();
-            }
-            let delay = self.options.backoff.delay(attempt);
-            tracing::warn!(
-                unconfirmed = failed.len(),
-                error = %last_error.map(|e| e.to_string()).unwrap_or_default(),
-                retry_in = ?delay,
-                "re-sending unconfirmed messages"
-            );
-            tokio::select! {
-                () = self.cancel.cancelled() => return Err(AmqpError::Cancelled),
-                () = tokio::time::sleep(delay) => {}
-            }
-            pending = failed;
-        }
-        Ok(())
-    }
-
-    /// Closes the connection, if any.
-    pub async fn close(&self) {
-        if let Some((connection, _)) = self.live.lock().await.take() {
-            super::close(&connection, "bye").await;
-        }
     }
 }

@@ -1,0 +1,191 @@
+//! The providers chatbus knows ([`ProviderKind`]), their production
+//! endpoints and default scopes, and everything needed to talk to one
+//! ([`ProviderSettings`]).
+//!
+//! Twitch is the reference provider. Google (YouTube live chat) is the same
+//! authorization-code flow with `access_type=offline` and `prompt=consent`
+//! on the authorize URL (without them Google issues no refresh token) and
+//! its `tokeninfo` endpoint in place of Twitch's `/oauth2/validate`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The OAuth providers chatbus knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Twitch (`id.twitch.tv`).
+    Twitch,
+    /// Google accounts, for YouTube live chat.
+    Google,
+}
+
+impl ProviderKind {
+    /// The provider's name in config keys and URLs: `twitch`, `google`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Twitch => "twitch",
+            Self::Google => "google",
+        }
+    }
+
+    /// The platform its accounts belong to in the token store: `twitch`,
+    /// `youtube`.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Self::Twitch => "twitch",
+            Self::Google => "youtube",
+        }
+    }
+
+    /// A name for people: `Twitch`, `Google (YouTube)`.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Twitch => "Twitch",
+            Self::Google => "Google (YouTube)",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Twitch's production endpoints.
+pub mod twitch_endpoints {
+    /// Authorize (the browser goes here).
+    pub const AUTHORIZE: &str = "https://id.twitch.tv/oauth2/authorize";
+    /// Token (code exchange and refresh).
+    pub const TOKEN: &str = "https://id.twitch.tv/oauth2/token";
+    /// Token validation (required hourly by Twitch).
+    pub const VALIDATE: &str = "https://id.twitch.tv/oauth2/validate";
+    /// Token revocation.
+    pub const REVOKE: &str = "https://id.twitch.tv/oauth2/revoke";
+}
+
+/// Google's production endpoints.
+pub mod google_endpoints {
+    /// Authorize (the browser goes here).
+    pub const AUTHORIZE: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+    /// Token (code exchange and refresh).
+    pub const TOKEN: &str = "https://oauth2.googleapis.com/token";
+    /// Token information (who the token belongs to, scopes, expiry).
+    pub const VALIDATE: &str = "https://oauth2.googleapis.com/tokeninfo";
+    /// Token revocation.
+    pub const REVOKE: &str = "https://oauth2.googleapis.com/revoke";
+}
+
+/// Scopes requested from Twitch unless configured: reading chat.
+pub const TWITCH_DEFAULT_SCOPES: &[&str] = &["chat:read"];
+
+/// Scopes requested from Google unless configured: who the account is and
+/// read access to YouTube (live chat).
+pub const GOOGLE_DEFAULT_SCOPES: &[&str] = &[
+    "openid",
+    "email",
+    "https://www.googleapis.com/auth/youtube.readonly",
+];
+
+/// Default timeout of one request to a provider.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to talk to one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    /// Which provider.
+    pub kind: ProviderKind,
+    /// The application's client id.
+    pub client_id: String,
+    /// The application's client secret.
+    pub client_secret: Secret,
+    /// Authorize endpoint (the browser is sent here).
+    pub authorize_url: String,
+    /// Token endpoint (code exchange, refresh).
+    pub token_url: String,
+    /// Validation endpoint (Twitch `/oauth2/validate`, Google `tokeninfo`).
+    pub validate_url: String,
+    /// Revocation endpoint.
+    pub revoke_url: String,
+    /// Scopes to request.
+    pub scopes: Vec<String>,
+    /// Extra query parameters on the authorize URL (Google:
+    /// `access_type=offline`, `prompt=consent`).
+    pub authorize_params: Vec<(String, String)>,
+    /// Timeout of one request to the provider.
+    pub timeout: Duration,
+}
+
+impl ProviderSettings {
+    /// Twitch with its production endpoints and [`TWITCH_DEFAULT_SCOPES`].
+    pub fn twitch(client_id: impl Into<String>, client_secret: Secret) -> Self {
+        Self {
+            kind: ProviderKind::Twitch,
+            client_id: client_id.into(),
+            client_secret,
+            authorize_url: twitch_endpoints::AUTHORIZE.into(),
+            token_url: twitch_endpoints::TOKEN.into(),
+            validate_url: twitch_endpoints::VALIDATE.into(),
+            revoke_url: twitch_endpoints::REVOKE.into(),
+            scopes: TWITCH_DEFAULT_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            authorize_params: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Google with its production endpoints, [`GOOGLE_DEFAULT_SCOPES`] and
+    /// the authorize parameters that make Google issue a refresh token.
+    pub fn google(client_id: impl Into<String>, client_secret: Secret) -> Self {
+        Self {
+            kind: ProviderKind::Google,
+            client_id: client_id.into(),
+            client_secret,
+            authorize_url: google_endpoints::AUTHORIZE.into(),
+            token_url: google_endpoints::TOKEN.into(),
+            validate_url: google_endpoints::VALIDATE.into(),
+            revoke_url: google_endpoints::REVOKE.into(),
+            scopes: GOOGLE_DEFAULT_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            authorize_params: vec![
+                ("access_type".into(), "offline".into()),
+                ("prompt".into(), "consent".into()),
+            ],
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The provider's name: `twitch`, `google`.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The token store platform of its accounts: `twitch`, `youtube`.
+    pub fn platform(&self) -> &'static str {
+        self.kind.platform()
+    }
+
+    /// All four endpoints pointed at `base` (`<base>/oauth2/authorize`,
+    /// `/oauth2/token`, `/oauth2/validate` or `/tokeninfo`, `/oauth2/revoke`),
+    /// e.g. a fake provider in tests.
+    #[must_use]
+    pub fn with_base_url(mut self, base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        self.authorize_url = format!("{base}/oauth2/authorize");
+        self.token_url = format!("{base}/oauth2/token");
+        self.validate_url = match self.kind {
+            ProviderKind::Twitch => format!("{base}/oauth2/validate"),
+            ProviderKind::Google => format!("{base}/tokeninfo"),
+        };
+        self.revoke_url = format!("{base}/oauth2/revoke");
+        self
+    }
+}
