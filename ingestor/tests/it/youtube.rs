@@ -32,6 +32,50 @@ fn video_id() -> String {
     format!("w{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
+/// One test's world: the fake YouTube with one channel (not live yet), a
+/// tap on a fresh exchange, and a spool directory (removed with `_dir`).
+struct World {
+    yt: FakeYoutube,
+    channel: String,
+    video: String,
+    exchange: String,
+    tap: Tap,
+    spool: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// The world of a test: the exchange named after `tag`, the channel
+    /// known by `handle`.
+    async fn new(tag: &str, handle: &str) -> Self {
+        let yt = FakeYoutube::start().await;
+        let (channel, video) = ids();
+        yt.add_channel(&channel, handle);
+        let exchange = unique(tag);
+        let tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+        let (_dir, spool) = spool_dir();
+        Self {
+            yt,
+            channel,
+            video,
+            exchange,
+            tap,
+            spool,
+            _dir,
+        }
+    }
+
+    /// The channel goes live with its video; returns the live chat's id.
+    fn go_live(&self) -> String {
+        self.yt.go_live(&self.channel, &self.video)
+    }
+
+    /// A config reading `entries` from this world's fake.
+    fn config(&self, entries: &[&str]) -> Config {
+        yt_config(&self.yt, &self.exchange, entries, &self.spool)
+    }
+}
+
 /// A config reading `entries` from `yt` (and no Twitch channels).
 fn yt_config(
     yt: &FakeYoutube,
@@ -94,19 +138,14 @@ async fn wait_state(ing: &Running, channel: &str, state: &str, reason: Option<&s
 
 #[tokio::test]
 async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@Every.Type");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-types");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let ing = Running::start(yt_config(&yt, &exchange, &["@every.type"], &spool)).await;
-    let info = wait_state(&ing, &channel, "joined", None).await;
+    let mut w = World::new("test-yt-types", "@Every.Type").await;
+    let chat = w.go_live();
+    let ing = Running::start(w.config(&["@every.type"])).await;
+    let info = wait_state(&ing, &w.channel, "joined", None).await;
     assert_eq!(info["requested_as"], "@every.type");
     assert_eq!(info["channel_id"], Value::Null, "no event yet");
     assert_eq!(info["source_detail"]["via"], "stream");
-    assert_eq!(info["source_detail"]["video_id"], video.as_str());
+    assert_eq!(info["source_detail"]["video_id"], w.video.as_str());
     assert_eq!(info["source_detail"]["live_chat_id"], chat.as_str());
 
     let viewer = msg::author("UCviewer000000000000000A", "Viewer 👋", &["sponsor"]);
@@ -115,7 +154,7 @@ async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
         "Mod",
         &["moderator", "verified"],
     );
-    let owner = msg::author(&channel, "Owner", &["owner"]);
+    let owner = msg::author(&w.channel, "Owner", &["owner"]);
     let troll = msg::author("UCtroll00000000000000000", "Troll", &[]);
     let gifter = msg::author("UCgifter0000000000000000", "Giver", &[]);
     let items = vec![
@@ -146,14 +185,15 @@ async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
         .iter()
         .map(|i| (i["id"].as_str().unwrap().to_owned(), i.clone()))
         .collect();
-    yt.push(&chat, items);
+    w.yt.push(&chat, items);
 
-    let got = tap
+    let got = w
+        .tap
         .collect_until(30, "every message", |g| {
-            youtube_of(g, &channel).len() >= sent.len()
+            youtube_of(g, &w.channel).len() >= sent.len()
         })
         .await;
-    let extra = tap.drain_quiet(Duration::from_millis(700)).await;
+    let extra = w.tap.drain_quiet(Duration::from_millis(700)).await;
     assert!(
         extra.is_empty(),
         "{} extra events: {:?}",
@@ -162,16 +202,16 @@ async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
     );
     let by_id: BTreeMap<&str, &Delivery> = got.iter().map(|d| (d.event.id.as_str(), d)).collect();
     assert_eq!(by_id.len(), sent.len(), "each once");
-    let key = routing_key("youtube", &channel);
-    assert_eq!(key, format!("chat.youtube.{channel}"), "upper case kept");
+    let key = routing_key("youtube", &w.channel);
+    assert_eq!(key, format!("chat.youtube.{}", w.channel), "upper case kept");
     for d in &got {
         assert_eq!(d.routing_key, key);
         let e = &d.event;
-        assert_eq!(e.channel_id.as_deref(), Some(channel.as_str()));
+        assert_eq!(e.channel_id.as_deref(), Some(w.channel.as_str()));
         let y = e.youtube.as_ref().expect("youtube extras");
         assert_eq!(
             (y.live_chat_id.as_str(), y.video_id.as_deref()),
-            (chat.as_str(), Some(video.as_str()))
+            (chat.as_str(), Some(w.video.as_str()))
         );
         // The streamed protobuf, back in the API's JSON: the resource sent.
         let raw: Value = serde_json::from_str(e.raw.as_deref().expect("raw")).unwrap();
@@ -282,55 +322,56 @@ async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
         ),
         other => panic!("{other:?}"),
     }
-    let info = wait_state(&ing, &channel, "joined", None).await;
+    let info = wait_state(&ing, &w.channel, "joined", None).await;
     assert_eq!(info["events"], sent.len());
-    assert_eq!(info["channel_id"], channel.as_str());
+    assert_eq!(info["channel_id"], w.channel.as_str());
     assert_eq!(
-        yt.calls(FakeCall::Search),
+        w.yt.calls(FakeCall::Search),
         0,
         "found through the uploads, not search"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_dropped_stream_resumes_from_its_page_token_without_repeats_or_gaps() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@dropper");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-drop");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let ing = Running::start(yt_config(&yt, &exchange, &[&channel], &spool)).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    let mut w = World::new("test-yt-drop", "@dropper").await;
+    let chat = w.go_live();
+    let ing = Running::start(w.config(&[&w.channel])).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
     let batch = |round: usize| -> Vec<Value> {
         (0..10)
             .map(|i| msg::text(&format!("m-{round}-{i}"), &viewer, &format!("{round}/{i}")))
             .collect()
     };
-    yt.push(&chat, batch(0));
-    tap.collect_until(30, "the first ten", |g| youtube_of(g, &channel).len() >= 10)
+    w.yt.push(&chat, batch(0));
+    w.tap
+        .collect_until(30, "the first ten", |g| {
+            youtube_of(g, &w.channel).len() >= 10
+        })
         .await;
     // Every resume from here starts 5 messages early (repeats the source
     // must drop). The stream ends cleanly; the next one drops mid-page
     // after 3 messages, with an error; the one after that stays.
-    yt.set_resume_overlap(5);
-    yt.drop_stream_after(3, StreamEnd::Error);
-    yt.kick_streams(StreamEnd::Eof);
+    w.yt.set_resume_overlap(5);
+    w.yt.drop_stream_after(3, StreamEnd::Error);
+    w.yt.kick_streams(StreamEnd::Eof);
     eventually(30, "two more streams", || async {
-        (yt.stream_requests().len() >= 3).then_some(())
+        (w.yt.stream_requests().len() >= 3).then_some(())
     })
     .await;
-    yt.push(&chat, batch(1));
-    yt.kick_streams(StreamEnd::Error);
-    yt.push(&chat, batch(2));
-    let got = tap
-        .collect_until(30, "every message", |g| youtube_of(g, &channel).len() >= 20)
+    w.yt.push(&chat, batch(1));
+    w.yt.kick_streams(StreamEnd::Error);
+    w.yt.push(&chat, batch(2));
+    let got = w
+        .tap
+        .collect_until(30, "every message", |g| {
+            youtube_of(g, &w.channel).len() >= 20
+        })
         .await;
-    let extra = tap.drain_quiet(Duration::from_millis(1500)).await;
+    let extra = w.tap.drain_quiet(Duration::from_millis(1500)).await;
     let all: Vec<&Delivery> = got.iter().chain(&extra).collect();
     let ids: Vec<&str> = all.iter().map(|d| d.event.id.as_str()).collect();
     let unique_ids: BTreeSet<&str> = ids.iter().copied().collect();
@@ -344,7 +385,7 @@ async fn a_dropped_stream_resumes_from_its_page_token_without_repeats_or_gaps() 
         all.iter().all(|d| d.event.kind() != EventKind::Gap),
         "a resume from a page token is no gap"
     );
-    let requests = yt.stream_requests();
+    let requests = w.yt.stream_requests();
     assert!(requests.len() >= 4, "{requests:?}");
     assert_eq!(
         requests[0].1, None,
@@ -366,32 +407,29 @@ async fn a_dropped_stream_resumes_from_its_page_token_without_repeats_or_gaps() 
             >= 5.0
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_lost_position_publishes_a_gap_and_still_no_repeats() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@lost");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-gap");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let ing = Running::start(yt_config(&yt, &exchange, &[&channel], &spool)).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    let mut w = World::new("test-yt-gap", "@lost").await;
+    let chat = w.go_live();
+    let ing = Running::start(w.config(&[&w.channel])).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(
+    w.yt.push(
         &chat,
         (0..5).map(|i| msg::text(&format!("a-{i}"), &viewer, "x")),
     );
-    tap.collect_until(30, "first five", |g| youtube_of(g, &channel).len() >= 5)
+    w.tap
+        .collect_until(30, "first five", |g| youtube_of(g, &w.channel).len() >= 5)
         .await;
     // The stream drops and its page token is then refused: the source
     // reads from the recent messages again (which repeat the first five).
-    yt.fail_next(FakeCall::StreamList, FakeError::PageTokenInvalid, 1);
-    yt.kick_streams(StreamEnd::Error);
-    let got = tap
+    w.yt.fail_next(FakeCall::StreamList, FakeError::PageTokenInvalid, 1);
+    w.yt.kick_streams(StreamEnd::Error);
+    let got = w
+        .tap
         .collect_until(30, "a gap", |g| {
             g.iter().any(|d| d.event.kind() == EventKind::Gap)
         })
@@ -400,7 +438,7 @@ async fn a_lost_position_publishes_a_gap_and_still_no_repeats() {
         .iter()
         .find(|d| d.event.kind() == EventKind::Gap)
         .unwrap();
-    assert_eq!(gap.routing_key, routing_key("youtube", &channel));
+    assert_eq!(gap.routing_key, routing_key("youtube", &w.channel));
     match &gap.event.body {
         EventBody::Gap(d) => {
             assert_eq!(d.reason, "page_token_invalid");
@@ -408,16 +446,17 @@ async fn a_lost_position_publishes_a_gap_and_still_no_repeats() {
         }
         other => panic!("{other:?}"),
     }
-    yt.push(
+    w.yt.push(
         &chat,
         (0..5).map(|i| msg::text(&format!("b-{i}"), &viewer, "y")),
     );
-    let more = tap
+    let more = w
+        .tap
         .collect_until(30, "the b messages", |g| {
             g.iter().filter(|d| d.event.id.starts_with("b-")).count() >= 5
         })
         .await;
-    let extra = tap.drain_quiet(Duration::from_millis(700)).await;
+    let extra = w.tap.drain_quiet(Duration::from_millis(700)).await;
     let messages: Vec<&str> = got
         .iter()
         .chain(&more)
@@ -431,20 +470,15 @@ async fn a_lost_position_publishes_a_gap_and_still_no_repeats() {
         "the b messages once, no a repeated: {messages:?}"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn quota_exceeded_waits_without_spinning_and_recovers() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@quota");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_quota_exhausted(true);
-    let exchange = unique("test-yt-quota");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &["@quota"], &spool);
+    let mut w = World::new("test-yt-quota", "@quota").await;
+    let chat = w.go_live();
+    w.yt.set_quota_exhausted(true);
+    let mut cfg = w.config(&["@quota"]);
     cfg.platforms.youtube.youtube_quota_exceeded_wait = Some(Duration::from_secs(4));
     let retry_max = cfg.platforms.youtube.youtube_retry_max_delay;
     let ing = Running::start(cfg).await;
@@ -465,23 +499,24 @@ async fn quota_exceeded_waits_without_spinning_and_recovers() {
     assert!(ing.metric("chatbus_ingestor_youtube_errors_total").await >= 1.0);
     // No call while the quota is out: one refused call, then silence.
     let calls = || FakeCall::Channels;
-    let before = yt.calls(calls());
+    let before = w.yt.calls(calls());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        yt.calls(calls()) <= before + 1,
+        w.yt.calls(calls()) <= before + 1,
         "{} calls in 1.5 s",
-        yt.calls(calls()) - before
+        w.yt.calls(calls()) - before
     );
-    yt.set_quota_exhausted(false);
-    wait_state(&ing, &channel, "joined", None).await;
+    w.yt.set_quota_exhausted(false);
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("after-quota", &viewer, "back")]);
-    tap.collect_until(30, "a message after the quota came back", |g| {
-        g.iter().any(|d| d.event.id == "after-quota")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("after-quota", &viewer, "back")]);
+    w.tap
+        .collect_until(30, "a message after the quota came back", |g| {
+            g.iter().any(|d| d.event.id == "after-quota")
+        })
+        .await;
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
@@ -542,80 +577,67 @@ async fn a_chat_that_ends_and_a_broadcast_that_starts_later_are_followed() {
 
 #[tokio::test]
 async fn a_video_entry_follows_that_video_and_no_other() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@videos");
-    yt.schedule(&channel, &video);
-    let exchange = unique("test-yt-video");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let url = format!("https://www.youtube.com/watch?v={video}");
-    let ing = Running::start(yt_config(&yt, &exchange, &[&url], &spool)).await;
-    let info = wait_state(&ing, &channel, "waiting", Some("offline")).await;
+    let mut w = World::new("test-yt-video", "@videos").await;
+    w.yt.schedule(&w.channel, &w.video);
+    let url = format!("https://www.youtube.com/watch?v={}", w.video);
+    let ing = Running::start(w.config(&[&url])).await;
+    let info = wait_state(&ing, &w.channel, "waiting", Some("offline")).await;
     assert_eq!(info["requested_as"], url.as_str());
     assert_eq!(info["source_detail"]["follows"], "video");
-    assert!(info["source_detail"].to_string().contains(&video));
-    let chat = yt.go_live(&channel, &video);
-    wait_state(&ing, &channel, "joined", None).await;
+    assert!(info["source_detail"].to_string().contains(&w.video));
+    let chat = w.go_live();
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("v-1", &viewer, "hi")]);
-    tap.collect_until(30, "the video's message", |g| {
-        g.iter().any(|d| d.event.id == "v-1")
-    })
-    .await;
-    yt.end_broadcast(&video, End::ChatEndedEvent);
-    wait_state(&ing, &channel, "waiting", Some("chat_ended")).await;
-    // Another broadcast of the channel is not this entry's.
-    let other = yt.go_live(&channel, &video_id());
-    yt.push(&other, [msg::text("other-1", &viewer, "not followed")]);
+    w.yt.push(&chat, [msg::text("v-1", &viewer, "hi")]);
+    w.tap
+        .collect_until(30, "the video's message", |g| {
+            g.iter().any(|d| d.event.id == "v-1")
+        })
+        .await;
+    w.yt.end_broadcast(&w.video, End::ChatEndedEvent);
+    wait_state(&ing, &w.channel, "waiting", Some("chat_ended")).await;
+    // Another broadcast of the w.channel is not this entry's.
+    let other = w.yt.go_live(&w.channel, &video_id());
+    w.yt.push(&other, [msg::text("other-1", &viewer, "not followed")]);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let got = tap.drain_quiet(Duration::from_millis(500)).await;
+    let got = w.tap.drain_quiet(Duration::from_millis(500)).await;
     assert!(got.iter().all(|d| d.event.id != "other-1"));
-    wait_state(&ing, &channel, "waiting", Some("chat_ended")).await;
+    wait_state(&ing, &w.channel, "waiting", Some("chat_ended")).await;
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_live_video_entry_is_joined_with_one_videos_list_call() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@already.live");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-one-lookup");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let ing = Running::start(yt_config(&yt, &exchange, &[&video], &spool)).await;
-    wait_state(&ing, &channel, "joined", None).await;
-    // The lookup that found the video's channel also gave its live chat:
+    let mut w = World::new("test-yt-one-lookup", "@already.live").await;
+    let chat = w.go_live();
+    let ing = Running::start(w.config(&[&w.video])).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
+    // The lookup that found the w.video's w.channel also gave its live chat:
     // joining costs one videos.list (1 quota unit), not two.
-    assert_eq!(yt.calls(FakeCall::Videos), 1);
+    assert_eq!(w.yt.calls(FakeCall::Videos), 1);
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("live-1", &viewer, "hi")]);
-    tap.collect_until(30, "the live video's message", |g| {
-        g.iter().any(|d| d.event.id == "live-1")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("live-1", &viewer, "hi")]);
+    w.tap
+        .collect_until(30, "the live video's message", |g| {
+            g.iter().any(|d| d.event.id == "live-1")
+        })
+        .await;
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn polling_reads_the_chat_when_streaming_is_off_or_unavailable() {
     for streaming in [false, true] {
-        let yt = FakeYoutube::start().await;
-        let (channel, video) = ids();
-        yt.add_channel(&channel, "@poller");
-        let chat = yt.go_live(&channel, &video);
-        yt.set_polling_interval(250);
+        let mut w = World::new("test-yt-poll", "@poller").await;
+        let chat = w.go_live();
+        w.yt.set_polling_interval(250);
         if streaming {
             // Configured on, but the server does not have it.
-            yt.set_streaming(false);
+            w.yt.set_streaming(false);
         }
-        let exchange = unique("test-yt-poll");
-        let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-        let (_dir, spool) = spool_dir();
-        let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+        let mut cfg = w.config(&[&w.channel]);
         cfg.platforms.youtube.youtube_streaming = streaming;
         let ing = Running::start(cfg).await;
         let info = eventually(30, "polling", || async {
@@ -625,72 +647,68 @@ async fn polling_reads_the_chat_when_streaming_is_off_or_unavailable() {
                 .find(|c| c["state"] == "joined" && c["source_detail"]["via"] == "poll")
         })
         .await;
-        assert_eq!(info["channel"], channel.as_str());
+        assert_eq!(info["channel"], w.channel.as_str());
         let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
         for i in 0..3 {
-            yt.push(
+            w.yt.push(
                 &chat,
                 (0..4).map(|j| msg::text(&format!("p-{i}-{j}"), &viewer, "polled")),
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let got = tap
+        let got = w
+            .tap
             .collect_until(30, "every polled message", |g| {
-                youtube_of(g, &channel).len() >= 12
+                youtube_of(g, &w.channel).len() >= 12
             })
             .await;
-        let extra = tap.drain_quiet(Duration::from_millis(600)).await;
+        let extra = w.tap.drain_quiet(Duration::from_millis(600)).await;
         assert_eq!(
-            youtube_of(&got, &channel).len() + extra.len(),
+            youtube_of(&got, &w.channel).len() + extra.len(),
             12,
             "each once"
         );
         // pollingIntervalMillis is honoured: no more than about 4 polls a
         // second, and polling goes on (however slowly a loaded machine
         // lets it).
-        let before = yt.calls(FakeCall::ChatList);
+        let before = w.yt.calls(FakeCall::ChatList);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let polls = yt.calls(FakeCall::ChatList) - before;
+        let polls = w.yt.calls(FakeCall::ChatList) - before;
         assert!(polls <= 10, "{polls} polls in 2 s at 250 ms");
         eventually(30, "polling goes on", || {
-            let more = yt.calls(FakeCall::ChatList) >= before + 4;
+            let more = w.yt.calls(FakeCall::ChatList) >= before + 4;
             async move { more.then_some(()) }
         })
         .await;
         if streaming {
-            assert!(!yt.stream_requests().is_empty(), "streaming was tried");
+            assert!(!w.yt.stream_requests().is_empty(), "streaming was tried");
             assert!(ing.metric("chatbus_ingestor_youtube_errors_total").await >= 1.0);
         } else {
-            assert_eq!(yt.calls(FakeCall::StreamList), 0);
+            assert_eq!(w.yt.calls(FakeCall::StreamList), 0);
         }
         ing.stop().await;
-        tap.cleanup().await;
+        w.tap.cleanup().await;
     }
 }
 
 #[tokio::test]
 async fn chat_errors_show_in_channels_and_back_off() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@errors");
-    let chat = yt.go_live(&channel, &video);
+    let mut w = World::new("test-yt-errors", "@errors").await;
+    let chat = w.go_live();
     // Forbidden, then the service unavailable, then not found: each waits.
-    yt.fail_next(FakeCall::StreamList, FakeError::Forbidden, 1);
-    yt.fail_next(FakeCall::StreamList, FakeError::ServerError, 1);
-    yt.fail_next(FakeCall::StreamList, FakeError::ChatNotFound, 1);
-    let exchange = unique("test-yt-errors");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    w.yt.fail_next(FakeCall::StreamList, FakeError::Forbidden, 1);
+    w.yt.fail_next(FakeCall::StreamList, FakeError::ServerError, 1);
+    w.yt.fail_next(FakeCall::StreamList, FakeError::ChatNotFound, 1);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_retry_max_delay = Duration::from_millis(1500);
     let started = std::time::Instant::now();
     let ing = Running::start(cfg).await;
-    let info = wait_state(&ing, &channel, "waiting", Some("forbidden")).await;
+    let info = wait_state(&ing, &w.channel, "waiting", Some("forbidden")).await;
     assert!(
         info["detail"].as_str().unwrap().contains("permission"),
         "{info}"
     );
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     // Each failure waited its backoff step before the next try: from 1 s,
     // doubling, capped at the 1.5 s above, with jitter taking off at most
     // half (common's Backoff::delay): at least 0.5 + 0.75 + 0.75 s before
@@ -710,56 +728,53 @@ async fn chat_errors_show_in_channels_and_back_off() {
         );
     }
     assert!(
-        yt.calls(FakeCall::StreamList) <= 6,
+        w.yt.calls(FakeCall::StreamList) <= 6,
         "{} stream calls: backoff",
-        yt.calls(FakeCall::StreamList)
+        w.yt.calls(FakeCall::StreamList)
     );
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("after-errors", &viewer, "ok")]);
-    tap.collect_until(30, "reading after the errors", |g| {
-        g.iter().any(|d| d.event.id == "after-errors")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("after-errors", &viewer, "ok")]);
+    w.tap
+        .collect_until(30, "reading after the errors", |g| {
+            g.iter().any(|d| d.event.id == "after-errors")
+        })
+        .await;
     // A disabled chat waits for the broadcast to have one again.
-    yt.disable_chat(&video);
-    let info = wait_state(&ing, &channel, "waiting", Some("chat_disabled")).await;
+    w.yt.disable_chat(&w.video);
+    let info = wait_state(&ing, &w.channel, "waiting", Some("chat_disabled")).await;
     assert!(info["next_check"].is_string());
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@slow");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(200);
-    let exchange = unique("test-yt-timeout");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-timeout", "@slow").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(200);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     // Long enough that only the delayed poll reaches it, even on a loaded
     // machine.
     cfg.platforms.youtube.youtube_request_timeout = Duration::from_secs(2);
     let ing = Running::start(cfg).await;
-    let info = wait_state(&ing, &channel, "joined", None).await;
+    let info = wait_state(&ing, &w.channel, "joined", None).await;
     assert_eq!(info["source_detail"]["via"], "poll");
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("slow-0", &viewer, "before")]);
-    tap.collect_until(30, "slow-0", |g| g.iter().any(|d| d.event.id == "slow-0"))
+    w.yt.push(&chat, [msg::text("slow-0", &viewer, "before")]);
+    w.tap
+        .collect_until(30, "slow-0", |g| g.iter().any(|d| d.event.id == "slow-0"))
         .await;
     let timeouts = || ing.metric("chatbus_ingestor_youtube_errors_total{reason=\"timeout\"}");
     let before = timeouts().await;
     // The next poll is answered only after 12 s, six times the timeout.
-    let polls = yt.calls(FakeCall::ChatList);
-    yt.fail_next(
+    let polls = w.yt.calls(FakeCall::ChatList);
+    w.yt.fail_next(
         FakeCall::ChatList,
         FakeError::Delay(Duration::from_secs(12)),
         1,
     );
-    let info = wait_state(&ing, &channel, "waiting", Some("timeout")).await;
+    let info = wait_state(&ing, &w.channel, "waiting", Some("timeout")).await;
     assert!(
         info["detail"]
             .as_str()
@@ -770,41 +785,37 @@ async fn a_poll_past_the_request_timeout_counts_as_an_error_and_reading_goes_on(
     assert!(timeouts().await > before, "the timeout is counted");
     // Reading goes on from the same page token: what is said from now on
     // arrives, once each, with no gap.
-    yt.push(
+    w.yt.push(
         &chat,
         (1..=3).map(|i| msg::text(&format!("slow-{i}"), &viewer, "after")),
     );
-    let got = tap
+    let got = w
+        .tap
         .collect_until(30, "the messages after the timeout", |g| {
             g.iter().filter(|d| d.event.id.starts_with("slow-")).count() >= 3
         })
         .await;
-    let extra = tap.drain_quiet(Duration::from_millis(700)).await;
+    let extra = w.tap.drain_quiet(Duration::from_millis(700)).await;
     let ids: Vec<&str> = got
         .iter()
         .chain(&extra)
         .map(|d| d.event.id.as_str())
         .collect();
     assert_eq!(ids, ["slow-1", "slow-2", "slow-3"]);
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     assert!(
-        yt.calls(FakeCall::ChatList) >= polls + 2,
+        w.yt.calls(FakeCall::ChatList) >= polls + 2,
         "the slow poll, then at least one that read"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_admin_api_joins_and_parts_youtube_entries() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@admin.me");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-admin");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[], &spool);
+    let mut w = World::new("test-yt-admin", "@admin.me").await;
+    let chat = w.go_live();
+    let mut cfg = w.config(&[]);
     cfg.ingestor_api_key = Some("k3y".into());
     let ing = Running::start(cfg).await;
     let client = reqwest::Client::new();
@@ -824,17 +835,18 @@ async fn the_admin_api_joins_and_parts_youtube_entries() {
         (body["platform"].as_str(), body["channel"].as_str()),
         (Some("youtube"), Some("@admin.me"))
     );
-    let info = wait_state(&ing, &channel, "joined", None).await;
+    let info = wait_state(&ing, &w.channel, "joined", None).await;
     assert_eq!(info["requested_as"], "@Admin.Me");
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("admin-1", &viewer, "hi")]);
-    tap.collect_until(30, "a message", |g| {
-        g.iter().any(|d| d.event.id == "admin-1")
-    })
-    .await;
-    // Asked again as the channel id, or the handle: already followed.
+    w.yt.push(&chat, [msg::text("admin-1", &viewer, "hi")]);
+    w.tap
+        .collect_until(30, "a message", |g| {
+            g.iter().any(|d| d.event.id == "admin-1")
+        })
+        .await;
+    // Asked again as the w.channel id, or the handle: already followed.
     assert_eq!(
-        call(reqwest::Method::POST, &channel)
+        call(reqwest::Method::POST, &w.channel)
             .await
             .unwrap()
             .status(),
@@ -853,7 +865,7 @@ async fn the_admin_api_joins_and_parts_youtube_entries() {
     assert_eq!(body["error"], "invalid_channel");
     let (status, one) = ing.get("/channels/youtube").await;
     assert_eq!(status, 200);
-    assert!(one.contains(&channel));
+    assert!(one.contains(&w.channel));
     let (_, ready) = ing.get("/readyz").await;
     let ready: Value = serde_json::from_str(&ready).unwrap();
     let source = ready["sources"]
@@ -883,36 +895,32 @@ async fn the_admin_api_joins_and_parts_youtube_entries() {
     })
     .await;
     eventually(30, "its stream closed", || async {
-        (yt.open_streams() == 0).then_some(())
+        (w.yt.open_streams() == 0).then_some(())
     })
     .await;
     assert_eq!(
-        call(reqwest::Method::DELETE, &channel)
+        call(reqwest::Method::DELETE, &w.channel)
             .await
             .unwrap()
             .status(),
         404
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_restart_remembers_youtube_entries_and_publishes_a_gap() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@restart");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-restart");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
+    let mut w = World::new("test-yt-restart", "@restart").await;
+    let chat = w.go_live();
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    let ing = Running::start(yt_config(&yt, &exchange, &["@restart"], &spool)).await;
-    wait_state(&ing, &channel, "joined", None).await;
-    yt.push(&chat, [msg::text("r-1", &viewer, "one")]);
-    tap.collect_until(30, "r-1", |g| g.iter().any(|d| d.event.id == "r-1"))
+    let ing = Running::start(w.config(&["@restart"])).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
+    w.yt.push(&chat, [msg::text("r-1", &viewer, "one")]);
+    w.tap
+        .collect_until(30, "r-1", |g| g.iter().any(|d| d.event.id == "r-1"))
         .await;
-    // Confirmed by the broker before the stop: nothing is left in the spool
+    // Confirmed by the broker before the stop: nothing is left in the w.spool
     // to publish again after the restart.
     eventually(30, "r-1 confirmed", || async {
         let (_, ready) = ing.get("/readyz").await;
@@ -921,13 +929,14 @@ async fn a_restart_remembers_youtube_entries_and_publishes_a_gap() {
     })
     .await;
     ing.stop().await;
-    let streams_before = yt.stream_requests().len();
-    // Not in the config any more: remembered, as the channel id.
-    let ing = Running::start(yt_config(&yt, &exchange, &[], &spool)).await;
-    let info = wait_state(&ing, &channel, "joined", None).await;
+    let streams_before = w.yt.stream_requests().len();
+    // Not in the config any more: remembered, as the w.channel id.
+    let ing = Running::start(w.config(&[])).await;
+    let info = wait_state(&ing, &w.channel, "joined", None).await;
     assert_eq!(info["requested_as"], "@restart");
-    yt.push(&chat, [msg::text("r-2", &viewer, "two")]);
-    let got = tap
+    w.yt.push(&chat, [msg::text("r-2", &viewer, "two")]);
+    let got = w
+        .tap
         .collect_until(30, "a gap and r-2", |g| {
             g.iter().any(|d| d.event.id == "r-2")
         })
@@ -950,13 +959,13 @@ async fn a_restart_remembers_youtube_entries_and_publishes_a_gap() {
     // is not kept across a restart, so the first stream after it opens
     // without a page token and gets the fake's recent messages, r-1 among
     // them, and a fresh ingestor has seen no ids to drop it by.
-    let requests = yt.stream_requests();
+    let requests = w.yt.stream_requests();
     assert_eq!(
         requests.get(streams_before),
         Some(&(chat.clone(), None)),
         "the first stream after the restart starts from the recent messages: {requests:?}"
     );
-    let extra = tap.drain_quiet(Duration::from_millis(700)).await;
+    let extra = w.tap.drain_quiet(Duration::from_millis(700)).await;
     let after: Vec<&Delivery> = got.iter().chain(&extra).collect();
     let ones: Vec<&str> = after
         .iter()
@@ -974,7 +983,7 @@ async fn a_restart_remembers_youtube_entries_and_publishes_a_gap() {
         "the repeat is read after the gap, before r-2: gap {gap}, r-1 {r1}, r-2 {r2}"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
@@ -1038,27 +1047,23 @@ async fn twitch_and_youtube_run_side_by_side_in_one_ingestor() {
 
 #[tokio::test]
 async fn the_search_check_finds_a_live_broadcast_too() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@searched");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-search");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-search", "@searched").await;
+    let chat = w.go_live();
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_live_check = ingestor::platforms::youtube::LiveCheck::Search;
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("s-1", &viewer, "found by search")]);
-    tap.collect_until(30, "s-1", |g| g.iter().any(|d| d.event.id == "s-1"))
+    w.yt.push(&chat, [msg::text("s-1", &viewer, "found by search")]);
+    w.tap
+        .collect_until(30, "s-1", |g| g.iter().any(|d| d.event.id == "s-1"))
         .await;
-    assert_eq!(yt.calls(FakeCall::Search), 1);
-    assert_eq!(yt.calls(FakeCall::PlaylistItems), 0);
+    assert_eq!(w.yt.calls(FakeCall::Search), 1);
+    assert_eq!(w.yt.calls(FakeCall::PlaylistItems), 0);
     assert!(
-        yt.quota_spent() >= 106,
+        w.yt.quota_spent() >= 106,
         "search 100 + videos 1 + stream 5: {}",
-        yt.quota_spent()
+        w.yt.quota_spent()
     );
     assert!(
         ing.metric("chatbus_ingestor_youtube_quota_units_total")
@@ -1066,7 +1071,7 @@ async fn the_search_check_finds_a_live_broadcast_too() {
             >= 106.0
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 fn google_token(login: &str, access: &str, refresh: Option<&str>) -> StoredToken {
@@ -1176,20 +1181,15 @@ async fn a_refused_token_is_refreshed_and_reading_goes_on() {
 
 #[tokio::test]
 async fn malformed_answers_and_messages_are_carried_or_retried_never_fatal() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@odd");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(200);
+    let mut w = World::new("test-yt-odd", "@odd").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(200);
     // A page that is not JSON first: retried from the same token.
-    yt.fail_next(FakeCall::ChatList, FakeError::Malformed, 1);
-    let exchange = unique("test-yt-odd");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    w.yt.fail_next(FakeCall::ChatList, FakeError::Malformed, 1);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
     let odd = vec![
         msg::text("ok-1", &viewer, "fine"),
@@ -1199,9 +1199,10 @@ async fn malformed_answers_and_messages_are_carried_or_retried_never_fatal() {
         serde_json::json!({"snippet": {"type": "textMessageEvent", "textMessageDetails": {"messageText": "no id"}}}),
         msg::text("ok-2", &viewer, "still fine"),
     ];
-    yt.push(&chat, odd.clone());
-    let got = tap
-        .collect_until(30, "all six", |g| youtube_of(g, &channel).len() >= 6)
+    w.yt.push(&chat, odd.clone());
+    let got = w
+        .tap
+        .collect_until(30, "all six", |g| youtube_of(g, &w.channel).len() >= 6)
         .await;
     let by_id: BTreeMap<&str, &Delivery> = got.iter().map(|d| (d.event.id.as_str(), d)).collect();
     assert_eq!(by_id["ok-1"].event.kind(), EventKind::Message);
@@ -1234,5 +1235,5 @@ async fn malformed_answers_and_messages_are_carried_or_retried_never_fatal() {
         "the page that was not JSON is counted"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
