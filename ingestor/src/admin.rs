@@ -21,9 +21,20 @@ use crate::outbox::Outbox;
 use crate::platforms::seam::{Source, SourceHealth};
 use crate::publisher::BrokerStatus;
 
+/// The webhook listener, as `/readyz` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookStatus {
+    /// The address it listens on.
+    pub addr: String,
+    /// The generic signed sources it serves (`/hooks/<name>`).
+    pub sources: Vec<String>,
+}
+
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
 pub struct AdminState {
+    /// The webhook listener, when one runs.
+    pub webhooks: Option<WebhookStatus>,
     /// Every running source.
     pub sources: Vec<Arc<dyn Source>>,
     /// Broker connectivity.
@@ -76,6 +87,9 @@ struct Readiness {
     spool_bytes: u64,
     events_dropped: u64,
     sources: Vec<SourceReadiness>,
+    /// The webhook listener (absent when `WEBHOOK_HTTP_ADDR` is unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhooks: Option<WebhookStatus>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +137,7 @@ fn readiness(state: &AdminState) -> Readiness {
         spool_bytes: stats.spool_bytes,
         events_dropped: stats.dropped,
         sources,
+        webhooks: state.webhooks.clone(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::Secret;
 use common::config::{
     ConfigError, ServiceConfig, Sources, check_amqp_url, check_http_url, check_nonempty,
-    check_nonzero, check_range, check_socket_addr,
+    check_nonzero, check_range, check_socket_addr, comma_list,
 };
 use common::oauth::OAuthConfig;
 use common::telemetry::LogFormat;
@@ -44,6 +44,20 @@ pub struct Config {
     /// Async worker threads (lapin adds its own I/O thread per
     /// connection).
     pub ingestor_worker_threads: usize,
+    /// Address of the webhook listener: where platforms and other senders
+    /// push events, so it must be reachable from them (put a TLS reverse
+    /// proxy in front). Unset: no listener.
+    pub webhook_http_addr: Option<String>,
+    /// Generic signed webhook sources (`POST /hooks/<name>`), a comma list
+    /// of `name:secret-file`; the file holds the HMAC secret (16 bytes or
+    /// more). Needs `webhook_http_addr`.
+    #[serde(deserialize_with = "comma_list")]
+    pub webhook_sources: Vec<String>,
+    /// Largest webhook body accepted; larger ones are answered 413.
+    pub webhook_max_body_bytes: u64,
+    /// A webhook timestamp further than this from now is refused (401).
+    #[serde(with = "humantime_serde")]
+    pub webhook_max_age: Duration,
 
     /// Token store and OAuth provider settings, shared with the auth-server
     /// (`TOKEN_STORE_PATH`, each provider's client id and URLs ...). With a
@@ -95,6 +109,10 @@ impl Default for Config {
             log_format: LogFormat::Human,
             rust_log: "info".into(),
             ingestor_worker_threads: 1,
+            webhook_http_addr: None,
+            webhook_sources: Vec::new(),
+            webhook_max_body_bytes: 64 * 1024,
+            webhook_max_age: Duration::from_secs(5 * 60),
             oauth: OAuthConfig::default(),
             ingest_include_raw: true,
             spool_dir: PathBuf::from("data/spool"),
@@ -133,6 +151,24 @@ impl ServiceConfig for Config {
             256,
         )?;
         self.platforms.validate(&self.oauth)?;
+        match &self.webhook_http_addr {
+            Some(addr) => check_socket_addr("webhook_http_addr", addr)?,
+            None if !self.webhook_sources.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "webhook_sources",
+                    "set WEBHOOK_HTTP_ADDR too: the sources are served by the webhook listener",
+                ));
+            }
+            None => {}
+        }
+        crate::webhooks::parse_sources(&self.webhook_sources, platforms::NAMES)?;
+        check_range(
+            "webhook_max_body_bytes",
+            self.webhook_max_body_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        check_nonzero("webhook_max_age", self.webhook_max_age)?;
         check_range(
             "spool_segment_bytes",
             self.spool_segment_bytes,

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod platforms;
 pub mod publisher;
 pub mod spool;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,7 +174,35 @@ pub async fn run(
             persist_loop(o, s, dir, c).await
         }));
     }
+    let webhooks = match &config.webhook_http_addr {
+        Some(addr) => {
+            let hooks = webhooks::Webhooks::new(
+                webhooks::parse_sources(&config.webhook_sources, platforms::NAMES)?,
+                context.sink.clone(),
+                webhooks::Limits {
+                    max_body_bytes: config.webhook_max_body_bytes,
+                    max_age: config.webhook_max_age,
+                },
+            );
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the webhook listener to {addr}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, sources = ?hooks.source_names(), "webhook listener listening");
+            let (c, routes) = (shutdown.clone(), webhooks::routes(hooks.clone()));
+            tasks.push(supervise("webhooks", shutdown.clone(), async move {
+                common::http::serve(routes, listener, c).await;
+                Ok(())
+            }));
+            Some(admin::WebhookStatus {
+                addr: bound.to_string(),
+                sources: hooks.source_names(),
+            })
+        }
+        None => None,
+    };
     let state = admin::AdminState {
+        webhooks,
         sources: sources.clone(),
         broker,
         outbox: outbox.clone(),

@@ -25,6 +25,9 @@ macro_rules! platforms {
     ($($name:ident),+ $(,)?) => {
         $(pub mod $name;)+
 
+        /// The built-in platforms' names (no webhook source may take one).
+        pub const NAMES: &[&str] = &[$(stringify!($name)),+];
+
         /// Every platform's settings, each a flat struct of its own read
         /// from the same layered sources as the service's configuration.
         #[derive(Debug, Clone, Default)]

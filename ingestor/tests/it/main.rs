@@ -7,4 +7,5 @@ mod faults;
 mod flow;
 mod helpers;
 mod login;
+mod webhooks;
 mod youtube;

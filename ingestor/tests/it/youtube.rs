@@ -203,7 +203,11 @@ async fn every_message_type_arrives_once_with_its_kind_key_and_fields() {
     let by_id: BTreeMap<&str, &Delivery> = got.iter().map(|d| (d.event.id.as_str(), d)).collect();
     assert_eq!(by_id.len(), sent.len(), "each once");
     let key = routing_key("youtube", &w.channel);
-    assert_eq!(key, format!("chat.youtube.{}", w.channel), "upper case kept");
+    assert_eq!(
+        key,
+        format!("chat.youtube.{}", w.channel),
+        "upper case kept"
+    );
     for d in &got {
         assert_eq!(d.routing_key, key);
         let e = &d.event;
