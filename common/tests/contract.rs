@@ -1,6 +1,6 @@
-//! The published contract stays equal to the Rust types: the JSON Schema in
-//! `docs/chat-event.schema.json`, the examples and the routing-key table in
-//! `docs/schema.md`.
+//! The published contract stays equal to the Rust types: the JSON Schemas in
+//! `docs/chat-event.schema.json` and `docs/chat-command.schema.json`, the
+//! examples and the routing-key table in `docs/schema.md`.
 //!
 //! Regenerate the schema after changing the types with
 //! `CHATBUS_BLESS=1 cargo nextest run -p common --test contract`.
@@ -16,23 +16,34 @@ fn docs(file: &str) -> PathBuf {
         .join(file)
 }
 
-#[test]
-fn json_schema_file_matches_the_types() {
-    let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
-    let path = docs("chat-event.schema.json");
+/// `docs/<file>` is `schema` (written instead with `CHATBUS_BLESS`).
+fn assert_schema_file(file: &str, schema: &serde_json::Value) {
+    let generated = serde_json::to_string_pretty(schema).unwrap() + "\n";
+    let path = docs(file);
     if std::env::var_os("CHATBUS_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "docs/chat-event.schema.json differs from the Rust types; \
+        "docs/{file} differs from the Rust types; \
          run CHATBUS_BLESS=1 cargo nextest run -p common --test contract and commit the file"
     );
 }
 
-/// Every ```json block in docs/schema.md that has a "schema_version" key.
-fn examples() -> Vec<serde_json::Value> {
+#[test]
+fn json_schema_file_matches_the_types() {
+    assert_schema_file("chat-event.schema.json", &json_schema());
+}
+
+#[test]
+fn the_command_json_schema_file_matches_the_types() {
+    assert_schema_file("chat-command.schema.json", &common::command::json_schema());
+}
+
+/// Every ```json block in docs/schema.md that has a "schema_version" key:
+/// events, and commands (those with `issued_at`).
+fn all_examples() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(docs("schema.md")).unwrap();
     let mut out = Vec::new();
     let mut block: Option<String> = None;
@@ -55,6 +66,39 @@ fn examples() -> Vec<serde_json::Value> {
         }
     }
     out
+}
+
+/// The event examples of docs/schema.md.
+fn examples() -> Vec<serde_json::Value> {
+    all_examples()
+        .into_iter()
+        .filter(|v| v.get("issued_at").is_none())
+        .collect()
+}
+
+/// docs/schema.md has one valid, round-tripping example of each command
+/// kind.
+#[test]
+fn schema_doc_has_one_valid_example_per_command_kind() {
+    use common::command::ChatCommand;
+    let mut kinds = BTreeSet::new();
+    for example in all_examples()
+        .into_iter()
+        .filter(|v| v.get("issued_at").is_some())
+    {
+        let command: ChatCommand = serde_json::from_value(example.clone())
+            .unwrap_or_else(|e| panic!("command example does not parse: {e}\n{example:#}"));
+        command
+            .validate()
+            .unwrap_or_else(|e| panic!("command example is invalid: {e}\n{example:#}"));
+        assert_eq!(serde_json::to_value(&command).unwrap(), example);
+        kinds.insert(command.action.kind());
+    }
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["send", "delete", "timeout", "ban", "unban"]),
+        "docs/schema.md needs one example per command kind"
+    );
 }
 
 #[test]
