@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod log_limit;
 pub mod oauth;
 pub mod routing;
 pub mod schema;

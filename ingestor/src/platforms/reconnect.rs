@@ -47,8 +47,8 @@ impl Reconnect {
         }
     }
 
-    /// The platform asked for the reconnect itself: the next attempt goes
-    /// at once and the backoff starts again.
+    /// An answer came (a poller's call succeeded): the backoff starts
+    /// again.
     pub fn reset(&mut self) {
         self.failures = 0;
     }

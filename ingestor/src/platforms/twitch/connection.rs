@@ -11,9 +11,12 @@
 //! can lose: one read buffer and the kernel's socket buffer.
 //!
 //! When the server cannot be reached the task retries with exponential
-//! backoff (the source says so in the log and in `/channels`); after a
-//! `RECONNECT`, or a connection that was up for a while, it reconnects at
-//! once. A connection that goes silent is pinged and, without an answer,
+//! backoff (the source says so in the log and in `/channels`); a
+//! connection that was up for a while reconnects at once when it ends, one
+//! that was not waits its backoff whatever ended it (a `RECONNECT`
+//! included). Every write to the server has a deadline (the keepalive): a
+//! server that stops reading cannot hold the connection, its keepalive or
+//! a shutdown. A connection that goes silent is pinged and, without an answer,
 //! dropped and reopened. Every drop marks its channels for a `gap` event.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
+use common::log_limit::LogLimit;
 use common::schema::ChatEvent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,6 +53,10 @@ const PART_GRACE: Duration = Duration::from_secs(5);
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// The log of lines skipped or noticed: a few per reason every 10 s, the
+/// rest counted (each reason has its metric).
+static LINE_LOG: LogLimit = LogLimit::per_10s(5);
 
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,8 +236,9 @@ impl Connection {
             match ended {
                 Ended::Cancelled => break,
                 Ended::Closed => {}
-                Ended::ReconnectRequested => reconnect.reset(),
-                Ended::Eof | Ended::Error(_) => {
+                // A RECONNECT counts like any other end: a server that asks
+                // for one right after every login meets the backoff.
+                Ended::ReconnectRequested | Ended::Eof | Ended::Error(_) => {
                     if let Some(delay) = reconnect.ended(opened.elapsed())
                         && !self.wait_handling_commands(delay).await
                     {
@@ -295,8 +304,10 @@ impl Connection {
             hello.push_str(&format!("PASS oauth:{}\r\n", token.expose()));
         }
         hello.push_str(&format!("NICK {}\r\n", credentials.login));
-        if let Err(e) = writer.write_all(hello.as_bytes()).await {
-            return Ended::Error(format!("write: {e}"));
+        let write_deadline = self.shared.keepalive;
+        let cancel = self.cancel.clone();
+        if let Err(ended) = write_within(&mut writer, hello.as_bytes(), write_deadline, &cancel).await {
+            return ended;
         }
 
         let mut join_queue: VecDeque<String> = self.channels.iter().cloned().collect();
@@ -334,9 +345,9 @@ impl Connection {
                             self.channels.remove(&channel);
                             join_queue.retain(|c| *c != channel);
                             if on_socket.remove(&channel) {
-                                if let Err(e) = writer.write_all(format!("PART #{channel}\r\n").as_bytes()).await {
+                                if let Err(ended) = write_within(&mut writer, format!("PART #{channel}\r\n").as_bytes(), write_deadline, &cancel).await {
                                     self.shared.manager.on_parted(&channel);
-                                    return Ended::Error(format!("write: {e}"));
+                                    return ended;
                                 }
                                 self.parting.insert(channel);
                             } else {
@@ -348,8 +359,8 @@ impl Connection {
                 }
                 () = limiter.acquire(), if logged_in && !join_queue.is_empty() => {
                     let channel = join_queue.pop_front().expect("non-empty");
-                    if let Err(e) = writer.write_all(format!("JOIN #{channel}\r\n").as_bytes()).await {
-                        return Ended::Error(format!("write: {e}"));
+                    if let Err(ended) = write_within(&mut writer, format!("JOIN #{channel}\r\n").as_bytes(), write_deadline, &cancel).await {
+                        return ended;
                     }
                     metrics::counter!("chatbus_ingestor_irc_joins_sent_total").increment(1);
                     self.shared.manager.on_join_sent(socket_id, &channel, Utc::now());
@@ -373,9 +384,9 @@ impl Connection {
                         logged_in = true;
                     }
                     if !batch.replies.is_empty()
-                        && let Err(e) = writer.write_all(batch.replies.as_bytes()).await
+                        && let Err(ended) = write_within(&mut writer, batch.replies.as_bytes(), write_deadline, &cancel).await
                     {
-                        return Ended::Error(format!("write: {e}"));
+                        return ended;
                     }
                     if let Some(ended) = batch.ended {
                         return ended;
@@ -402,8 +413,8 @@ impl Connection {
                             return Ended::Error(format!("no answer to PING for {:?}", sent.elapsed()));
                         }
                         None if silent >= keepalive => {
-                            if let Err(e) = writer.write_all(b"PING :tmi.twitch.tv\r\n").await {
-                                return Ended::Error(format!("write: {e}"));
+                            if let Err(ended) = write_within(&mut writer, b"PING :tmi.twitch.tv\r\n", write_deadline, &cancel).await {
+                                return ended;
                             }
                             ping_sent = Some(Instant::now());
                         }
@@ -437,12 +448,15 @@ impl Connection {
                 Frame::TooLong(len) => {
                     metrics::counter!("chatbus_ingestor_irc_bad_lines_total", "reason" => "too_long")
                         .increment(1);
-                    tracing::warn!(
-                        conn = socket_id,
-                        bytes = len,
-                        limit = codec.max,
-                        "over-long IRC line skipped"
-                    );
+                    if let Some(held_back) = LINE_LOG.allow("too_long") {
+                        tracing::warn!(
+                            conn = socket_id,
+                            bytes = len,
+                            limit = codec.max,
+                            held_back,
+                            "over-long IRC line skipped (held_back: more like this since the last such line)"
+                        );
+                    }
                 }
                 Frame::Line(bytes) => {
                     lines += 1;
@@ -507,7 +521,9 @@ impl Connection {
                         .ended
                         .get_or_insert(Ended::Error("login refused".into()));
                 } else {
-                    tracing::warn!(conn = socket_id, notice = %text, "server notice");
+                    if let Some(held_back) = LINE_LOG.allow("notice") {
+                        tracing::warn!(conn = socket_id, notice = %preview(text), held_back, "server notice");
+                    }
                 }
             }
             _ => {}
@@ -517,14 +533,43 @@ impl Connection {
             Ok(Normalised::Control) => {}
             Ok(Normalised::Unknown) => {
                 metrics::counter!("chatbus_ingestor_irc_unknown_commands_total").increment(1);
-                tracing::warn!(conn = socket_id, command = %msg.command, "unknown IRC command skipped");
+                if let Some(held_back) = LINE_LOG.allow("unknown_command") {
+                    tracing::warn!(conn = socket_id, command = %preview(&msg.command), held_back, "unknown IRC command skipped (held_back: more like this since the last such line)");
+                }
             }
             Err(e) => {
                 metrics::counter!("chatbus_ingestor_irc_bad_lines_total", "reason" => "unroutable")
                     .increment(1);
-                tracing::warn!(conn = socket_id, error = %e, line = %preview(raw), "IRC message skipped");
+                if let Some(held_back) = LINE_LOG.allow("unroutable") {
+                    tracing::warn!(conn = socket_id, error = %e, line = %preview(raw), held_back, "IRC message skipped (held_back: more like this since the last such line)");
+                }
             }
         }
+    }
+}
+
+/// Writes `bytes` to the server within `deadline`: a server that stops
+/// reading ends the session instead of holding it (its keepalive and a
+/// shutdown with it). `cancel` ends the wait at once.
+async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    deadline: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), Ended> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(Ended::Cancelled),
+        written = tokio::time::timeout(deadline, writer.write_all(bytes)) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ended::Error(format!("write: {e}"))),
+            Err(_) => {
+                metrics::counter!("chatbus_ingestor_irc_write_timeouts_total").increment(1);
+                Err(Ended::Error(format!(
+                    "write timed out after {deadline:?}: the server is not reading"
+                )))
+            }
+        },
     }
 }
 

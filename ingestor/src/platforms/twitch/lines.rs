@@ -3,6 +3,7 @@
 //! UTF-8 (decoded lossily) or an over-long line is logged, counted and
 //! skipped; the connection carries on.
 
+use common::log_limit::LogLimit;
 use std::borrow::Cow;
 
 use bytes::{Buf, BytesMut};
@@ -103,7 +104,12 @@ pub(crate) enum Decoded<'a> {
     Skip,
 }
 
-/// Decodes one line; bad lines are logged, counted and skipped.
+/// The log of bad lines: a few per reason every 10 s, the rest counted
+/// (every one is in `chatbus_ingestor_irc_bad_lines_total`).
+static BAD_LINE_LOG: LogLimit = LogLimit::per_10s(5);
+
+/// Decodes one line; bad lines are logged (within [`BAD_LINE_LOG`]),
+/// counted and skipped.
 pub(crate) fn decode_line(bytes: &[u8], conn: u64) -> Decoded<'_> {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -115,7 +121,9 @@ pub(crate) fn decode_line(bytes: &[u8], conn: u64) -> Decoded<'_> {
         Err(e) => {
             metrics::counter!("chatbus_ingestor_irc_bad_lines_total", "reason" => "invalid_utf8")
                 .increment(1);
-            tracing::warn!(conn, error = %e, line = %preview(&String::from_utf8_lossy(bytes)), "IRC line is not valid UTF-8; decoded with replacement characters");
+            if let Some(held_back) = BAD_LINE_LOG.allow("invalid_utf8") {
+                tracing::warn!(conn, error = %e, line = %preview(&String::from_utf8_lossy(bytes)), held_back, "IRC line is not valid UTF-8; decoded with replacement characters (held_back: more like this since the last such line)");
+            }
             String::from_utf8_lossy(bytes)
         }
     };
@@ -124,7 +132,9 @@ pub(crate) fn decode_line(bytes: &[u8], conn: u64) -> Decoded<'_> {
         Err(e) => {
             metrics::counter!("chatbus_ingestor_irc_bad_lines_total", "reason" => "malformed")
                 .increment(1);
-            tracing::warn!(conn, error = %e, line = %preview(&line), "malformed IRC line skipped");
+            if let Some(held_back) = BAD_LINE_LOG.allow("malformed") {
+                tracing::warn!(conn, error = %e, line = %preview(&line), held_back, "malformed IRC line skipped (held_back: more like this since the last such line)");
+            }
             Decoded::Skip
         }
     }
