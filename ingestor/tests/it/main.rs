@@ -8,3 +8,4 @@ mod flow;
 mod helpers;
 mod login;
 mod youtube;
+mod youtube_hostile;
