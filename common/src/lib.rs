@@ -11,6 +11,7 @@
 //! * [`secret`], [`telemetry`], [`shutdown`]: the small things every binary needs.
 
 pub mod amqp;
+pub mod body;
 pub mod command;
 pub mod config;
 #[cfg(feature = "http")]

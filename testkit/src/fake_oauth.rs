@@ -104,6 +104,20 @@ impl TokenFailure {
         }
     }
 
+    /// Hostile: a 200 whose `access_token` is `bytes` long (a well-formed
+    /// token answer otherwise).
+    pub fn huge_access_token(bytes: usize) -> Self {
+        let mut body = String::with_capacity(bytes + 100);
+        body.push_str(r#"{"token_type":"bearer","expires_in":3600,"access_token":""#);
+        body.extend(std::iter::repeat_n('a', bytes));
+        body.push_str(r#""}"#);
+        Self::Answer {
+            status: 200,
+            content_type: "application/json".into(),
+            body,
+        }
+    }
+
     /// A 200 whose body is not JSON.
     pub fn ok_not_json() -> Self {
         Self::Answer {

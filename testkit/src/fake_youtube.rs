@@ -6,8 +6,10 @@
 //! Tests steer it: channels and their broadcasts (live, scheduled, ended),
 //! chat messages of every type ([`msg`]), errors injected per call, the
 //! quota running out, streams that drop mid-page or end cleanly, streaming
-//! switched off (`UNIMPLEMENTED`); and read what it saw: calls, quota spent,
-//! the page tokens streams were opened with.
+//! switched off (`UNIMPLEMENTED`), and hostile answers (a huge or endless
+//! body, a huge error message, a page of too many messages, any body at
+//! all, every page token refused); and read what it saw: calls, quota
+//! spent, the page tokens streams were opened with.
 //!
 //! Page tokens are `p<n>`: the next message's index in the chat. A request
 //! without one gets the chat's last [`HISTORY`] messages, as YouTube sends
@@ -19,7 +21,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -98,6 +100,19 @@ pub enum FakeError {
     Malformed,
     /// Answer normally after this delay (a timeout for short timeouts).
     Delay(Duration),
+    /// Hostile: 200 with a JSON body of this many bytes, sent chunked (no
+    /// `Content-Length`), made as it is sent.
+    HugeBody(usize),
+    /// Hostile: 400 with a Google error whose `message` is this many bytes,
+    /// sent chunked.
+    HugeError(usize),
+    /// Hostile: 200 with a chunked body that never ends.
+    Endless,
+    /// Hostile: a page of this many text messages (REST, or one streamList
+    /// message).
+    ManyItems(usize),
+    /// 200 with exactly this body (e.g. JSON with a lone surrogate escape).
+    Body(String),
 }
 
 impl FakeError {
@@ -140,7 +155,7 @@ impl FakeError {
                 "The request specifies an invalid page token.",
             ),
             Self::ServerError => (503, "backendError", "global", "Backend Error"),
-            Self::Malformed | Self::Delay(_) => (200, "", "", ""),
+            _ => (200, "", "", ""),
         }
     }
 
@@ -158,8 +173,8 @@ impl FakeError {
                 Status::invalid_argument("Request contains an invalid argument.")
             }
             Self::ServerError => Status::unavailable("The service is currently unavailable."),
-            Self::Malformed => Status::internal("Internal error encountered."),
             Self::Delay(_) => Status::ok(""),
+            _ => Status::internal("Internal error encountered."),
         }
     }
 }
@@ -252,6 +267,8 @@ struct State {
     quota: u64,
     stream_requests: Vec<(String, Option<String>)>,
     open_streams: usize,
+    refuse_tokens: bool,
+    refused_tokens: u64,
 }
 
 /// What tests see of the fake.
@@ -520,6 +537,17 @@ impl FakeYoutube {
         self.lock().open_streams
     }
 
+    /// While true, every request with a page token (REST or stream) is
+    /// answered `pageTokenInvalid`, as a YouTube that lost them.
+    pub fn refuse_page_tokens(&self, refuse: bool) {
+        self.lock().refuse_tokens = refuse;
+    }
+
+    /// Requests refused because of their page token so far.
+    pub fn refused_tokens(&self) -> u64 {
+        self.lock().refused_tokens
+    }
+
     /// Counts a call; the error it must answer, if any.
     fn begin(&self, call: FakeCall) -> Option<FakeError> {
         let mut s = self.lock();
@@ -616,7 +644,75 @@ fn reply(status: u16, body: &Value) -> warp::reply::Response {
     res
 }
 
+/// A body of `prefix`, `len` bytes of `x` in all, then `suffix`, sent
+/// chunked and made as it is sent; endless when `len` is `None`.
+fn chunked(
+    status: u16,
+    prefix: String,
+    len: Option<usize>,
+    suffix: &'static str,
+) -> warp::reply::Response {
+    use warp::Reply as _;
+    const CHUNK: usize = 64 * 1024;
+    let pad = len.map(|n| n.saturating_sub(prefix.len() + suffix.len()));
+    let chunks = pad.map_or(usize::MAX, |p| p.div_ceil(CHUNK));
+    let last = pad.map_or(CHUNK, |p| p - (chunks.saturating_sub(1)) * CHUNK);
+    let body = std::iter::once(prefix.into_bytes())
+        .chain((0..chunks).map(move |i| vec![b'x'; if i + 1 == chunks { last } else { CHUNK }]))
+        .chain(std::iter::once(suffix.as_bytes().to_vec()))
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut res = warp::reply::stream(futures::stream::iter(body)).into_response();
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    res
+}
+
+/// A page of `n` distinct text messages of chat `chat`.
+fn many_items(chat: &str, n: usize) -> Vec<Value> {
+    let author = msg::author("UCflood00000000000000000", "Flood", &[]);
+    (0..n)
+        .map(|i| {
+            let mut m = msg::text(&format!("flood-{i}"), &author, "flood");
+            m["snippet"]["liveChatId"] = json!(chat);
+            m
+        })
+        .collect()
+}
+
 fn error_reply(e: &FakeError) -> warp::reply::Response {
+    match e {
+        FakeError::HugeBody(n) => {
+            return chunked(
+                200,
+                r#"{"kind":"youtube#liveChatMessageListResponse","items":[],"pad":""#.into(),
+                Some(*n),
+                r#""}"#,
+            );
+        }
+        FakeError::HugeError(n) => {
+            return chunked(
+                400,
+                r#"{"error":{"code":400,"errors":[{"reason":"badRequest"}],"message":""#.into(),
+                Some(*n),
+                r#""}}"#,
+            );
+        }
+        FakeError::Endless => {
+            return chunked(200, r#"{"items":[],"pad":""#.into(), None, "");
+        }
+        FakeError::Body(body) => {
+            let mut res = warp::reply::Response::new(body.clone().into());
+            res.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+            );
+            return res;
+        }
+        _ => {}
+    }
     if *e == FakeError::Malformed {
         let mut res = warp::reply::Response::new("<html>not json</html>".into());
         res.headers_mut().insert(
@@ -648,8 +744,22 @@ impl FakeYoutube {
         let error = self.begin(call);
         if let Some(FakeError::Delay(d)) = &error {
             tokio::time::sleep(*d).await;
+        } else if let Some(FakeError::ManyItems(n)) = &error {
+            let items = many_items(q.get("liveChatId").map_or("", String::as_str), *n);
+            return reply(
+                200,
+                &json!({"kind": "youtube#liveChatMessageListResponse", "pollingIntervalMillis": 200, "nextPageToken": "p0", "items": items}),
+            );
         } else if let Some(e) = &error {
             return error_reply(e);
+        }
+        if call == FakeCall::ChatList && q.contains_key("pageToken") {
+            let mut s = self.lock();
+            if s.refuse_tokens {
+                s.refused_tokens += 1;
+                drop(s);
+                return error_reply(&FakeError::PageTokenInvalid);
+            }
         }
         match (key, auth) {
             (Some(API_KEY), _) => {}
@@ -824,9 +934,26 @@ impl pb::v3_data_live_chat_message_service_server::V3DataLiveChatMessageService 
                 return Err(Status::unimplemented("Method not found."));
             }
         }
+        if req.page_token.is_some() {
+            let mut s = fake.lock();
+            if s.refuse_tokens {
+                s.refused_tokens += 1;
+                return Err(FakeError::PageTokenInvalid.status());
+            }
+        }
         if let Some(e) = fake.begin(FakeCall::StreamList) {
             match e {
                 FakeError::Delay(d) => tokio::time::sleep(d).await,
+                FakeError::ManyItems(n) => {
+                    let page = pb::LiveChatMessageListResponse {
+                        next_page_token: req.page_token.clone(),
+                        items: many_items(&chat, n).iter().map(to_proto).collect(),
+                        ..Default::default()
+                    };
+                    let stream =
+                        futures::stream::iter([Ok(page)]).chain(futures::stream::pending());
+                    return Ok(Response::new(Box::pin(stream)));
+                }
                 e => return Err(e.status()),
             }
         }

@@ -267,6 +267,13 @@ async fn token_endpoint_errors_timeouts_and_non_json_write_nothing() {
             "provider_invalid_response",
             "Content-Type",
         ),
+        (
+            // 100 MB: refused at the 16 KiB cap, nothing stored.
+            TokenFailure::huge_access_token(100_000_000),
+            502,
+            "provider_invalid_response",
+            "larger than 16384 bytes",
+        ),
     ];
     for (failure, want_status, code, says) in cases {
         server.fake.fail_token_requests(failure.clone(), 1);

@@ -2,7 +2,9 @@
 //! URL, the code exchange, refresh, validation and revocation, and the
 //! whole callback side of the flow ([`OAuthClient::authorize_account`]).
 //!
-//! The HTTP client follows no redirects and has a timeout. Nothing here
+//! The HTTP client follows no redirects and has a timeout, and reads at
+//! most [`MAX_RESPONSE_BYTES`] of any answer (as a stream: a larger one is
+//! refused with a clear error, nothing of it kept or stored). Nothing here
 //! logs or displays a token or the client secret: they travel as
 //! [`Secret`]s.
 
@@ -13,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
 use oauth2::{
-    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointNotSet, EndpointSet, HttpClientError, HttpRequest, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, HttpClientError, HttpRequest, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    StandardRevocableToken, TokenUrl,
 };
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -23,6 +25,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use super::error::{Endpoint, OAuthError};
 use super::providers::{ProviderKind, ProviderSettings};
 use super::responses::{ProviderErrorResponse, ProviderTokenResponse, ValidateResponse};
+use crate::body::{BodyError, read_limited};
 use crate::secret::Secret;
 use crate::telemetry::error_chain;
 use crate::token_store::{AccountStatus, StoredToken};
@@ -39,6 +42,10 @@ type OAuth2Client = oauth2::Client<
     EndpointNotSet,
     EndpointSet,
 >;
+
+/// The most bytes read of a provider's answer (token, validation,
+/// revocation): real ones are well under 4 KiB; a larger one is refused.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
 
 type TokenRequestError = RequestTokenError<HttpClientError<reqwest::Error>, ProviderErrorResponse>;
 
@@ -251,6 +258,10 @@ impl OAuthClient {
                 error: r.error,
             },
             RequestTokenError::Request(HttpClientError::Reqwest(e)) => self.transport(endpoint, &e),
+            // The answer was over MAX_RESPONSE_BYTES (StatusProbe::client).
+            RequestTokenError::Request(HttpClientError::Other(message)) => {
+                self.invalid(endpoint, format!("{status_text}: {message}"))
+            }
             RequestTokenError::Request(e) => OAuthError::Http {
                 provider: self.kind(),
                 endpoint,
@@ -305,10 +316,13 @@ impl OAuthClient {
             .await
             .map_err(|e| self.transport(endpoint, &e))?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport(endpoint, &e))?;
+        let body = match read_limited(response, MAX_RESPONSE_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::Read(e)) => return Err(self.transport(endpoint, &e)),
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return Err(self.invalid(endpoint, format!("{status}: {e}")));
+            }
+        };
         let invalid = match self.kind() {
             ProviderKind::Twitch => status == reqwest::StatusCode::UNAUTHORIZED,
             ProviderKind::Google => {
@@ -473,8 +487,9 @@ impl StatusProbe {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An HTTP client for the oauth2 crate that records the status. Owns
-    /// what it uses, so the futures it makes borrow nothing.
+    /// An HTTP client for the oauth2 crate that records the status and
+    /// reads at most [`MAX_RESPONSE_BYTES`] of the answer. Owns what it
+    /// uses, so the futures it makes borrow nothing.
     fn client(&self, http: &reqwest::Client) -> impl Fn(HttpRequest) -> HttpFuture + use<> {
         let slot = self.0.clone();
         let http = http.clone();
@@ -482,11 +497,24 @@ impl StatusProbe {
             let slot = slot.clone();
             let http = http.clone();
             Box::pin(async move {
-                let response = http.call(request).await?;
+                let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+                let response = http.execute(request).await.map_err(Box::new)?;
+                let status = response.status();
                 *slot
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(response.status());
-                Ok(response)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+                let mut answer = oauth2::http::Response::builder().status(status);
+                for (name, value) in response.headers() {
+                    answer = answer.header(name, value);
+                }
+                let body =
+                    read_limited(response, MAX_RESPONSE_BYTES)
+                        .await
+                        .map_err(|e| match e {
+                            BodyError::Read(e) => HttpClientError::Reqwest(Box::new(e)),
+                            e @ BodyError::TooLarge { .. } => HttpClientError::Other(e.to_string()),
+                        })?;
+                Ok(answer.body(body)?)
             })
         }
     }

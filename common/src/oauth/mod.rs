@@ -21,7 +21,7 @@ mod error;
 mod providers;
 mod responses;
 
-pub use client::{OAuthClient, TokenGrant, TokenInfo, Validation, expiry};
+pub use client::{MAX_RESPONSE_BYTES, OAuthClient, TokenGrant, TokenInfo, Validation, expiry};
 pub use config::{OAuthConfig, check_url_scheme};
 pub use error::{Endpoint, OAuthError};
 pub use providers::{

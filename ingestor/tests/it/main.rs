@@ -9,3 +9,4 @@ mod helpers;
 mod login;
 mod webhooks;
 mod youtube;
+mod youtube_hostile;

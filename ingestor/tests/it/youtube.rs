@@ -23,7 +23,7 @@ use testkit::rabbit::{self, unique};
 use crate::helpers::*;
 
 /// A channel id (`UC` + 22) and video id (11) unique to this test.
-fn ids() -> (String, String) {
+pub(crate) fn ids() -> (String, String) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     (format!("UC{}", &tag[..22]), format!("v{}", &tag[22..32]))
 }
@@ -77,7 +77,7 @@ impl World {
 }
 
 /// A config reading `entries` from `yt` (and no Twitch channels).
-fn yt_config(
+pub(crate) fn yt_config(
     yt: &FakeYoutube,
     exchange: &str,
     entries: &[&str],
@@ -92,6 +92,10 @@ fn yt_config(
             youtube_offline_poll_interval: Some(Duration::from_millis(300)),
             youtube_retry_max_delay: Duration::from_secs(1),
             youtube_request_timeout: Duration::from_secs(5),
+            // The fake asks for polls every 200 ms: let it, and let the
+            // quota afford it.
+            youtube_min_poll_interval: Duration::from_millis(100),
+            youtube_daily_quota: 1_000_000_000,
             ..youtube::Settings::default()
         },
         ..ingestor::platforms::Settings::default()
@@ -107,14 +111,14 @@ fn yt_config(
     }
 }
 
-fn youtube_of<'a>(got: &'a [Delivery], channel: &str) -> Vec<&'a Delivery> {
+pub(crate) fn youtube_of<'a>(got: &'a [Delivery], channel: &str) -> Vec<&'a Delivery> {
     got.iter()
         .filter(|d| d.event.platform == "youtube" && d.event.channel == channel)
         .collect()
 }
 
 /// `GET /channels`, the YouTube entries.
-async fn youtube_channels(ing: &Running) -> Vec<Value> {
+pub(crate) async fn youtube_channels(ing: &Running) -> Vec<Value> {
     let (status, body) = ing.get("/channels").await;
     assert_eq!(status, 200);
     serde_json::from_str::<Vec<Value>>(&body)
@@ -125,7 +129,12 @@ async fn youtube_channels(ing: &Running) -> Vec<Value> {
 }
 
 /// Waits until the YouTube entry `channel` is in `state` (and `reason`).
-async fn wait_state(ing: &Running, channel: &str, state: &str, reason: Option<&str>) -> Value {
+pub(crate) async fn wait_state(
+    ing: &Running,
+    channel: &str,
+    state: &str,
+    reason: Option<&str>,
+) -> Value {
     eventually(30, &format!("{channel} {state} {reason:?}"), || async {
         youtube_channels(ing).await.into_iter().find(|c| {
             c["channel"] == channel

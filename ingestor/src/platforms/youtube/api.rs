@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::limits::{self, Limits, MAX_ERROR_TEXT, MAX_ERROR_WORD};
 use super::quota::{Call, Quota};
 use crate::platforms::seam::Reachability;
 
@@ -60,6 +61,9 @@ pub enum Reason {
     Unreachable,
     /// An answer that is not what the API documents.
     Malformed,
+    /// An answer past a limit (`YOUTUBE_MAX_RESPONSE_BYTES`,
+    /// `YOUTUBE_MAX_PAGE_ITEMS`), refused as a whole.
+    TooLarge,
 }
 
 impl Reason {
@@ -82,6 +86,7 @@ impl Reason {
             Self::Timeout => "timeout",
             Self::Unreachable => "unreachable",
             Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
         }
     }
 
@@ -151,6 +156,9 @@ pub enum ApiError {
     /// The answer is not what the API documents.
     #[error("YouTube's answer is not what the API documents: {0}")]
     Malformed(String),
+    /// The answer is past a limit; refused as a whole.
+    #[error("YouTube's answer is refused: {0}")]
+    TooLarge(String),
     /// No usable credentials.
     #[error("{0}")]
     Credentials(String),
@@ -178,6 +186,7 @@ impl ApiError {
             Self::Timeout(_) => Reason::Timeout,
             Self::Transport(_) => Reason::Unreachable,
             Self::Malformed(_) => Reason::Malformed,
+            Self::TooLarge(_) => Reason::TooLarge,
             Self::Credentials(_) => Reason::Credentials,
             Self::Missing(_) => Reason::NotFound,
             Self::Stream { reason, .. } => *reason,
@@ -447,15 +456,6 @@ struct ListOf<T> {
     items: Vec<T>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct RawChatPage {
-    items: Vec<Value>,
-    next_page_token: Option<String>,
-    polling_interval_millis: Option<u64>,
-    offline_at: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorObject,
@@ -488,6 +488,7 @@ pub struct Api {
     credentials: Credentials,
     quota: Arc<Quota>,
     reach: Arc<Reachability>,
+    limits: Limits,
 }
 
 impl Api {
@@ -501,6 +502,7 @@ impl Api {
         credentials: Credentials,
         quota: Arc<Quota>,
         reach: Arc<Reachability>,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -514,6 +516,7 @@ impl Api {
             credentials,
             quota,
             reach,
+            limits,
         })
     }
 
@@ -525,6 +528,18 @@ impl Api {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ApiError> {
+        self.get_with(call, path, query, |body| serde_json::from_slice(body))
+            .await
+    }
+
+    /// As [`Api::get`], the answer parsed by `parse`.
+    async fn get_with<T>(
+        &self,
+        call: Call,
+        path: &str,
+        query: &[(&str, &str)],
+        parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> Result<T, ApiError> {
         let mut refreshed = false;
         loop {
             let now = Utc::now();
@@ -532,7 +547,7 @@ impl Api {
                 return Err(ApiError::QuotaWait(until));
             }
             let header = self.credentials.header().await?;
-            self.quota.charge(call, now);
+            self.quota.spend(call, now).map_err(ApiError::QuotaWait)?;
             let sent = self
                 .http
                 .get(format!("{}/{path}", self.base))
@@ -541,7 +556,7 @@ impl Api {
                 .send()
                 .await;
             let result = match sent {
-                Ok(res) => self.answer(res).await,
+                Ok(res) => self.answer_with(res, &parse).await,
                 Err(e) if e.is_timeout() => Err(ApiError::Timeout(self.timeout)),
                 Err(e) => Err(ApiError::Transport(error_chain(&e))),
             };
@@ -568,28 +583,61 @@ impl Api {
         }
     }
 
-    async fn answer<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, ApiError> {
+    /// Reads an answer within [`Limits::max_response_bytes`], repairs lone
+    /// surrogate escapes, and parses a 2xx body with `parse`; an error body
+    /// becomes [`ApiError::Google`] with its text cut.
+    async fn answer_with<T>(
+        &self,
+        res: reqwest::Response,
+        parse: impl FnOnce(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> Result<T, ApiError> {
         let status = res.status().as_u16();
-        let body = match res.bytes().await {
+        let limit = self.limits.max_response_bytes;
+        let mut body = match common::body::read_limited(res, limit).await {
             Ok(b) => b,
-            Err(e) if e.is_timeout() => return Err(ApiError::Timeout(self.timeout)),
-            Err(e) => return Err(ApiError::Transport(error_chain(&e))),
+            Err(common::body::BodyError::TooLarge { .. }) => {
+                return Err(ApiError::TooLarge(format!(
+                    "an answer (HTTP {status}) larger than YOUTUBE_MAX_RESPONSE_BYTES ({limit} bytes)"
+                )));
+            }
+            Err(common::body::BodyError::Read(e)) if e.is_timeout() => {
+                return Err(ApiError::Timeout(self.timeout));
+            }
+            Err(common::body::BodyError::Read(e)) => {
+                return Err(ApiError::Transport(error_chain(&e)));
+            }
         };
+        let repaired = limits::repair_lone_surrogates(&mut body);
+        if repaired > 0 {
+            metrics::counter!("chatbus_ingestor_youtube_lone_surrogates_total")
+                .increment(repaired as u64);
+        }
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body)
-                .map_err(|e| ApiError::Malformed(format!("{e} in {}", snippet(&body))));
+            return parse(&body).map_err(|e| {
+                if limits::is_too_many_items(&e) {
+                    ApiError::TooLarge(format!(
+                        "a page with more messages than YOUTUBE_MAX_PAGE_ITEMS ({})",
+                        self.limits.max_page_items
+                    ))
+                } else {
+                    ApiError::Malformed(format!("{e} in {}", snippet(&body)))
+                }
+            });
         }
         Err(match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(ErrorBody { error }) => ApiError::Google {
                 status: if error.code == 0 { status } else { error.code },
-                reason: error
-                    .errors
-                    .first()
-                    .map(|e| e.reason.clone())
-                    .filter(|r| !r.is_empty())
-                    .or(error.status)
-                    .unwrap_or_default(),
-                message: error.message,
+                reason: common::body::cut(
+                    &error
+                        .errors
+                        .first()
+                        .map(|e| e.reason.clone())
+                        .filter(|r| !r.is_empty())
+                        .or(error.status)
+                        .unwrap_or_default(),
+                    MAX_ERROR_WORD,
+                ),
+                message: common::body::cut(&error.message, MAX_ERROR_TEXT),
             },
             Err(_) => ApiError::Google {
                 status,
@@ -725,8 +773,11 @@ impl Api {
         if let Some(token) = page_token {
             query.push(("pageToken", token));
         }
-        let page: RawChatPage = self
-            .get(Call::LiveChatMessagesList, "liveChat/messages", &query)
+        let max_items = self.limits.max_page_items;
+        let page = self
+            .get_with(Call::LiveChatMessagesList, "liveChat/messages", &query, |body| {
+                limits::parse_page(body, max_items)
+            })
             .await?;
         Ok(ChatPage {
             items: page.items,

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::api::{ApiError, Reason, Video};
 use super::entry::Entry;
+use super::limits::Clamped;
 use super::normalise::{self, ChatContext, Normaliser, Problem};
 use super::quota::Call;
 use super::recent::Recent;
@@ -59,6 +60,11 @@ const PARKED_RECHECK: Duration = Duration::from_secs(3600);
 
 /// Default wait between polls when YouTube does not say.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Times in a row one page may be refused (not JSON, past a limit) before
+/// the reader skips past it: it reads on from the chat's newest messages
+/// and publishes a gap, instead of asking for that page forever.
+pub const REFUSED_PAGE_ATTEMPTS: u32 = 3;
 
 /// A live chat to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +116,29 @@ struct Position {
     /// The last moment everything up to then was surely read.
     synced_at: Option<DateTime<Utc>>,
     chat_ended_sent: bool,
+    /// Refusals in a row of the page at `token`.
+    refused: u32,
+    /// A `pageTokenInvalid` episode is on: its one gap is marked, and the
+    /// backoff goes on until a page is read from a page token again.
+    token_episode: bool,
+    /// Held while the chat is polled (the quota paces polled chats).
+    polling: Option<PollingGuard>,
+}
+
+/// Counts a polled chat in `Shared::polling` while it lives.
+struct PollingGuard(Arc<Shared>);
+
+impl PollingGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.polling.fetch_add(1, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for PollingGuard {
+    fn drop(&mut self) {
+        self.0.polling.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running follower.
@@ -497,6 +526,9 @@ impl Follower {
             normaliser: Normaliser::new(self.shared.tuning.include_raw),
             synced_at: None,
             chat_ended_sent: false,
+            refused: 0,
+            token_episode: false,
+            polling: None,
         };
         let mut stream_failures = 0u32;
         let mut poll_until: Option<tokio::time::Instant> = None;
@@ -508,14 +540,20 @@ impl Follower {
                 && !self.shared.stream_unavailable()
                 && poll_until.is_none_or(|t| tokio::time::Instant::now() >= t);
             let step = if streaming {
+                pos.polling = None;
                 let (step, opened) = self.stream_session(chat, &mut pos).await;
                 if opened {
                     // It worked: a later drop starts the counts afresh.
                     stream_failures = 0;
-                    self.backoff.reset();
+                    if !pos.token_episode {
+                        self.backoff.reset();
+                    }
                 }
                 step
             } else {
+                if pos.polling.is_none() {
+                    pos.polling = Some(PollingGuard::new(&self.shared));
+                }
                 self.poll_once(chat, &mut pos).await
             };
             let failed = match step {
@@ -525,7 +563,10 @@ impl Follower {
                     return ReadEnd::Ended;
                 }
                 Step::Continue(delay) => {
-                    self.backoff.reset();
+                    pos.refused = 0;
+                    if !pos.token_episode {
+                        self.backoff.reset();
+                    }
                     if streaming {
                         stream_failures = 0;
                     }
@@ -555,8 +596,32 @@ impl Follower {
                     return ReadEnd::Lost(failed);
                 }
                 Reason::PageTokenInvalid => {
-                    self.report(&failed, "resuming the chat");
-                    self.lose_position(&mut pos, "page_token_invalid");
+                    // One gap and one log line per episode; the backoff
+                    // grows until a page token is accepted again.
+                    if pos.token_episode {
+                        self.count(&failed);
+                        pos.token = None;
+                    } else {
+                        self.report(&failed, "resuming the chat");
+                        self.lose_position(&mut pos, "page_token_invalid");
+                        pos.token_episode = true;
+                    }
+                    if !self.wait_for(&failed, "resuming the chat").await {
+                        return ReadEnd::Cancelled;
+                    }
+                }
+                Reason::Malformed | Reason::TooLarge => {
+                    pos.refused += 1;
+                    if pos.refused >= REFUSED_PAGE_ATTEMPTS && pos.token.is_some() {
+                        pos.refused = 0;
+                        metrics::counter!("chatbus_ingestor_youtube_pages_skipped_total")
+                            .increment(1);
+                        tracing::warn!(platform = PLATFORM_YOUTUBE, channel = %self.key, attempts = REFUSED_PAGE_ATTEMPTS, error = %failed, "a chat page was refused {REFUSED_PAGE_ATTEMPTS} times in a row: skipping past it to the chat's newest messages (a gap covers what may be lost)");
+                        self.lose_position(&mut pos, "page_refused");
+                    }
+                    if !self.wait_after(&failed, "reading the chat").await {
+                        return ReadEnd::Cancelled;
+                    }
                 }
                 Reason::StreamUnavailable => {
                     self.report(&failed, "opening the chat stream");
@@ -616,6 +681,10 @@ impl Follower {
             Ok(s) => s,
             Err(e) => return (Step::Failed(e), false),
         };
+        if pos.token.is_some() {
+            pos.token_episode = false;
+        }
+        let max_items = self.shared.tuning.limits.max_page_items;
         self.reading(chat, "stream");
         metrics::gauge!("chatbus_ingestor_youtube_streams").increment(1.0);
         let started = tokio::time::Instant::now();
@@ -626,6 +695,12 @@ impl Follower {
                 m = stream.message() => m,
             };
             match next {
+                Ok(Some(page)) if page.items.len() > max_items => {
+                    break Step::Failed(ApiError::TooLarge(format!(
+                        "a page of {} messages, more than YOUTUBE_MAX_PAGE_ITEMS ({max_items})",
+                        page.items.len()
+                    )));
+                }
                 Ok(Some(page)) => {
                     pages += 1;
                     let items = page.items.iter().map(message_json).collect();
@@ -654,19 +729,44 @@ impl Follower {
 
     /// One `liveChatMessages.list` call; waits what YouTube asks before the
     /// next.
+    ///
+    /// The wait is YouTube's `pollingIntervalMillis` clamped to
+    /// `YOUTUBE_MIN_POLL_INTERVAL`..=`YOUTUBE_MAX_POLL_INTERVAL`, and never
+    /// shorter than what the daily quota affords every polled chat; a
+    /// clamped interval shows in `/channels`.
     async fn poll_once(&mut self, chat: &LiveChat, pos: &mut Position) -> Step {
+        let with_token = pos.token.is_some();
         let result = tokio::select! {
             () = self.cancel.cancelled() => return Step::Cancelled,
             r = self.shared.api.chat_messages(&chat.live_chat_id, pos.token.as_deref()) => r,
         };
         match result {
             Ok(page) => {
+                if with_token {
+                    pos.token_episode = false;
+                }
                 self.reading(chat, "poll");
-                let interval = page.polling_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
+                let asked = page.polling_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
+                let (interval, clamped) = self.shared.tuning.limits.poll_interval(asked);
+                let polled = self.shared.polling.load(Ordering::SeqCst);
+                let paced = self.shared.quota.poll_interval(polled);
+                let delay = interval.max(paced);
+                let mut detail = self.detail(Some(chat), Some("poll"));
+                detail["poll_interval_ms"] = json!(delay.as_millis() as u64);
+                if clamped != Clamped::No {
+                    detail["poll_interval_clamped"] = json!({
+                        "asked_ms": asked.as_millis() as u64,
+                        "to": if clamped == Clamped::Floor { "YOUTUBE_MIN_POLL_INTERVAL" } else { "YOUTUBE_MAX_POLL_INTERVAL" },
+                    });
+                }
+                if paced > interval {
+                    detail["poll_interval_by_quota"] = json!(true);
+                }
+                self.manager().set_detail(&self.key, Some(detail));
                 if self.page(pos, page.items, page.next_page_token, page.offline_at) {
                     Step::Ended
                 } else {
-                    Step::Continue(interval.max(Duration::from_millis(100)))
+                    Step::Continue(delay)
                 }
             }
             Err(e) => Step::Failed(e),
@@ -764,14 +864,19 @@ impl Follower {
         self.manager().on_events(events);
     }
 
+    /// Counts an error (without a log line).
+    fn count(&self, e: &ApiError) {
+        metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => e.reason().as_str())
+            .increment(1);
+    }
+
     /// Logs an error once, and counts it.
     fn report(&self, e: &ApiError, what: &str) {
         let reason = e.reason();
         if reason == Reason::QuotaWaiting {
             return;
         }
-        metrics::counter!("chatbus_ingestor_youtube_errors_total", "reason" => reason.as_str())
-            .increment(1);
+        self.count(e);
         if reason.needs_human() {
             tracing::error!(platform = PLATFORM_YOUTUBE, channel = %self.key, reason = reason.as_str(), error = %e, "{what} failed: check YOUTUBE_API_KEY / YOUTUBE_LOGIN and what they may read");
         } else {
@@ -783,6 +888,11 @@ impl Follower {
     /// next backoff step. False if cancelled.
     async fn wait_after(&mut self, e: &ApiError, what: &str) -> bool {
         self.report(e, what);
+        self.wait_for(e, what).await
+    }
+
+    /// Waits as `e` asks (as [`Follower::wait_after`], without reporting).
+    async fn wait_for(&mut self, e: &ApiError, what: &str) -> bool {
         let reason = e.reason();
         let delay = match reason {
             Reason::QuotaExceeded | Reason::QuotaWaiting => {

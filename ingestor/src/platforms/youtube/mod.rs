@@ -8,8 +8,11 @@
 //!   the JSON calls, and polling `liveChatMessages.list` where streaming is
 //!   off or unavailable.
 //! * [`resource`] and [`normalise`]: `liveChatMessage` to `ChatEvent`.
-//! * [`quota`]: the daily quota, its reset at midnight Pacific, and how
-//!   often channels that are not live can be checked within it.
+//! * [`quota`]: the daily quota (a budget this process never passes), its
+//!   reset at midnight Pacific, and how often channels that are not live
+//!   can be checked and chats polled within it.
+//! * [`limits`]: the bounds on what YouTube sends (answer size, messages
+//!   in a page, error text, polling interval).
 //!
 //! The source is configured when `YOUTUBE_API_KEY` or `YOUTUBE_LOGIN` is
 //! set (docs/ingestor.md).
@@ -17,6 +20,7 @@
 pub mod api;
 pub mod entry;
 pub mod follower;
+pub mod limits;
 pub mod normalise;
 pub mod quota;
 pub mod recent;
@@ -70,6 +74,12 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             max_channels: settings.youtube_max_channels,
             include_raw: ctx.include_raw,
             request_timeout: settings.youtube_request_timeout,
+            limits: limits::Limits {
+                max_response_bytes: settings.youtube_max_response_bytes,
+                max_page_items: settings.youtube_max_page_items,
+                min_poll_interval: settings.youtube_min_poll_interval,
+                max_poll_interval: settings.youtube_max_poll_interval,
+            },
             backoff: Backoff {
                 initial: Duration::from_secs(1),
                 max: settings.youtube_retry_max_delay,
@@ -145,6 +155,8 @@ pub struct YoutubeSettings {
     pub include_raw: bool,
     /// Timeout of one JSON call, and of connecting the stream.
     pub request_timeout: Duration,
+    /// The bounds on what YouTube sends.
+    pub limits: limits::Limits,
     /// Backoff after errors.
     pub backoff: Backoff,
 }
@@ -156,6 +168,7 @@ pub(crate) struct Tuning {
     pub(crate) offline_poll_interval: Option<Duration>,
     pub(crate) include_raw: bool,
     pub(crate) backoff: Backoff,
+    pub(crate) limits: limits::Limits,
 }
 
 /// The source's state, shared by its followers.
@@ -175,6 +188,8 @@ pub(crate) struct Shared {
     tasks: Mutex<HashMap<String, (u64, CancellationToken)>>,
     next_task: AtomicU64,
     pub(crate) followers: AtomicUsize,
+    /// Chats read by polling now (the quota paces their polls).
+    pub(crate) polling: AtomicUsize,
     stream_off_until: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -284,6 +299,7 @@ impl YoutubeSource {
             settings.credentials.clone(),
             quota.clone(),
             reach.clone(),
+            settings.limits,
         )?;
         let stream = if settings.streaming {
             Some(StreamClient::new(
@@ -292,6 +308,7 @@ impl YoutubeSource {
                 settings.credentials.clone(),
                 quota.clone(),
                 reach.clone(),
+                settings.limits.max_response_bytes,
             )?)
         } else {
             None
@@ -313,6 +330,7 @@ impl YoutubeSource {
                     offline_poll_interval: settings.offline_poll_interval,
                     include_raw: settings.include_raw,
                     backoff: settings.backoff,
+                    limits: settings.limits,
                 },
                 api,
                 stream,
@@ -324,6 +342,7 @@ impl YoutubeSource {
                 tasks: Mutex::new(HashMap::new()),
                 next_task: AtomicU64::new(0),
                 followers: AtomicUsize::new(0),
+                polling: AtomicUsize::new(0),
                 stream_off_until: Mutex::new(None),
             }),
             describe,

@@ -89,8 +89,15 @@ impl Quota {
         }
     }
 
-    /// Counts a call made at `now`.
-    pub fn charge(&self, call: Call, now: DateTime<Utc>) {
+    /// Charges a call about to be made at `now`, if today's budget
+    /// (`YOUTUBE_DAILY_QUOTA`) still affords it: the budget is a limit this
+    /// process keeps itself, whatever YouTube's answers ask for. Else no
+    /// call is made until the quota resets (midnight Pacific), the moment
+    /// returned; logged once a day.
+    ///
+    /// # Errors
+    /// When the call would pass the budget: when calls may start again.
+    pub fn spend(&self, call: Call, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
         let spent = {
             let mut s = self.state.lock().expect("quota lock");
             let today = pacific_date(now);
@@ -98,12 +105,33 @@ impl Quota {
                 s.day = Some(today);
                 s.spent = 0;
             }
+            if s.spent + call.cost() > self.daily {
+                let until = next_reset(now);
+                let first = s.blocked_until.is_none_or(|b| b < until);
+                s.blocked_until = Some(until);
+                drop(s);
+                if first {
+                    tracing::warn!(platform = "youtube", daily = self.daily, %until, "YOUTUBE_DAILY_QUOTA is spent for today: no YouTube call until the quota resets");
+                }
+                return Err(until);
+            }
             s.spent += call.cost();
             s.spent
         };
         metrics::counter!("chatbus_ingestor_youtube_quota_units_total", "method" => call.name())
             .increment(call.cost());
         metrics::gauge!("chatbus_ingestor_youtube_quota_used_today").set(spent as f64);
+        Ok(())
+    }
+
+    /// The shortest wait between two polls of each of `chats` polled
+    /// chats so that polling uses at most the chats' share
+    /// (1 − [`OFFLINE_SHARE`]) of the daily budget: `86,400 s × 5 ×
+    /// chats / (daily × (1 − share))`.
+    pub fn poll_interval(&self, chats: usize) -> Duration {
+        let per_day = (self.daily as f64 * (1.0 - OFFLINE_SHARE)).max(1.0);
+        let cost = Call::LiveChatMessagesList.cost() as f64;
+        Duration::from_secs_f64(86_400.0 * cost * chats.max(1) as f64 / per_day)
     }
 
     /// Units spent today (Pacific day), as counted by this process.
@@ -262,15 +290,33 @@ mod tests {
     fn spending_is_counted_per_pacific_day() {
         let q = Quota::new(10_000, None);
         let t = utc("2026-01-15T07:00:00Z");
-        q.charge(Call::SearchList, t);
-        q.charge(Call::VideosList, t);
-        q.charge(Call::StreamList, t);
+        q.spend(Call::SearchList, t).unwrap();
+        q.spend(Call::VideosList, t).unwrap();
+        q.spend(Call::StreamList, t).unwrap();
         assert_eq!(q.spent_today(t), 106);
         // 08:00 UTC is midnight in Los Angeles: a new day.
         let next = utc("2026-01-15T08:00:01Z");
         assert_eq!(q.spent_today(next), 0);
-        q.charge(Call::ChannelsList, next);
+        q.spend(Call::ChannelsList, next).unwrap();
         assert_eq!(q.spent_today(next), 1);
+    }
+
+    #[test]
+    fn the_daily_budget_is_never_passed_and_polls_are_paced_to_it() {
+        let q = Quota::new(500, None);
+        let t = utc("2026-01-15T20:00:00Z");
+        let mut polls = 0;
+        while q.spend(Call::LiveChatMessagesList, t).is_ok() {
+            polls += 1;
+        }
+        assert_eq!(polls, 100, "500 units at 5 a poll");
+        assert_eq!(q.spent_today(t), 500);
+        // Every call waits for the reset, a 1-unit one too.
+        assert_eq!(q.spend(Call::VideosList, t), Err(utc("2026-01-16T08:00:00Z")));
+        assert_eq!(q.blocked_until(t), Some(utc("2026-01-16T08:00:00Z")));
+        // Half of 500 units for polls: 86,400 s × 5 / 250 = 1,728 s apart.
+        assert_eq!(q.poll_interval(1), Duration::from_secs(1_728));
+        assert_eq!(Quota::new(10_000, None).poll_interval(2).as_secs_f64(), 172.8);
     }
 
     #[test]

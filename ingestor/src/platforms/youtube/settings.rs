@@ -62,6 +62,21 @@ pub struct Settings {
     /// backoff from 1 s).
     #[serde(with = "humantime_serde")]
     pub youtube_retry_max_delay: Duration,
+    /// Largest answer read from YouTube: an HTTP body (read as a stream
+    /// and refused as a whole beyond it) or one `streamList` message
+    /// (tonic's decode limit). A page of 2,000 messages must fit.
+    pub youtube_max_response_bytes: usize,
+    /// Most messages in one page; a page with more is refused as a whole
+    /// (YouTube sends at most 2,000, `maxResults`' ceiling).
+    pub youtube_max_page_items: usize,
+    /// Shortest wait between two polls of a chat, whatever YouTube's
+    /// `pollingIntervalMillis` says.
+    #[serde(with = "humantime_serde")]
+    pub youtube_min_poll_interval: Duration,
+    /// Longest wait between two polls of a chat, whatever YouTube's
+    /// `pollingIntervalMillis` says (the quota may still ask for longer).
+    #[serde(with = "humantime_serde")]
+    pub youtube_max_poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -80,6 +95,10 @@ impl Default for Settings {
             youtube_max_channels: 50,
             youtube_request_timeout: Duration::from_secs(10),
             youtube_retry_max_delay: Duration::from_secs(300),
+            youtube_max_response_bytes: 16 * 1024 * 1024,
+            youtube_max_page_items: 5_000,
+            youtube_min_poll_interval: Duration::from_secs(1),
+            youtube_max_poll_interval: Duration::from_secs(60),
         }
     }
 }
@@ -143,6 +162,25 @@ impl Settings {
         }
         check_nonzero("youtube_request_timeout", self.youtube_request_timeout)?;
         check_nonzero("youtube_retry_max_delay", self.youtube_retry_max_delay)?;
+        check_range(
+            "youtube_max_response_bytes",
+            self.youtube_max_response_bytes,
+            64 * 1024,
+            1024 * 1024 * 1024,
+        )?;
+        check_range(
+            "youtube_max_page_items",
+            self.youtube_max_page_items,
+            2_000,
+            1_000_000,
+        )?;
+        check_nonzero("youtube_min_poll_interval", self.youtube_min_poll_interval)?;
+        if self.youtube_max_poll_interval < self.youtube_min_poll_interval {
+            return Err(ConfigError::invalid(
+                "youtube_max_poll_interval",
+                "must not be shorter than YOUTUBE_MIN_POLL_INTERVAL",
+            ));
+        }
         let wanted = self.initial_channels().len();
         if wanted > self.youtube_max_channels {
             return Err(ConfigError::invalid(
@@ -218,6 +256,10 @@ mod tests {
             ("YOUTUBE_LIVE_CHECK", "guess"),
             ("YOUTUBE_OFFLINE_POLL_INTERVAL", "0s"),
             ("YOUTUBE_MAX_CHANNELS", "0"),
+            ("YOUTUBE_MAX_RESPONSE_BYTES", "1000"),
+            ("YOUTUBE_MAX_PAGE_ITEMS", "1999"),
+            ("YOUTUBE_MIN_POLL_INTERVAL", "0s"),
+            ("YOUTUBE_MAX_POLL_INTERVAL", "10ms"),
         ] {
             let err = load_from::<Config, _, _, _>(None, [(k, v), ("YOUTUBE_API_KEY", "k")])
                 .unwrap_err()

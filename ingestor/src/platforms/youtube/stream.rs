@@ -16,6 +16,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 use super::api::{ApiError, Credentials, Reason};
+use super::limits::MAX_ERROR_TEXT;
 use super::quota::{Call, Quota};
 use super::resource::pb;
 use super::resource::pb::v3_data_live_chat_message_service_client::V3DataLiveChatMessageServiceClient;
@@ -28,10 +29,13 @@ pub struct StreamClient {
     credentials: Credentials,
     quota: Arc<Quota>,
     reach: Arc<Reachability>,
+    /// tonic's decode limit: a larger message ends the stream.
+    max_message_bytes: usize,
 }
 
 impl StreamClient {
-    /// A client of `url`; connects when the first stream is opened.
+    /// A client of `url`; connects when the first stream is opened. A
+    /// message over `max_message_bytes` is refused (tonic's decode limit).
     ///
     /// # Errors
     /// When `url` is not a valid URI or TLS cannot be set up.
@@ -41,6 +45,7 @@ impl StreamClient {
         credentials: Credentials,
         quota: Arc<Quota>,
         reach: Arc<Reachability>,
+        max_message_bytes: usize,
     ) -> anyhow::Result<Self> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(connect_timeout)
@@ -56,6 +61,7 @@ impl StreamClient {
             credentials,
             quota,
             reach,
+            max_message_bytes,
         })
     }
 
@@ -85,9 +91,11 @@ impl StreamClient {
             ApiError::Credentials("the credential is not a valid header value".into())
         })?;
         request.metadata_mut().insert(header.name, value);
-        self.quota.charge(Call::StreamList, now);
+        self.quota
+            .spend(Call::StreamList, now)
+            .map_err(ApiError::QuotaWait)?;
         let mut client = V3DataLiveChatMessageServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(16 * 1024 * 1024);
+            .max_decoding_message_size(self.max_message_bytes);
         match client.stream_list(request).await {
             Ok(response) => {
                 self.reach.succeeded();
@@ -119,7 +127,7 @@ impl StreamClient {
         ApiError::Stream {
             reason,
             code: format!("{:?}", status.code()),
-            message: status.message().to_owned(),
+            message: common::body::cut(status.message(), MAX_ERROR_TEXT),
         }
     }
 }
@@ -138,6 +146,10 @@ pub fn reason_of(status: &Status, had_token: bool) -> Reason {
             Reason::QuotaExceeded
         }
         Code::ResourceExhausted => Reason::RateLimited,
+        // tonic's own: a message over the decode limit.
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Reason::TooLarge
+        }
         Code::InvalidArgument if had_token => Reason::PageTokenInvalid,
         Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists => Reason::BadRequest,
         Code::DeadlineExceeded => Reason::Timeout,
@@ -198,6 +210,13 @@ mod tests {
             ),
             (Status::deadline_exceeded(""), false, Reason::Timeout),
             (Status::internal(""), false, Reason::ServerError),
+            (
+                Status::out_of_range(
+                    "Error, decoded message length too large: found 99 bytes, the limit is: 9 bytes",
+                ),
+                true,
+                Reason::TooLarge,
+            ),
             (Status::unauthenticated(""), false, Reason::Unauthorized),
         ] {
             assert_eq!(reason_of(&status, token), want, "{status:?}");
