@@ -62,6 +62,21 @@ impl AdminState {
     }
 }
 
+/// `/metrics`: the recorder's page, then the per-channel counters.
+fn metrics(
+    handle: PrometheusHandle,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics").and(warp::get()).map(move || {
+        let mut page = handle.render();
+        page.push_str(&crate::channel_metrics::render());
+        warp::reply::with_header(
+            page,
+            "content-type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    })
+}
+
 /// One source's part of `/readyz`.
 #[derive(Serialize)]
 struct SourceReadiness {
@@ -247,7 +262,7 @@ pub fn routes(
     );
     common::http::healthz()
         .or(readyz)
-        .or(common::http::metrics(state.metrics.clone()))
+        .or(metrics(state.metrics.clone()))
         .or(list)
         .or(list_platform)
         .or(join)

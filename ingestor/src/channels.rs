@@ -605,6 +605,7 @@ impl ChannelManager {
             .is_some_and(|i| matches!(i.state, JoinState::Parting))
         {
             channels.remove(channel);
+            crate::channel_metrics::forget(self.platform, channel);
         }
         drop(channels);
         self.record_gauges();
@@ -653,6 +654,26 @@ impl ChannelManager {
     /// Counts an event of `channel`.
     pub fn on_event(&self, event: &ChatEvent) {
         self.on_events(std::slice::from_ref(event));
+    }
+
+    /// Keeps only the events of channels this manager has (wanted,
+    /// joining, joined or parting), counts them (one lock for the batch),
+    /// and returns how many it dropped: a platform may send lines for
+    /// channels nobody asked for, which must not be published nor grow a
+    /// series per channel (`chatbus_ingestor_events_dropped_total{reason="not_joined"}`).
+    pub fn retain_wanted(&self, events: &mut Vec<ChatEvent>) -> usize {
+        let before = events.len();
+        {
+            let channels = self.lock();
+            events.retain(|e| channels.contains_key(&e.channel));
+        }
+        let dropped = before - events.len();
+        if dropped > 0 {
+            metrics::counter!("chatbus_ingestor_events_dropped_total", "reason" => "not_joined")
+                .increment(dropped as u64);
+        }
+        self.on_events(events);
+        dropped
     }
 
     /// Counts a batch of events (one lock for the batch).

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod admin;
+pub mod channel_metrics;
 pub mod channels;
 pub mod config;
 pub mod outbox;

@@ -389,7 +389,7 @@ impl Inner {
 
 fn drop_event(dropped: &mut u64, message: &OutgoingMessage, why: &str) {
     *dropped += 1;
-    metrics::counter!("chatbus_ingestor_events_dropped_total", "reason" => "outbox_full", "channel" => message.channel.clone())
+    metrics::counter!("chatbus_ingestor_events_dropped_total", "reason" => "outbox_full")
         .increment(1);
     tracing::warn!(
         id = %message.message_id,

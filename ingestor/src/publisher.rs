@@ -243,7 +243,7 @@ async fn publish_session(
                     Err(e) => return Session::SpoolError(e),
                 };
                 let pending = publisher.send_batch(entries.iter().map(|e| &*e.message)).await;
-                count_entries("chatbus_ingestor_events_published_total", &entries);
+                count_entries(crate::channel_metrics::Counter::Published, &entries);
                 unconfirmed += entries.len();
                 in_flight.push_back(InFlight { entries, sent: Instant::now() });
                 confirms.push_back(Box::pin(pending.wait()));
@@ -263,9 +263,9 @@ async fn publish_session(
     Session::Failed(failure)
 }
 
-fn count_entries(name: &'static str, entries: &[Entry]) {
-    crate::platforms::seam::count_by_channel_and_kind(
-        name,
+fn count_entries(counter: crate::channel_metrics::Counter, entries: &[Entry]) {
+    crate::channel_metrics::count(
+        counter,
         entries.iter().map(|e| {
             (
                 e.message.platform.as_str(),
@@ -280,7 +280,7 @@ fn confirmed(outbox: &Outbox, entries: &[Entry], sent: Instant) {
     outbox.confirm_all(entries.iter().map(|e| e.seq));
     metrics::histogram!("chatbus_ingestor_publish_confirm_seconds")
         .record(sent.elapsed().as_secs_f64());
-    count_entries("chatbus_ingestor_events_confirmed_total", entries);
+    count_entries(crate::channel_metrics::Counter::Confirmed, entries);
 }
 
 async fn drain_on_shutdown(

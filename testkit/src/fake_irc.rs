@@ -19,7 +19,19 @@ use tokio::sync::{Notify, mpsc};
 #[derive(Debug)]
 enum Out {
     Bytes(Vec<u8>),
+    /// Write PINGs as fast as the client takes them, until it goes.
+    PingFlood,
     Close,
+}
+
+/// How the server misbehaves after a login, to test a client against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// Welcome every login, then `RECONNECT` and close at once.
+    ReconnectAfterWelcome,
+    /// Welcome every login, then flood PINGs and never read again (the
+    /// client's PONGs fill the socket buffers).
+    PingFloodWithoutReading,
 }
 
 #[derive(Debug)]
@@ -54,6 +66,10 @@ struct State {
     token_check: Option<TokenCheck>,
     /// Refuse (close) new connections.
     refuse: bool,
+    /// Misbehave after each login.
+    hostile: Option<Hostile>,
+    /// Connections accepted since the start.
+    accepted: usize,
     /// Room ids handed out per channel.
     room_ids: HashMap<String, u64>,
 }
@@ -129,6 +145,16 @@ impl FakeIrc {
     /// Close new connections at once while `refuse` is true.
     pub fn set_refuse(&self, refuse: bool) {
         self.state.lock().unwrap().refuse = refuse;
+    }
+
+    /// Misbehave after every login from now on (`None`: behave).
+    pub fn set_hostile(&self, hostile: Option<Hostile>) {
+        self.state.lock().unwrap().hostile = hostile;
+    }
+
+    /// Connections accepted since the start (open or closed).
+    pub fn accepted(&self) -> usize {
+        self.state.lock().unwrap().accepted
     }
 
     /// Number of open connections.
@@ -302,9 +328,13 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, changed: A
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        if state.lock().unwrap().refuse {
-            drop(stream);
-            continue;
+        {
+            let mut st = state.lock().unwrap();
+            st.accepted += 1;
+            if st.refuse {
+                drop(stream);
+                continue;
+            }
         }
         let id = NEXT_CONN.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(serve(id, stream, state.clone(), changed.clone()));
@@ -331,6 +361,11 @@ async fn serve(id: u64, stream: TcpStream, state: Arc<Mutex<State>>, changed: Ar
                         break;
                     }
                 }
+                Out::PingFlood => {
+                    let chunk = b"PING :tmi.twitch.tv\r\n".repeat(3_000);
+                    while write.write_all(&chunk).await.is_ok() {}
+                    break;
+                }
                 Out::Close => break,
             }
         }
@@ -344,17 +379,42 @@ async fn serve(id: u64, stream: TcpStream, state: Arc<Mutex<State>>, changed: Ar
         if line.is_empty() {
             continue;
         }
-        let reply = {
+        let (reply, hostile) = {
             let mut st = state.lock().unwrap();
             st.received.push(Received {
                 at: Instant::now(),
                 conn: id,
                 line: line.clone(),
             });
-            respond(&mut st, id, &line, &mut pass)
+            let reply = respond(&mut st, id, &line, &mut pass);
+            let login = line.to_ascii_uppercase().starts_with("NICK ");
+            (reply, st.hostile.filter(|_| login))
+        };
+        let reply = match (hostile, reply) {
+            (Some(Hostile::ReconnectAfterWelcome), Reply::Lines(mut out)) => {
+                out.push(":tmi.twitch.tv RECONNECT".into());
+                Reply::CloseAfter(out)
+            }
+            (_, reply) => reply,
         };
         changed.notify_waiters();
         match reply {
+            Reply::Lines(out) if hostile == Some(Hostile::PingFloodWithoutReading) => {
+                let mut bytes = Vec::new();
+                for l in out {
+                    bytes.extend_from_slice(l.as_bytes());
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                let _ = tx.send(Out::Bytes(bytes));
+                let _ = tx.send(Out::PingFlood);
+                // Never read again: hold the socket until the client goes.
+                let _unread = lines;
+                state.lock().unwrap().conns.remove(&id);
+                changed.notify_waiters();
+                drop(tx);
+                let _ = writer.await;
+                return;
+            }
             Reply::Lines(out) => {
                 if !out.is_empty() {
                     let mut bytes = Vec::new();

@@ -15,13 +15,12 @@
 //!  platforms/<name>: its source --> EventSink --> outbox (spool) --> publisher --> RabbitMQ
 //! ```
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::amqp::OutgoingMessage;
-use common::schema::{ChatEvent, EventKind};
+use common::schema::ChatEvent;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -296,8 +295,8 @@ impl EventSink {
         if messages.is_empty() {
             return Appended::default();
         }
-        count_by_channel_and_kind(
-            "chatbus_ingestor_events_received_total",
+        crate::channel_metrics::count(
+            crate::channel_metrics::Counter::Received,
             messages
                 .iter()
                 .map(|m| (m.platform.as_str(), m.channel.as_str(), m.kind)),
@@ -310,28 +309,6 @@ impl EventSink {
             );
         }
         appended
-    }
-}
-
-/// Increments a `platform`/`channel`/`kind` counter once per distinct
-/// label set of a batch, not once per event: a labelled counter's lookup
-/// costs more than the rest of an event's bookkeeping.
-pub fn count_by_channel_and_kind<'a>(
-    name: &'static str,
-    items: impl Iterator<Item = (&'a str, &'a str, EventKind)>,
-) {
-    let mut counts: HashMap<(&str, &str, EventKind), u64> = HashMap::new();
-    for key in items {
-        *counts.entry(key).or_default() += 1;
-    }
-    for ((platform, channel, kind), n) in counts {
-        metrics::counter!(
-            name,
-            "platform" => platform.to_owned(),
-            "channel" => channel.to_owned(),
-            "kind" => kind.as_str()
-        )
-        .increment(n);
     }
 }
 

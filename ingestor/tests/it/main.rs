@@ -6,6 +6,7 @@ mod admin;
 mod faults;
 mod flow;
 mod helpers;
+mod hostile;
 mod login;
 mod webhooks;
 mod youtube;

@@ -377,7 +377,9 @@ impl Connection {
                     let mut batch = Batch::default();
                     self.read_lines(&mut codec, &mut buf, eof, socket_id, &nick, &mut batch);
                     if !batch.events.is_empty() {
-                        self.shared.manager.on_events(&batch.events);
+                        // Only channels asked for: lines for others are
+                        // dropped and counted.
+                        self.shared.manager.retain_wanted(&mut batch.events);
                         self.shared.sink.emit(&batch.events);
                     }
                     if batch.welcome {
