@@ -147,3 +147,57 @@ async fn lines_for_channels_not_joined_are_dropped_and_a_parted_channels_series_
     ing.stop().await;
     tap.cleanup().await;
 }
+
+/// 20 MB of random bytes on the IRC socket: every bad line is counted, a
+/// few are logged (at most 20 log lines a second over the run, where every
+/// bad line had one before), and the connection carries on.
+#[tokio::test]
+async fn fault_random_bytes_on_the_socket_are_counted_not_logged_line_by_line() {
+    use testkit::process::{Echo, ServiceProcess};
+    let fake = FakeIrc::start().await;
+    let exchange = unique("test-hostile-noise");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let chans = channels(1);
+    let (_dir, spool) = spool_dir();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ingestor"));
+    cmd.env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "info")
+        .env("AMQP_URL", rabbit::amqp_url())
+        .env("CHAT_EXCHANGE", &exchange)
+        .env("RABBITMQ_POLICIES", "false")
+        .env("INGESTOR_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPOOL_DIR", &spool)
+        .env("TWITCH_IRC_ADDR", fake.addr().to_string())
+        .env("TWITCH_IRC_TLS", "false")
+        .env("TWITCH_CHANNELS", &chans[0]);
+    let started = std::time::Instant::now();
+    let mut ing = ServiceProcess::spawn(cmd, "ingestor admin HTTP listening", Echo::Keep).unwrap();
+    fake.wait_joined(&[&chans[0]], 30).await;
+    // xorshift: no dependency, the same noise every run.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = Vec::with_capacity(20 << 20);
+    while noise.len() < 20 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    noise.extend_from_slice(b"\r\n");
+    assert_eq!(fake.send_bytes_to_channel(&chans[0], noise), 1);
+    fake.send_lines(&privmsgs(&chans, 1, "after-noise"));
+    tap.collect_until(60, "the line after the noise", |g| {
+        g.iter().any(|d| d.event.id == "after-noise-0")
+    })
+    .await;
+    let bad = testkit::metrics::scrape(&ing.addr, "chatbus_ingestor_irc_bad_lines_total").await;
+    assert!(bad > 10_000.0, "every bad line is counted: {bad}");
+    ing.terminate(30).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let logged = ing.problems().len();
+    assert!(
+        (logged as f64) <= 20.0 * seconds,
+        "{logged} WARN/ERROR lines in {seconds:.1} s"
+    );
+    tap.cleanup().await;
+}
