@@ -34,20 +34,20 @@ fn video_id() -> String {
 
 /// One test's world: the fake YouTube with one channel (not live yet), a
 /// tap on a fresh exchange, and a spool directory (removed with `_dir`).
-struct World {
-    yt: FakeYoutube,
-    channel: String,
-    video: String,
-    exchange: String,
-    tap: Tap,
-    spool: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) yt: FakeYoutube,
+    pub(crate) channel: String,
+    pub(crate) video: String,
+    pub(crate) exchange: String,
+    pub(crate) tap: Tap,
+    pub(crate) spool: std::path::PathBuf,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl World {
     /// The world of a test: the exchange named after `tag`, the channel
     /// known by `handle`.
-    async fn new(tag: &str, handle: &str) -> Self {
+    pub(crate) async fn new(tag: &str, handle: &str) -> Self {
         let yt = FakeYoutube::start().await;
         let (channel, video) = ids();
         yt.add_channel(&channel, handle);
@@ -66,12 +66,12 @@ impl World {
     }
 
     /// The channel goes live with its video; returns the live chat's id.
-    fn go_live(&self) -> String {
+    pub(crate) fn go_live(&self) -> String {
         self.yt.go_live(&self.channel, &self.video)
     }
 
     /// A config reading `entries` from this world's fake.
-    fn config(&self, entries: &[&str]) -> Config {
+    pub(crate) fn config(&self, entries: &[&str]) -> Config {
         yt_config(&self.yt, &self.exchange, entries, &self.spool)
     }
 }

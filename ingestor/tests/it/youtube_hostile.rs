@@ -14,7 +14,7 @@ use testkit::fake_youtube::{self, FakeCall, FakeError, FakeYoutube, msg};
 use testkit::rabbit::{self, unique};
 
 use crate::helpers::*;
-use crate::youtube::{ids, wait_state, youtube_channels, youtube_of, yt_config};
+use crate::youtube::{World, ids, wait_state, youtube_channels, youtube_of, yt_config};
 
 const MIB: usize = 1024 * 1024;
 
@@ -45,26 +45,21 @@ fn gaps(got: &[common::amqp::Delivery]) -> Vec<String> {
 #[tokio::test]
 async fn fault_huge_and_endless_youtube_answers_cost_at_most_twice_the_answer_cap() {
     const CAP: usize = 4 * MIB;
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@huge");
-    yt.set_polling_interval(200);
-    let exchange = unique("test-yt-huge");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
+    let mut w = World::new("test-yt-huge", "@huge").await;
+    w.yt.set_polling_interval(200);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ingestor"));
     cmd.env_clear()
         .current_dir(std::env::temp_dir())
         .env("RUST_LOG", "warn,ingestor=info")
         .env("AMQP_URL", rabbit::amqp_url())
-        .env("CHAT_EXCHANGE", &exchange)
+        .env("CHAT_EXCHANGE", &w.exchange)
         .env("INGESTOR_HTTP_ADDR", "127.0.0.1:0")
-        .env("SPOOL_DIR", &spool)
+        .env("SPOOL_DIR", &w.spool)
         .env("YOUTUBE_API_KEY", fake_youtube::API_KEY)
-        .env("YOUTUBE_API_URL", yt.api_url())
-        .env("YOUTUBE_GRPC_URL", yt.grpc_url())
+        .env("YOUTUBE_API_URL", w.yt.api_url())
+        .env("YOUTUBE_GRPC_URL", w.yt.grpc_url())
         .env("YOUTUBE_STREAMING", "false")
-        .env("YOUTUBE_CHANNELS", &channel)
+        .env("YOUTUBE_CHANNELS", &w.channel)
         .env("YOUTUBE_OFFLINE_POLL_INTERVAL", "300ms")
         .env("YOUTUBE_RETRY_MAX_DELAY", "1s")
         .env("YOUTUBE_MIN_POLL_INTERVAL", "100ms")
@@ -86,22 +81,23 @@ async fn fault_huge_and_endless_youtube_answers_cost_at_most_twice_the_answer_ca
             .ok()?;
         serde_json::from_str::<Vec<Value>>(&body).ok()
     };
-    // Idle: the chat is read (a first message published), the channel
+    // Idle: the chat is read (a first message published), the w.channel
     // followed.
     eventually(30, "following, offline", || async {
         channels()
             .await?
             .into_iter()
-            .find(|c| c["channel"] == channel.as_str() && c["reason"] == "offline")
+            .find(|c| c["channel"] == w.channel.as_str() && c["reason"] == "offline")
     })
     .await;
-    let chat = yt.go_live(&channel, &video);
+    let chat = w.go_live();
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("before-huge", &viewer, "reading")]);
-    tap.collect_until(30, "a first message", |g| {
-        g.iter().any(|d| d.event.id == "before-huge")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("before-huge", &viewer, "reading")]);
+    w.tap
+        .collect_until(30, "a first message", |g| {
+            g.iter().any(|d| d.event.id == "before-huge")
+        })
+        .await;
     let idle = proc_status_bytes(ing.id(), "VmHWM");
     for hostile in [
         FakeError::HugeBody(50_000_000),
@@ -109,7 +105,7 @@ async fn fault_huge_and_endless_youtube_answers_cost_at_most_twice_the_answer_ca
         FakeError::Endless,
         FakeError::HugeBody(300_000_000),
     ] {
-        yt.fail_next(FakeCall::ChatList, hostile, 1);
+        w.yt.fail_next(FakeCall::ChatList, hostile, 1);
     }
     let refused = || async {
         testkit::metrics::scrape(
@@ -122,11 +118,12 @@ async fn fault_huge_and_endless_youtube_answers_cost_at_most_twice_the_answer_ca
         (refused().await >= 4.0).then_some(())
     })
     .await;
-    yt.push(&chat, [msg::text("after-huge", &viewer, "still reading")]);
-    tap.collect_until(30, "a message after the huge answers", |g| {
-        g.iter().any(|d| d.event.id == "after-huge")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("after-huge", &viewer, "still reading")]);
+    w.tap
+        .collect_until(30, "a message after the huge answers", |g| {
+            g.iter().any(|d| d.event.id == "after-huge")
+        })
+        .await;
     let peak = proc_status_bytes(ing.id(), "VmHWM");
     eprintln!(
         "VmHWM idle {} KiB, after the hostile answers {} KiB (cap {} KiB)",
@@ -160,7 +157,7 @@ async fn fault_huge_and_endless_youtube_answers_cost_at_most_twice_the_answer_ca
         refusals.iter().all(|l| l.len() < 1_000),
         "short lines: {refusals:?}"
     );
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
@@ -191,36 +188,34 @@ async fn a_huge_youtube_error_message_is_cut_before_it_is_kept_logged_or_shown()
 /// skipped past with a gap.
 #[tokio::test]
 async fn a_page_over_the_item_cap_is_refused_whole_then_skipped_with_a_gap() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@items");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(200);
-    let exchange = unique("test-yt-items");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-items", "@items").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(200);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     cfg.platforms.youtube.youtube_max_page_items = 2_000;
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
-    yt.fail_next(FakeCall::ChatList, FakeError::ManyItems(2_000), 1);
-    let got = tap
+    wait_state(&ing, &w.channel, "joined", None).await;
+    w.yt.fail_next(FakeCall::ChatList, FakeError::ManyItems(2_000), 1);
+    let got = w
+        .tap
         .collect_until(60, "the page of 2,000", |g| {
-            youtube_of(g, &channel).len() >= 2_000
+            youtube_of(g, &w.channel).len() >= 2_000
         })
         .await;
     assert!(got.iter().all(|d| d.event.id.starts_with("flood-")));
-    yt.fail_next(FakeCall::ChatList, FakeError::ManyItems(2_001), 3);
-    let got = tap
+    w.yt.fail_next(FakeCall::ChatList, FakeError::ManyItems(2_001), 3);
+    let got = w
+        .tap
         .collect_until(30, "a gap after the refused page", |g| {
             g.iter().any(|d| d.event.kind() == EventKind::Gap)
         })
         .await;
     assert_eq!(gaps(&got), ["page_refused"]);
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("after-flood", &viewer, "ok")]);
-    let more = tap
+    w.yt.push(&chat, [msg::text("after-flood", &viewer, "ok")]);
+    let more = w
+        .tap
         .collect_until(30, "reading goes on", |g| {
             g.iter().any(|d| d.event.id == "after-flood")
         })
@@ -242,21 +237,16 @@ async fn a_page_over_the_item_cap_is_refused_whole_then_skipped_with_a_gap() {
         1.0
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_stream_message_over_the_decode_limit_is_refused_and_reading_goes_on() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@bigmsg");
-    let chat = yt.go_live(&channel, &video);
+    let mut w = World::new("test-yt-bigmsg", "@bigmsg").await;
+    let chat = w.go_live();
     // 2,000 messages in one streamList message: far over 64 KiB.
-    yt.fail_next(FakeCall::StreamList, FakeError::ManyItems(2_000), 1);
-    let exchange = unique("test-yt-bigmsg");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    w.yt.fail_next(FakeCall::StreamList, FakeError::ManyItems(2_000), 1);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_max_response_bytes = 64 * 1024;
     let ing = Running::start(cfg).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
@@ -267,16 +257,17 @@ async fn a_stream_message_over_the_decode_limit_is_refused_and_reading_goes_on()
             .then_some(())
     })
     .await;
-    wait_state(&ing, &channel, "joined", None).await;
-    yt.push(&chat, [msg::text("after-big", &viewer, "ok")]);
-    let got = tap
+    wait_state(&ing, &w.channel, "joined", None).await;
+    w.yt.push(&chat, [msg::text("after-big", &viewer, "ok")]);
+    let got = w
+        .tap
         .collect_until(30, "reading goes on", |g| {
             g.iter().any(|d| d.event.id == "after-big")
         })
         .await;
     assert!(!got.iter().any(|d| d.event.id.starts_with("flood-")));
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 /// `pollingIntervalMillis` = 0 with `YOUTUBE_DAILY_QUOTA=500`: polling is
@@ -284,25 +275,21 @@ async fn a_stream_message_over_the_decode_limit_is_refused_and_reading_goes_on()
 /// the floor shows in `/channels`.
 #[tokio::test]
 async fn polling_at_interval_zero_stays_inside_the_daily_quota() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@zero");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(0);
+    let mut w = World::new("test-yt-zero", "@zero").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(0);
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("zero-1", &viewer, "first page")]);
-    let exchange = unique("test-yt-zero");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    w.yt.push(&chat, [msg::text("zero-1", &viewer, "first page")]);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     cfg.platforms.youtube.youtube_daily_quota = 500;
     cfg.platforms.youtube.youtube_min_poll_interval = Duration::from_secs(1);
     let ing = Running::start(cfg).await;
-    tap.collect_until(30, "the first page", |g| {
-        g.iter().any(|d| d.event.id == "zero-1")
-    })
-    .await;
+    w.tap
+        .collect_until(30, "the first page", |g| {
+            g.iter().any(|d| d.event.id == "zero-1")
+        })
+        .await;
     let info = eventually(30, "the poll interval shown", || async {
         youtube_channels(&ing)
             .await
@@ -318,28 +305,23 @@ async fn polling_at_interval_zero_stays_inside_the_daily_quota() {
     );
     assert_eq!(detail["poll_interval_by_quota"], true);
     assert_eq!(detail["poll_interval_ms"], 1_728_000, "86,400 s × 5 / 250");
-    yt.push(&chat, [msg::text("zero-2", &viewer, "not polled yet")]);
-    let extra = tap.drain_quiet(Duration::from_millis(1500)).await;
+    w.yt.push(&chat, [msg::text("zero-2", &viewer, "not polled yet")]);
+    let extra = w.tap.drain_quiet(Duration::from_millis(1500)).await;
     assert!(extra.is_empty(), "no second poll: {}", extra.len());
-    assert_eq!(yt.calls(FakeCall::ChatList), 1);
-    assert!(yt.quota_spent() <= 500, "{} units", yt.quota_spent());
+    assert_eq!(w.yt.calls(FakeCall::ChatList), 1);
+    assert!(w.yt.quota_spent() <= 500, "{} units", w.yt.quota_spent());
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 /// `pollingIntervalMillis` = 10^19: clamped to the ceiling, shown in
 /// `/channels`, and polling goes on.
 #[tokio::test]
 async fn a_polling_interval_of_ten_to_the_nineteenth_is_clamped_to_the_ceiling() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@forever");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(10_000_000_000_000_000_000);
-    let exchange = unique("test-yt-forever");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-forever", "@forever").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(10_000_000_000_000_000_000);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     cfg.platforms.youtube.youtube_max_poll_interval = Duration::from_millis(300);
     let ing = Running::start(cfg).await;
@@ -365,12 +347,13 @@ async fn a_polling_interval_of_ten_to_the_nineteenth_is_clamped_to_the_ceiling()
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
     for i in 0..3 {
         let id = format!("forever-{i}");
-        yt.push(&chat, [msg::text(&id, &viewer, "later")]);
-        tap.collect_until(30, &id, |g| g.iter().any(|d| d.event.id == id))
+        w.yt.push(&chat, [msg::text(&id, &viewer, "later")]);
+        w.tap
+            .collect_until(30, &id, |g| g.iter().any(|d| d.event.id == id))
             .await;
     }
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 /// YouTube refuses every page token: the reader backs off (no more than a
@@ -378,43 +361,38 @@ async fn a_polling_interval_of_ten_to_the_nineteenth_is_clamped_to_the_ceiling()
 /// gap per episode; an accepted token ends the episode.
 #[tokio::test]
 async fn fault_page_token_invalid_backs_off_and_publishes_one_gap_per_episode() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@tokens");
-    let chat = yt.go_live(&channel, &video);
-    yt.set_polling_interval(100);
-    let exchange = unique("test-yt-tokens");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-tokens", "@tokens").await;
+    let chat = w.go_live();
+    w.yt.set_polling_interval(100);
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     cfg.platforms.youtube.youtube_retry_max_delay = Duration::from_secs(2);
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
 
     let started = Instant::now();
-    let polls_before = yt.calls(FakeCall::ChatList);
-    yt.refuse_page_tokens(true);
+    let polls_before = w.yt.calls(FakeCall::ChatList);
+    w.yt.refuse_page_tokens(true);
     eventually(30, "four refused tokens", || {
-        let n = yt.refused_tokens();
+        let n = w.yt.refused_tokens();
         async move { (n >= 4).then_some(()) }
     })
     .await;
     let took = started.elapsed().as_secs_f64();
-    let polls = yt.calls(FakeCall::ChatList) - polls_before;
+    let polls = w.yt.calls(FakeCall::ChatList) - polls_before;
     // Each refusal is followed by one read from the recent messages, then
     // the backoff (from 1 s, jitter taking at most half).
     assert!(
-        polls <= 2 * yt.refused_tokens() + 2,
+        polls <= 2 * w.yt.refused_tokens() + 2,
         "{polls} polls for {} refusals",
-        yt.refused_tokens()
+        w.yt.refused_tokens()
     );
     assert!(
         polls as f64 <= 3.0 * took + 3.0,
         "{polls} polls in {took:.1} s: no backoff"
     );
-    let got = tap.drain_quiet(Duration::from_millis(500)).await;
+    let got = w.tap.drain_quiet(Duration::from_millis(500)).await;
     assert_eq!(
         gaps(&got),
         ["page_token_invalid"],
@@ -422,54 +400,51 @@ async fn fault_page_token_invalid_backs_off_and_publishes_one_gap_per_episode() 
     );
 
     // Tokens work again: the episode ends at the first page read from one.
-    yt.refuse_page_tokens(false);
-    yt.push(&chat, [msg::text("between", &viewer, "ok")]);
-    let mut got = tap
+    w.yt.refuse_page_tokens(false);
+    w.yt.push(&chat, [msg::text("between", &viewer, "ok")]);
+    let mut got = w
+        .tap
         .collect_until(30, "reading again", |g| {
             g.iter().any(|d| d.event.id == "between")
         })
         .await;
     // "between" may come by a read from the recent messages; the read
     // after it is from a token, so this one surely ends the episode.
-    yt.push(&chat, [msg::text("between-2", &viewer, "ok")]);
+    w.yt.push(&chat, [msg::text("between-2", &viewer, "ok")]);
     got.extend(
-        tap.collect_until(30, "reading from tokens again", |g| {
-            g.iter().any(|d| d.event.id == "between-2")
-        })
-        .await,
+        w.tap
+            .collect_until(30, "reading from tokens again", |g| {
+                g.iter().any(|d| d.event.id == "between-2")
+            })
+            .await,
     );
     assert!(gaps(&got).is_empty());
     // A second episode: a second gap, one only.
-    let refused = yt.refused_tokens();
-    yt.refuse_page_tokens(true);
+    let refused = w.yt.refused_tokens();
+    w.yt.refuse_page_tokens(true);
     eventually(30, "two more refused tokens", || {
-        let n = yt.refused_tokens();
+        let n = w.yt.refused_tokens();
         async move { (n >= refused + 2).then_some(()) }
     })
     .await;
-    let got = tap.drain_quiet(Duration::from_millis(500)).await;
+    let got = w.tap.drain_quiet(Duration::from_millis(500)).await;
     assert_eq!(
         gaps(&got),
         ["page_token_invalid"],
         "one gap for episode two"
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_lone_surrogate_escape_becomes_a_replacement_character_and_the_page_is_kept() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@surrogate");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-surrogate");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-surrogate", "@surrogate").await;
+    let chat = w.go_live();
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
     let mut page = serde_json::json!({
         "kind": "youtube#liveChatMessageListResponse",
@@ -483,8 +458,9 @@ async fn a_lone_surrogate_escape_becomes_a_replacement_character_and_the_page_is
     page["items"][0]["snippet"]["liveChatId"] = chat.clone().into();
     page["items"][1]["snippet"]["liveChatId"] = chat.clone().into();
     let body = page.to_string().replace("LONE", r"a \ud83d b");
-    yt.fail_next(FakeCall::ChatList, FakeError::Body(body), 1);
-    let got = tap
+    w.yt.fail_next(FakeCall::ChatList, FakeError::Body(body), 1);
+    let got = w
+        .tap
         .collect_until(30, "both messages", |g| {
             g.iter().filter(|d| d.event.id.starts_with("sur-")).count() >= 2
         })
@@ -498,41 +474,38 @@ async fn a_lone_surrogate_escape_becomes_a_replacement_character_and_the_page_is
         2.0
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_page_that_is_not_json_is_skipped_after_a_few_attempts_with_a_gap() {
-    let yt = FakeYoutube::start().await;
-    let (channel, video) = ids();
-    yt.add_channel(&channel, "@notjson");
-    let chat = yt.go_live(&channel, &video);
-    let exchange = unique("test-yt-notjson");
-    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
-    let (_dir, spool) = spool_dir();
-    let mut cfg = yt_config(&yt, &exchange, &[&channel], &spool);
+    let mut w = World::new("test-yt-notjson", "@notjson").await;
+    let chat = w.go_live();
+    let mut cfg = w.config(&[&w.channel]);
     cfg.platforms.youtube.youtube_streaming = false;
     let ing = Running::start(cfg).await;
-    wait_state(&ing, &channel, "joined", None).await;
+    wait_state(&ing, &w.channel, "joined", None).await;
     // Forever, as far as the reader can tell: it must skip, not ask again.
-    yt.fail_next(FakeCall::ChatList, FakeError::Malformed, 3);
-    let got = tap
+    w.yt.fail_next(FakeCall::ChatList, FakeError::Malformed, 3);
+    let got = w
+        .tap
         .collect_until(30, "a gap", |g| {
             g.iter().any(|d| d.event.kind() == EventKind::Gap)
         })
         .await;
     assert_eq!(gaps(&got), ["page_refused"]);
     let viewer = msg::author("UCviewer000000000000000A", "Viewer", &[]);
-    yt.push(&chat, [msg::text("after-junk", &viewer, "ok")]);
-    tap.collect_until(30, "reading goes on", |g| {
-        g.iter().any(|d| d.event.id == "after-junk")
-    })
-    .await;
+    w.yt.push(&chat, [msg::text("after-junk", &viewer, "ok")]);
+    w.tap
+        .collect_until(30, "reading goes on", |g| {
+            g.iter().any(|d| d.event.id == "after-junk")
+        })
+        .await;
     assert_eq!(
         ing.metric("chatbus_ingestor_youtube_errors_total{reason=\"malformed\"}")
             .await,
         3.0
     );
     ing.stop().await;
-    tap.cleanup().await;
+    w.tap.cleanup().await;
 }
