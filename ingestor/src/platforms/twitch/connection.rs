@@ -36,7 +36,8 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use twitch_irc::message::{IRCMessage, IRCPrefix};
 
-use super::Shared;
+use super::endpoint::Endpoint;
+use super::shared::Shared;
 use crate::platforms::reconnect::Reconnect;
 use super::lines::{Decoded, Frame, LineCodec, decode_line, preview};
 use super::normalise::Normalised;
@@ -57,56 +58,6 @@ static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 /// The log of lines skipped or noticed: a few per reason every 10 s, the
 /// rest counted (each reason has its metric).
 static LINE_LOG: LogLimit = LogLimit::per_10s(5);
-
-/// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Wrap the connection in TLS (server name = `host`).
-    pub tls: bool,
-    /// Longest accepted line in bytes.
-    pub max_line_bytes: usize,
-    /// The socket's receive buffer (`SO_RCVBUF`), if set: what the kernel
-    /// may hold read from the server and not yet taken by the ingestor,
-    /// i.e. (with one read) what a `kill -9` can lose.
-    pub receive_buffer: Option<usize>,
-}
-
-impl Endpoint {
-    /// Parses `host:port`.
-    ///
-    /// # Errors
-    /// When there is no `:port`.
-    pub fn parse(addr: &str, tls: bool, max_line_bytes: usize) -> anyhow::Result<Self> {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow::anyhow!("IRC address `{addr}` is not host:port"))?;
-        Ok(Self {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: port.parse()?,
-            tls,
-            max_line_bytes,
-            receive_buffer: None,
-        })
-    }
-
-    /// With a receive buffer of `bytes` (see [`Endpoint::receive_buffer`]).
-    pub fn with_receive_buffer(mut self, bytes: usize) -> Self {
-        self.receive_buffer = Some(bytes);
-        self
-    }
-
-    /// `host:port`.
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
 
 /// What the pool asks of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use common::oauth::OAuthConfig;
 use common::token_manager::{TokenManager, TokenManagerOptions};
 use common::token_store::{AccountStatus, TokenStore, account_key};
 
-use super::Settings;
+use super::settings::Settings;
 /// What a connection logs in with.
 #[derive(Debug, Clone)]
 pub struct Credentials {

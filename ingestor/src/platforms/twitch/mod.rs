@@ -16,12 +16,15 @@
 //! clear error (docs/ingestor.md).
 
 pub mod connection;
+pub mod endpoint;
 pub mod lines;
 pub mod login;
 pub mod normalise;
+pub mod join_limiter;
 pub mod settings;
+mod shared;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,16 +34,17 @@ use common::schema::PLATFORM_TWITCH;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use anyhow::Context as _;
 
 use crate::channels::{ChannelManager, JoinClient};
 use crate::platforms::seam::{Context, EventSink, Reachability, Source, SourceHealth, Started};
-pub use connection::Endpoint;
+pub use endpoint::Endpoint;
 use connection::{Command, Connection};
+pub use join_limiter::JoinLimiter;
 use login::IngestorLogin;
+use shared::Shared;
 use normalise::Normaliser;
 pub use settings::{LOGGED_IN_CHANNEL_LIMIT, Settings, is_valid_login, normalise_channel};
 
@@ -118,21 +122,6 @@ pub struct TwitchSettings {
     pub keepalive: Duration,
     /// Reconnect backoff (after a connection that did not last).
     pub backoff: Backoff,
-}
-
-/// What every connection of the source shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) endpoint: Endpoint,
-    pub(crate) login: IngestorLogin,
-    pub(crate) limiter: Arc<JoinLimiter>,
-    pub(crate) manager: Arc<ChannelManager>,
-    pub(crate) sink: EventSink,
-    pub(crate) normaliser: Normaliser,
-    pub(crate) reach: Reachability,
-    pub(crate) open: AtomicUsize,
-    pub(crate) backoff: Backoff,
-    pub(crate) keepalive: Duration,
 }
 
 /// What the channel manager asks of the pool.
@@ -358,65 +347,9 @@ impl Pool {
     }
 }
 
-/// A sliding-window limiter for JOINs shared by every connection.
-#[derive(Debug)]
-pub struct JoinLimiter {
-    limit: usize,
-    window: Duration,
-    sent: Mutex<VecDeque<Instant>>,
-}
-
-impl JoinLimiter {
-    /// At most `limit` JOINs in any `window`.
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit: limit.max(1) as usize,
-            window,
-            sent: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// `None` if a JOIN may go now (and it is counted), else how long to wait.
-    fn try_acquire(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let mut sent = self.sent.lock().expect("limiter lock");
-        while sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            sent.pop_front();
-        }
-        if sent.len() < self.limit {
-            sent.push_back(now);
-            None
-        } else {
-            let oldest = *sent.front().expect("non-empty");
-            Some(self.window.saturating_sub(now.duration_since(oldest)))
-        }
-    }
-
-    /// Waits until a JOIN may be sent, and counts it.
-    pub async fn acquire(&self) {
-        while let Some(wait) = self.try_acquire() {
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_join_limiter_allows_limit_per_window() {
-        let limiter = JoinLimiter::new(3, Duration::from_secs(10));
-        let start = Instant::now();
-        for _ in 0..7 {
-            limiter.acquire().await;
-        }
-        // 3 at t=0, 3 at t=10s, 1 at t=20s.
-        assert_eq!(start.elapsed().as_secs(), 20);
-    }
 
     fn drain(rx: &mut mpsc::UnboundedReceiver<Command>) -> Vec<Command> {
         let mut out = Vec::new();

@@ -226,7 +226,7 @@ impl Credentials {
     /// When neither is set, or the Google OAuth provider settings are
     /// unusable.
     pub fn from_settings(
-        settings: &super::Settings,
+        settings: &super::settings::Settings,
         oauth: &common::oauth::OAuthConfig,
     ) -> anyhow::Result<(Self, Option<TokenManager>)> {
         use anyhow::Context as _;

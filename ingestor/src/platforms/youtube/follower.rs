@@ -23,7 +23,7 @@ use common::schema::{ChatEvent, PLATFORM_YOUTUBE};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::shared::Shared;
 use super::api::{ApiError, Reason, Video};
 use super::entry::Entry;
 use super::limits::Clamped;
@@ -462,7 +462,7 @@ impl Follower {
     /// (`search`, 101 units), then `videos.list` for their chats.
     async fn find_live(&mut self) -> Result<Found, ApiError> {
         let ids = match self.shared.tuning.live_check {
-            super::LiveCheck::Uploads => {
+            super::settings::LiveCheck::Uploads => {
                 let uploads = match &self.uploads {
                     Some(u) => u.clone(),
                     None => {
@@ -491,7 +491,7 @@ impl Follower {
                     .playlist_videos(&uploads, UPLOADS_SCANNED)
                     .await?
             }
-            super::LiveCheck::Search => self.shared.api.search_live(&self.key).await?,
+            super::settings::LiveCheck::Search => self.shared.api.search_live(&self.key).await?,
         };
         if ids.is_empty() {
             return Ok(Found::NotLive("not live".to_owned()));
@@ -942,7 +942,7 @@ impl Follower {
     }
 }
 
-impl super::LiveCheck {
+impl super::settings::LiveCheck {
     /// Units one check of a channel costs.
     pub fn cost(self) -> u64 {
         match self {

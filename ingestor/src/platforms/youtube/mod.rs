@@ -26,6 +26,7 @@ pub mod quota;
 pub mod recent;
 pub mod resource;
 pub mod settings;
+mod shared;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -36,7 +37,6 @@ use std::time::Duration;
 use common::amqp::Backoff;
 use common::schema::PLATFORM_YOUTUBE;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,8 @@ use anyhow::Context as _;
 use crate::channels::{ChannelManager, JoinClient};
 use crate::platforms::seam::{Context, EventSink, Reachability, Source, SourceHealth, Started};
 use api::{Api, Credentials};
-pub use settings::Settings;
+pub use settings::{LiveCheck, Settings};
+use shared::{Shared, Tuning};
 
 /// Starts the YouTube platform when it is configured (`YOUTUBE_API_KEY` or
 /// `YOUTUBE_LOGIN`): its credentials (and the token manager that keeps the
@@ -117,17 +118,6 @@ use follower::Follower;
 use quota::Quota;
 use stream::StreamClient;
 
-/// How a channel's live broadcast is looked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LiveCheck {
-    /// Its newest uploads (`playlistItems.list`) and their chats
-    /// (`videos.list`): 2 units a check.
-    #[default]
-    Uploads,
-    /// `search.list?eventType=live` and `videos.list`: 101 units a check.
-    Search,
-}
 
 /// How the YouTube source reads.
 #[derive(Debug, Clone)]
@@ -159,87 +149,6 @@ pub struct YoutubeSettings {
     pub limits: limits::Limits,
     /// Backoff after errors.
     pub backoff: Backoff,
-}
-
-/// What the followers share.
-#[derive(Debug, Clone)]
-pub(crate) struct Tuning {
-    pub(crate) live_check: LiveCheck,
-    pub(crate) offline_poll_interval: Option<Duration>,
-    pub(crate) include_raw: bool,
-    pub(crate) backoff: Backoff,
-    pub(crate) limits: limits::Limits,
-}
-
-/// The source's state, shared by its followers.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) tuning: Tuning,
-    pub(crate) api: Api,
-    pub(crate) stream: Option<StreamClient>,
-    pub(crate) quota: Arc<Quota>,
-    pub(crate) reach: Arc<Reachability>,
-    pub(crate) manager: Arc<ChannelManager>,
-    pub(crate) sink: EventSink,
-    /// Entries resolved to their channel (`@handle` -> `UC…`), so the admin
-    /// API finds a channel by what was asked for.
-    resolved: Mutex<HashMap<String, String>>,
-    /// The running followers by their current name.
-    tasks: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    next_task: AtomicU64,
-    pub(crate) followers: AtomicUsize,
-    /// Chats read by polling now (the quota paces their polls).
-    pub(crate) polling: AtomicUsize,
-    stream_off_until: Mutex<Option<tokio::time::Instant>>,
-}
-
-impl Shared {
-    pub(crate) fn remember_resolved(&self, asked: &str, channel: &str) {
-        self.resolved
-            .lock()
-            .expect("resolved lock")
-            .insert(asked.to_owned(), channel.to_owned());
-    }
-
-    pub(crate) fn remove_task(&self, key: &str, task: u64) {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        if tasks.get(key).is_some_and(|(id, _)| *id == task) {
-            tasks.remove(key);
-        }
-    }
-
-    pub(crate) fn rename_task(&self, from: &str, to: &str, task: u64) {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        if let Some(entry) = tasks.remove(from) {
-            if entry.0 == task {
-                tasks.insert(to.to_owned(), entry);
-            } else {
-                tasks.insert(from.to_owned(), entry);
-            }
-        }
-    }
-
-    /// Channel entries and video entries being followed.
-    pub(crate) fn following(&self) -> (usize, usize) {
-        let snapshot = self.manager.snapshot();
-        let videos = snapshot
-            .iter()
-            .filter(|c| c.detail.as_ref().is_some_and(|d| d["follows"] == "video"))
-            .count();
-        (snapshot.len().saturating_sub(videos), videos)
-    }
-
-    pub(crate) fn stream_unavailable(&self) -> bool {
-        self.stream_off_until
-            .lock()
-            .expect("stream lock")
-            .is_some_and(|t| tokio::time::Instant::now() < t)
-    }
-
-    pub(crate) fn stream_unavailable_for(&self, wait: Duration) {
-        *self.stream_off_until.lock().expect("stream lock") =
-            Some(tokio::time::Instant::now() + wait);
-    }
 }
 
 /// What the channel manager asks of the source.

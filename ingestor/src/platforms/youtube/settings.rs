@@ -11,8 +11,19 @@ use common::config::{ConfigError, check_http_url, check_nonzero, check_range, co
 use common::oauth::OAuthConfig;
 use serde::{Deserialize, Serialize};
 
-use super::LiveCheck;
 use super::entry::Entry;
+
+/// How a channel's live broadcast is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveCheck {
+    /// Its newest uploads (`playlistItems.list`) and their chats
+    /// (`videos.list`): 2 units a check.
+    #[default]
+    Uploads,
+    /// `search.list?eventType=live` and `videos.list`: 101 units a check.
+    Search,
+}
 
 /// YouTube settings. Each field is also an environment variable of the
 /// same name in upper case.

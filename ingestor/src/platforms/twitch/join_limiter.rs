@@ -1,0 +1,69 @@
+//! The JOIN rate limit every connection of the Twitch source shares
+//! (`TWITCH_JOIN_LIMIT` per `TWITCH_JOIN_WINDOW`, Twitch's 20 per 10 s).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A sliding-window limiter for JOINs shared by every connection.
+#[derive(Debug)]
+pub struct JoinLimiter {
+    limit: usize,
+    window: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl JoinLimiter {
+    /// At most `limit` JOINs in any `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// `None` if a JOIN may go now (and it is counted), else how long to wait.
+    fn try_acquire(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().expect("limiter lock");
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            sent.pop_front();
+        }
+        if sent.len() < self.limit {
+            sent.push_back(now);
+            None
+        } else {
+            let oldest = *sent.front().expect("non-empty");
+            Some(self.window.saturating_sub(now.duration_since(oldest)))
+        }
+    }
+
+    /// Waits until a JOIN may be sent, and counts it.
+    pub async fn acquire(&self) {
+        while let Some(wait) = self.try_acquire() {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_join_limiter_allows_limit_per_window() {
+        let limiter = JoinLimiter::new(3, Duration::from_secs(10));
+        let start = Instant::now();
+        for _ in 0..7 {
+            limiter.acquire().await;
+        }
+        // 3 at t=0, 3 at t=10s, 1 at t=20s.
+        assert_eq!(start.elapsed().as_secs(), 20);
+    }
+}
