@@ -121,13 +121,6 @@ pub struct Channels {
 }
 
 fn store_error(e: StoreError) -> Rejection {
-    if let StoreError::SearchTimeout(_) = e {
-        return warp::reject::custom(ApiError::new(
-            warp::http::StatusCode::SERVICE_UNAVAILABLE,
-            "search_timeout",
-            e.to_string(),
-        ));
-    }
     warp::reject::custom(if e.is_transient() {
         ApiError::unavailable(e)
     } else {
@@ -158,72 +151,10 @@ fn utf8_query() -> impl Filter<Extract = (), Error = Rejection> + Clone {
         .untuple_one()
 }
 
-/// How much a text search (`q`) may ask of the store: its words and bytes,
-/// and how many run at once (the rest wait [`SEARCH_WAIT`], then 503).
-#[derive(Debug, Clone)]
-pub struct SearchLimits {
-    max_words: usize,
-    max_bytes: usize,
-    running: Arc<tokio::sync::Semaphore>,
-}
-
-/// How long a search waits for one of the running ones to end.
-pub const SEARCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl SearchLimits {
-    /// At most `max_words` words and `max_bytes` bytes, `concurrency` at once.
-    pub fn new(max_words: usize, max_bytes: usize, concurrency: usize) -> Self {
-        Self {
-            max_words,
-            max_bytes,
-            running: Arc::new(tokio::sync::Semaphore::new(concurrency)),
-        }
-    }
-
-    /// 400 `query_too_long` when `q` asks for more than the limits allow.
-    fn check(&self, q: &str) -> Result<(), ApiError> {
-        let words = crate::store::search_word_count(q);
-        if q.len() > self.max_bytes || words > self.max_words {
-            return Err(ApiError::bad_request(
-                "query_too_long",
-                format!(
-                    "`q` has {words} words and {} bytes; at most {} words and {} bytes",
-                    q.len(),
-                    self.max_words,
-                    self.max_bytes
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for SearchLimits {
-    fn default() -> Self {
-        Self::new(32, 512, 2)
-    }
-}
-
-/// 503 `search_busy` with `Retry-After`.
-fn search_busy() -> warp::reply::Response {
-    let mut response = ApiError::new(
-        warp::http::StatusCode::SERVICE_UNAVAILABLE,
-        "search_busy",
-        "too many searches are running; retry in a moment",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        warp::http::header::RETRY_AFTER,
-        warp::http::HeaderValue::from_static("1"),
-    );
-    response
-}
-
 /// The `/api` routes, behind the bearer token if one is set.
 pub fn routes(
     store: Arc<dyn Store>,
     token: Option<Secret>,
-    search: SearchLimits,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let with_store = warp::any().map(move || store.clone());
     let api = warp::path("api").and(warp::get()).and(bearer_auth(token));
@@ -243,33 +174,14 @@ pub fn routes(
         .and(utf8_query())
         .and(warp::query::<EventsParams>())
         .and(with_store.clone())
-        .and(warp::any().map(move || search.clone()))
-        .and_then(
-            |params: EventsParams, store: Arc<dyn Store>, search: SearchLimits| async move {
-                let query = params.query().map_err(warp::reject::custom)?;
-                // A text search is bounded: in size, and in how many run.
-                let _running = match &query.filter.text {
-                    Some(q) => {
-                        search.check(q).map_err(warp::reject::custom)?;
-                        match tokio::time::timeout(
-                            SEARCH_WAIT,
-                            search.running.clone().acquire_owned(),
-                        )
-                        .await
-                        {
-                            Ok(Ok(permit)) => Some(permit),
-                            _ => return Ok::<_, Rejection>(search_busy()),
-                        }
-                    }
-                    None => None,
-                };
-                let events = store.query(&query).await.map_err(store_error)?;
-                let next = (events.len() == query.limit)
-                    .then(|| events.last().map(|e| e.cursor))
-                    .flatten();
-                Ok(warp::reply::json(&EventsPage { events, next }).into_response())
-            },
-        );
+        .and_then(|params: EventsParams, store: Arc<dyn Store>| async move {
+            let query = params.query().map_err(warp::reject::custom)?;
+            let events = store.query(&query).await.map_err(store_error)?;
+            let next = (events.len() == query.limit)
+                .then(|| events.last().map(|e| e.cursor))
+                .flatten();
+            Ok::<_, Rejection>(warp::reply::json(&EventsPage { events, next }))
+        });
 
     let one = api
         .and(warp::path!("events" / String / String))
@@ -290,78 +202,4 @@ pub fn routes(
         );
 
     channels.or(events).or(one)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
-        let url = format!("sqlite://{}", dir.join("api.sqlite").display());
-        crate::store::open(&url, &crate::store::StoreOptions::default())
-            .await
-            .unwrap()
-    }
-
-    async fn get(
-        routes: &(impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone + 'static),
-        path: &str,
-    ) -> (u16, Option<String>, serde_json::Value) {
-        let res = warp::test::request()
-            .path(path)
-            .reply(&routes.clone().recover(common::http::handle_rejection))
-            .await;
-        let retry = res
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = serde_json::from_slice(res.body()).unwrap_or_default();
-        (res.status().as_u16(), retry, body)
-    }
-
-    #[tokio::test]
-    async fn a_search_over_the_limits_is_refused_with_query_too_long() {
-        let dir = tempfile::tempdir().unwrap();
-        let routes = routes(
-            sqlite_store(dir.path()).await,
-            None,
-            SearchLimits::new(3, 40, 1),
-        );
-        let (status, _, body) = get(&routes, "/api/events?q=a%20b%20c").await;
-        assert_eq!(status, 200, "{body}");
-        for q in ["a%20b%20c%20d", &"x".repeat(41), &"word%20".repeat(4081)] {
-            let (status, _, body) = get(&routes, &format!("/api/events?q={q}")).await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (400, Some("query_too_long")),
-                "{body}"
-            );
-        }
-        // Words the stores drop (no letter or digit) do not count.
-        let (status, _, _) = get(&routes, "/api/events?q=a%20-%20--%20b").await;
-        assert_eq!(status, 200);
-    }
-
-    #[tokio::test]
-    async fn searches_past_the_concurrency_wait_get_503_and_other_reads_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = SearchLimits::new(32, 512, 1);
-        let routes = routes(sqlite_store(dir.path()).await, None, limits.clone());
-        // A search that holds the only slot.
-        let running = limits.running.clone().acquire_owned().await.unwrap();
-        let (status, retry, body) = get(&routes, "/api/events?q=hello").await;
-        assert_eq!(
-            (status, body["error"].as_str(), retry.as_deref()),
-            (503, Some("search_busy"), Some("1")),
-            "{body}"
-        );
-        // Reads that are not searches do not wait for the slot.
-        let (status, _, _) = get(&routes, "/api/channels").await;
-        assert_eq!(status, 200);
-        let (status, _, _) = get(&routes, "/api/events").await;
-        assert_eq!(status, 200);
-        drop(running);
-        let (status, _, _) = get(&routes, "/api/events?q=hello").await;
-        assert_eq!(status, 200);
-    }
 }

@@ -80,18 +80,6 @@ pub struct Config {
     /// Bearer token required by the REST API and the WebSocket; unset or
     /// empty means open.
     pub consumer_api_token: Option<Secret>,
-    /// Most words in a search (`q`); more are refused (400 `query_too_long`).
-    pub consumer_search_max_words: usize,
-    /// Most bytes in a search (`q`); more are refused (400 `query_too_long`).
-    pub consumer_search_max_bytes: usize,
-    /// Longest a search may run in the database; then it is stopped (503
-    /// `search_timeout`).
-    #[serde(with = "humantime_serde")]
-    pub consumer_search_timeout: Duration,
-    /// Searches running at once; another waits a second, then gets 503
-    /// `search_busy`. Below `database_max_connections`, so searches never
-    /// hold every connection of the pool ingest writes through.
-    pub consumer_search_concurrency: usize,
 
     /// How far back a ban, timeout or chat clear marks a user's (or the
     /// channel's) messages in history.
@@ -166,10 +154,6 @@ impl Default for Config {
             consumer_max_event_bytes: 256 * 1024,
             consumer_max_text_bytes: 64 * 1024,
             consumer_api_token: None,
-            consumer_search_max_words: 32,
-            consumer_search_max_bytes: 512,
-            consumer_search_timeout: Duration::from_secs(5),
-            consumer_search_concurrency: 2,
             consumer_moderation_lookback: Duration::from_secs(24 * 3600),
             consumer_retention_max_age: None,
             consumer_retention_max_per_channel: None,
@@ -211,30 +195,6 @@ impl ServiceConfig for Config {
             1,
             1024,
         )?;
-        check_range(
-            "consumer_search_max_words",
-            self.consumer_search_max_words,
-            1,
-            1000,
-        )?;
-        check_range(
-            "consumer_search_max_bytes",
-            self.consumer_search_max_bytes,
-            1,
-            64 * 1024,
-        )?;
-        common::config::check_nonzero("consumer_search_timeout", self.consumer_search_timeout)?;
-        if self.consumer_search_concurrency == 0
-            || self.consumer_search_concurrency >= self.database_max_connections as usize
-        {
-            return Err(ConfigError::invalid(
-                "consumer_search_concurrency",
-                format!(
-                    "must be 1 to DATABASE_MAX_CONNECTIONS - 1 ({}): searches must leave connections to ingest",
-                    self.database_max_connections.saturating_sub(1)
-                ),
-            ));
-        }
         if self.consumer_queue.is_empty() || self.consumer_queue.len() > 200 {
             return Err(ConfigError::invalid(
                 "consumer_queue",

@@ -107,7 +107,6 @@ pub async fn run_with_topology(
         &StoreOptions {
             max_connections: config.database_max_connections,
             moderation_lookback: config.consumer_moderation_lookback,
-            search_timeout: config.consumer_search_timeout,
         },
     )
     .await
@@ -214,15 +213,7 @@ pub async fn run_with_topology(
         .or(readyz)
         .or(common::http::metrics(metrics))
         .or(ws)
-        .or(api::routes(
-            store.clone(),
-            token,
-            api::SearchLimits::new(
-                config.consumer_search_max_words,
-                config.consumer_search_max_bytes,
-                config.consumer_search_concurrency,
-            ),
-        ))
+        .or(api::routes(store.clone(), token))
         .or(web::routes());
     tracing::info!(
         addr = %listener.local_addr()?,

@@ -36,7 +36,6 @@ mod batch;
 mod channel_cache;
 mod moderation;
 mod plan;
-pub use plan::search_word_count;
 pub mod postgres;
 mod retention;
 mod rows;
@@ -307,8 +306,6 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How far back ban/timeout/chat clear mark messages.
     pub moderation_lookback: Duration,
-    /// Longest a text search may run ([`StoreError::SearchTimeout`]).
-    pub search_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -324,7 +321,6 @@ impl Default for StoreOptions {
         Self {
             max_connections: 8,
             moderation_lookback: Duration::from_secs(24 * 3600),
-            search_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -332,11 +328,6 @@ impl Default for StoreOptions {
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A text search ran past `CONSUMER_SEARCH_TIMEOUT` and was stopped.
-    #[error(
-        "the search took longer than {0:?} and was stopped; narrow it (fewer or longer words, a channel)"
-    )]
-    SearchTimeout(Duration),
     /// `DATABASE_URL` names no backend this build has.
     #[error("unsupported database URL: {0}")]
     UnsupportedUrl(String),
@@ -387,7 +378,6 @@ impl StoreError {
             Self::Database(e) => sqlite::is_transient(e) || postgres::is_transient(e),
             Self::UnsupportedUrl(_) | Self::Migrate(_) | Self::Corrupt { .. } => false,
             Self::CreateDir { .. } | Self::SequenceMismatch { .. } => true,
-            Self::SearchTimeout(_) => false,
         }
     }
 }

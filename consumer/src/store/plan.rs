@@ -104,11 +104,6 @@ fn separates_words(c: char) -> bool {
     c.is_whitespace() || c.is_control()
 }
 
-/// How many words of a `q` a store searches for ([`search_words`]).
-pub fn search_word_count(input: &str) -> usize {
-    search_words(input).count()
-}
-
 /// Whether a `q` has no words at all (only separators): no text filter.
 pub(crate) fn is_blank_text(input: &str) -> bool {
     input.split(separates_words).all(str::is_empty)

@@ -59,7 +59,6 @@ const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.eve
 pub struct PostgresStore {
     pool: PgPool,
     lookback_ms: i64,
-    search_timeout: std::time::Duration,
     channels: ChannelCache,
     /// Days whose partition is known to exist.
     partitions: Mutex<std::collections::BTreeSet<i64>>,
@@ -89,7 +88,6 @@ impl PostgresStore {
         let store = Self {
             pool,
             lookback_ms: options.lookback_ms(),
-            search_timeout: options.search_timeout,
             channels: ChannelCache::default(),
             partitions: Mutex::new(std::collections::BTreeSet::new()),
         };
@@ -299,23 +297,18 @@ pub(crate) fn ts_query(input: &str) -> Option<Vec<TsTerm>> {
     (!terms.is_empty()).then_some(terms)
 }
 
-/// The SQL of a search: ONE `to_tsquery` of every term joined with `&`,
-/// the words and their prefix flags bound as two arrays (so the statement
-/// is the same whatever the query, and no expression grows with the
-/// words). Each word is folded (`chatbus_fold`, as the indexed text is),
-/// then quoted as a lexeme (`\` doubled, `'` doubled, in single quotes); a
-/// word that folds to nothing (a lone combining accent) is left out, and a
-/// query of nothing but those is empty and matches nothing.
-fn push_ts_query(qb: &mut QueryBuilder<Postgres>, terms: &[TsTerm]) {
-    let words: Vec<String> = terms.iter().map(|t| t.word.clone()).collect();
-    let prefixes: Vec<bool> = terms.iter().map(|t| t.prefix).collect();
-    qb.push(
-        r"to_tsquery('simple', coalesce((SELECT string_agg('''' || replace(replace(f, '\', '\\'), '''', '''''') || '''' || CASE WHEN p THEN ':*' ELSE '' END, ' & ' ORDER BY n) FROM (SELECT nullif(chatbus_fold(w), '') AS f, p, n FROM unnest(",
-    )
-    .push_bind(words)
-    .push("::text[], ")
-    .push_bind(prefixes)
-    .push(r"::bool[]) WITH ORDINALITY AS t(w, p, n)) s WHERE f IS NOT NULL), ''))");
+/// The SQL of one term: the folded word, quoted as a `tsquery` lexeme
+/// (`\` doubled, `'` doubled, in single quotes). A word that folds to
+/// nothing (a lone combining accent) is an empty query, which `&&` ignores.
+fn push_ts_term(qb: &mut QueryBuilder<Postgres>, term: &TsTerm) {
+    qb.push(r"to_tsquery('simple', coalesce('''' || replace(replace(nullif(chatbus_fold(")
+        .push_bind(term.word.clone())
+        .push(r"), ''), '\', '\\'), '''', '''''') || ''''")
+        .push(if term.prefix {
+            " || ':*', ''))"
+        } else {
+            ", ''))"
+        });
 }
 
 impl CreateChannel for Transaction<'_, Postgres> {
@@ -654,10 +647,15 @@ impl Store for PostgresStore {
             let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_owned()).collect();
             qb.push(" AND e.kind = ANY(").push_bind(kinds).push(")");
         }
-        let searching = text.is_some();
         if let Some(terms) = text {
-            qb.push(" AND e.search @@ ");
-            push_ts_query(&mut qb, &terms);
+            qb.push(" AND e.search @@ (");
+            for (i, term) in terms.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" && ");
+                }
+                push_ts_term(&mut qb, term);
+            }
+            qb.push(")");
         }
         if let Some(after) = query.after {
             qb.push(" AND e.seq > ").push_bind(after.get());
@@ -670,27 +668,7 @@ impl Store for PostgresStore {
             Order::Desc => " ORDER BY e.seq DESC LIMIT ",
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<EventRow> = if searching {
-            // A search runs in a transaction of its own with a statement
-            // timeout, so a costly one is stopped instead of holding a
-            // connection (and PostgreSQL's CPU) for as long as it takes.
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-                .bind(format!("{}ms", self.search_timeout.as_millis().max(1)))
-                .execute(&mut *tx)
-                .await?;
-            qb.build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                        StoreError::SearchTimeout(self.search_timeout)
-                    }
-                    _ => StoreError::from(e),
-                })?
-        } else {
-            qb.build_query_as().fetch_all(&self.pool).await?
-        };
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(StoredEvent::try_from).collect()
     }
 

@@ -50,7 +50,6 @@ pub struct SqliteStore {
     stop_checkpoints: tokio_util::sync::CancellationToken,
     path: PathBuf,
     lookback_ms: i64,
-    search_timeout: std::time::Duration,
     channels: ChannelCache,
 }
 
@@ -117,7 +116,6 @@ impl SqliteStore {
             stop_checkpoints,
             path,
             lookback_ms: options.lookback_ms(),
-            search_timeout: options.search_timeout,
             channels: ChannelCache::default(),
         })
     }
@@ -601,7 +599,6 @@ impl Store for SqliteStore {
         } else {
             "e.seq"
         };
-        let searching = text.is_some();
         if let Some(text) = text {
             qb.push(" AND events_fts MATCH ").push_bind(text);
         }
@@ -616,28 +613,7 @@ impl Store for SqliteStore {
             Order::Desc => format!(" ORDER BY {key} DESC LIMIT "),
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<EventRow> = if searching {
-            // A search is interrupted past its timeout (SQLite's progress
-            // handler, checked every few thousand VM steps), instead of
-            // holding a reader for as long as it takes.
-            let mut conn = self.reader.acquire().await?;
-            let deadline = std::time::Instant::now() + self.search_timeout;
-            conn.lock_handle()
-                .await?
-                .set_progress_handler(10_000, move || std::time::Instant::now() < deadline);
-            let rows = qb.build_query_as().fetch_all(&mut *conn).await;
-            conn.lock_handle().await?.remove_progress_handler();
-            rows.map_err(|e| match &e {
-                sqlx::Error::Database(db)
-                    if db.code().as_deref() == Some("9") || db.message().contains("interrupt") =>
-                {
-                    StoreError::SearchTimeout(self.search_timeout)
-                }
-                _ => StoreError::from(e),
-            })?
-        } else {
-            qb.build_query_as().fetch_all(&self.reader).await?
-        };
+        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.reader).await?;
         rows.into_iter().map(StoredEvent::try_from).collect()
     }
 

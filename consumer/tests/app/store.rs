@@ -37,7 +37,6 @@ impl BackendExt for Backend {
             &StoreOptions {
                 max_connections: 4,
                 moderation_lookback: Duration::from_secs(3600),
-                ..StoreOptions::default()
             },
         )
         .await
