@@ -7,6 +7,10 @@
 //!   percent-decoded (an id may hold `/`, spaces, anything).
 //!
 //! Every answer is JSON; errors are `{"error": code, "message": ...}`.
+//! A search (`q`) keeps the store's bounds (`store::search`): too long is
+//! 400 `search_too_long`; no free search slot is 503 `search_busy` with
+//! `Retry-After`; cancelled at the statement timeout is 503
+//! `search_timeout`.
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use common::http::{ApiError, bearer_auth, percent_decode_path};
 use common::schema::EventKind;
 use common::urlcode;
 use serde::{Deserialize, Serialize};
+use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::store::{
@@ -120,12 +125,49 @@ pub struct Channels {
     pub channels: Vec<ChannelSummary>,
 }
 
+/// Seconds a client is asked to wait after `search_busy`.
+const SEARCH_RETRY_AFTER_SECS: u32 = 1;
+
 fn store_error(e: StoreError) -> Rejection {
-    warp::reject::custom(if e.is_transient() {
-        ApiError::unavailable(e)
-    } else {
-        ApiError::internal(e)
+    warp::reject::custom(match &e {
+        StoreError::SearchTooLong { .. } => ApiError::bad_request("search_too_long", e.to_string()),
+        StoreError::SearchBusy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "search_busy",
+            e.to_string(),
+        ),
+        StoreError::SearchTimeout(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "search_timeout",
+            e.to_string(),
+        ),
+        _ if e.is_transient() => ApiError::unavailable(e),
+        _ => ApiError::internal(e),
     })
+}
+
+/// `search_busy` with its `Retry-After`, answered here rather than by the
+/// shared rejection handler (which sets no headers).
+fn events_answer(
+    result: Result<EventsPage, StoreError>,
+) -> Result<warp::reply::Response, Rejection> {
+    match result {
+        Ok(page) => Ok(warp::reply::json(&page).into_response()),
+        Err(StoreError::SearchBusy) => {
+            let mut res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "search_busy",
+                StoreError::SearchBusy.to_string(),
+            )
+            .into_response();
+            res.headers_mut().insert(
+                "retry-after",
+                warp::http::HeaderValue::from(SEARCH_RETRY_AFTER_SECS),
+            );
+            Ok(res)
+        }
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// Refuses a query string that is not UTF-8 once percent-decoded
@@ -176,11 +218,12 @@ pub fn routes(
         .and(with_store.clone())
         .and_then(|params: EventsParams, store: Arc<dyn Store>| async move {
             let query = params.query().map_err(warp::reject::custom)?;
-            let events = store.query(&query).await.map_err(store_error)?;
-            let next = (events.len() == query.limit)
-                .then(|| events.last().map(|e| e.cursor))
-                .flatten();
-            Ok::<_, Rejection>(warp::reply::json(&EventsPage { events, next }))
+            events_answer(store.query(&query).await.map(|events| {
+                let next = (events.len() == query.limit)
+                    .then(|| events.last().map(|e| e.cursor))
+                    .flatten();
+                EventsPage { events, next }
+            }))
         });
 
     let one = api

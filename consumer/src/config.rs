@@ -81,6 +81,24 @@ pub struct Config {
     /// empty means open.
     pub consumer_api_token: Option<Secret>,
 
+    /// Most words in a search (`q`), counted once folded (`a-b` is two);
+    /// more are answered 400 `search_too_long`.
+    pub consumer_search_max_words: usize,
+    /// Most bytes in a search (`q`); more are answered 400
+    /// `search_too_long`.
+    pub consumer_search_max_bytes: usize,
+    /// Most searches running at once, each on a database connection of
+    /// its own that ingest and the other reads never wait for.
+    pub consumer_search_concurrency: u32,
+    /// How long a search waits for a free slot; then it is answered 503
+    /// `search_busy` with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub consumer_search_queue_wait: Duration,
+    /// How long one search may run before the database cancels it
+    /// (answered 503 `search_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub consumer_search_timeout: Duration,
+
     /// How far back a ban, timeout or chat clear marks a user's (or the
     /// channel's) messages in history.
     #[serde(with = "humantime_serde")]
@@ -154,6 +172,11 @@ impl Default for Config {
             consumer_max_event_bytes: 256 * 1024,
             consumer_max_text_bytes: 64 * 1024,
             consumer_api_token: None,
+            consumer_search_max_words: 32,
+            consumer_search_max_bytes: 1024,
+            consumer_search_concurrency: 2,
+            consumer_search_queue_wait: Duration::from_secs(1),
+            consumer_search_timeout: Duration::from_secs(5),
             consumer_moderation_lookback: Duration::from_secs(24 * 3600),
             consumer_retention_max_age: None,
             consumer_retention_max_per_channel: None,
@@ -173,6 +196,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The store's search bounds.
+    pub fn search_limits(&self) -> crate::store::SearchLimits {
+        crate::store::SearchLimits {
+            max_words: self.consumer_search_max_words,
+            max_bytes: self.consumer_search_max_bytes,
+            concurrency: self.consumer_search_concurrency,
+            queue_wait: self.consumer_search_queue_wait,
+            timeout: self.consumer_search_timeout,
+        }
+    }
+
     /// The API token, if one is set and not empty.
     pub fn api_token(&self) -> Option<Secret> {
         self.consumer_api_token.clone().filter(|t| !t.is_empty())
@@ -222,8 +256,30 @@ impl ServiceConfig for Config {
                 ),
             ));
         }
+        check_range(
+            "consumer_search_max_words",
+            self.consumer_search_max_words,
+            1,
+            1000,
+        )?;
+        check_range(
+            "consumer_search_max_bytes",
+            self.consumer_search_max_bytes,
+            1,
+            64 * 1024,
+        )?;
+        check_range(
+            "consumer_search_concurrency",
+            self.consumer_search_concurrency,
+            1,
+            64,
+        )?;
         let durations = [
             ("consumer_batch_wait", Some(self.consumer_batch_wait)),
+            (
+                "consumer_search_timeout",
+                Some(self.consumer_search_timeout),
+            ),
             (
                 "consumer_retention_interval",
                 Some(self.consumer_retention_interval),

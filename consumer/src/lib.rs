@@ -107,6 +107,7 @@ pub async fn run_with_topology(
         &StoreOptions {
             max_connections: config.database_max_connections,
             moderation_lookback: config.consumer_moderation_lookback,
+            search: config.search_limits(),
         },
     )
     .await

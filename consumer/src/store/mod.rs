@@ -29,16 +29,22 @@
 //!   target; `ban`/`timeout` mark the user's messages of the lookback
 //!   window before it; `chat_clear` marks the channel's. Whichever arrives
 //!   first, the mark ends up on the message.
-//! * **Full-text search** over `text`, Unicode-aware (case and diacritics
-//!   folded), for any script that separates words with spaces.
+//! * **Full-text search** over `text`, Unicode-aware, for any script that
+//!   separates words with spaces: the indexed text and every `q` are folded
+//!   in Rust ([`fold`]: compatibility forms, case, accents), so both stores
+//!   find the same rows (`testdata/search-parity.tsv`). A search keeps the
+//!   bounds of [`search`]: words and bytes in `q`, searches at once on
+//!   connections of their own, a statement timeout.
 
 mod batch;
 mod channel_cache;
+pub mod fold;
 mod moderation;
 mod plan;
 pub mod postgres;
 mod retention;
 mod rows;
+pub mod search;
 pub mod sqlite;
 mod upgrade;
 
@@ -51,6 +57,8 @@ use common::routing::TopicPattern;
 use common::schema::EventKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+pub use search::SearchLimits;
 
 /// Position of a stored event: a positive integer, strictly increasing in
 /// commit order (see the module docs). Below 2^53, so JavaScript numbers
@@ -306,6 +314,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How far back ban/timeout/chat clear mark messages.
     pub moderation_lookback: Duration,
+    /// The bounds of a search (`q`).
+    pub search: SearchLimits,
 }
 
 impl StoreOptions {
@@ -321,6 +331,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 8,
             moderation_lookback: Duration::from_secs(24 * 3600),
+            search: SearchLimits::default(),
         }
     }
 }
@@ -359,6 +370,30 @@ pub enum StoreError {
         /// How far the sequence moved.
         moved: i64,
     },
+    /// A `q` has more words (after folding) or bytes than
+    /// [`SearchLimits`] allow. `words` is `None` when the bytes alone
+    /// refused it (it was not folded).
+    #[error(
+        "`q` is too long ({bytes} bytes{}): at most {max_words} words and {max_bytes} bytes",
+        words.map(|w| format!(", {w} words")).unwrap_or_default()
+    )]
+    SearchTooLong {
+        /// Its words, once folded.
+        words: Option<usize>,
+        /// Its bytes.
+        bytes: usize,
+        /// [`SearchLimits::max_words`].
+        max_words: usize,
+        /// [`SearchLimits::max_bytes`].
+        max_bytes: usize,
+    },
+    /// Every search slot stayed taken for the whole
+    /// [`SearchLimits::queue_wait`].
+    #[error("too many searches at once; try again shortly")]
+    SearchBusy,
+    /// The database cancelled a search at [`SearchLimits::timeout`].
+    #[error("the search ran longer than {0:?} and was cancelled; narrow it down")]
+    SearchTimeout(Duration),
     /// A stored row does not decode (corruption or a newer writer).
     #[error("corrupt row {cursor}: {reason}")]
     Corrupt {
@@ -376,7 +411,12 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Database(e) => sqlite::is_transient(e) || postgres::is_transient(e),
-            Self::UnsupportedUrl(_) | Self::Migrate(_) | Self::Corrupt { .. } => false,
+            Self::UnsupportedUrl(_)
+            | Self::Migrate(_)
+            | Self::Corrupt { .. }
+            | Self::SearchTooLong { .. }
+            | Self::SearchBusy
+            | Self::SearchTimeout(_) => false,
             Self::CreateDir { .. } | Self::SequenceMismatch { .. } => true,
         }
     }

@@ -13,6 +13,8 @@
 
 use std::future::Future;
 
+use super::fold::fold_words;
+use super::search::SearchLimits;
 use super::{EventFilter, EventQuery, StoreError};
 
 /// A stored channel as the planner matches it against a filter.
@@ -31,29 +33,37 @@ pub(crate) const CHANNEL_ROWS: &str = "SELECT id, platform, channel, routing_key
 
 /// What a query that may select something narrows to.
 #[derive(Debug)]
-pub(crate) struct Plan<T> {
+pub(crate) struct Plan {
     /// The channels it reads; `None`: every channel. Never empty.
     pub channels: Option<Vec<i64>>,
-    /// The backend's text query; `None`: no text filter.
-    pub text: Option<T>,
+    /// The text query; `None`: no text filter.
+    pub text: Option<TextQuery>,
 }
 
 /// Plans `query`. `channel_rows` lists the stored channels (it is called
-/// only when the filter names a platform, a channel or patterns);
-/// `text_query` turns a `q` into the backend's text query, `None` when it
-/// has no word with a token. `Ok(None)`: the query selects nothing.
+/// only when the filter names a platform, a channel or patterns).
+/// `Ok(None)`: the query selects nothing.
 ///
 /// # Errors
-/// What `channel_rows` fails with.
-pub(crate) async fn plan<T, F>(
+/// [`StoreError::SearchTooLong`] when the `q` is over `limits`; what
+/// `channel_rows` fails with.
+pub(crate) async fn plan<F>(
     query: &EventQuery,
+    limits: &SearchLimits,
     channel_rows: impl FnOnce() -> F,
-    text_query: impl FnOnce(&str) -> Option<T>,
-) -> Result<Option<Plan<T>>, StoreError>
+) -> Result<Option<Plan>, StoreError>
 where
     F: Future<Output = Result<Vec<ChannelRow>, StoreError>>,
 {
     let filter = &query.filter;
+    let text = match filter.text.as_deref() {
+        Some(t) => match TextQuery::parse(t, limits)? {
+            Some(q) => Some(q),
+            None if is_blank_text(t) => None,
+            None => return Ok(None),
+        },
+        None => None,
+    };
     if query.limit == 0 {
         return Ok(None);
     }
@@ -65,14 +75,6 @@ where
         Some(ids)
     } else {
         None
-    };
-    let text = match filter.text.as_deref() {
-        Some(t) => match text_query(t) {
-            Some(q) => Some(q),
-            None if is_blank_text(t) => None,
-            None => return Ok(None),
-        },
-        None => None,
     };
     Ok(Some(Plan { channels, text }))
 }
@@ -112,7 +114,7 @@ pub(crate) fn is_blank_text(input: &str) -> bool {
 /// The words of a `q`, the same for every store: split at
 /// [`separates_words`]; a trailing `*` (or several) makes the word a prefix
 /// and is removed; a word without a letter or digit has no token and is
-/// dropped. Each store quotes the words its own way.
+/// dropped.
 pub(crate) fn search_words(input: &str) -> impl Iterator<Item = (&str, bool)> {
     input.split(separates_words).filter_map(|word| {
         let (word, prefix) = match word.strip_suffix('*') {
@@ -123,4 +125,152 @@ pub(crate) fn search_words(input: &str) -> impl Iterator<Item = (&str, bool)> {
             .any(char::is_alphanumeric)
             .then_some((word, prefix))
     })
+}
+
+/// One word of a `q`: the folded tokens it holds, matched next to each
+/// other (`a-b` is `a` then `b`), the last one as a prefix if asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Phrase {
+    /// Folded tokens: letters and digits only, never empty.
+    pub tokens: Vec<String>,
+    /// The word ended in `*`.
+    pub prefix: bool,
+}
+
+/// A parsed `q`: every phrase must occur. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TextQuery {
+    pub phrases: Vec<Phrase>,
+}
+
+impl TextQuery {
+    /// Parses `input`; `Ok(None)` when no word has a token (blank, only
+    /// `*`, only punctuation).
+    ///
+    /// # Errors
+    /// [`StoreError::SearchTooLong`] when `input` has more bytes, or more
+    /// tokens once folded, than `limits` allow.
+    pub(crate) fn parse(input: &str, limits: &SearchLimits) -> Result<Option<Self>, StoreError> {
+        let too_long = |words| {
+            metrics::counter!("chatbus_consumer_search_refused_total", "reason" => "too_long")
+                .increment(1);
+            StoreError::SearchTooLong {
+                words,
+                bytes: input.len(),
+                max_words: limits.max_words,
+                max_bytes: limits.max_bytes,
+            }
+        };
+        if input.len() > limits.max_bytes {
+            return Err(too_long(None));
+        }
+        let mut phrases = Vec::new();
+        let mut words = 0;
+        for (word, prefix) in search_words(input) {
+            let tokens = fold_words(word);
+            words += tokens.len();
+            if !tokens.is_empty() {
+                phrases.push(Phrase { tokens, prefix });
+            }
+        }
+        if words > limits.max_words {
+            return Err(too_long(Some(words)));
+        }
+        Ok((!phrases.is_empty()).then_some(Self { phrases }))
+    }
+
+    /// The query as PostgreSQL `tsquery` text, for one
+    /// `to_tsquery('simple', $1)`: phrases joined by `&`, the tokens of a
+    /// phrase by `<->`, each token quoted, `:*` for a prefix.
+    pub(crate) fn tsquery(&self) -> String {
+        let quote = |t: &str| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''"));
+        self.phrases
+            .iter()
+            .map(|p| {
+                let mut s = p
+                    .tokens
+                    .iter()
+                    .map(|t| quote(t))
+                    .collect::<Vec<_>>()
+                    .join(" <-> ");
+                if p.prefix {
+                    s.push_str(":*");
+                }
+                if p.tokens.len() > 1 {
+                    format!("({s})")
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" & ")
+    }
+
+    /// The query as an FTS5 `MATCH` expression: one quoted phrase per word
+    /// (all must match), `*` after a prefix.
+    pub(crate) fn fts5(&self) -> String {
+        self.phrases
+            .iter()
+            .map(|p| {
+                format!(
+                    "\"{}\"{}",
+                    p.tokens.join(" ").replace('"', "\"\""),
+                    if p.prefix { "*" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Option<TextQuery> {
+        TextQuery::parse(q, &SearchLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_q_becomes_one_query_string_per_store() {
+        let q = parse("Héllo a-b* (ﬁ) don't").unwrap();
+        assert_eq!(
+            q.tsquery(),
+            "'hello' & ('a' <-> 'b':*) & 'fi' & ('don' <-> 't')"
+        );
+        assert_eq!(q.fts5(), r#""hello" "a b"* "fi" "don t""#);
+        let q = parse("say \"hi\" AND OR NOT ( x\0y").unwrap();
+        assert_eq!(q.fts5(), r#""say" "hi" "and" "or" "not" "x" "y""#);
+        assert_eq!(parse("   "), None);
+        assert_eq!(parse("***"), None);
+        assert_eq!(parse("!!! -- (*)"), None);
+        assert_eq!(parse("\u{301}"), None, "a lone accent folds to nothing");
+        // FTS5 stops reading at a NUL: control characters split words.
+        assert_eq!(parse("\u{1}x*\u{7f}").unwrap().fts5(), r#""x"*"#);
+        assert_eq!(parse("\0\t\r"), None);
+        assert!(is_blank_text("\0 \u{1}\n"));
+        assert!(!is_blank_text("*"));
+    }
+
+    #[test]
+    fn a_q_over_the_limits_is_refused() {
+        let limits = SearchLimits {
+            max_words: 4,
+            max_bytes: 20,
+            ..SearchLimits::default()
+        };
+        assert!(TextQuery::parse("a b c d", &limits).unwrap().is_some());
+        assert!(matches!(
+            TextQuery::parse("a b c d-e", &limits),
+            Err(StoreError::SearchTooLong { words: Some(5), .. })
+        ));
+        assert!(matches!(
+            TextQuery::parse(&"x".repeat(21), &limits),
+            Err(StoreError::SearchTooLong {
+                words: None,
+                bytes: 21,
+                ..
+            })
+        ));
+    }
 }

@@ -16,9 +16,15 @@
 //!   (`stored_at`); the writer creates today's and tomorrow's partitions
 //!   ahead of time, and retention by age drops whole days (then deletes the
 //!   few rows of newer days that are older by `sent_at`).
-//! * **Full-text search** is a generated `tsvector` (the `simple`
-//!   configuration over text folded by `chatbus_fold`: lower case, accents
-//!   removed) with a GIN index; `q` means the same as for SQLite.
+//! * **Full-text search** is a `tsvector` column (the `simple`
+//!   configuration over the text folded in Rust by [`super::fold`], which
+//!   the writer binds next to the text) with a GIN index; `q` is parsed
+//!   once ([`super::plan::TextQuery`]) and bound as one `tsquery` string,
+//!   so it means the same as for SQLite. Searches run on a pool of their
+//!   own (`SearchLimits::concurrency` connections) behind the
+//!   [`SearchGate`], each in a transaction with `SET LOCAL
+//!   statement_timeout`: ingest and the other reads never wait for a
+//!   connection a search holds.
 //! * **Connection loss and failover** are transient errors: ingest retries
 //!   the batch (it is idempotent) until the database answers again.
 
@@ -34,9 +40,11 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 
 use super::batch::{self, BatchTx, ChannelCounts, Committed, NewRows, PendingModeration};
 use super::channel_cache::{ChannelCache, CreateChannel};
-use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
+use super::fold::fold;
+use super::plan::{self, CHANNEL_ROWS, ChannelRow};
 use super::retention::{self, RetentionSql};
 use super::rows::{self, EventRow, MarkRow, SummaryRow};
+use super::search::{self, SearchGate, SearchLimits};
 use super::{
     ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
@@ -58,6 +66,10 @@ const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.eve
 /// The PostgreSQL implementation of [`Store`].
 pub struct PostgresStore {
     pool: PgPool,
+    /// Searches' own connections (see the module docs).
+    search_pool: PgPool,
+    limits: SearchLimits,
+    gate: SearchGate,
     lookback_ms: i64,
     channels: ChannelCache,
     /// Days whose partition is known to exist.
@@ -81,12 +93,19 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         migrate(&pool).await?;
         super::upgrade::run_postgres(&pool).await?;
+        let search_pool = PgPoolOptions::new()
+            .max_connections(options.search.concurrency.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(connect.application_name("chatbus-consumer-search"));
         let store = Self {
             pool,
+            search_pool,
+            limits: options.search.clone(),
+            gate: SearchGate::new(&options.search),
             lookback_ms: options.lookback_ms(),
             channels: ChannelCache::default(),
             partitions: Mutex::new(std::collections::BTreeSet::new()),
@@ -187,6 +206,19 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// A search's failure: [`StoreError::SearchTimeout`] when
+    /// `statement_timeout` cancelled it (SQLSTATE 57014).
+    fn search_error(&self, error: sqlx::Error) -> StoreError {
+        match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                search::timed_out(&self.limits)
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
 async fn lock(tx: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(WRITE_LOCK)
@@ -269,46 +301,6 @@ fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(s)
     }
-}
-
-/// One word of a search: matched as a lexeme, or as a prefix (`word*`).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct TsTerm {
-    pub word: String,
-    pub prefix: bool,
-}
-
-/// Splits user input into the words of a `tsquery` (all must match); a
-/// trailing `*` keeps its meaning (prefix); punctuation around a word is
-/// dropped. Each word is folded by the
-/// database (`chatbus_fold`, as the indexed text is) and only then quoted,
-/// in SQL, so nothing the folding yields (`ˈ` becomes `'`) can make the
-/// query a syntax error. Words the `simple` parser would split (`don't`,
-/// `a-b`) are matched as phrases of their parts.
-pub(crate) fn ts_query(input: &str) -> Option<Vec<TsTerm>> {
-    let terms: Vec<TsTerm> = search_words(input)
-        .map(|(word, prefix)| TsTerm {
-            // Punctuation around a word is not part of it (`(alpha)`,
-            // `/alpha`: the parser would read the latter as a file path).
-            word: word.trim_matches(|c: char| !c.is_alphanumeric()).to_owned(),
-            prefix,
-        })
-        .collect();
-    (!terms.is_empty()).then_some(terms)
-}
-
-/// The SQL of one term: the folded word, quoted as a `tsquery` lexeme
-/// (`\` doubled, `'` doubled, in single quotes). A word that folds to
-/// nothing (a lone combining accent) is an empty query, which `&&` ignores.
-fn push_ts_term(qb: &mut QueryBuilder<Postgres>, term: &TsTerm) {
-    qb.push(r"to_tsquery('simple', coalesce('''' || replace(replace(nullif(chatbus_fold(")
-        .push_bind(term.word.clone())
-        .push(r"), ''), '\', '\\'), '''', '''''') || ''''")
-        .push(if term.prefix {
-            " || ':*', ''))"
-        } else {
-            ", ''))"
-        });
 }
 
 impl CreateChannel for Transaction<'_, Postgres> {
@@ -551,6 +543,8 @@ impl Store for PostgresStore {
             .map(|e| e.event.text.as_deref().map(pg_text))
             .collect();
         let text: Vec<Option<&str>> = text.iter().map(|t| t.as_deref()).collect();
+        // What the search index holds: the folded text (see `fold`).
+        let folded: Vec<Option<String>> = text.iter().map(|t| t.map(fold)).collect();
         sqlx::query(
             "INSERT INTO event_ids (platform, event_id, seq, stored_at) \
              SELECT p, i, s, $4 FROM unnest($1::text[], $2::text[], $3::int8[]) AS t(p, i, s)",
@@ -563,10 +557,12 @@ impl Store for PostgresStore {
         .await?;
         sqlx::query(
             "INSERT INTO events (seq, platform, event_id, channel_ref, kind, sent_at, stored_at, \
-                                 author_login, text, body) \
-             SELECT s, p, i, c, k, sa, $10, l, t, b FROM unnest( \
+                                 author_login, text, body, search) \
+             SELECT s, p, i, c, k, sa, $10, l, t, b, to_tsvector('simple', coalesce(f, '')) \
+             FROM unnest( \
                  $1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
-                 $7::text[], $8::text[], $9::text[]) AS r(s, p, i, c, k, sa, l, t, b)",
+                 $7::text[], $8::text[], $9::text[], $11::text[]) \
+                 AS r(s, p, i, c, k, sa, l, t, b, f)",
         )
         .bind(&seqs)
         .bind(&platform)
@@ -578,6 +574,7 @@ impl Store for PostgresStore {
         .bind(&text)
         .bind(&body)
         .bind(stored_at)
+        .bind(&folded)
         .execute(&mut *tx)
         .await?;
 
@@ -617,7 +614,8 @@ impl Store for PostgresStore {
             let rows: Vec<ChannelRow> = sqlx::query_as(CHANNEL_ROWS).fetch_all(&self.pool).await?;
             Ok(rows)
         };
-        let Some(plan::Plan { channels, text }) = plan::plan(query, channel_rows, ts_query).await?
+        let Some(plan::Plan { channels, text }) =
+            plan::plan(query, &self.limits, channel_rows).await?
         else {
             return Ok(Vec::new());
         };
@@ -647,15 +645,11 @@ impl Store for PostgresStore {
             let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_owned()).collect();
             qb.push(" AND e.kind = ANY(").push_bind(kinds).push(")");
         }
-        if let Some(terms) = text {
-            qb.push(" AND e.search @@ (");
-            for (i, term) in terms.iter().enumerate() {
-                if i > 0 {
-                    qb.push(" && ");
-                }
-                push_ts_term(&mut qb, term);
-            }
-            qb.push(")");
+        let searching = text.is_some();
+        if let Some(text) = text {
+            qb.push(" AND e.search @@ to_tsquery('simple', ")
+                .push_bind(text.tsquery())
+                .push(")");
         }
         if let Some(after) = query.after {
             qb.push(" AND e.seq > ").push_bind(after.get());
@@ -668,7 +662,23 @@ impl Store for PostgresStore {
             Order::Desc => " ORDER BY e.seq DESC LIMIT ",
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<EventRow> = if searching {
+            let _slot = self.gate.enter().await?;
+            let mut tx = self.search_pool.begin().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                .bind(format!("{}ms", self.limits.timeout_ms()))
+                .execute(&mut *tx)
+                .await?;
+            let rows = qb
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.search_error(e))?;
+            tx.commit().await?;
+            rows
+        } else {
+            qb.build_query_as().fetch_all(&self.pool).await?
+        };
         rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
@@ -707,6 +717,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.search_pool.close().await;
         self.pool.close().await;
     }
 }
@@ -765,25 +776,6 @@ impl RetentionSql for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_text_becomes_a_safe_tsquery() {
-        let t = |word: &str, prefix| TsTerm {
-            word: word.into(),
-            prefix,
-        };
-        assert_eq!(ts_query("héllo"), Some(vec![t("héllo", false)]));
-        assert_eq!(ts_query("a  b*"), Some(vec![t("a", false), t("b", true)]));
-        assert_eq!(ts_query("it's**"), Some(vec![t("it's", true)]));
-        assert_eq!(ts_query("a\0b"), Some(vec![t("a", false), t("b", false)]));
-        assert_eq!(
-            ts_query("(alpha)* /b"),
-            Some(vec![t("alpha", true), t("b", false)])
-        );
-        assert_eq!(ts_query("\u{1}don't\u{7f}"), Some(vec![t("don't", false)]));
-        assert_eq!(ts_query("   "), None);
-        assert_eq!(ts_query("***"), None);
-    }
 
     #[test]
     fn partitions_are_named_by_day_and_read_back() {

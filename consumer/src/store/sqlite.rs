@@ -9,7 +9,13 @@
 //!   the write lock, hence in commit order, and never reused.
 //! * Channel counters and the FTS5 index are updated by the writer once
 //!   per batch (one statement each), and by triggers on delete and update,
-//!   so retention and any manual `DELETE` keep them right.
+//!   so retention and any manual `DELETE` keep them right. The index is
+//!   contentless and holds the text folded in Rust ([`super::fold`]); `q`
+//!   is parsed once ([`super::plan::TextQuery`]) and bound as one `MATCH`
+//!   expression.
+//! * Searches run on connections of their own (`SearchLimits::concurrency`)
+//!   behind the [`SearchGate`], each with a progress handler that
+//!   interrupts it at `SearchLimits::timeout`.
 //! * WAL checkpoints run on their own connection every 500 ms (passive:
 //!   they never block anyone) instead of inside the writer's commits, which
 //!   is worth about a quarter of the write throughput.
@@ -19,7 +25,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::sqlite::{
@@ -29,9 +37,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::batch::{self, BatchTx, ChannelCounts, NewRows, PendingModeration};
 use super::channel_cache::{ChannelCache, CreateChannel};
-use super::plan::{self, CHANNEL_ROWS, ChannelRow, search_words};
+use super::fold::fold;
+use super::plan::{self, CHANNEL_ROWS, ChannelRow};
 use super::retention::{self, RetentionSql};
 use super::rows::{self, EventRow, MarkRow, SummaryRow};
+use super::search::{self, SearchGate, SearchLimits};
 use super::{
     ChannelSummary, Cursor, EventQuery, Moderation, ModerationAction, NewEvent, Order,
     RetentionPolicy, Store, StoreError, StoreOptions, StoredEvent, WriteOutcome,
@@ -46,6 +56,10 @@ const COLUMNS: &str = "SELECT e.seq, c.platform, c.channel, c.routing_key, e.eve
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Searches' own connections (see the module docs).
+    search: SqlitePool,
+    limits: SearchLimits,
+    gate: SearchGate,
     checkpointer: SqlitePool,
     stop_checkpoints: tokio_util::sync::CancellationToken,
     path: PathBuf,
@@ -100,6 +114,9 @@ impl SqliteStore {
             .max_connections(options.max_connections)
             .connect_with(connect.clone().pragma("cache_size", "-16384"))
             .await?;
+        let search = SqlitePoolOptions::new()
+            .max_connections(options.search.concurrency.max(1))
+            .connect_lazy_with(connect.clone().pragma("cache_size", "-16384"));
         // Checkpoints run here, not in the writer's commits (see the module
         // docs).
         let checkpointer = SqlitePoolOptions::new()
@@ -112,6 +129,9 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
+            search,
+            limits: options.search.clone(),
+            gate: SearchGate::new(&options.search),
             checkpointer,
             stop_checkpoints,
             path,
@@ -321,21 +341,21 @@ impl BatchTx for Transaction<'_, Sqlite> {
     }
 }
 
-/// Adds the rows after `base` (just inserted) to the full-text index, and
-/// `per_channel` to their channels' counters: one statement each for the
-/// whole batch.
+/// Adds the rows just inserted (`fresh`, with cursors `seqs`) to the
+/// full-text index, folded, and `per_channel` to their channels' counters:
+/// one statement each for the whole batch.
 async fn index_batch(
     tx: &mut SqliteConnection,
-    base: i64,
+    fresh: &[&NewEvent<'_>],
+    seqs: &[i64],
     per_channel: &HashMap<i64, ChannelCounts>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events_fts (rowid, text) \
-         SELECT seq, text FROM events WHERE seq > ?1 AND text IS NOT NULL",
-    )
-    .bind(base)
-    .execute(&mut *tx)
-    .await?;
+    let rows: Vec<(i64, String)> = fresh
+        .iter()
+        .zip(seqs)
+        .filter_map(|(e, seq)| e.event.text.as_deref().map(|t| (*seq, fold(t))))
+        .collect();
+    insert_folded(tx, &rows).await?;
     for (channel, c) in per_channel {
         sqlx::query(
             "UPDATE channels SET event_count = event_count + ?1, \
@@ -353,30 +373,32 @@ async fn index_batch(
     Ok(())
 }
 
+/// Adds `(rowid, folded text)` rows to the full-text index in one
+/// statement (a JSON array read by `json_each`).
+pub(super) async fn insert_folded(
+    tx: &mut SqliteConnection,
+    rows: &[(i64, String)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(rows).expect("numbers and strings serialise");
+    sqlx::query(
+        "INSERT INTO events_fts (rowid, text) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)",
+    )
+    .bind(json)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// The moderation condition of `events` row against `moderations m`, for
 /// events that arrive after the moderation that concerns them.
 const LATE_MATCH: &str = "m.channel_ref = events.channel_ref AND ( \
        (m.action = 'deleted' AND m.target_event_id = events.event_id) \
     OR (m.at BETWEEN events.sent_at AND events.sent_at + ?1 \
         AND (m.action = 'cleared' OR m.target_login = events.author_login)))";
-
-/// Turns user input into an FTS5 query that cannot be a syntax error:
-/// every word becomes a quoted phrase (all must match, `"` doubled inside
-/// it); a trailing `*` keeps its meaning (prefix). The words are
-/// [`search_words`]. `None` when no word is left (blank, only `*`, only
-/// punctuation).
-pub(crate) fn fts_query(input: &str) -> Option<String> {
-    let terms: Vec<String> = search_words(input)
-        .map(|(word, prefix)| {
-            format!(
-                "\"{}\"{}",
-                word.replace('"', "\"\""),
-                if prefix { "*" } else { "" }
-            )
-        })
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
-}
 
 /// Rows per multi-row statement. Powers of two, so a batch of any size
 /// needs at most a handful of distinct statements (each prepared once and
@@ -539,7 +561,7 @@ impl Store for SqliteStore {
         outcome.duplicates = events.len() - fresh.len();
         let committed = batch::committed(&fresh, &seqs, |e| channels.of(e))?;
         if inserted > 0 {
-            index_batch(&mut tx, base, &committed.per_channel).await?;
+            index_batch(&mut tx, &fresh, &seqs, &committed.per_channel).await?;
         }
         batch::finish(
             tx,
@@ -560,7 +582,7 @@ impl Store for SqliteStore {
             Ok(rows)
         };
         let Some(plan::Plan { channels, text }) =
-            plan::plan(query, channel_rows, fts_query).await?
+            plan::plan(query, &self.limits, channel_rows).await?
         else {
             return Ok(Vec::new());
         };
@@ -599,8 +621,9 @@ impl Store for SqliteStore {
         } else {
             "e.seq"
         };
+        let searching = text.is_some();
         if let Some(text) = text {
-            qb.push(" AND events_fts MATCH ").push_bind(text);
+            qb.push(" AND events_fts MATCH ").push_bind(text.fts5());
         }
         if let Some(after) = query.after {
             qb.push(format!(" AND {key} > ")).push_bind(after.get());
@@ -613,7 +636,35 @@ impl Store for SqliteStore {
             Order::Desc => format!(" ORDER BY {key} DESC LIMIT "),
         });
         qb.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.reader).await?;
+        let rows: Vec<EventRow> = if searching {
+            let _slot = self.gate.enter().await?;
+            let mut conn = self.search.acquire().await?;
+            // Interrupted at the deadline. A handler left behind by a
+            // search whose future was dropped is replaced by the next.
+            let deadline = Instant::now() + self.limits.timeout;
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let flag = interrupted.clone();
+            conn.lock_handle()
+                .await?
+                .set_progress_handler(1000, move || {
+                    let go_on = Instant::now() < deadline;
+                    if !go_on {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    go_on
+                });
+            let rows = qb.build_query_as().fetch_all(&mut *conn).await;
+            conn.lock_handle().await?.remove_progress_handler();
+            rows.map_err(|e| {
+                if interrupted.load(Ordering::Relaxed) {
+                    search::timed_out(&self.limits)
+                } else {
+                    StoreError::Database(e)
+                }
+            })?
+        } else {
+            qb.build_query_as().fetch_all(&self.reader).await?
+        };
         rows.into_iter().map(StoredEvent::try_from).collect()
     }
 
@@ -653,6 +704,7 @@ impl Store for SqliteStore {
         self.stop_checkpoints.cancel();
         self.writer.close().await;
         self.reader.close().await;
+        self.search.close().await;
         // Fold the WAL into the database and truncate it: a tidy file.
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.checkpointer)
@@ -715,30 +767,6 @@ impl Drop for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::plan::is_blank_text;
-
-    #[test]
-    fn user_text_becomes_a_safe_fts_query() {
-        assert_eq!(fts_query("héllo"), Some("\"héllo\"".into()));
-        assert_eq!(fts_query("a  b*"), Some("\"a\" \"b\"*".into()));
-        assert_eq!(
-            fts_query("say \"hi\""),
-            Some("\"say\" \"\"\"hi\"\"\"".into())
-        );
-        assert_eq!(
-            fts_query("AND OR NOT ("),
-            Some("\"AND\" \"OR\" \"NOT\"".into())
-        );
-        assert_eq!(fts_query("!!! -- (*)"), None);
-        assert_eq!(fts_query("   "), None);
-        assert_eq!(fts_query("***"), None);
-        // FTS5 stops reading at a NUL: control characters split words.
-        assert_eq!(fts_query("a\0b"), Some("\"a\" \"b\"".into()));
-        assert_eq!(fts_query("\u{1}x*\u{7f}"), Some("\"x\"*".into()));
-        assert_eq!(fts_query("\0\t\r"), None);
-        assert!(is_blank_text("\0 \u{1}\n"));
-        assert!(!is_blank_text("*"));
-    }
 
     #[test]
     fn busy_and_io_errors_are_transient() {

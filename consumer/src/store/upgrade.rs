@@ -12,14 +12,24 @@
 //!   key where it can be (exactly what the previous release escaped; on
 //!   PostgreSQL a stored `channel` has lost any NUL), else, for a hashed
 //!   word, taken from the row.
+//! * `fold_search_text` (SQLite 0006, PostgreSQL 0003): search folds
+//!   Unicode in Rust ([`fold`]), so every stored text is indexed again,
+//!   folded, in chunks of [`REINDEX_CHUNK`] rows: SQLite's (emptied,
+//!   contentless) FTS table gets every row, PostgreSQL's `search` column is
+//!   recomputed.
 
 use common::routing::{parse_routing_key, routing_key};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
 use super::StoreError;
+use super::fold::fold;
 use super::postgres::WRITE_LOCK;
 
 const READABLE_ROUTING_KEYS: &str = "readable_routing_keys";
+const FOLD_SEARCH_TEXT: &str = "fold_search_text";
+
+/// Rows re-indexed per statement by `fold_search_text`.
+const REINDEX_CHUNK: i64 = 2000;
 
 /// Runs the steps the SQLite migrations asked for.
 ///
@@ -27,14 +37,51 @@ const READABLE_ROUTING_KEYS: &str = "readable_routing_keys";
 /// [`StoreError`] when the database fails; the step stays asked for.
 pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let asked = sqlx::query("DELETE FROM upgrade_steps WHERE name = ?1")
-        .bind(READABLE_ROUTING_KEYS)
+    if asked_sqlite(&mut tx, READABLE_ROUTING_KEYS).await? {
+        readable_keys_sqlite(&mut tx).await?;
+    }
+    if asked_sqlite(&mut tx, FOLD_SEARCH_TEXT).await? {
+        fold_search_sqlite(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether step `name` was asked for (its row is deleted: the step runs in
+/// this transaction).
+async fn asked_sqlite(tx: &mut SqliteConnection, name: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("DELETE FROM upgrade_steps WHERE name = ?1")
+        .bind(name)
         .execute(&mut *tx)
         .await?
-        .rows_affected();
-    if asked == 0 {
-        return Ok(());
+        .rows_affected()
+        > 0)
+}
+
+/// `fold_search_text` on SQLite.
+async fn fold_search_sqlite(tx: &mut SqliteConnection) -> Result<(), StoreError> {
+    let (mut last, mut indexed) = (0_i64, 0_usize);
+    loop {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, text FROM events WHERE seq > ?1 AND text IS NOT NULL \
+             ORDER BY seq LIMIT ?2",
+        )
+        .bind(last)
+        .bind(REINDEX_CHUNK)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((seq, _)) = rows.last() else { break };
+        last = *seq;
+        indexed += rows.len();
+        let folded: Vec<(i64, String)> = rows.into_iter().map(|(s, t)| (s, fold(&t))).collect();
+        super::sqlite::insert_folded(tx, &folded).await?;
     }
+    tracing::info!(indexed, "re-indexed the stored texts for search, folded");
+    Ok(())
+}
+
+/// `readable_routing_keys` on SQLite.
+async fn readable_keys_sqlite(tx: &mut SqliteConnection) -> Result<(), StoreError> {
     let rows = sqlx::query("SELECT id, platform, channel, routing_key FROM channels")
         .fetch_all(&mut *tx)
         .await?;
@@ -51,7 +98,6 @@ pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
             changed += 1;
         }
     }
-    tx.commit().await?;
     tracing::info!(changed, "rewrote stored routing keys with A-Z kept literal");
     Ok(())
 }
@@ -62,19 +108,72 @@ pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
 /// [`StoreError`] when the database fails; the step stays asked for.
 pub(super) async fn run_postgres(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    // The writers' lock: no batch inserts a channel while keys change.
+    // The writers' lock: no batch inserts a channel or a row meanwhile.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(WRITE_LOCK)
         .execute(&mut *tx)
         .await?;
-    let asked = sqlx::query("DELETE FROM upgrade_steps WHERE name = $1")
-        .bind(READABLE_ROUTING_KEYS)
+    if asked_postgres(&mut tx, READABLE_ROUTING_KEYS).await? {
+        readable_keys_postgres(&mut tx).await?;
+    }
+    if asked_postgres(&mut tx, FOLD_SEARCH_TEXT).await? {
+        fold_search_postgres(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether step `name` was asked for (its row is deleted: the step runs in
+/// this transaction).
+async fn asked_postgres(tx: &mut PgConnection, name: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("DELETE FROM upgrade_steps WHERE name = $1")
+        .bind(name)
         .execute(&mut *tx)
         .await?
-        .rows_affected();
-    if asked == 0 {
-        return Ok(());
+        .rows_affected()
+        > 0)
+}
+
+/// `fold_search_text` on PostgreSQL.
+async fn fold_search_postgres(tx: &mut PgConnection) -> Result<(), StoreError> {
+    let (mut last, mut indexed) = (0_i64, 0_usize);
+    loop {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT stored_at, seq, text FROM events WHERE seq > $1 AND text IS NOT NULL \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(last)
+        .bind(REINDEX_CHUNK)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((_, seq, _)) = rows.last() else {
+            break;
+        };
+        last = *seq;
+        indexed += rows.len();
+        let (mut at, mut seqs, mut folded) = (Vec::new(), Vec::new(), Vec::new());
+        for (stored_at, seq, text) in rows {
+            at.push(stored_at);
+            seqs.push(seq);
+            folded.push(fold(&text));
+        }
+        sqlx::query(
+            "UPDATE events e SET search = to_tsvector('simple', u.f) \
+             FROM unnest($1::int8[], $2::int8[], $3::text[]) AS u(at, seq, f) \
+             WHERE e.stored_at = u.at AND e.seq = u.seq",
+        )
+        .bind(&at)
+        .bind(&seqs)
+        .bind(&folded)
+        .execute(&mut *tx)
+        .await?;
     }
+    tracing::info!(indexed, "re-indexed the stored texts for search, folded");
+    Ok(())
+}
+
+/// `readable_routing_keys` on PostgreSQL.
+async fn readable_keys_postgres(tx: &mut PgConnection) -> Result<(), StoreError> {
     let rows = sqlx::query("SELECT id, platform, channel, routing_key FROM channels")
         .fetch_all(&mut *tx)
         .await?;
@@ -95,7 +194,6 @@ pub(super) async fn run_postgres(pool: &PgPool) -> Result<(), StoreError> {
     .bind(&keys)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     tracing::info!(
         changed = ids.len(),
         "rewrote stored routing keys with A-Z kept literal"

@@ -9,6 +9,7 @@ mod multi_instance;
 mod page;
 mod pipeline;
 mod rest;
+mod search;
 mod store;
 mod upgrade;
 mod websocket;

@@ -34,7 +34,7 @@ async fn a_sqlite_store_of_the_previous_release_serves_its_history_under_the_new
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(steps, 0, "the rewrite is done and not asked for again");
+    assert_eq!(steps, 0, "the steps are done and not asked for again");
     pool.close().await;
 }
 
@@ -60,7 +60,7 @@ async fn a_postgres_store_of_the_previous_release_serves_its_history_under_the_n
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(steps, 0, "the rewrite is done and not asked for again");
+    assert_eq!(steps, 0, "the steps are done and not asked for again");
     conn.close().await.unwrap();
     pg.drop_now().await;
 }
@@ -122,6 +122,14 @@ async fn serves_history_under_the_new_keys(db_url: &str) {
             "third on the upper-case channel"
         ]
     );
+
+    // Search: the stored texts were indexed again, folded (SQLite's index
+    // was rebuilt empty; without the re-index nothing would be found).
+    let (status, page) = app
+        .get_json("/api/events?q=%EF%BC%B5PPER-case+channel&order=asc")
+        .await; // `Ｕ`: fullwidth, folded to `u`
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 3, "{page}");
 
     // History by routing-key pattern: the new key finds it, the old one no
     // longer does (the release notes name such saved `patterns=`).
