@@ -49,8 +49,15 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
 /// A part is deserialised straight from these sources, not through
 /// `serde(flatten)`: flatten buffers values and loses the `config` crate's
 /// conversion of environment strings to numbers and booleans.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sources(config::Config);
+
+/// Never prints the values: they hold passwords and secrets.
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources(..)")
+    }
+}
 
 impl Sources {
     /// Reads the flat struct `T` (with `serde(default)`) from the sources:

@@ -121,6 +121,12 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Respo
         ApiError::bad_request("invalid_header", e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::MissingCookie>() {
         ApiError::bad_request("missing_cookie", e.to_string())
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send the body with a Content-Length",
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

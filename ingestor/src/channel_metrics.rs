@@ -25,6 +25,14 @@ pub enum Counter {
 
 type Key = (String, String, &'static str);
 
+/// Most series kept (channel and kind pairs); past it, new channels are
+/// counted under [`OTHER_CHANNELS`] (a webhook source, whose channels no
+/// manager parts, could otherwise grow them without end).
+const MAX_SERIES: usize = 20_000;
+
+/// The channel label of what is counted past [`MAX_SERIES`].
+pub const OTHER_CHANNELS: &str = "(other)";
+
 /// Every channel's counts: `(platform, channel, kind)` to
 /// `[received, published, confirmed]`.
 static COUNTS: Mutex<BTreeMap<Key, [u64; 3]>> = Mutex::new(BTreeMap::new());
@@ -40,10 +48,23 @@ pub fn count<'a>(counter: Counter, items: impl Iterator<Item = (&'a str, &'a str
     }
     let mut counts = COUNTS.lock().expect("channel metrics lock");
     for ((platform, channel, kind), n) in batch {
-        let slot = counts
-            .entry((platform.to_owned(), channel.to_owned(), kind.as_str()))
-            .or_default();
-        slot[counter as usize] += n;
+        let key = (platform.to_owned(), channel.to_owned(), kind.as_str());
+        let key = if counts.contains_key(&key) {
+            key
+        } else if counter != Counter::Received {
+            // Published or confirmed after its channel was parted (still
+            // in the outbox then): its series is gone and stays gone.
+            continue;
+        } else if counts.len() >= MAX_SERIES {
+            (
+                platform.to_owned(),
+                OTHER_CHANNELS.to_owned(),
+                kind.as_str(),
+            )
+        } else {
+            key
+        };
+        counts.entry(key).or_default()[counter as usize] += n;
     }
 }
 

@@ -5,7 +5,8 @@
 //! built-in platform (a custom platform, a bot, a relay).
 //!
 //! Every request is checked before its body is parsed, in this order: a
-//! known source (404), a body within `WEBHOOK_MAX_BODY_BYTES` (413), the
+//! `Content-Length` (411) within `WEBHOOK_MAX_BODY_BYTES` (413, before the
+//! body is read), a known source (404), the
 //! timestamp (`X-Chatbus-Timestamp`, Unix seconds) within
 //! `WEBHOOK_MAX_AGE` of now (401), the signature (`X-Chatbus-Signature:
 //! sha256=<hex>`, HMAC-SHA256 of `<timestamp>.<body>` under the source's
@@ -13,9 +14,10 @@
 //! `ChatEvent` v1 whose `platform` is the source's name (400 with the
 //! reason otherwise). A delivery whose id was accepted in the last 24 hours
 //! is answered 200 and not published again (senders retry); any other is
-//! answered 200 only once it is in the outbox (spooled), so a crash never
-//! acknowledges what it lost. A request that fails any check publishes
-//! nothing.
+//! answered 200 only once it is in the outbox (written to the spool, which
+//! is fsynced every second: a process crash loses nothing answered, a
+//! machine crash at most that last second). A request that fails any check
+//! publishes nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -244,6 +246,8 @@ impl Webhooks {
         let key = (source.to_owned(), event.id.clone());
         let now = Instant::now();
         {
+            // Claimed before the append, in the same lock as the check: two
+            // copies of one delivery arriving together publish once.
             let mut seen = self.seen.lock().expect("webhook ids lock");
             seen.forget_old(now);
             if seen.ids.contains_key(&key) {
@@ -255,16 +259,17 @@ impl Webhooks {
                 })
                 .into_response());
             }
+            seen.ids.insert(key.clone(), now);
+            seen.order.push_back((key.clone(), now));
         }
         let appended = self.sink.emit(std::slice::from_ref(&event));
         if appended.dropped > 0 || appended.accepted == 0 {
+            // Not taken: the sender's retry must be published.
+            self.seen.lock().expect("webhook ids lock").ids.remove(&key);
             return Err(ApiError::unavailable(
                 "the outbox could not take the event; retry later",
             ));
         }
-        let mut seen = self.seen.lock().expect("webhook ids lock");
-        seen.ids.insert(key.clone(), now);
-        seen.order.push_back((key, now));
         Ok(warp::reply::json(&Accepted {
             id: &event.id,
             duplicate: false,
@@ -333,20 +338,20 @@ mod tests {
         let short = dir.path().join("short");
         std::fs::write(&short, "tiny").unwrap();
         let g = good.display();
-        let sources = parse_sources(&[format!("relay:{g}")], &["twitch"]).unwrap();
+        let sources = parse_sources(&[format!("relay:{g}")], &["builtin"]).unwrap();
         assert_eq!(sources[0].name, "relay");
         assert_eq!(
             sources[0].secret.expose(),
             "a-secret-of-32-bytes-or-so-12345"
         );
         for (entry, why) in [
-            (format!("twitch:{g}"), "built-in platform"),
+            (format!("builtin:{g}"), "built-in platform"),
             (format!("Bad:{g}"), "must match"),
             ("relay".to_owned(), "name:secret-file"),
             ("relay:/no/such/file".to_owned(), "cannot read"),
             (format!("relay:{}", short.display()), "at least 16"),
         ] {
-            let err = parse_sources(std::slice::from_ref(&entry), &["twitch"]).unwrap_err();
+            let err = parse_sources(std::slice::from_ref(&entry), &["builtin"]).unwrap_err();
             let err = err.to_string();
             assert!(
                 err.contains("WEBHOOK_SOURCES") && err.contains(why),

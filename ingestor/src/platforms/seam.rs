@@ -49,12 +49,13 @@ pub type Task = (&'static str, BoxFuture<'static, anyhow::Result<()>>);
 
 /// A started platform: what the rest of the ingestor runs and serves.
 ///
-/// Its hooks, each optional: a source (reading chat), background tasks
-/// (token managers; a status poller), and the channel capacity it reports
-/// ([`Source::capacity`], its per-account limits). A platform's sender
-/// (outbound commands) and the HTTP routes it mounts (webhooks) join this
-/// struct as fields beside these when the command contract and the
-/// webhook listener exist.
+/// Its hooks: its source (reading chat), its background tasks (token
+/// managers; a status poller), and the channel capacity it reports
+/// ([`Source::capacity`], its per-account limits). Two more are still to
+/// come as fields: a sender (carrying out `common::command::ChatCommand`s;
+/// the contract exists, no sender yet) and the HTTP routes a platform
+/// mounts on the webhook listener (`crate::webhooks`, which serves the
+/// generic signed sources today).
 pub struct Started {
     /// Its source (reading chat).
     pub source: Arc<dyn Source>,
