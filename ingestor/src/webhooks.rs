@@ -285,14 +285,12 @@ pub fn routes(
     let limit = hooks.limits.max_body_bytes;
     warp::path!("hooks" / String)
         .and(warp::post())
-        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::header::optional::<String>("x-chatbus-timestamp"))
         .and(warp::header::optional::<String>("x-chatbus-signature"))
         .and(warp::body::content_length_limit(limit))
         .and(warp::body::bytes())
         .map(
             move |source: String,
-                  _length: Option<u64>,
                   timestamp: Option<String>,
                   signature: Option<String>,
                   body: Bytes| {

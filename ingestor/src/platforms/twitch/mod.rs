@@ -46,7 +46,8 @@ pub use join_limiter::JoinLimiter;
 use login::IngestorLogin;
 use shared::Shared;
 use normalise::Normaliser;
-pub use settings::{LOGGED_IN_CHANNEL_LIMIT, Settings, is_valid_login, normalise_channel};
+pub use settings::Settings;
+use settings::{LOGGED_IN_CHANNEL_LIMIT, is_valid_login, normalise_channel};
 
 /// Starts the Twitch platform: its login (and the token manager that keeps
 /// the account's token fresh, when this process refreshes it itself), its
