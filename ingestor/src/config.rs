@@ -59,6 +59,21 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub webhook_max_age: Duration,
 
+    /// The topic exchange commands are published to (its dead-letter
+    /// exchange is `<name>.dlx`).
+    pub commands_exchange: String,
+    /// The queue commands are taken from (single active consumer: one
+    /// ingestor at a time takes them).
+    pub commands_queue: String,
+    /// Who commands may act as: a comma list of
+    /// `<platform>:<account>[:send|:moderate][:users=<rabbitmq user>/...]`.
+    /// Empty: the ingestor takes no commands.
+    #[serde(deserialize_with = "comma_list")]
+    pub commands_allow: Vec<String>,
+    /// Commands taken from the queue at once (all channels' waiting
+    /// commands together).
+    pub commands_prefetch: u16,
+
     /// Token store and OAuth provider settings, shared with the auth-server
     /// (`TOKEN_STORE_PATH`, each provider's client id and URLs ...). With a
     /// provider's client id the ingestor refreshes its accounts' tokens
@@ -113,6 +128,10 @@ impl Default for Config {
             webhook_sources: Vec::new(),
             webhook_max_body_bytes: 64 * 1024,
             webhook_max_age: Duration::from_secs(5 * 60),
+            commands_exchange: "chat.commands".into(),
+            commands_queue: "chat.commands.ingestor".into(),
+            commands_allow: Vec::new(),
+            commands_prefetch: 1000,
             oauth: OAuthConfig::default(),
             ingest_include_raw: true,
             spool_dir: PathBuf::from("data/spool"),
@@ -169,6 +188,11 @@ impl ServiceConfig for Config {
             64 * 1024 * 1024,
         )?;
         check_nonzero("webhook_max_age", self.webhook_max_age)?;
+        check_nonempty("commands_exchange", &self.commands_exchange)?;
+        check_nonempty("commands_queue", &self.commands_queue)?;
+        crate::commands::allow::AllowList::parse(&self.commands_allow)
+            .map_err(|e| ConfigError::invalid("commands_allow", e))?;
+        check_range("commands_prefetch", self.commands_prefetch, 1, u16::MAX)?;
         check_range(
             "spool_segment_bytes",
             self.spool_segment_bytes,

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod channel_metrics;
 pub mod channels;
+pub mod commands;
 pub mod config;
 pub mod outbox;
 pub mod platforms;
@@ -97,11 +98,13 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    let mut senders = Vec::new();
     for platform in platforms::start(&config.platforms, &context)? {
         for (name, task) in platform.tasks {
             tasks.push(supervise(name, shutdown.clone(), task));
         }
         sources.push(platform.source);
+        senders.extend(platform.sender);
     }
 
     // Every channel wanted before a restart (remembered in the spool
@@ -152,11 +155,20 @@ pub async fn run(
             shutdown.clone(),
         );
     }
+    let mut command_connect = pipeline.connect.clone();
+    command_connect.name = "chatbus-ingestor-commands".into();
     tasks.push(supervise(
         "publisher",
         shutdown.clone(),
         publisher::run(outbox.clone(), pipeline, broker.clone(), shutdown.clone()),
     ));
+    if let Some(intake) = command_intake(&config, senders)? {
+        let (options, cancel) = (command_connect, shutdown.clone());
+        let mut intake = intake;
+        tasks.push(supervise("commands", shutdown.clone(), async move {
+            common::amqp::reconnect_loop(&options, &mut intake, &cancel).await
+        }));
+    }
     for source in &sources {
         tasks.push(supervise(
             format!("{}-source", source.platform()),
@@ -244,6 +256,48 @@ pub async fn run(
         "ingestor stopped"
     );
     first_error.map_or(Ok(()), Err)
+}
+
+/// The command intake, when `COMMANDS_ALLOW` names accounts.
+///
+/// # Errors
+/// When the command journal in `SPOOL_DIR` cannot be opened.
+fn command_intake(
+    config: &Config,
+    senders: Vec<Arc<dyn platforms::seam::Sender>>,
+) -> anyhow::Result<Option<commands::Intake>> {
+    if config.commands_allow.is_empty() {
+        return Ok(None);
+    }
+    let allow = commands::allow::AllowList::parse(&config.commands_allow)
+        .map_err(|e| anyhow::anyhow!("COMMANDS_ALLOW: {e}"))?;
+    let journal = commands::journal::Journal::open(&config.spool_dir, commands::journal::KEEP)
+        .with_context(|| {
+            format!(
+                "opening the command journal in {}",
+                config.spool_dir.display()
+            )
+        })?;
+    let intake = commands::Intake::new(
+        commands::Settings {
+            exchange: config.commands_exchange.clone(),
+            queue: config.commands_queue.clone(),
+            allow,
+            prefetch: config.commands_prefetch,
+            replicated: common::amqp::split_urls(&config.amqp_url).len() > 1,
+            queue_expires: None,
+        },
+        senders,
+        Arc::new(journal),
+    );
+    if intake.platforms().is_empty() {
+        tracing::warn!(
+            allow = ?config.commands_allow,
+            "COMMANDS_ALLOW names no platform that can send here (each needs its sender configured); taking no commands"
+        );
+        return Ok(None);
+    }
+    Ok(Some(intake))
 }
 
 /// How often the wanted channels are saved when only their `last_seen`

@@ -14,6 +14,8 @@
 //! * [`Subscriber`]: declare a queue with bindings and a prefetch, receive
 //!   typed [`Delivery`]s, ack/nack them, and dead-letter what cannot be
 //!   decoded with the reason in a header.
+//! * [`commands::CommandClient`]: make chatbus speak or moderate: publish a
+//!   `ChatCommand` to `chat.commands` and await its `Receipt`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), common::amqp::AmqpError> {
@@ -34,6 +36,7 @@
 //! ```
 
 mod backoff;
+pub mod commands;
 mod connection;
 pub mod management;
 mod message;
@@ -52,7 +55,7 @@ pub use publisher::{
 };
 pub use reconnect::{Session, SessionEnd, reconnect_loop};
 pub use subscriber::{ACK_TIMEOUT, Delivery, QueueType, Subscriber, SubscriberBuilder};
-pub use topology::{QueueSpec, Topology, declare_queue};
+pub use topology::{CommandTopology, QueueSpec, Topology, declare_queue};
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,8 @@ pub struct TopologyConflict {
 }
 
 impl AmqpError {
-    pub(crate) fn protocol(op: &'static str) -> impl FnOnce(lapin::Error) -> Self {
+    /// Wraps a lapin error of operation `op`.
+    pub fn protocol(op: &'static str) -> impl FnOnce(lapin::Error) -> Self {
         move |error| Self::Protocol { op, error }
     }
 
@@ -202,7 +206,11 @@ pub fn reply_text(error: &lapin::Error) -> Option<String> {
     }
 }
 
-pub(crate) fn short(
+/// `value` as an AMQP short string (at most 255 bytes).
+///
+/// # Errors
+/// [`AmqpError::TooLong`] naming `what`.
+pub fn short(
     what: &'static str,
     value: impl Into<String>,
 ) -> Result<lapin::types::ShortString, AmqpError> {

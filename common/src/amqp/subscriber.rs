@@ -142,6 +142,7 @@ impl SubscriberBuilder {
                 },
                 type_required: self.queue_type_required,
                 expires: self.expires,
+                single_active_consumer: false,
             },
         )
         .await?;

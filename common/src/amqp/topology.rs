@@ -80,6 +80,10 @@ pub struct QueueSpec {
     pub type_required: bool,
     /// `x-expires` (tests).
     pub expires: Option<Duration>,
+    /// `x-single-active-consumer`: one consumer at a time gets deliveries,
+    /// the others wait to take over. A queue argument, since policies
+    /// cannot set it (the one exception to "arguments by policy").
+    pub single_active_consumer: bool,
 }
 
 impl Topology {
@@ -142,6 +146,75 @@ impl Topology {
         d.bind(&self.dead_letter_queue, &self.dead_letter_exchange, "#")
             .await?;
         Ok(())
+    }
+}
+
+/// The command side of the bus: the topic exchange commands are published
+/// to (`chat.commands`), and its dead-lettering (`<exchange>.dlx`, topic,
+/// and the queue `<exchange>.dead-letter` bound with `#`), where senders
+/// put what they reject as malformed, with the reason in a header.
+///
+/// No alternate exchange: commands are published `mandatory`, so one that
+/// no sender's queue is bound for comes back to its publisher (the
+/// toolkit's `rejected: no_sender`) instead of waiting somewhere unread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTopology {
+    /// The topic exchange commands are published to.
+    pub exchange: String,
+    /// Where rejected commands are dead-lettered.
+    pub dead_letter_exchange: String,
+    /// The queue bound to it.
+    pub dead_letter_queue: String,
+    /// Delete the exchanges when unused (tests only).
+    pub auto_delete: bool,
+    /// Expire the dead-letter queue after this long unused (tests only).
+    pub queue_expires: Option<Duration>,
+    /// Quorum queues (a cluster).
+    pub replicated: bool,
+}
+
+impl CommandTopology {
+    /// The command topology of exchange `exchange` (`chat.commands`).
+    pub fn named(exchange: &str) -> Self {
+        Self {
+            exchange: exchange.to_owned(),
+            dead_letter_exchange: format!("{exchange}.dlx"),
+            dead_letter_queue: format!("{exchange}.dead-letter"),
+            auto_delete: false,
+            queue_expires: None,
+            replicated: false,
+        }
+    }
+
+    /// Declares the exchanges and the dead-letter queue, argument-free like
+    /// [`Topology::declare`].
+    ///
+    /// # Errors
+    /// As [`Topology::declare`].
+    pub async fn declare(&self, connection: &Connection) -> Result<(), AmqpError> {
+        let mut d = Declarer::open(connection).await?;
+        let result = async {
+            d.exchange(&self.exchange, ExchangeKind::Topic, self.auto_delete)
+                .await?;
+            d.exchange(
+                &self.dead_letter_exchange,
+                ExchangeKind::Topic,
+                self.auto_delete,
+            )
+            .await?;
+            let queue = QueueSpec {
+                durable: true,
+                expires: self.queue_expires,
+                queue_type: self.replicated.then_some("quorum"),
+                ..QueueSpec::default()
+            };
+            d.queue(&self.dead_letter_queue, &queue).await?;
+            d.bind(&self.dead_letter_queue, &self.dead_letter_exchange, "#")
+                .await
+        }
+        .await;
+        d.close().await;
+        result
     }
 }
 
@@ -250,6 +323,9 @@ impl<'c> Declarer<'c> {
         if let Some(expires) = spec.expires {
             let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        if spec.single_active_consumer {
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
         let options = QueueDeclareOptions {
             durable: spec.durable,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::amqp::OutgoingMessage;
+use common::command::{ChatCommand, ReceiptStatus};
 use common::schema::ChatEvent;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -50,23 +51,26 @@ pub type Task = (&'static str, BoxFuture<'static, anyhow::Result<()>>);
 /// A started platform: what the rest of the ingestor runs and serves.
 ///
 /// Its hooks: its source (reading chat), its background tasks (token
-/// managers; a status poller), and the channel capacity it reports
-/// ([`Source::capacity`], its per-account limits). Two more are still to
-/// come as fields: a sender (carrying out `common::command::ChatCommand`s;
-/// the contract exists, no sender yet) and the HTTP routes a platform
-/// mounts on the webhook listener (`crate::webhooks`, which serves the
-/// generic signed sources today).
+/// managers; a status poller), the channel capacity it reports
+/// ([`Source::capacity`], its per-account limits) and its [`Sender`]
+/// (carrying out `common::command::ChatCommand`s, when the platform can
+/// speak). One more is still to come as a field: the HTTP routes a
+/// platform mounts on the webhook listener (`crate::webhooks`, which
+/// serves the generic signed sources today).
 pub struct Started {
     /// Its source (reading chat).
     pub source: Arc<dyn Source>,
     /// Its background tasks (token managers, status pollers).
     pub tasks: Vec<Task>,
+    /// Its sender, when commands may speak or moderate on it.
+    pub sender: Option<Arc<dyn Sender>>,
 }
 
 impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Started")
             .field("source", &self.source)
+            .field("sender", &self.sender)
             .field(
                 "tasks",
                 &self.tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
@@ -81,8 +85,108 @@ impl Started {
         Self {
             source,
             tasks: Vec::new(),
+            sender: None,
         }
     }
+}
+
+/// A command handed to a platform's [`Sender`]: decoded, checked, allowed,
+/// with the account that acts resolved.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The command.
+    pub command: ChatCommand,
+    /// The token-store account (its login) that acts.
+    pub account: String,
+    /// When it expires (its `expires_at`, on this process's clock).
+    pub deadline: tokio::time::Instant,
+}
+
+/// What became of a command on its platform: the receipt's status, the
+/// platform's message id and the reason, in the platform's own words where
+/// it gave some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The receipt's status.
+    pub status: ReceiptStatus,
+    /// The platform's id of the message sent.
+    pub platform_message_id: Option<String>,
+    /// Why it was not sent.
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    /// The platform took it (its message id, when it gives one).
+    pub fn sent(platform_message_id: Option<String>) -> Self {
+        Self {
+            status: ReceiptStatus::Sent,
+            platform_message_id,
+            reason: None,
+        }
+    }
+
+    /// An outcome without a message id.
+    pub fn new(status: ReceiptStatus, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            platform_message_id: None,
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// Refused before anything was tried.
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::new(ReceiptStatus::Rejected, reason)
+    }
+
+    /// It tried and failed.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self::new(ReceiptStatus::Failed, reason)
+    }
+
+    /// The platform answered but did not deliver it.
+    pub fn dropped(reason: impl Into<String>) -> Self {
+        Self::new(ReceiptStatus::Dropped, reason)
+    }
+
+    /// Its deadline passed before it could go.
+    pub fn expired() -> Self {
+        Self {
+            status: ReceiptStatus::Expired,
+            platform_message_id: None,
+            reason: None,
+        }
+    }
+}
+
+/// A platform's sender: carries out commands, keeping the platform's rate
+/// limits and quota. The command intake (`crate::commands`) calls it one
+/// command at a time per channel, in order: [`Sender::check`], then
+/// [`Sender::wait_turn`], then (after recording the attempt on disk)
+/// [`Sender::execute`].
+pub trait Sender: Send + Sync + std::fmt::Debug + 'static {
+    /// The platform it speaks on.
+    fn platform(&self) -> &'static str;
+
+    /// The account commands act as when they name none
+    /// (`<PLATFORM>_SENDER`).
+    fn default_account(&self) -> Option<&str>;
+
+    /// The longest text it may send, in characters (Unicode scalar values).
+    fn max_text_chars(&self) -> usize;
+
+    /// What can be known before waiting: the account has a token with the
+    /// scope the kind needs, the channel can be written to. An `Err` is the
+    /// command's outcome (`rejected` with the reason).
+    fn check<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), Outcome>>;
+
+    /// Waits until the platform's limits let `job` go, and takes its slot;
+    /// `Err(expired)` when its deadline comes first.
+    fn wait_turn<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), Outcome>>;
+
+    /// Carries `job` out: one platform call, never repeated once it may
+    /// have reached the platform.
+    fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Outcome>;
 }
 
 /// A platform source. One ingestor process runs every configured source,
