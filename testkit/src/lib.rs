@@ -8,6 +8,7 @@ pub mod ceiling;
 pub mod cluster;
 pub mod corpus;
 pub mod events;
+pub mod fake_helix;
 pub mod fake_irc;
 pub mod fake_oauth;
 pub mod fake_youtube;

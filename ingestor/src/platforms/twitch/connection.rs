@@ -332,6 +332,9 @@ impl Connection {
                         // dropped and counted.
                         self.shared.manager.retain_wanted(&mut batch.events);
                         self.shared.sink.emit(&batch.events);
+                        if let Some(standing) = &self.shared.standing {
+                            standing.observe(&batch.events);
+                        }
                     }
                     if batch.welcome {
                         logged_in = true;

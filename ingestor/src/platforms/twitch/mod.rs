@@ -17,12 +17,16 @@
 
 pub mod connection;
 pub mod endpoint;
+pub mod helix;
 pub mod lines;
 pub mod login;
 pub mod normalise;
+pub mod send_limiter;
+pub mod sender;
 pub mod join_limiter;
 pub mod settings;
 mod shared;
+pub mod standing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicUsize;
@@ -58,6 +62,9 @@ use settings::{LOGGED_IN_CHANNEL_LIMIT, is_valid_login, normalise_channel};
 /// channel cannot be joined.
 pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Started>> {
     let (login, tokens) = IngestorLogin::from_settings(settings, &ctx.oauth)?;
+    let standing = Arc::new(standing::Standing::default());
+    let sender = sender::TwitchSender::from_settings(settings, &ctx.oauth, standing.clone())
+        .context("setting up the Twitch sender")?;
     let source = TwitchSource::new(
         TwitchSettings {
             endpoint: Endpoint::parse(
@@ -79,6 +86,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
                 max: settings.twitch_reconnect_max_delay,
                 max_attempts: None,
             },
+            standing: sender.is_some().then_some(standing),
         },
         ctx.sink.clone(),
     );
@@ -89,6 +97,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             .with_context(|| format!("joining twitch channel {channel} from the configuration"))?;
     }
     let mut started = Started::source(source);
+    started.sender = sender.map(|s| Arc::new(s) as Arc<dyn crate::platforms::seam::Sender>);
     if let Some(tokens) = tokens {
         let cancel = ctx.shutdown.clone();
         started.tasks.push((
@@ -123,6 +132,8 @@ pub struct TwitchSettings {
     pub keepalive: Duration,
     /// Reconnect backoff (after a connection that did not last).
     pub backoff: Backoff,
+    /// The sending accounts' standing, learnt from their badges as read.
+    pub standing: Option<Arc<standing::Standing>>,
 }
 
 /// What the channel manager asks of the pool.
@@ -188,6 +199,7 @@ impl TwitchSource {
             keepalive: settings.keepalive,
             endpoint: settings.endpoint,
             login: settings.login,
+            standing: settings.standing,
         });
         Arc::new(Self {
             shared,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use common::config::{ConfigError, check_nonzero, check_range, comma_list};
+use common::config::{ConfigError, check_http_url, check_nonzero, check_range, comma_list};
 use common::oauth::OAuthConfig;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,32 @@ pub struct Settings {
     pub twitch_reconnect_max_delay: Duration,
     /// Longest IRC line accepted, in bytes; longer lines are logged and skipped.
     pub irc_max_line_bytes: usize,
+    /// Twitch's Helix API (sending chat and moderating).
+    pub twitch_helix_url: String,
+    /// The token-store account (login) commands act as when they name none.
+    /// Unset: commands must name an account (`as`).
+    pub twitch_sender: Option<String>,
+    /// Twitch's per-account chat window (30 s).
+    #[serde(with = "humantime_serde")]
+    pub twitch_send_window: Duration,
+    /// Messages per window when the target channel is not one where the
+    /// account is broadcaster, moderator or VIP (Twitch: 20).
+    pub twitch_send_limit: usize,
+    /// Messages per window to a channel where the account is broadcaster,
+    /// moderator or VIP (Twitch: 100).
+    pub twitch_send_limit_privileged: usize,
+    /// At most one message per this in a channel where the account is not
+    /// privileged (Twitch: 1 s).
+    #[serde(with = "humantime_serde")]
+    pub twitch_send_channel_interval: Duration,
+    /// Added to every window and interval, for the time a request takes to
+    /// reach Twitch (Twitch counts by its own clock).
+    #[serde(with = "humantime_serde")]
+    pub twitch_send_margin: Duration,
+    /// How often each sending account's moderated channels are read again
+    /// (Helix Get Moderated Channels).
+    #[serde(with = "humantime_serde")]
+    pub twitch_standing_refresh: Duration,
     /// Each IRC socket's receive buffer (`SO_RCVBUF`, bytes): what the
     /// kernel may hold read and not yet spooled, so with one read (64 KiB)
     /// the most a `kill -9` can lose per connection.
@@ -78,6 +104,14 @@ impl Default for Settings {
             twitch_reconnect_max_delay: Duration::from_secs(120),
             irc_max_line_bytes: 64 * 1024,
             irc_receive_buffer: 128 * 1024,
+            twitch_helix_url: "https://api.twitch.tv/helix".into(),
+            twitch_sender: None,
+            twitch_send_window: Duration::from_secs(30),
+            twitch_send_limit: 20,
+            twitch_send_limit_privileged: 100,
+            twitch_send_channel_interval: Duration::from_secs(1),
+            twitch_send_margin: Duration::from_millis(250),
+            twitch_standing_refresh: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -122,6 +156,21 @@ impl Settings {
             oauth.validate()?;
         }
         check_range("twitch_join_limit", self.twitch_join_limit, 1, 100_000)?;
+        check_http_url("twitch_helix_url", &self.twitch_helix_url)?;
+        if let Some(sender) = &self.twitch_sender
+            && !is_valid_login(sender)
+        {
+            return Err(ConfigError::invalid("twitch_sender", "not a Twitch login"));
+        }
+        check_nonzero("twitch_send_window", self.twitch_send_window)?;
+        check_range("twitch_send_limit", self.twitch_send_limit, 1, 100_000)?;
+        check_range(
+            "twitch_send_limit_privileged",
+            self.twitch_send_limit_privileged,
+            1,
+            100_000,
+        )?;
+        check_nonzero("twitch_standing_refresh", self.twitch_standing_refresh)?;
         check_nonzero("twitch_join_window", self.twitch_join_window)?;
         check_range(
             "twitch_channels_per_connection",

@@ -28,4 +28,6 @@ pub(crate) struct Shared {
     pub(crate) open: AtomicUsize,
     pub(crate) backoff: Backoff,
     pub(crate) keepalive: Duration,
+    /// The sending accounts' standing, learnt from their own messages.
+    pub(crate) standing: Option<Arc<super::standing::Standing>>,
 }
