@@ -3,6 +3,7 @@
 //! process.
 
 mod admin;
+mod commands;
 mod faults;
 mod flow;
 mod helpers;
