@@ -619,3 +619,75 @@ async fn a_lost_broker_connection_with_commands_queued_loses_none_and_sends_none
     );
     w.stop().await;
 }
+
+#[path = "../../../common/examples/echo_bot.rs"]
+#[allow(dead_code)]
+mod echo_bot;
+
+#[tokio::test]
+async fn the_echo_bot_answers_ping_through_the_whole_loop() {
+    let chans = channels(1);
+    let ch = chans[0].clone();
+    let w = World::start(&chans, None).await;
+    let cancel = common::shutdown::CancellationToken::new();
+    let bot = tokio::spawn(echo_bot::run(
+        echo_bot::Args {
+            amqp_url: rabbit::amqp_url(),
+            exchange: w.exchange.clone(),
+            commands_exchange: w.cfg.commands_exchange.clone(),
+        },
+        cancel.clone(),
+    ));
+    // A viewer says !ping (twice: the second pong would repeat the first
+    // within 30 s, so the bot varies it).
+    let ping = |n: usize| {
+        format!(
+            "@badges=;color=;display-name=Viewer;emotes=;id=ping-{n}-{ch};mod=0;room-id=5000;subscriber=0;tmi-sent-ts={};turbo=0;user-id=42;user-type= :viewer!viewer@viewer.tmi.twitch.tv PRIVMSG #{ch} :!ping",
+            chrono::Utc::now().timestamp_millis()
+        )
+    };
+    let sent = |w: &World| -> Vec<String> {
+        w.helix
+            .log()
+            .iter()
+            .filter(|m| m.dropped.is_none())
+            .map(|m| m.text.clone())
+            .collect()
+    };
+    // The bot's queue is bound once it is ready: ping until it answers.
+    let mut n = 0;
+    within(30, "the bot answers !ping", async {
+        while sent(&w).is_empty() {
+            n += 1;
+            w.irc.send_to_channel(&ch, &ping(n));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    w.irc.send_to_channel(&ch, &ping(n + 1));
+    within(30, "the bot varies a pong Twitch would drop", async {
+        while !sent(&w).iter().any(|t| t.starts_with("pong (")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let log = w.helix.log();
+    let sent: Vec<&str> = log
+        .iter()
+        .filter(|m| m.dropped.is_none())
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(sent[0], "pong", "{log:?}");
+    assert!(
+        sent[1].starts_with("pong ("),
+        "varied after msg_duplicate: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|m| m.dropped.as_deref() == Some("msg_duplicate")),
+        "{log:?}"
+    );
+    cancel.cancel();
+    within(10, "the bot stops", bot).await.unwrap().unwrap();
+    w.stop().await;
+}
