@@ -80,8 +80,17 @@ pub mod google_endpoints {
     pub const REVOKE: &str = "https://oauth2.googleapis.com/revoke";
 }
 
-/// Scopes requested from Twitch unless configured: reading chat.
-pub const TWITCH_DEFAULT_SCOPES: &[&str] = &["chat:read"];
+/// Scopes requested from Twitch unless configured: reading chat
+/// (`chat:read`), sending through the bus (`user:write:chat`) and knowing
+/// where the account moderates, which lifts Twitch's send limit there
+/// (`user:read:moderated_channels`). Moderating through the bus needs
+/// `moderator:manage:chat_messages` and `moderator:manage:banned_users`
+/// too (docs/auth.md).
+pub const TWITCH_DEFAULT_SCOPES: &[&str] = &[
+    "chat:read",
+    "user:write:chat",
+    "user:read:moderated_channels",
+];
 
 /// Scopes requested from Google unless configured: who the account is and
 /// read access to YouTube (live chat).
