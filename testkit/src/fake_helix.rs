@@ -137,6 +137,7 @@ struct State {
     moderation: Vec<Moderation>,
     calls: HashMap<&'static str, usize>,
     next_id: u64,
+    auto_users: bool,
 }
 
 /// A running fake Helix.
@@ -159,9 +160,17 @@ impl std::fmt::Debug for FakeHelix {
 impl FakeHelix {
     /// Starts it on an ephemeral port of 127.0.0.1, with Twitch's limits.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0")
             .await
-            .expect("bind the fake Helix");
+            .expect("bind the fake Helix")
+    }
+
+    /// Starts it on `addr` (the demo's fixed port).
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let fake = Self {
             addr: listener.local_addr().expect("addr"),
             state: Arc::new(Mutex::new(State {
@@ -181,7 +190,13 @@ impl FakeHelix {
                 .run()
                 .await;
         });
-        fake
+        Ok(fake)
+    }
+
+    /// Get Users answers for any login, with an id made up from it (the
+    /// demo, whose channels are whatever the user joins).
+    pub fn set_auto_users(&self, on: bool) {
+        self.lock().auto_users = on;
     }
 
     /// Its base URL (`TWITCH_HELIX_URL`).
@@ -398,6 +413,14 @@ fn routes(fake: FakeHelix) -> impl Filter<Extract = (Reply,), Error = warp::Reje
                     return r;
                 }
                 let pairs = query_pairs(&q);
+                if st.auto_users {
+                    for (k, v) in &pairs {
+                        if k == "login" && !st.users.contains_key(v) {
+                            let id = 9_000_000 + st.users.len();
+                            st.users.insert(v.clone(), id.to_string());
+                        }
+                    }
+                }
                 let data: Vec<Value> = pairs
                     .iter()
                     .filter_map(|(k, v)| match k.as_str() {

@@ -4,14 +4,29 @@
 //! whatever channels the client joins, now and then with a moderation
 //! event (a deleted message, a timeout) or a sub.
 //!
+//! With `--helix-addr` it also serves a fake Helix there (sending chat and
+//! moderating, with Twitch's limits) for the account `--account` (token
+//! `--token`), whose accepted messages show up in its chat.
+//!
 //! ```sh
-//! cargo run -p testkit --bin fake-twitch -- --addr 127.0.0.1:6667 --rate 5
+//! cargo run -p testkit --bin fake-twitch -- --addr 127.0.0.1:6667 --rate 5 \
+//!     --helix-addr 127.0.0.1:6680 --account chatbus_demo_bot --token demo-token
 //! ```
 
 use std::time::Duration;
 
 use testkit::corpus;
+use testkit::fake_helix::FakeHelix;
 use testkit::fake_irc::{FakeIrc, channel_of};
+
+/// The demo account's scopes: sending and moderating.
+const DEMO_SCOPES: &[&str] = &[
+    "chat:read",
+    "user:write:chat",
+    "user:read:moderated_channels",
+    "moderator:manage:chat_messages",
+    "moderator:manage:banned_users",
+];
 
 /// `line` sent to `#to` now, with a fresh `id` and `tmi-sent-ts`.
 fn refresh(line: &str, to: &str, n: u64) -> String {
@@ -29,11 +44,24 @@ fn refresh(line: &str, to: &str, n: u64) -> String {
 async fn main() -> anyhow::Result<()> {
     let addr: String = testkit::cli_arg("--addr", "127.0.0.1:6667".to_owned());
     let rate: f64 = testkit::cli_arg("--rate", 5.0);
-    let server = FakeIrc::start_on(&addr).await?;
+    let helix_addr: String = testkit::cli_arg("--helix-addr", String::new());
+    let account: String = testkit::cli_arg("--account", "chatbus_demo_bot".to_owned());
+    let token: String = testkit::cli_arg("--token", "demo-token".to_owned());
+    let server = std::sync::Arc::new(FakeIrc::start_on(&addr).await?);
     eprintln!(
         "fake Twitch IRC on {} replaying corpus chat at {rate}/s per joined channel",
         server.addr()
     );
+    let _helix = if helix_addr.is_empty() {
+        None
+    } else {
+        let helix = FakeHelix::start_on(&helix_addr).await?;
+        helix.set_auto_users(true);
+        helix.add_account(&account, "90000001", &token, DEMO_SCOPES);
+        helix.echo_to(server.clone());
+        eprintln!("fake Helix on {} for account {account}", helix.url());
+        Some(helix)
+    };
     let chat: Vec<String> = corpus::lines_with_command("PRIVMSG")
         .into_iter()
         .filter(|l| l.starts_with('@') && channel_of(l).is_some())

@@ -66,7 +66,8 @@ pub struct TwitchSender {
 
 impl TwitchSender {
     /// The sender `settings` ask for, when Twitch has a client id
-    /// (`TWITCH_CLIENT_ID`: Helix wants it with every token); `standing` is
+    /// (`TWITCH_CLIENT_ID`: Helix wants it with every token; the secret is
+    /// not needed, the auth-server refreshes the tokens); `standing` is
     /// shared with the reader, which sees the accounts' badges.
     ///
     /// # Errors
@@ -79,7 +80,9 @@ impl TwitchSender {
         if oauth.twitch_client_id.is_empty() {
             return Ok(None);
         }
-        let manager = oauth.twitch()?.map(|provider| {
+        // With the client secret too, this process refreshes the tokens
+        // itself; without it, the auth-server keeps them fresh in the store.
+        let manager = oauth.twitch().ok().flatten().map(|provider| {
             TokenManager::with_options(
                 oauth.token_store(),
                 provider,
