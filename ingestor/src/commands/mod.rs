@@ -307,7 +307,8 @@ impl Inner {
             .map(|u| u.as_str().to_owned());
         let job = match self.admit(command, user.as_deref()) {
             Ok(job) => job,
-            Err((command, outcome)) => {
+            Err(refused) => {
+                let (command, outcome) = *refused;
                 self.finish(
                     &command.id,
                     Some(&command),
@@ -362,13 +363,13 @@ impl Inner {
         &self,
         command: ChatCommand,
         user: Option<&str>,
-    ) -> Result<Job, (ChatCommand, Outcome)> {
+    ) -> Result<Job, Box<(ChatCommand, Outcome)>> {
         if let Err(e) = command.validate() {
-            return Err((command, refuse(format!("invalid: {e}"))));
+            return Err(Box::new((command, refuse(format!("invalid: {e}")))));
         }
         let now = Utc::now();
         if command.is_expired(now) {
-            return Err((command, Outcome::expired()));
+            return Err(Box::new((command, Outcome::expired())));
         }
         let Some(sender) = self.senders.get(command.platform.as_str()) else {
             let mut known: Vec<&str> = self.senders.keys().copied().collect();
@@ -378,7 +379,7 @@ impl Inner {
                 command.platform,
                 known.join(", ")
             );
-            return Err((command, refuse(reason)));
+            return Err(Box::new((command, refuse(reason))));
         };
         let account = match command
             .account
@@ -391,7 +392,7 @@ impl Inner {
                     "unknown_account: the command names no account (`as`) and {}_SENDER is not set",
                     command.platform.to_ascii_uppercase()
                 );
-                return Err((command, refuse(reason)));
+                return Err(Box::new((command, refuse(reason))));
             }
         };
         if let Err(reason) =
@@ -399,7 +400,7 @@ impl Inner {
                 .allow
                 .check(&command.platform, &account, &command.action, user)
         {
-            return Err((command, refuse(reason)));
+            return Err(Box::new((command, refuse(reason))));
         }
         if let CommandAction::Send { text, .. } = &command.action {
             let chars = text.chars().count();
@@ -409,7 +410,7 @@ impl Inner {
                     command.platform,
                     sender.max_text_chars()
                 );
-                return Err((command, refuse(reason)));
+                return Err(Box::new((command, refuse(reason))));
             }
         }
         let left = (command.expires_at() - now).to_std().unwrap_or_default();
