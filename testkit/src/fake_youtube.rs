@@ -11,6 +11,13 @@
 //! all, every page token refused); and read what it saw: calls, quota
 //! spent, the page tokens streams were opened with.
 //!
+//! It also takes the writes a sender makes (`liveChatMessages.insert` and
+//! `.delete`, `liveChatBans.insert` and `.delete`), bearer token only: an
+//! inserted message joins its chat as a message of the sender's channel
+//! ([`FakeYoutube::set_sender`]), so the reader reads it back; a delete or
+//! ban adds YouTube's own `messageDeletedEvent` / `userBannedEvent`. Every
+//! write is logged ([`FakeYoutube::writes`]) and charged.
+//!
 //! Page tokens are `p<n>`: the next message's index in the chat. A request
 //! without one gets the chat's last [`HISTORY`] messages, as YouTube sends
 //! only recent messages first.
@@ -66,6 +73,14 @@ pub enum FakeCall {
     ChatList,
     /// `liveChatMessages.streamList`.
     StreamList,
+    /// `liveChatMessages.insert`.
+    ChatInsert,
+    /// `liveChatMessages.delete`.
+    ChatDelete,
+    /// `liveChatBans.insert`.
+    BanInsert,
+    /// `liveChatBans.delete`.
+    BanDelete,
 }
 
 impl FakeCall {
@@ -75,6 +90,8 @@ impl FakeCall {
             Self::Videos | Self::Channels | Self::PlaylistItems => 1,
             Self::Search => 100,
             Self::ChatList | Self::StreamList => 5,
+            Self::ChatInsert | Self::ChatDelete => 20,
+            Self::BanInsert | Self::BanDelete => 50,
         }
     }
 }
@@ -92,6 +109,8 @@ pub enum FakeError {
     ChatNotFound,
     /// 403 `forbidden` / `PERMISSION_DENIED`.
     Forbidden,
+    /// 403 `rateLimitExceeded` / `RESOURCE_EXHAUSTED`.
+    RateLimited,
     /// 400 `pageTokenInvalid` / `INVALID_ARGUMENT`.
     PageTokenInvalid,
     /// 503 `backendError` / `UNAVAILABLE`.
@@ -155,6 +174,12 @@ impl FakeError {
                 "The request specifies an invalid page token.",
             ),
             Self::ServerError => (503, "backendError", "global", "Backend Error"),
+            Self::RateLimited => (
+                403,
+                "rateLimitExceeded",
+                "youtube.liveChat",
+                "The request was sent too quickly after the previous one.",
+            ),
             _ => (200, "", "", ""),
         }
     }
@@ -164,6 +189,7 @@ impl FakeError {
             Self::QuotaExceeded => {
                 Status::resource_exhausted("Resource has been exhausted (e.g. check quota).")
             }
+            Self::RateLimited => Status::resource_exhausted("Rate limit exceeded."),
             Self::ChatEnded | Self::ChatDisabled => {
                 Status::failed_precondition("Precondition check failed.")
             }
@@ -249,9 +275,30 @@ impl Default for TokenCheck {
     }
 }
 
+/// A write the fake was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeWrite {
+    /// Which.
+    pub call: FakeCall,
+    /// The bearer token it carried.
+    pub token: Option<String>,
+    /// Its `id` query parameter (deletes).
+    pub id: Option<String>,
+    /// Its JSON body (inserts).
+    pub body: Value,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
 #[derive(Debug, Default)]
 struct State {
     tokens: TokenCheck,
+    writes: Vec<FakeWrite>,
+    /// The sender's channel id and name (authors of inserted messages).
+    sender: Option<(String, String)>,
+    /// Ban id to its chat and user.
+    bans: BTreeMap<String, (String, String)>,
+    next_write: u64,
     channels: BTreeMap<String, FakeChannel>,
     videos: BTreeMap<String, FakeVideo>,
     chats: BTreeMap<String, FakeChat>,
@@ -517,6 +564,22 @@ impl FakeYoutube {
             .is_some_and(|t| (check.0)(t))
     }
 
+    /// Inserted messages come from channel `channel_id` named `name`
+    /// (default `UCchatbus000000000000000`, `chatbus`).
+    pub fn set_sender(&self, channel_id: &str, name: &str) {
+        self.lock().sender = Some((channel_id.to_owned(), name.to_owned()));
+    }
+
+    /// Every write so far, in order.
+    pub fn writes(&self) -> Vec<FakeWrite> {
+        self.lock().writes.clone()
+    }
+
+    /// Bans in force (placed and not lifted): ban id to chat and user.
+    pub fn bans(&self) -> BTreeMap<String, (String, String)> {
+        self.lock().bans.clone()
+    }
+
     /// Calls of `call` so far.
     pub fn calls(&self, call: FakeCall) -> u64 {
         self.lock().calls.get(&call).copied().unwrap_or(0)
@@ -613,8 +676,31 @@ type Query = HashMap<String, String>;
 fn rest_routes(
     fake: FakeYoutube,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let writes = {
+        let fake = fake.clone();
+        warp::path("youtube")
+            .and(warp::path("v3"))
+            .and(warp::path::tail())
+            .and(warp::post().or(warp::delete()).unify())
+            .and(warp::method())
+            .and(warp::query::<Query>())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::bytes())
+            .and(warp::any().map(move || fake.clone()))
+            .then(
+                |tail: warp::path::Tail,
+                 method: warp::http::Method,
+                 q: Query,
+                 auth: Option<String>,
+                 body: bytes::Bytes,
+                 fake: FakeYoutube| async move {
+                    fake.write(tail.as_str(), &method, &q, auth.as_deref(), &body)
+                        .await
+                },
+            )
+    };
     let fake = warp::any().map(move || fake.clone());
-    warp::path("youtube")
+    let reads = warp::path("youtube")
         .and(warp::path("v3"))
         .and(warp::path::tail())
         .and(warp::get())
@@ -631,7 +717,8 @@ fn rest_routes(
                 fake.rest(tail.as_str(), &q, key.as_deref(), auth.as_deref())
                     .await
             },
-        )
+        );
+    reads.or(writes).unify()
 }
 
 fn reply(status: u16, body: &Value) -> warp::reply::Response {
@@ -862,10 +949,199 @@ impl FakeYoutube {
                     Err(e) => return error_reply(&e),
                 }
             }
-            FakeCall::StreamList => unreachable!("not a REST call"),
+            FakeCall::StreamList
+            | FakeCall::ChatInsert
+            | FakeCall::ChatDelete
+            | FakeCall::BanInsert
+            | FakeCall::BanDelete => unreachable!("not a REST read"),
         };
         reply(200, &body)
     }
+}
+
+impl FakeYoutube {
+    /// A write: checks the bearer token, charges the quota, answers an
+    /// injected error, else carries it out and logs it.
+    async fn write(
+        &self,
+        path: &str,
+        method: &warp::http::Method,
+        q: &Query,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> warp::reply::Response {
+        let post = method == warp::http::Method::POST;
+        let call = match (path, post) {
+            ("liveChat/messages", true) => FakeCall::ChatInsert,
+            ("liveChat/messages", false) => FakeCall::ChatDelete,
+            ("liveChat/bans", true) => FakeCall::BanInsert,
+            ("liveChat/bans", false) => FakeCall::BanDelete,
+            _ => return reply(404, &google_error(404, "notFound", "global", "Not Found")),
+        };
+        let token = auth
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let id = q.get("id").cloned();
+        let (status, answer) = match self.begin(call) {
+            Some(FakeError::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.carry_out(call, auth, id.as_deref(), &body)
+            }
+            Some(e) => {
+                let (code, reason, domain, message) = e.http();
+                (code, google_error(code, reason, domain, message))
+            }
+            None => self.carry_out(call, auth, id.as_deref(), &body),
+        };
+        self.lock().writes.push(FakeWrite {
+            call,
+            token,
+            id,
+            body,
+            status,
+        });
+        if status == 204 {
+            let mut res = warp::reply::Response::new(Vec::new().into());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            return res;
+        }
+        reply(status, &answer)
+    }
+
+    /// Carries out a write: its status and answer.
+    fn carry_out(
+        &self,
+        call: FakeCall,
+        auth: Option<&str>,
+        id: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        if !auth.is_some_and(|a| self.token_ok(a)) {
+            return (
+                401,
+                google_error(
+                    401,
+                    "unauthorized",
+                    "global",
+                    "Request is missing required authentication credential.",
+                ),
+            );
+        }
+        let not_found = |reason: &str, what: &str| {
+            (
+                404,
+                google_error(
+                    404,
+                    reason,
+                    "youtube.liveChat",
+                    &format!("{what} cannot be found."),
+                ),
+            )
+        };
+        let sn = &body["snippet"];
+        let chat_id = sn["liveChatId"].as_str().unwrap_or_default().to_owned();
+        let (result, changed) = {
+            let mut s = self.lock();
+            s.next_write += 1;
+            let n = s.next_write;
+            let (sender_id, sender_name) = s
+                .sender
+                .clone()
+                .unwrap_or_else(|| ("UCchatbus000000000000000".to_owned(), "chatbus".to_owned()));
+            let sender = msg::author(&sender_id, &sender_name, &["moderator"]);
+            let live = |s: &State, chat: &str| -> Result<(), (u16, Value)> {
+                match s.chats.get(chat) {
+                    None => Err(not_found("liveChatNotFound", "The live chat")),
+                    Some(c) if c.gone || c.offline_at.is_some() => {
+                        Err(error_of(&FakeError::ChatEnded))
+                    }
+                    Some(c) if c.disabled => Err(error_of(&FakeError::ChatDisabled)),
+                    Some(_) => Ok(()),
+                }
+            };
+            match call {
+                FakeCall::ChatInsert => match live(&s, &chat_id) {
+                    Err(e) => (e, false),
+                    Ok(()) => {
+                        let text = sn["textMessageDetails"]["messageText"]
+                            .as_str()
+                            .unwrap_or_default();
+                        let mut m = msg::text(&format!("sent-{n}"), &sender, text);
+                        m["snippet"]["liveChatId"] = json!(chat_id);
+                        s.chats
+                            .get_mut(&chat_id)
+                            .expect("live")
+                            .messages
+                            .push(m.clone());
+                        ((200, m), true)
+                    }
+                },
+                FakeCall::ChatDelete => {
+                    let target = id.unwrap_or_default();
+                    let chat = s.chats.iter().find_map(|(c, chat)| {
+                        chat.messages
+                            .iter()
+                            .any(|m| m["id"] == target)
+                            .then(|| c.clone())
+                    });
+                    match chat {
+                        None => (not_found("liveChatMessageNotFound", "The message"), false),
+                        Some(chat) => {
+                            let mut m = msg::deleted(&format!("deleted-{n}"), &sender, target);
+                            m["snippet"]["liveChatId"] = json!(chat);
+                            s.chats.get_mut(&chat).expect("found").messages.push(m);
+                            ((204, Value::Null), true)
+                        }
+                    }
+                }
+                FakeCall::BanInsert => match live(&s, &chat_id) {
+                    Err(e) => (e, false),
+                    Ok(()) => {
+                        let user = sn["bannedUserDetails"]["channelId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let seconds =
+                            (sn["type"] == "temporary").then(|| match &sn["banDurationSeconds"] {
+                                Value::String(t) => t.parse().unwrap_or(300),
+                                other => other.as_u64().unwrap_or(300),
+                            });
+                        let ban = format!("ban-{n}");
+                        s.bans.insert(ban.clone(), (chat_id.clone(), user.clone()));
+                        let target = msg::author(&user, &user, &[]);
+                        let mut m = msg::banned(&format!("banned-{n}"), &sender, &target, seconds);
+                        m["snippet"]["liveChatId"] = json!(chat_id);
+                        s.chats.get_mut(&chat_id).expect("live").messages.push(m);
+                        let mut snippet = sn.clone();
+                        snippet["liveChatId"] = json!(chat_id);
+                        (
+                            (
+                                200,
+                                json!({"kind": "youtube#liveChatBan", "etag": "e", "id": ban, "snippet": snippet}),
+                            ),
+                            true,
+                        )
+                    }
+                },
+                FakeCall::BanDelete => match s.bans.remove(id.unwrap_or_default()) {
+                    None => (not_found("liveChatBanNotFound", "The ban"), false),
+                    Some(_) => ((204, Value::Null), false),
+                },
+                _ => ((400, Value::Null), false),
+            }
+        };
+        if changed {
+            self.changed();
+        }
+        result
+    }
+}
+
+/// The status and Google error body of `e`.
+fn error_of(e: &FakeError) -> (u16, Value) {
+    let (code, reason, domain, message) = e.http();
+    (code, google_error(code, reason, domain, message))
 }
 
 fn video_json(id: &str, v: &FakeVideo) -> Value {

@@ -11,4 +11,5 @@ mod hostile;
 mod login;
 mod webhooks;
 mod youtube;
+mod youtube_commands;
 mod youtube_hostile;

@@ -624,27 +624,7 @@ impl Api {
                 }
             });
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(ErrorBody { error }) => ApiError::Google {
-                status: if error.code == 0 { status } else { error.code },
-                reason: common::body::cut(
-                    &error
-                        .errors
-                        .first()
-                        .map(|e| e.reason.clone())
-                        .filter(|r| !r.is_empty())
-                        .or(error.status)
-                        .unwrap_or_default(),
-                    MAX_ERROR_WORD,
-                ),
-                message: common::body::cut(&error.message, MAX_ERROR_TEXT),
-            },
-            Err(_) => ApiError::Google {
-                status,
-                reason: String::new(),
-                message: snippet(&body),
-            },
-        })
+        Err(google_error(status, &body))
     }
 
     /// `videos.list?part=snippet,liveStreamingDetails&id=…` (1 unit, up to
@@ -785,6 +765,32 @@ impl Api {
             polling_interval: page.polling_interval_millis.map(Duration::from_millis),
             offline_at: page.offline_at.filter(|t| !t.is_empty()),
         })
+    }
+}
+
+/// The error of a non-2xx answer with `body`, in Google's error format
+/// (`error.errors[0].reason`, else `error.status`), its text cut.
+pub(crate) fn google_error(status: u16, body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => ApiError::Google {
+            status: if error.code == 0 { status } else { error.code },
+            reason: common::body::cut(
+                &error
+                    .errors
+                    .first()
+                    .map(|e| e.reason.clone())
+                    .filter(|r| !r.is_empty())
+                    .or(error.status)
+                    .unwrap_or_default(),
+                MAX_ERROR_WORD,
+            ),
+            message: common::body::cut(&error.message, MAX_ERROR_TEXT),
+        },
+        Err(_) => ApiError::Google {
+            status,
+            reason: String::new(),
+            message: snippet(body),
+        },
     }
 }
 

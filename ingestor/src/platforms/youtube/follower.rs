@@ -329,7 +329,11 @@ impl Follower {
                 Ok(Found::Live(chat)) => {
                     self.backoff.reset();
                     tracing::info!(platform = PLATFORM_YOUTUBE, channel = %self.key, video = %chat.video_id, "live: reading its chat");
-                    match self.read(&chat).await {
+                    let live_chats = self.shared.live_chats.clone();
+                    live_chats.set(&self.key, &chat.live_chat_id);
+                    let end = self.read(&chat).await;
+                    live_chats.clear(&self.key, &chat.live_chat_id);
+                    match end {
                         ReadEnd::Cancelled => false,
                         ReadEnd::Ended => {
                             self.ended.insert(chat.live_chat_id.clone(), ());

@@ -13,18 +13,23 @@
 //!   can be checked and chats polled within it.
 //! * [`limits`]: the bounds on what YouTube sends (answer size, messages
 //!   in a page, error text, polling interval).
+//! * [`sender`]: carrying out commands (send, delete, timeout, ban, unban)
+//!   in the chats the followers read ([`live_chats`]: the chat each
+//!   channel reads now, shared by the two).
 //!
 //! The source is configured when `YOUTUBE_API_KEY` or `YOUTUBE_LOGIN` is
-//! set (docs/ingestor.md).
+//! set, the sender when `YOUTUBE_SENDER` is set too (docs/ingestor.md).
 
 pub mod api;
 pub mod entry;
 pub mod follower;
 pub mod limits;
+pub mod live_chats;
 pub mod normalise;
 pub mod quota;
 pub mod recent;
 pub mod resource;
+pub mod sender;
 pub mod settings;
 mod shared;
 pub mod stream;
@@ -71,6 +76,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             live_check: settings.youtube_live_check,
             offline_poll_interval: settings.youtube_offline_poll_interval,
             daily_quota: settings.youtube_daily_quota,
+            command_quota_share: settings.command_share(),
             quota_exceeded_wait: settings.youtube_quota_exceeded_wait,
             max_channels: settings.youtube_max_channels,
             include_raw: ctx.include_raw,
@@ -103,7 +109,34 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             manager.set_requested_as(&key, asked.trim());
         }
     }
+    let sender = match settings.sender_account() {
+        Some(account) => {
+            let tokens = match ctx.oauth.google()? {
+                Some(provider) => sender::Tokens::Managed(common::token_manager::TokenManager::new(
+                    ctx.oauth.token_store(),
+                    provider,
+                )),
+                None => sender::Tokens::Stored(ctx.oauth.token_store()),
+            };
+            let sender = sender::YoutubeSender::new(
+                sender::SenderSettings {
+                    api_url: settings.youtube_api_url.clone(),
+                    account,
+                    request_timeout: settings.youtube_request_timeout,
+                    retry_max_delay: settings.youtube_retry_max_delay,
+                    max_response_bytes: settings.youtube_max_response_bytes,
+                },
+                tokens,
+                source.shared.live_chats.clone(),
+                source.shared.quota.clone(),
+            )
+            .context("setting up the YouTube sender")?;
+            Some(Arc::new(sender) as Arc<dyn crate::platforms::seam::Sender>)
+        }
+        None => None,
+    };
     let mut started = Started::source(source);
+    started.sender = sender;
     if let Some(tokens) = tokens {
         let cancel = ctx.shutdown.clone();
         started.tasks.push((
@@ -137,6 +170,8 @@ pub struct YoutubeSettings {
     pub offline_poll_interval: Option<Duration>,
     /// Quota units a day.
     pub daily_quota: u64,
+    /// Share of `daily_quota` reserved for commands (0 without a sender).
+    pub command_quota_share: f64,
     /// Wait after `quotaExceeded`; `None`: until midnight Pacific.
     pub quota_exceeded_wait: Option<Duration>,
     /// Most entries wanted at once.
@@ -193,10 +228,10 @@ impl YoutubeSource {
             )
             .with_limit(settings.max_channels, "YOUTUBE_MAX_CHANNELS"),
         );
-        let quota = Arc::new(Quota::new(
-            settings.daily_quota,
-            settings.quota_exceeded_wait,
-        ));
+        let quota = Arc::new(
+            Quota::new(settings.daily_quota, settings.quota_exceeded_wait)
+                .with_command_share(settings.command_quota_share),
+        );
         let reach = Arc::new(Reachability::new(
             PLATFORM_YOUTUBE,
             format!("the YouTube API at {}", settings.api_url),
@@ -244,6 +279,7 @@ impl YoutubeSource {
                 api,
                 stream,
                 quota,
+                live_chats: Arc::default(),
                 reach,
                 manager,
                 sink,

@@ -8,6 +8,21 @@
 //! `search.list` 100, `liveChatMessages.list` 5, and
 //! `liveChatMessages.streamList` 5 per connection. Every request costs at
 //! least 1, even a refused one.
+//!
+//! The writes commands make (`super::sender`): `liveChatMessages.insert`
+//! and `liveChatMessages.delete` cost 20 units each, as their reference
+//! pages say ("Quota impact: A call to this method has a quota cost of 20
+//! units", developers.google.com/youtube/data/live/reference/rest/v3/
+//! liveChatMessages/insert and .../liveChatMessages/delete, read in
+//! 2026). `liveChatBans.insert` and `liveChatBans.delete`: their reference
+//! pages (.../liveChatBans/insert, .../liveChatBans/delete) name no cost
+//! and the "Quota costs" table as found lists no live-chat rows, so 50
+//! units each is a conservative assumption (what the table charges other
+//! writes), not a documented figure.
+//!
+//! A share of the daily budget (`YOUTUBE_COMMAND_QUOTA_SHARE`, when a
+//! sender is configured) is reserved for commands: reading may not use it,
+//! and commands may use only it, so sending cannot starve reading.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,6 +44,14 @@ pub enum Call {
     LiveChatMessagesList,
     /// `liveChatMessages.streamList` (per connection).
     StreamList,
+    /// `liveChatMessages.insert` (a command's `send`).
+    LiveChatMessagesInsert,
+    /// `liveChatMessages.delete` (a command's `delete`).
+    LiveChatMessagesDelete,
+    /// `liveChatBans.insert` (`timeout`, `ban`).
+    LiveChatBansInsert,
+    /// `liveChatBans.delete` (`unban`).
+    LiveChatBansDelete,
 }
 
 impl Call {
@@ -38,6 +61,10 @@ impl Call {
             Self::VideosList | Self::ChannelsList | Self::PlaylistItemsList => 1,
             Self::SearchList => 100,
             Self::LiveChatMessagesList | Self::StreamList => 5,
+            // Documented (the methods' reference pages).
+            Self::LiveChatMessagesInsert | Self::LiveChatMessagesDelete => 20,
+            // Not documented where we looked: a conservative assumption.
+            Self::LiveChatBansInsert | Self::LiveChatBansDelete => ASSUMED_WRITE_COST,
         }
     }
 
@@ -50,9 +77,18 @@ impl Call {
             Self::SearchList => "search.list",
             Self::LiveChatMessagesList => "liveChatMessages.list",
             Self::StreamList => "liveChatMessages.streamList",
+            Self::LiveChatMessagesInsert => "liveChatMessages.insert",
+            Self::LiveChatMessagesDelete => "liveChatMessages.delete",
+            Self::LiveChatBansInsert => "liveChatBans.insert",
+            Self::LiveChatBansDelete => "liveChatBans.delete",
         }
     }
 }
+
+/// The cost assumed for a write whose cost Google's pages do not state
+/// (`liveChatBans.insert` and `.delete`): what the "Quota costs" table
+/// charges other writes.
+pub const ASSUMED_WRITE_COST: u64 = 50;
 
 /// Share of the daily quota the checks of channels that are not live may
 /// use when their interval is derived from the budget; the rest is left for
@@ -66,6 +102,8 @@ pub const MIN_OFFLINE_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Quota {
     daily: u64,
+    /// Units a day reserved for commands (out of `daily`).
+    reserved: u64,
     exceeded_wait: Option<Duration>,
     state: Mutex<State>,
 }
@@ -73,8 +111,14 @@ pub struct Quota {
 #[derive(Debug, Default)]
 struct State {
     day: Option<NaiveDate>,
+    /// Spent by reading.
     spent: u64,
-    blocked_until: Option<DateTime<Utc>>,
+    /// Spent by commands.
+    commands_spent: u64,
+    /// Reading's share is spent: reads wait until then.
+    reading_until: Option<DateTime<Utc>>,
+    /// YouTube answered `quotaExceeded`: every call waits until then.
+    exceeded_until: Option<DateTime<Utc>>,
 }
 
 impl Quota {
@@ -84,8 +128,63 @@ impl Quota {
     pub fn new(daily: u64, exceeded_wait: Option<Duration>) -> Self {
         Self {
             daily,
+            reserved: 0,
             exceeded_wait,
             state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Reserves `share` (0 to 1) of the daily budget for commands: reading
+    /// may not use it, commands may use only it.
+    #[must_use]
+    pub fn with_command_share(mut self, share: f64) -> Self {
+        self.reserved = ((self.daily as f64) * share.clamp(0.0, 1.0)).floor() as u64;
+        self
+    }
+
+    /// Units a day reading may spend: the budget less the commands' share.
+    fn reading_budget(&self) -> u64 {
+        self.daily - self.reserved
+    }
+
+    /// Units a day reserved for commands.
+    pub fn command_budget(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Charges a command's write about to be made at `now`, if the
+    /// commands' share of today's budget still affords it and no
+    /// `quotaExceeded` blocks calls. Counted in the same day's total as
+    /// reading.
+    ///
+    /// # Errors
+    /// When it would pass the share, or calls are blocked: until when.
+    pub fn spend_command(&self, call: Call, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+        let total = {
+            let mut s = self.state.lock().expect("quota lock");
+            Self::roll(&mut s, now);
+            if let Some(until) = s.exceeded_until.filter(|u| *u > now) {
+                return Err(until);
+            }
+            if s.commands_spent + call.cost() > self.reserved {
+                return Err(next_reset(now));
+            }
+            s.commands_spent += call.cost();
+            s.spent + s.commands_spent
+        };
+        metrics::counter!("chatbus_ingestor_youtube_quota_units_total", "method" => call.name())
+            .increment(call.cost());
+        metrics::gauge!("chatbus_ingestor_youtube_quota_used_today").set(total as f64);
+        Ok(())
+    }
+
+    /// Starts a new Pacific day's counts when `now` is in one.
+    fn roll(s: &mut State, now: DateTime<Utc>) {
+        let today = pacific_date(now);
+        if s.day != Some(today) {
+            s.day = Some(today);
+            s.spent = 0;
+            s.commands_spent = 0;
         }
     }
 
@@ -100,23 +199,19 @@ impl Quota {
     pub fn spend(&self, call: Call, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
         let spent = {
             let mut s = self.state.lock().expect("quota lock");
-            let today = pacific_date(now);
-            if s.day != Some(today) {
-                s.day = Some(today);
-                s.spent = 0;
-            }
-            if s.spent + call.cost() > self.daily {
+            Self::roll(&mut s, now);
+            if s.spent + call.cost() > self.reading_budget() {
                 let until = next_reset(now);
-                let first = s.blocked_until.is_none_or(|b| b < until);
-                s.blocked_until = Some(until);
+                let first = s.reading_until.is_none_or(|b| b < until);
+                s.reading_until = Some(until);
                 drop(s);
                 if first {
-                    tracing::warn!(platform = "youtube", daily = self.daily, %until, "YOUTUBE_DAILY_QUOTA is spent for today: no YouTube call until the quota resets");
+                    tracing::warn!(platform = "youtube", daily = self.daily, reserved_for_commands = self.reserved, %until, "YOUTUBE_DAILY_QUOTA (less the commands' share) is spent for today: no YouTube read until the quota resets");
                 }
                 return Err(until);
             }
             s.spent += call.cost();
-            s.spent
+            s.spent + s.commands_spent
         };
         metrics::counter!("chatbus_ingestor_youtube_quota_units_total", "method" => call.name())
             .increment(call.cost());
@@ -129,7 +224,7 @@ impl Quota {
     /// (1 − [`OFFLINE_SHARE`]) of the daily budget: `86,400 s × 5 ×
     /// chats / (daily × (1 − share))`.
     pub fn poll_interval(&self, chats: usize) -> Duration {
-        let per_day = (self.daily as f64 * (1.0 - OFFLINE_SHARE)).max(1.0);
+        let per_day = (self.reading_budget() as f64 * (1.0 - OFFLINE_SHARE)).max(1.0);
         let cost = Call::LiveChatMessagesList.cost() as f64;
         Duration::from_secs_f64(86_400.0 * cost * chats.max(1) as f64 / per_day)
     }
@@ -139,7 +234,7 @@ impl Quota {
     pub fn spent_today(&self, now: DateTime<Utc>) -> u64 {
         let s = self.state.lock().expect("quota lock");
         if s.day == Some(pacific_date(now)) {
-            s.spent
+            s.spent + s.commands_spent
         } else {
             0
         }
@@ -153,29 +248,29 @@ impl Quota {
             None => next_reset(now),
         };
         let mut s = self.state.lock().expect("quota lock");
-        let until = s.blocked_until.map_or(until, |b| b.max(until));
-        s.blocked_until = Some(until);
+        let until = s.exceeded_until.map_or(until, |b| b.max(until));
+        s.exceeded_until = Some(until);
         until
     }
 
-    /// Until when calls must wait, if they must.
+    /// Until when reads must wait, if they must (YouTube's `quotaExceeded`,
+    /// or reading's share spent).
     pub fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut s = self.state.lock().expect("quota lock");
-        match s.blocked_until {
-            Some(until) if until > now => Some(until),
-            Some(_) => {
-                s.blocked_until = None;
-                None
-            }
-            None => None,
+        if s.exceeded_until.is_some_and(|u| u <= now) {
+            s.exceeded_until = None;
         }
+        if s.reading_until.is_some_and(|u| u <= now) {
+            s.reading_until = None;
+        }
+        s.exceeded_until.max(s.reading_until)
     }
 
     /// How often each of `channels` channels that are not live can be
     /// checked, at `check_cost` units a check, within [`OFFLINE_SHARE`] of
     /// the daily budget (never more often than [`MIN_OFFLINE_INTERVAL`]).
     pub fn offline_interval(&self, channels: usize, check_cost: u64) -> Duration {
-        offline_interval(self.daily, channels, check_cost)
+        offline_interval(self.reading_budget(), channels, check_cost)
     }
 }
 
@@ -317,6 +412,36 @@ mod tests {
         // Half of 500 units for polls: 86,400 s × 5 / 250 = 1,728 s apart.
         assert_eq!(q.poll_interval(1), Duration::from_secs(1_728));
         assert_eq!(Quota::new(10_000, None).poll_interval(2).as_secs_f64(), 172.8);
+    }
+
+    #[test]
+    fn the_commands_share_is_theirs_alone() {
+        // 1,000 units, 10 % for commands: 900 for reading, 100 for writes.
+        let q = Quota::new(1_000, None).with_command_share(0.1);
+        let t = utc("2026-01-15T20:00:00Z");
+        assert_eq!(q.command_budget(), 100);
+        let mut polls = 0;
+        while q.spend(Call::LiveChatMessagesList, t).is_ok() {
+            polls += 1;
+        }
+        assert_eq!(polls, 180, "900 units at 5 a poll");
+        // Reading spent its share; commands still have theirs.
+        q.spend_command(Call::LiveChatMessagesInsert, t).unwrap();
+        q.spend_command(Call::LiveChatBansInsert, t).unwrap();
+        assert_eq!(q.spent_today(t), 970);
+        // 70 of 100 spent: another 50 does not fit, a 20 does.
+        assert!(q.spend_command(Call::LiveChatBansDelete, t).is_err());
+        q.spend_command(Call::LiveChatMessagesDelete, t).unwrap();
+        // A new Pacific day: both shares afresh.
+        let next = utc("2026-01-16T08:00:01Z");
+        q.spend_command(Call::LiveChatBansInsert, next).unwrap();
+        q.spend(Call::VideosList, next).unwrap();
+        // YouTube's quotaExceeded stops commands too.
+        q.exceeded(next);
+        assert!(q.spend_command(Call::LiveChatMessagesInsert, next).is_err());
+        // Without a share, commands have nothing.
+        let none = Quota::new(1_000, None);
+        assert!(none.spend_command(Call::LiveChatMessagesInsert, t).is_err());
     }
 
     #[test]

@@ -88,6 +88,16 @@ pub struct Settings {
     /// `pollingIntervalMillis` says (the quota may still ask for longer).
     #[serde(with = "humantime_serde")]
     pub youtube_max_poll_interval: Duration,
+    /// Token-store account (`youtube:<email>`, or the e-mail, as
+    /// `youtube_login`) that commands act as when they name none. Set: the
+    /// YouTube sender runs (it needs the reader for the chats' ids, so
+    /// `youtube_api_key` or `youtube_login` too). Its token needs the scope
+    /// `https://www.googleapis.com/auth/youtube.force-ssl`.
+    pub youtube_sender: Option<String>,
+    /// Share of `youtube_daily_quota` reserved for commands while the
+    /// sender runs (0 to 0.9): reading may not use it, commands may use
+    /// only it.
+    pub youtube_command_quota_share: f64,
 }
 
 impl Default for Settings {
@@ -110,6 +120,8 @@ impl Default for Settings {
             youtube_max_page_items: 5_000,
             youtube_min_poll_interval: Duration::from_secs(1),
             youtube_max_poll_interval: Duration::from_secs(60),
+            youtube_sender: None,
+            youtube_command_quota_share: 0.1,
         }
     }
 }
@@ -122,12 +134,22 @@ impl Settings {
 
     /// The token-store login of `youtube_login` (without `youtube:`).
     pub fn account(&self) -> Option<String> {
-        self.youtube_login.as_deref().map(|l| {
-            l.strip_prefix("youtube:")
-                .unwrap_or(l)
-                .trim()
-                .to_ascii_lowercase()
-        })
+        self.youtube_login.as_deref().map(login_of)
+    }
+
+    /// The token-store login of `youtube_sender` (without `youtube:`).
+    pub fn sender_account(&self) -> Option<String> {
+        self.youtube_sender.as_deref().map(login_of)
+    }
+
+    /// The share of the daily quota reserved for commands: none without a
+    /// sender.
+    pub fn command_share(&self) -> f64 {
+        if self.youtube_sender.is_some() {
+            self.youtube_command_quota_share
+        } else {
+            0.0
+        }
     }
 
     /// Checks what serde cannot; `oauth` is the shared OAuth configuration
@@ -156,6 +178,26 @@ impl Settings {
         if self.youtube_login.is_some() {
             oauth.validate()?;
         }
+        if let Some(sender) = self.sender_account() {
+            if sender.is_empty() || sender.contains(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    "youtube_sender",
+                    "must be a token-store account: youtube:<email> or the e-mail",
+                ));
+            }
+            if !self.enabled() {
+                return Err(ConfigError::invalid(
+                    "youtube_sender",
+                    "YOUTUBE_SENDER is set but neither YOUTUBE_API_KEY nor YOUTUBE_LOGIN: the sender writes to the chats the YouTube source reads",
+                ));
+            }
+        }
+        check_range(
+            "youtube_command_quota_share",
+            self.youtube_command_quota_share,
+            0.0,
+            0.9,
+        )?;
         check_http_url("youtube_api_url", &self.youtube_api_url)?;
         check_http_url("youtube_grpc_url", &self.youtube_grpc_url)?;
         check_range(
@@ -220,6 +262,16 @@ impl Settings {
     }
 }
 
+/// A token-store login as an account setting names it: without
+/// `youtube:`, trimmed, in lower case.
+pub fn login_of(account: &str) -> String {
+    account
+        .strip_prefix("youtube:")
+        .unwrap_or(account)
+        .trim()
+        .to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use common::config::load_from;
@@ -255,6 +307,23 @@ mod tests {
             Some("me@example.com")
         );
         assert!(!super::Settings::default().enabled());
+        let c: Config = load_from(
+            None,
+            [
+                ("YOUTUBE_API_KEY", "k"),
+                ("YOUTUBE_SENDER", "youtube:Bot@Example.com"),
+                ("YOUTUBE_COMMAND_QUOTA_SHARE", "0.25"),
+            ],
+        )
+        .unwrap();
+        let youtube = &c.platforms.youtube;
+        assert_eq!(youtube.sender_account().as_deref(), Some("bot@example.com"));
+        assert_eq!(youtube.command_share(), 0.25);
+        assert_eq!(super::Settings::default().command_share(), 0.0);
+        let err = load_from::<Config, _, _, _>(None, [("YOUTUBE_SENDER", "bot@example.com")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("YOUTUBE_SENDER"), "{err}");
     }
 
     #[test]
@@ -271,6 +340,8 @@ mod tests {
             ("YOUTUBE_MAX_PAGE_ITEMS", "1999"),
             ("YOUTUBE_MIN_POLL_INTERVAL", "0s"),
             ("YOUTUBE_MAX_POLL_INTERVAL", "10ms"),
+            ("YOUTUBE_COMMAND_QUOTA_SHARE", "0.95"),
+            ("YOUTUBE_SENDER", "not an account"),
         ] {
             let err = load_from::<Config, _, _, _>(None, [(k, v), ("YOUTUBE_API_KEY", "k")])
                 .unwrap_err()

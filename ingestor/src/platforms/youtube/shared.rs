@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
 use super::limits::Limits;
+use super::live_chats::LiveChats;
 use super::quota::Quota;
 use super::settings::LiveCheck;
 use super::stream::StreamClient;
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) api: Api,
     pub(crate) stream: Option<StreamClient>,
     pub(crate) quota: Arc<Quota>,
+    /// The chat each channel reads now (the sender writes to it).
+    pub(crate) live_chats: Arc<LiveChats>,
     pub(crate) reach: Arc<Reachability>,
     pub(crate) manager: Arc<ChannelManager>,
     pub(crate) sink: EventSink,
