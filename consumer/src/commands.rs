@@ -368,6 +368,44 @@ mod tests {
             .map_err(|e| e.message)
     }
 
+    async fn post(token: Option<&str>, auth: Option<&str>) -> (u16, serde_json::Value) {
+        let slot = Arc::new(Commands::new(CommandTopology::named("chat.commands")));
+        let routes = routes(slot, token.map(Secret::new)).recover(common::http::handle_rejection);
+        let mut req = warp::test::request()
+            .method("POST")
+            .path("/api/commands")
+            .body(r#"{"platform":"twitch","channel":"x","kind":"send","text":"hi"}"#);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let res = req.reply(&routes).await;
+        let body = serde_json::from_slice(res.body()).unwrap();
+        (res.status().as_u16(), body)
+    }
+
+    #[tokio::test]
+    async fn without_a_command_token_sending_is_off_and_says_so() {
+        let (status, body) = post(None, Some("Bearer anything")).await;
+        assert_eq!(status, 403);
+        assert_eq!(body["error"], "commands_off");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("CONSUMER_COMMAND_TOKEN")
+        );
+    }
+
+    #[tokio::test]
+    async fn with_one_only_its_bearer_header_passes() {
+        assert_eq!(post(Some("w"), None).await.0, 401);
+        assert_eq!(post(Some("w"), Some("Bearer r")).await.0, 401);
+        // The right token, and no broker connection yet: 503, not sent.
+        let (status, body) = post(Some("w"), Some("Bearer w")).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "commands_unavailable");
+    }
+
     #[test]
     fn one_command_of_each_kind() {
         let send = actions(serde_json::json!({
