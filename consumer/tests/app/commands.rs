@@ -223,3 +223,52 @@ async fn without_the_write_token_nothing_is_published_and_bad_bodies_are_400() {
     responder.stop(&exchange).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sending_is_unavailable_while_the_broker_is_away_and_works_again_on_the_new_connection() {
+    let exchange = unique("test-commands");
+    let channel = format!("cmd_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let responder = CommandResponder::start(
+        &exchange,
+        &[command_routing_key("twitch", &channel)],
+        |_| (ReceiptStatus::Sent, None),
+    )
+    .await;
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let url = proxy.url(&testkit::rabbit::amqp_url());
+    let commands_exchange = exchange.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.amqp_url = url;
+        c.consumer_command_token = Some(Secret::new(WRITE));
+        c.consumer_commands_exchange = commands_exchange;
+    })
+    .await;
+    app.wait_consuming().await;
+    let send = json!({"platform": "twitch", "channel": channel, "kind": "send", "text": "hi"});
+    assert_eq!(
+        post_command(&app, Some(WRITE), &send).await.1["status"],
+        "sent"
+    );
+
+    proxy.cut();
+    testkit::eventually(30, "the consumer noticing the broker is away", || async {
+        (app.get_json("/readyz").await.1["consuming"] == false).then_some(())
+    })
+    .await;
+    let (status, answer) = post_command(&app, Some(WRITE), &send).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "commands_unavailable");
+
+    proxy.restore();
+    app.wait_consuming().await;
+    let (status, receipt) = post_command(&app, Some(WRITE), &send).await;
+    assert_eq!(
+        (status, &receipt["status"]),
+        (200, &json!("sent")),
+        "{receipt}"
+    );
+    assert_eq!(responder.seen().len(), 2, "the one sent while away was not");
+
+    responder.stop(&exchange).await;
+    app.stop().await;
+}
