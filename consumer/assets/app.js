@@ -211,10 +211,12 @@
       none.dataset.status = "error";
       none.textContent = "no channel on screen to send to";
       receipts.replaceChildren(none);
+      receipts.hidden = false;
       return;
     }
     const items = chosen.map(receiptItem);
     receipts.replaceChildren(...items);
+    receipts.hidden = false;
     try {
       const answer = await postCommand({ targets: chosen, text });
       answer.forEach((receipt, i) => settle(items[i], receipt.status, receiptText(receipt)));
@@ -271,7 +273,6 @@
       if (at > 0 && !c.includes("*")) addTarget(c.slice(0, at), c.slice(at + 1));
     }
     composer.hidden = false;
-    receipts.hidden = false;
     composer.addEventListener("submit", send);
     document.getElementById("compose-forget").addEventListener("click", () => {
       try {
