@@ -250,13 +250,14 @@ impl CommandRequest {
 
 /// Parses and validates `body`: the commands to publish (fresh ids, issued
 /// now) and whether the answer is a list.
-fn parse(body: &[u8], client: &CommandClient) -> Result<(Vec<ChatCommand>, bool), ApiError> {
+fn parse(body: &[u8]) -> Result<(Vec<ChatCommand>, bool), ApiError> {
     let request: CommandRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("not a command: {e}")))?;
     let list = request.targets.is_some();
     let mut commands = Vec::new();
     for (platform, channel, action) in request.actions()? {
-        let command = client.command(&platform, &channel, action);
+        let id = uuid::Uuid::new_v4().to_string();
+        let command = ChatCommand::new(id, platform, channel, action);
         command.validate().map_err(|e| bad(e.to_string()))?;
         commands.push(command);
     }
@@ -335,6 +336,7 @@ pub fn routes(
         .and(warp::body::bytes())
         .and(warp::any().map(move || slot.clone()))
         .and_then(|body: bytes::Bytes, slot: Arc<Commands>| async move {
+            let (commands, list) = parse(&body).map_err(warp::reject::custom)?;
             let Some(client) = slot.client() else {
                 return Err(warp::reject::custom(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -342,7 +344,6 @@ pub fn routes(
                     "not connected to RabbitMQ; try again shortly",
                 )));
             };
-            let (commands, list) = parse(&body, &client).map_err(warp::reject::custom)?;
             let receipts = futures::future::join_all(
                 commands
                     .into_iter()
@@ -368,13 +369,23 @@ mod tests {
             .map_err(|e| e.message)
     }
 
+    const SEND: &str = r#"{"platform":"twitch","channel":"x","kind":"send","text":"hi"}"#;
+
     async fn post(token: Option<&str>, auth: Option<&str>) -> (u16, serde_json::Value) {
+        post_body(token, auth, SEND).await
+    }
+
+    async fn post_body(
+        token: Option<&str>,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let slot = Arc::new(Commands::new(CommandTopology::named("chat.commands")));
         let routes = routes(slot, token.map(Secret::new)).recover(common::http::handle_rejection);
         let mut req = warp::test::request()
             .method("POST")
             .path("/api/commands")
-            .body(r#"{"platform":"twitch","channel":"x","kind":"send","text":"hi"}"#);
+            .body(body.to_owned());
         if let Some(auth) = auth {
             req = req.header("authorization", auth);
         }
@@ -404,6 +415,14 @@ mod tests {
         let (status, body) = post(Some("w"), Some("Bearer w")).await;
         assert_eq!(status, 503);
         assert_eq!(body["error"], "commands_unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_bad_body_is_400_before_the_broker_is_asked() {
+        let (status, body) =
+            post_body(Some("w"), Some("Bearer w"), r#"{"platform":"twitch"}"#).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_command");
     }
 
     #[test]
