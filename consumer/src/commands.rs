@@ -385,7 +385,7 @@ mod tests {
         let mut req = warp::test::request()
             .method("POST")
             .path("/api/commands")
-            .body(body.to_owned());
+            .body(body);
         if let Some(auth) = auth {
             req = req.header("authorization", auth);
         }
