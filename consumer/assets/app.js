@@ -10,6 +10,7 @@
 //
 // URL parameters: channels=twitch:somechannel,otherchannel  history=100
 //                 max=500  access_token=<CONSUMER_API_TOKEN>
+// URL fragment:   #command_token=<CONSUMER_COMMAND_TOKEN> (see "sending")
 // /overlay is the same with a transparent background, for OBS.
 "use strict";
 
@@ -103,6 +104,184 @@
     } catch (_) {
       // The list is a convenience; the page works without it.
     }
+  }
+
+  // ------------------------------------------------------------- sending --
+  //
+  // With a command token (CONSUMER_COMMAND_TOKEN) the page writes too: a
+  // composer that sends one text to one channel or to every channel on
+  // screen (one command per channel, through POST /api/commands), and on
+  // each message a moderator's delete and timeout buttons. The token is
+  // given once as #command_token=... in the address: it is taken out of the
+  // address bar at once and kept in sessionStorage (this tab only, gone when
+  // it closes). Without one, none of this shows; the overlay never writes.
+
+  const TOKEN_KEY = "chatbus.command_token";
+  const TIMEOUT_SECONDS = 600;
+  const composer = document.getElementById("composer");
+  const composeTarget = document.getElementById("compose-target");
+  const composeText = document.getElementById("compose-text");
+  const receipts = document.getElementById("receipts");
+
+  function readCommandToken() {
+    if (overlay) return null;
+    try {
+      const fragment = new URLSearchParams(location.hash.slice(1));
+      if (fragment.has("command_token")) {
+        const given = fragment.get("command_token");
+        fragment.delete("command_token");
+        const rest = fragment.toString();
+        history.replaceState(null, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+        if (given) sessionStorage.setItem(TOKEN_KEY, given);
+        else sessionStorage.removeItem(TOKEN_KEY);
+      }
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch (_) {
+      return null;
+    }
+  }
+  const commandToken = readCommandToken();
+
+  // "platform:channel" -> {platform, channel}: the channels the page names,
+  // then each channel a message comes from (a bare channel or a pattern
+  // names no platform: its channels count once they show a message).
+  const targets = new Map();
+
+  function addTarget(platform, channel) {
+    if (!commandToken || !platform || !channel) return;
+    const key = `${platform}:${channel}`;
+    if (targets.has(key)) return;
+    targets.set(key, { platform, channel });
+    const option = document.createElement("option");
+    option.value = key;
+    option.textContent = key;
+    composeTarget.append(option);
+  }
+
+  function receiptText(receipt) {
+    return receipt.reason ? `${receipt.status}: ${receipt.reason}` : receipt.status;
+  }
+
+  // Posts one command (or a list of targets); the receipt(s), or throws
+  // with the server's reason.
+  async function postCommand(body) {
+    const res = await fetch("/api/commands", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${commandToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      throw new Error(answer.error ? `${answer.error}: ${answer.message}` : `HTTP ${res.status}`);
+    }
+    return answer;
+  }
+
+  function receiptItem({ platform, channel }) {
+    const item = document.createElement("li");
+    item.className = "receipt";
+    item.dataset.platform = platform;
+    item.dataset.channel = channel;
+    item.dataset.status = "sending";
+    const where = document.createElement("span");
+    where.className = "target";
+    where.textContent = `${platform}:#${channel}`;
+    const what = document.createElement("span");
+    what.className = "status";
+    what.textContent = "sending\u2026";
+    item.append(where, what);
+    return item;
+  }
+
+  function settle(item, status, text) {
+    item.dataset.status = status;
+    item.querySelector(".status").textContent = text;
+  }
+
+  async function send(ev) {
+    ev.preventDefault();
+    const text = composeText.value;
+    if (!text.trim()) return;
+    const chosen = composeTarget.value === "*"
+      ? Array.from(targets.values())
+      : [targets.get(composeTarget.value)].filter(Boolean);
+    if (chosen.length === 0) {
+      const none = document.createElement("li");
+      none.className = "receipt";
+      none.dataset.status = "error";
+      none.textContent = "no channel on screen to send to";
+      receipts.replaceChildren(none);
+      receipts.hidden = false;
+      return;
+    }
+    const items = chosen.map(receiptItem);
+    receipts.replaceChildren(...items);
+    receipts.hidden = false;
+    try {
+      const answer = await postCommand({ targets: chosen, text });
+      answer.forEach((receipt, i) => settle(items[i], receipt.status, receiptText(receipt)));
+      if (answer.every((receipt) => receipt.status === "sent")) composeText.value = "";
+    } catch (e) {
+      items.forEach((item) => settle(item, "error", e.message));
+    }
+  }
+
+  // A moderator's command about one message; its receipt shows on the line.
+  async function moderate(line, event, command, label) {
+    let note = line.querySelector(".receipt");
+    if (!note) {
+      note = el("span", "receipt");
+      line.append(note);
+    }
+    note.dataset.status = "sending";
+    note.dataset.kind = command.kind;
+    note.textContent = `${label}: sending\u2026`;
+    try {
+      const receipt = await postCommand({
+        platform: event.platform, channel: event.channel, ...command,
+      });
+      note.dataset.status = receipt.status;
+      note.textContent = `${label}: ${receiptText(receipt)}`;
+    } catch (e) {
+      note.dataset.status = "error";
+      note.textContent = `${label}: ${e.message}`;
+    }
+  }
+
+  function modActions(line, event) {
+    const actions = el("span", "mod-actions");
+    const who = event.author.display_name || event.author.login;
+    const remove = el("button", "mod-delete", "delete");
+    remove.type = "button";
+    remove.title = "delete this message";
+    remove.addEventListener("click", () => moderate(
+      line, event, { kind: "delete", message_id: event.id }, "delete",
+    ));
+    const timeout = el("button", "mod-timeout", `${TIMEOUT_SECONDS / 60}m`);
+    timeout.type = "button";
+    timeout.title = `time ${who} out for ${TIMEOUT_SECONDS / 60} minutes`;
+    timeout.addEventListener("click", () => moderate(
+      line, event, { kind: "timeout", user_id: event.author.id, seconds: TIMEOUT_SECONDS }, "timeout",
+    ));
+    actions.append(remove, timeout);
+    return actions;
+  }
+
+  if (commandToken) {
+    for (const c of channels) {
+      const at = c.indexOf(":");
+      if (at > 0 && !c.includes("*")) addTarget(c.slice(0, at), c.slice(at + 1));
+    }
+    composer.hidden = false;
+    composer.addEventListener("submit", send);
+    document.getElementById("compose-forget").addEventListener("click", () => {
+      try {
+        sessionStorage.removeItem(TOKEN_KEY);
+      } catch (_) {
+        // Nothing stored, nothing to forget.
+      }
+      location.reload();
+    });
   }
 
   // ----------------------------------------------------------- WebSocket --
@@ -318,6 +497,10 @@
     }
     text.append(textWithEmotes(event.text || "", event.emotes, event.platform));
     line.append(text);
+    if (commandToken && !overlay) {
+      addTarget(event.platform, event.channel);
+      if (event.author && event.author.id) line.append(modActions(line, event));
+    }
     return line;
   }
 

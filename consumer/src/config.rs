@@ -80,6 +80,12 @@ pub struct Config {
     /// Bearer token required by the REST API and the WebSocket; unset or
     /// empty means open.
     pub consumer_api_token: Option<Secret>,
+    /// Bearer token of `POST /api/commands` (sending and moderating from
+    /// the page); unset or empty: sending is off. Never the read token.
+    pub consumer_command_token: Option<Secret>,
+    /// The topic exchange commands are published to (the ingestor's
+    /// `COMMANDS_EXCHANGE`).
+    pub consumer_commands_exchange: String,
 
     /// Most words in a search (`q`), counted once folded (`a-b` is two);
     /// more are answered 400 `search_too_long`.
@@ -172,6 +178,8 @@ impl Default for Config {
             consumer_max_event_bytes: 256 * 1024,
             consumer_max_text_bytes: 64 * 1024,
             consumer_api_token: None,
+            consumer_command_token: None,
+            consumer_commands_exchange: "chat.commands".into(),
             consumer_search_max_words: 32,
             consumer_search_max_bytes: 1024,
             consumer_search_concurrency: 2,
@@ -211,6 +219,14 @@ impl Config {
     pub fn api_token(&self) -> Option<Secret> {
         self.consumer_api_token.clone().filter(|t| !t.is_empty())
     }
+
+    /// The command token, if one is set and not empty: without it
+    /// `POST /api/commands` is off.
+    pub fn command_token(&self) -> Option<Secret> {
+        self.consumer_command_token
+            .clone()
+            .filter(|t| !t.is_empty())
+    }
 }
 
 impl ServiceConfig for Config {
@@ -220,6 +236,19 @@ impl ServiceConfig for Config {
             common::config::check_http_url("rabbitmq_management_url", url)?;
         }
         check_nonempty("chat_exchange", &self.chat_exchange)?;
+        check_nonempty(
+            "consumer_commands_exchange",
+            &self.consumer_commands_exchange,
+        )?;
+        if let (Some(write), Some(read)) = (self.command_token(), self.api_token())
+            && common::http::constant_time_eq(write.expose().as_bytes(), read.expose().as_bytes())
+        {
+            return Err(ConfigError::invalid(
+                "consumer_command_token",
+                "is the same as CONSUMER_API_TOKEN: whoever may read could send; \
+                 give sending a token of its own",
+            ));
+        }
         check_socket_addr("consumer_http_addr", &self.consumer_http_addr)?;
         crate::store::StoreKind::from_url(&self.database_url)
             .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
@@ -407,6 +436,33 @@ mod tests {
         assert_eq!(c.consumer_bindings, ["chat.#"]);
         assert_eq!(c.consumer_http_addr, "127.0.0.1:8080");
         assert!(c.api_token().is_none());
+        assert!(c.command_token().is_none(), "sending is off by default");
+        assert_eq!(c.consumer_commands_exchange, "chat.commands");
+    }
+
+    #[test]
+    fn the_command_token_is_secret_and_never_the_read_token() {
+        let c = load(&[
+            ("CONSUMER_API_TOKEN", "read-s3cret"),
+            ("CONSUMER_COMMAND_TOKEN", "write-s3cret"),
+            ("CONSUMER_COMMANDS_EXCHANGE", "my.commands"),
+        ])
+        .unwrap();
+        assert_eq!(c.command_token().unwrap().expose(), "write-s3cret");
+        assert_eq!(c.consumer_commands_exchange, "my.commands");
+        assert!(!format!("{c:?}").contains("write-s3cret"));
+        assert!(
+            load(&[("CONSUMER_COMMAND_TOKEN", "")])
+                .unwrap()
+                .command_token()
+                .is_none()
+        );
+        let err = load(&[
+            ("CONSUMER_API_TOKEN", "same"),
+            ("CONSUMER_COMMAND_TOKEN", "same"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("CONSUMER_COMMAND_TOKEN"), "{err}");
     }
 
     #[test]
@@ -462,6 +518,11 @@ mod tests {
                 "CONSUMER_MAX_TEXT_BYTES",
             ),
             ("CHAT_EXCHANGE", "", "CHAT_EXCHANGE"),
+            (
+                "CONSUMER_COMMANDS_EXCHANGE",
+                "",
+                "CONSUMER_COMMANDS_EXCHANGE",
+            ),
         ] {
             let err = load(&[(key, value)]).unwrap_err();
             assert!(err.contains(needle), "{key}={value}: {err}");

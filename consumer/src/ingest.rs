@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::Commands;
 use crate::commit_signal::{self, CommitSignal};
 use crate::live_feed::LiveFeedHandle;
 use crate::store::{NewEvent, Store, StoreError, WriteOutcome};
@@ -74,6 +75,9 @@ pub struct IngestSettings {
     pub limits: EventLimits,
     /// This instance's id (connection name, announcements).
     pub instance: String,
+    /// Where `POST /api/commands` finds its client, opened on each
+    /// connection; `None` when sending is off.
+    pub commands: Option<Arc<Commands>>,
 }
 
 /// Size limits of the events accepted from the bus.
@@ -310,13 +314,30 @@ impl Ingest {
             self.feed.clone(),
             session.clone(),
         ));
+        // On this connection too: commands from the page (opened before
+        // readiness, so a ready consumer can send).
+        if let Some(commands) = &s.commands {
+            commands
+                .open(conn)
+                .await
+                .context("opening the command channel")?;
+        }
         tracing::info!(queue = %s.queue, bindings = ?s.bindings, "consuming");
         self.status.set_consuming(true);
 
         // Batches in the channel: the prefetch bounds the deliveries.
         let (tx, mut rx) = mpsc::channel(64);
         let puller = tokio::spawn(pull(subscriber, tx, s.batch_size, session.clone()));
-        let result = self.batches(&mut rx, &signal, shutdown).await;
+        let result = match &s.commands {
+            Some(commands) => tokio::select! {
+                result = self.batches(&mut rx, &signal, shutdown) => result,
+                () = commands.keep(conn) => unreachable!("keeping the command channel never ends"),
+            },
+            None => self.batches(&mut rx, &signal, shutdown).await,
+        };
+        if let Some(commands) = &s.commands {
+            commands.closed();
+        }
         session.cancel();
         // Closed here, after the last ack, rather than dropped: see
         // `amqp::close_channel`.

@@ -14,10 +14,12 @@
 //!   every matching live subscription, through bounded per-client queues.
 //! * [`commit_signal`]: how instances sharing a store learn of each
 //!   other's commits.
-//! * [`ws`], [`api`], [`web`]: the HTTP surface.
+//! * [`ws`], [`api`], [`web`]: the HTTP surface; [`commands`]: sending
+//!   and moderating from the page (`POST /api/commands`).
 //! * [`retention`]: deletes by age and by count per channel.
 
 pub mod api;
+pub mod commands;
 pub mod commit_signal;
 pub mod config;
 pub mod hub;
@@ -32,7 +34,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::amqp::Topology;
+use common::amqp::{CommandTopology, Topology};
 use common::shutdown::{CancellationToken, supervise};
 use tokio::net::TcpListener;
 use warp::Filter;
@@ -123,6 +125,15 @@ pub async fn run_with_topology(
     .context("reading the store's head")?;
 
     let status = Arc::new(ingest::IngestStatus::default());
+    // Sending from the page: the client lives on ingest's connection. Its
+    // exchanges delete themselves when the chat topology's do (tests).
+    let commands = Arc::new(commands::Commands::new(CommandTopology {
+        auto_delete: topology.auto_delete,
+        queue_expires: topology.queue_expires,
+        replicated: topology.replicated,
+        ..CommandTopology::named(&config.consumer_commands_exchange)
+    }));
+    let command_token = config.command_token();
     if config.rabbitmq_policies {
         let mut policies = topology.policies();
         policies.push(topology.queue_policy(&config.consumer_queue));
@@ -153,6 +164,7 @@ pub async fn run_with_topology(
                         max_text_bytes: config.consumer_max_text_bytes,
                     },
                     instance: instance.clone(),
+                    commands: command_token.is_some().then(|| commands.clone()),
                 },
                 store.clone(),
                 feed_handle,
@@ -214,6 +226,7 @@ pub async fn run_with_topology(
         .or(readyz)
         .or(common::http::metrics(metrics))
         .or(ws)
+        .or(commands::routes(commands, command_token))
         .or(api::routes(store.clone(), token))
         .or(web::routes());
     tracing::info!(

@@ -1,5 +1,6 @@
 //! The web page (`GET /`) and the OBS overlay (`GET /overlay`): one static
-//! page whose script (`assets/app.js`) talks to `/ws`. The assets are
+//! page whose script (`assets/app.js`) talks to `/ws` (and, given a command
+//! token in its URL fragment, posts to `/api/commands`). The assets are
 //! compiled into the binary, the page's icon (`assets/icon.svg`) too;
 //! `GET /favicon.ico`, which browsers ask for on their own, is a 204.
 

@@ -82,7 +82,21 @@ impl CommandClient {
         exchange: &str,
         app_id: &str,
     ) -> Result<Self, AmqpError> {
-        CommandTopology::named(exchange).declare(connection).await?;
+        Self::open_with(connection, &CommandTopology::named(exchange), app_id).await
+    }
+
+    /// As [`CommandClient::open`], declaring `topology` as it is (a
+    /// cluster's quorum dead-letter queue; tests' auto-deleting exchanges).
+    ///
+    /// # Errors
+    /// As [`CommandClient::open`].
+    pub async fn open_with(
+        connection: &Connection,
+        topology: &CommandTopology,
+        app_id: &str,
+    ) -> Result<Self, AmqpError> {
+        topology.declare(connection).await?;
+        let exchange = topology.exchange.as_str();
         let channel = connection
             .create_channel()
             .await

@@ -670,3 +670,183 @@ macro_rules! on_both_stores {
     };
 }
 pub(crate) use on_both_stores;
+
+// ----------------------------------------------------------- commands ----
+
+/// A command a [`CommandResponder`] took off the exchange.
+#[derive(Debug, Clone)]
+pub(crate) struct SeenCommand {
+    pub routing_key: String,
+    pub body: Value,
+    pub command: common::command::ChatCommand,
+}
+
+/// Plays the ingestor's part for the consumer's commands: a queue of its
+/// own bound on the commands exchange with `keys`, answering each command
+/// with a receipt (to its `reply_to`, with its `correlation_id`) of the
+/// status and reason `answer` gives.
+pub(crate) struct CommandResponder {
+    seen: Arc<std::sync::Mutex<Vec<SeenCommand>>>,
+    conn: lapin::Connection,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The command topology a test consumer declares (see `consumer::run_with_topology`):
+/// auto-deleting exchanges, an expiring dead-letter queue.
+pub(crate) fn command_topology(exchange: &str) -> common::amqp::CommandTopology {
+    common::amqp::CommandTopology {
+        auto_delete: true,
+        queue_expires: Some(Duration::from_secs(600)),
+        ..common::amqp::CommandTopology::named(exchange)
+    }
+}
+
+impl CommandResponder {
+    pub(crate) async fn start(
+        exchange: &str,
+        keys: &[String],
+        answer: impl Fn(
+            &common::command::ChatCommand,
+        ) -> (common::command::ReceiptStatus, Option<String>)
+        + Send
+        + 'static,
+    ) -> Self {
+        use lapin::options::{
+            BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
+            QueueDeclareOptions,
+        };
+        use lapin::types::FieldTable;
+        let conn = rabbit::connect("chatbus-test-command-responder").await;
+        command_topology(exchange)
+            .declare(&conn)
+            .await
+            .expect("declare the command topology");
+        let ch = conn.create_channel().await.expect("a channel");
+        let queue = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the responder's queue");
+        for key in keys {
+            ch.queue_bind(
+                queue.name().as_str().into(),
+                exchange.into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the responder's queue");
+        }
+        let mut consumer = ch
+            .basic_consume(
+                queue.name().as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let body: Value = serde_json::from_slice(&d.data).expect("a JSON command");
+                let command: common::command::ChatCommand =
+                    serde_json::from_value(body.clone()).expect("a ChatCommand");
+                let (status, reason) = answer(&command);
+                let receipt = common::command::Receipt {
+                    id: command.id.clone(),
+                    status,
+                    platform_message_id: (status == common::command::ReceiptStatus::Sent)
+                        .then(|| format!("pm-{}", command.id)),
+                    reason,
+                    at: Utc::now(),
+                };
+                record.lock().unwrap().push(SeenCommand {
+                    routing_key: d.routing_key.to_string(),
+                    body,
+                    command,
+                });
+                let reply_to = d.properties.reply_to().clone().expect("reply_to");
+                let correlation = d
+                    .properties
+                    .correlation_id()
+                    .clone()
+                    .expect("correlation_id");
+                ch.basic_publish(
+                    "".into(),
+                    reply_to.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &serde_json::to_vec(&receipt).unwrap(),
+                    lapin::BasicProperties::default().with_correlation_id(correlation),
+                )
+                .await
+                .expect("publish the receipt");
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+        });
+        Self { seen, conn, task }
+    }
+
+    /// The commands taken so far, in order.
+    pub(crate) fn seen(&self) -> Vec<SeenCommand> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Stops consuming and deletes what the test declared on the commands
+    /// exchange (its exchanges and dead-letter queue).
+    pub(crate) async fn stop(self, exchange: &str) {
+        self.task.abort();
+        let topology = command_topology(exchange);
+        if let Ok(ch) = self.conn.create_channel().await {
+            use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+            let _ = ch
+                .queue_delete(
+                    topology.dead_letter_queue.as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+            for x in [&topology.exchange, &topology.dead_letter_exchange] {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            common::amqp::close_channel(&ch, "cleaned up").await;
+        }
+        let _ = self.conn.close(200, "test over".into()).await;
+    }
+}
+
+/// POSTs `body` to `/api/commands` with `token` (as a bearer header);
+/// the status and the JSON answer.
+pub(crate) async fn post_command(app: &TestApp, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(app.url("/api/commands"))
+        .json(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = within(60, "POST /api/commands", req.send())
+        .await
+        .expect("POST");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON answer"))
+}
+
+impl TestApp {
+    /// Waits until ingest is consuming (and so the command client is open).
+    pub(crate) async fn wait_consuming(&self) {
+        testkit::eventually(30, "the consumer consuming", || async {
+            (self.get_json("/readyz").await.1["consuming"] == true).then_some(())
+        })
+        .await;
+    }
+}

@@ -3,6 +3,7 @@
 //! WebSocket clients, and headless Chromium for the web page.
 
 mod boundary;
+mod commands;
 mod fault;
 mod helpers;
 mod multi_instance;

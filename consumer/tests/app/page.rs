@@ -10,7 +10,12 @@ use chrono::Utc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{TestApp, decorated_message, delete, message, youtube_message};
+use common::Secret;
+use common::command::{ReceiptStatus, command_routing_key};
+
+use crate::helpers::{
+    CommandResponder, TestApp, decorated_message, delete, message, youtube_message,
+};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -117,6 +122,11 @@ async fn the_web_page_and_overlay_show_a_published_message_and_apply_its_deletio
         "transparent for OBS"
     );
     assert_eq!(seen["overlayControlsHidden"], true);
+    assert_eq!(
+        seen["composerHidden"], true,
+        "no command token: no composer"
+    );
+    assert_eq!(seen["modButtons"], 0, "no command token: no buttons");
     assert_ne!(seen["pageBackground"], "rgba(0, 0, 0, 0)");
     // Rendered, both over the same green backdrop and read at the same
     // spot: the green shows through the overlay; the page (not an overlay)
@@ -254,6 +264,124 @@ async fn the_controls_bar_stays_at_the_top_however_far_the_chat_scrolls() {
         "no script errors"
     );
     script.finish().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_composer_sends_one_text_to_two_platforms_and_shows_both_receipts_and_moderates_a_message()
+ {
+    const READ: &str = "page-read-token";
+    const WRITE: &str = "page-write-token";
+    let exchange = testkit::rabbit::unique("test-commands");
+    let channel = format!(
+        "compose_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let yt_channel = format!(
+        "UCcompose{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    // The ingestor's part: Twitch sends, YouTube drops it as a duplicate.
+    let responder = CommandResponder::start(
+        &exchange,
+        &[
+            command_routing_key("twitch", &channel),
+            command_routing_key("youtube", &yt_channel),
+        ],
+        |c| match c.platform.as_str() {
+            "youtube" => (ReceiptStatus::Dropped, Some("msg_duplicate".into())),
+            _ => (ReceiptStatus::Sent, None),
+        },
+    )
+    .await;
+    let commands_exchange = exchange.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.consumer_api_token = Some(Secret::new(READ));
+        c.consumer_command_token = Some(Secret::new(WRITE));
+        c.consumer_commands_exchange = commands_exchange;
+    })
+    .await;
+    app.wait_consuming().await;
+    let both = format!("twitch:{channel},youtube:{yt_channel}");
+    let event = message(&channel, "Chatter", "please moderate me");
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels={both}&access_token={READ}#command_token={WRITE}")),
+        "overlay": app.url(&format!("/overlay?channels={both}&access_token={READ}#command_token={WRITE}")),
+        "text": "hello twitch and youtube",
+        "id": event.id,
+    });
+    let mut script = BrowserScript::start("composer.mjs", spec);
+
+    let ready = script.next().await;
+    let ready: serde_json::Value =
+        serde_json::from_str(ready.strip_prefix("READY ").expect("READY")).unwrap();
+    assert_eq!(ready["composerShown"], true);
+    assert_eq!(
+        ready["hash"], "",
+        "the token is taken out of the address bar"
+    );
+    assert_eq!(ready["stored"], true, "and kept for this tab");
+    assert_eq!(
+        ready["targets"],
+        serde_json::json!([
+            "*",
+            format!("twitch:{channel}"),
+            format!("youtube:{yt_channel}")
+        ])
+    );
+
+    let sent = script.next().await;
+    let sent: serde_json::Value =
+        serde_json::from_str(sent.strip_prefix("RECEIPTS ").expect("RECEIPTS")).unwrap();
+    let receipts = sent["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len(), 2, "{sent}");
+    assert_eq!(receipts[0]["platform"], "twitch");
+    assert_eq!(receipts[0]["channel"], channel.as_str());
+    assert_eq!(receipts[0]["status"], "sent");
+    assert_eq!(receipts[0]["shown"], format!("twitch:#{channel}sent"));
+    assert_eq!(receipts[1]["platform"], "youtube");
+    assert_eq!(receipts[1]["status"], "dropped");
+    assert_eq!(
+        receipts[1]["shown"],
+        format!("youtube:#{yt_channel}dropped: msg_duplicate")
+    );
+    assert_eq!(
+        sent["textLeft"], "hello twitch and youtube",
+        "kept to try again: not every channel took it"
+    );
+    let seen = responder.seen();
+    assert_eq!(seen.len(), 2, "one command per platform");
+    assert!(
+        seen.iter()
+            .all(|s| s.body["kind"] == "send" && s.body["text"] == "hello twitch and youtube")
+    );
+
+    app.publish(std::slice::from_ref(&event)).await;
+    script.send("published").await;
+    let moderated = script.next().await;
+    let moderated: serde_json::Value =
+        serde_json::from_str(moderated.strip_prefix("MODERATED ").expect("MODERATED")).unwrap();
+    assert_eq!(moderated["timeout"]["status"], "sent", "{moderated}");
+    assert_eq!(moderated["timeout"]["text"], "timeout: sent");
+    assert_eq!(moderated["deleted"]["text"], "delete: sent");
+    assert_eq!(moderated["overlayButtons"], 0, "the overlay never writes");
+    assert_eq!(
+        moderated["errors"],
+        serde_json::json!([]),
+        "no script errors"
+    );
+    let seen = responder.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let author = event.author.as_ref().unwrap();
+    assert_eq!(seen[2].routing_key, command_routing_key("twitch", &channel));
+    assert_eq!(seen[2].body["kind"], "timeout");
+    assert_eq!(seen[2].body["user_id"], author.id.as_str());
+    assert_eq!(seen[2].body["seconds"], 600);
+    assert_eq!(seen[3].body["kind"], "delete");
+    assert_eq!(seen[3].body["message_id"], event.id.as_str());
+
+    script.finish().await;
+    responder.stop(&exchange).await;
     app.stop().await;
 }
 

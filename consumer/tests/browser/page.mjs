@@ -102,6 +102,8 @@ await withChromium(spec.chromium, async (browser) => {
     "#controls",
     (el) => getComputedStyle(el).display === "none",
   );
+  seen.composerHidden = await page.$eval("#composer", (el) => el.hidden);
+  seen.modButtons = await page.$$eval(".mod-actions", (els) => els.length);
   seen.pageBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   // The rendered overlay, away from the chat (which sits at the bottom),
   // and the page at the same spot (below its few lines), both over the
