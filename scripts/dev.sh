@@ -4,7 +4,9 @@
 #   scripts/dev.sh                      # real Twitch, anonymous (read-only)
 #   TWITCH_CHANNELS=a,b scripts/dev.sh  # ... joining these channels
 #   scripts/dev.sh --demo               # offline: a local fake Twitch replays
-#                                       # real chat lines into demo channels
+#                                       # real chat lines into demo channels,
+#                                       # and an echo bot answers !ping typed
+#                                       # in the page (through the bus)
 #   scripts/dev.sh --release            # optimised build
 #
 # It makes sure RabbitMQ runs (scripts/ensure-rabbitmq.sh), builds the
@@ -66,6 +68,7 @@ packages=(-p auth-server -p ingestor -p consumer)
 $demo && packages+=(-p testkit)
 echo "==> building ($profile)"
 cargo build "${cargo_flags[@]}" "${packages[@]}" --bins
+$demo && cargo build "${cargo_flags[@]}" -p common --example echo_bot
 # Where cargo put them: CARGO_TARGET_DIR, a config's build.target-dir, or target/.
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin="${target_dir:-target}/$profile"
@@ -112,11 +115,30 @@ wait_for() {
 }
 
 echo "==> starting"
+ingestor_env=()
 if $demo; then
   demo_port=${DEMO_IRC_PORT:-6667}
-  start fake-twitch "$bin/fake-twitch" --addr "127.0.0.1:$demo_port" --rate "${DEMO_RATE:-3}"
+  helix_port=${DEMO_HELIX_PORT:-6680}
+  # The fake Twitch also serves a fake Helix for one demo account, whose
+  # token goes in the demo's token store: the ingestor sends and moderates
+  # as it (commands), and what it sends shows up in the demo chat.
+  start fake-twitch "$bin/fake-twitch" --addr "127.0.0.1:$demo_port" --rate "${DEMO_RATE:-3}" \
+    --helix-addr "127.0.0.1:$helix_port" --account chatbus_demo_bot --token demo-token
   export TWITCH_IRC_ADDR=127.0.0.1:$demo_port TWITCH_IRC_TLS=false
   export TWITCH_CHANNELS=${TWITCH_CHANNELS:-demo_chat,demo_games}
+  cat >"$TOKEN_STORE_PATH" <<JSON
+{"version": 1, "accounts": {"twitch:chatbus_demo_bot": {"platform": "twitch", "login": "chatbus_demo_bot",
+ "user_id": "90000001", "access_token": "demo-token", "refresh_token": null, "expires_at": "2099-01-01T00:00:00Z",
+ "scopes": ["chat:read", "user:write:chat", "user:read:moderated_channels", "moderator:manage:chat_messages",
+ "moderator:manage:banned_users"], "obtained_at": "2026-01-01T00:00:00Z", "status": "valid"}}}
+JSON
+  chmod 600 "$TOKEN_STORE_PATH"
+  export TWITCH_HELIX_URL=http://127.0.0.1:$helix_port TWITCH_SENDER=chatbus_demo_bot
+  export COMMANDS_ALLOW=${COMMANDS_ALLOW:-twitch:chatbus_demo_bot:moderate}
+  export CONSUMER_COMMAND_TOKEN=${CONSUMER_COMMAND_TOKEN:-demo-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
+  # Helix wants the client id the tokens were issued to; only the ingestor
+  # gets it (the auth-server would look for the real Twitch with it).
+  ingestor_env=(env TWITCH_CLIENT_ID=fake-helix-client-id)
 fi
 start auth-server "$bin/auth-server"
 start consumer "$bin/consumer"
@@ -124,11 +146,12 @@ start consumer "$bin/consumer"
 # (/readyz): on a fresh broker its first events would otherwise find no
 # queue bound and go to chat.unrouted.
 wait_for consumer "$CONSUMER_HTTP_ADDR" /readyz
-start ingestor "$bin/ingestor"
+start ingestor "${ingestor_env[@]}" "$bin/ingestor"
 
 # The URLs only once every service answers.
 wait_for auth-server "$AUTH_HTTP_ADDR" /healthz
 wait_for ingestor "$INGESTOR_HTTP_ADDR" /healthz
+$demo && start echo-bot "$bin/examples/echo_bot"
 
 channels=${TWITCH_CHANNELS:-}
 query=""
@@ -144,6 +167,11 @@ chatbus is running:
   auth-server          http://$AUTH_HTTP_ADDR/
 EOF
 [ -z "$channels" ] && echo "  (no channels yet: set TWITCH_CHANNELS, or run with --demo)"
+if [ -n "${CONSUMER_COMMAND_TOKEN:-}" ]; then
+  echo
+  echo "Sending from the page (type !ping: the echo bot answers pong through the bus):"
+  echo "  http://$CONSUMER_HTTP_ADDR/$query#command_token=$CONSUMER_COMMAND_TOKEN"
+fi
 echo
 echo "Ctrl-C stops everything."
 
