@@ -75,6 +75,11 @@ impl World {
     /// `channels` are read (and echoed into); `amqp_url` is the ingestor's
     /// broker address (a proxy in the restart test).
     async fn start(channels: &[String], amqp_url: Option<String>) -> Self {
+        Self::start_on(channels, amqp_url, &rabbit::amqp_url()).await
+    }
+
+    /// As [`World::start`], with the command client on `client_url`.
+    async fn start_on(channels: &[String], amqp_url: Option<String>, client_url: &str) -> Self {
         let irc = Arc::new(FakeIrc::start().await);
         let helix = FakeHelix::start().await;
         helix.set_limits(test_limits());
@@ -123,7 +128,7 @@ impl World {
             "twitch:modbot:moderate".into(),
             "twitch:noscope".into(),
         ];
-        let conn = rabbit::connect("test-commands").await;
+        let conn = rabbit::connect_to(client_url, "test-commands").await;
         let commands = CommandClient::open(&conn, &cfg.commands_exchange, "test")
             .await
             .unwrap();
@@ -690,4 +695,69 @@ async fn the_echo_bot_answers_ping_through_the_whole_loop() {
     cancel.cancel();
     within(10, "the bot stops", bot).await.unwrap().unwrap();
     w.stop().await;
+}
+
+#[tokio::test]
+async fn fault_a_broker_restart_with_200_commands_queued_loses_none_and_sends_none_twice() {
+    let broker = testkit::fault::FaultBroker::ensure();
+    let url = broker.amqp_url().to_owned();
+    let chans = channels(4);
+    let mut w = World::start_on(&chans, Some(url.clone()), &url).await;
+    for c in &chans {
+        w.helix.set_moderator(c, "chatbot");
+    }
+    w.ing.take().unwrap().stop().await;
+    // 200 commands wait in the durable queue while no ingestor takes them
+    // (their receipts go to this client's connection, which the restart
+    // closes: what is checked is what reached Twitch).
+    for i in 0..200 {
+        let mut c = w.command(&chans[i % 4], say(&format!("restart {i}")));
+        c.expires_at = Some(c.issued_at + chrono::Duration::seconds(120));
+        let client = w.commands.clone();
+        tokio::spawn(async move { client.execute(c).await });
+    }
+    let ch = w.conn.create_channel().await.unwrap();
+    within(20, "200 commands queued", async {
+        while rabbit::queue_depth(&ch, &w.queue).await < 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    w.start_ingestor().await;
+    within(30, "some commands sent", async {
+        while w.helix.log().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.stop_app();
+        broker.start_app();
+        broker
+    })
+    .await
+    .unwrap();
+    within(120, "every queued command sent", async {
+        while w.helix.log().len() < 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let conn = rabbit::connect_to(&url, "test-commands-after").await;
+    let ch = conn.create_channel().await.unwrap();
+    within(30, "the command queue drained", async {
+        while rabbit::queue_depth(&ch, &w.queue).await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let log = w.helix.log();
+    let mut texts: Vec<&str> = log.iter().map(|m| m.text.as_str()).collect();
+    texts.sort_unstable();
+    let all = texts.len();
+    texts.dedup();
+    assert_eq!((all, texts.len()), (200, 200), "none lost, none sent twice");
+    w.conn = conn;
+    w.stop().await;
+    drop(broker);
 }
