@@ -98,8 +98,8 @@ async fn main() {
     let port = testkit::free_port();
     let ingestor_limits: Vec<(&str, String)> = if latency {
         vec![
-            ("TWITCH_SEND_LIMIT", "1000000".into()),
-            ("TWITCH_SEND_LIMIT_PRIVILEGED", "1000000".into()),
+            ("TWITCH_SEND_LIMIT", "100000".into()),
+            ("TWITCH_SEND_LIMIT_PRIVILEGED", "100000".into()),
             ("TWITCH_SEND_CHANNEL_INTERVAL", "1ms".into()),
             ("TWITCH_SEND_MARGIN", "0s".into()),
         ]
