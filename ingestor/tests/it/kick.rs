@@ -31,6 +31,10 @@ fn chat_body(message_id: &str, text: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A delivery that must be refused: what it is, the status it gets, its
+/// message id, timestamp, body and signature (`None`: signed properly).
+type Bad = (&'static str, u16, String, String, Vec<u8>, Option<String>);
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -99,7 +103,7 @@ async fn kick_a_signed_chat_message_is_published_once_and_bad_deliveries_publish
     let stale = (chrono::Utc::now() - chrono::Duration::minutes(11))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let other = chat_body("kick-msg-2", "other");
-    let bad: Vec<(&str, u16, String, String, Vec<u8>, Option<String>)> = vec![
+    let bad: Vec<Bad> = vec![
         (
             "a signature of another body",
             401,

@@ -148,10 +148,10 @@ impl Api {
     /// [`KickApiError`] from the token endpoint.
     pub async fn token(&self) -> Result<Secret, KickApiError> {
         let mut token = self.token.lock().await;
-        if let Some((t, until)) = token.as_ref() {
-            if Instant::now() < *until {
-                return Ok(t.clone());
-            }
+        if let Some((t, until)) = token.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(t.clone());
         }
         const WHAT: &str = "the app token request";
         let res = self

@@ -227,10 +227,12 @@ impl KickSource {
                     .increment(missing.len() as u64);
                 tracing::info!(channel = %slug, broadcaster = id, events = ?missing, "subscribed Kick events");
             }
-            if !matches!(self.shared.channels.state(slug), Some(JoinState::Joined { .. })) {
-                if let Some(gap) = self.shared.channels.on_joined(slug, chrono::Utc::now()) {
-                    self.sink.emit(std::slice::from_ref(&gap));
-                }
+            if !matches!(
+                self.shared.channels.state(slug),
+                Some(JoinState::Joined { .. })
+            ) && let Some(gap) = self.shared.channels.on_joined(slug, chrono::Utc::now())
+            {
+                self.sink.emit(std::slice::from_ref(&gap));
             }
         }
         if !unwanted.is_empty() {

@@ -213,10 +213,10 @@ fn author(u: &KickUser, broadcaster: &str) -> Option<Author> {
             "verified" => Some(Role::Verified),
             _ => None,
         };
-        if let Some(role) = role {
-            if !roles.contains(&role) {
-                roles.push(role);
-            }
+        if let Some(role) = role
+            && !roles.contains(&role)
+        {
+            roles.push(role);
         }
         badges.push(Badge {
             name: b.kind.clone(),

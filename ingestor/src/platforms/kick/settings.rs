@@ -101,10 +101,10 @@ impl Settings {
     pub fn initial_channels(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for c in &self.kick_channels {
-            if let Ok(slug) = parse_slug(c) {
-                if !out.contains(&slug) {
-                    out.push(slug);
-                }
+            if let Ok(slug) = parse_slug(c)
+                && !out.contains(&slug)
+            {
+                out.push(slug);
             }
         }
         out
