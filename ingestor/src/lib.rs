@@ -27,6 +27,7 @@ use anyhow::Context as _;
 use common::amqp::{Backoff, ConnectOptions, Topology};
 use common::shutdown::{CancellationToken, supervise};
 use tokio::net::TcpListener;
+use warp::Filter as _;
 
 pub use config::Config;
 
@@ -96,10 +97,21 @@ pub async fn run(
         oauth: config.oauth.clone(),
         include_raw: config.ingest_include_raw,
         shutdown: shutdown.clone(),
+        webhook_max_body_bytes: config.webhook_max_body_bytes,
     };
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
     let mut senders = Vec::new();
+    let mut platform_routes: Vec<(&'static str, platforms::seam::Routes)> = Vec::new();
     for platform in platforms::start(&config.platforms, &context)? {
+        if let Some(routes) = platform.routes {
+            if config.webhook_http_addr.is_none() {
+                anyhow::bail!(
+                    "the {} platform delivers by webhooks: set WEBHOOK_HTTP_ADDR (docs/ingestor.md)",
+                    platform.source.platform()
+                );
+            }
+            platform_routes.push((platform.source.platform(), routes));
+        }
         for (name, task) in platform.tasks {
             tasks.push(supervise(name, shutdown.clone(), task));
         }
@@ -201,8 +213,14 @@ pub async fn run(
                 .await
                 .with_context(|| format!("binding the webhook listener to {addr}"))?;
             let bound = listener.local_addr()?;
-            tracing::info!(addr = %bound, sources = ?hooks.source_names(), "webhook listener listening");
-            let (c, routes) = (shutdown.clone(), webhooks::routes(hooks.clone()));
+            let platform_names: Vec<&str> = platform_routes.iter().map(|(n, _)| *n).collect();
+            tracing::info!(addr = %bound, sources = ?hooks.source_names(), platforms = ?platform_names, "webhook listener listening");
+            // Each platform's own routes first, then the generic sources.
+            let mut routes = webhooks::routes(hooks.clone()).boxed();
+            for (_, platform) in platform_routes.into_iter().rev() {
+                routes = platform.or(routes).unify().boxed();
+            }
+            let c = shutdown.clone();
             tasks.push(supervise("webhooks", shutdown.clone(), async move {
                 common::http::serve(routes, listener, c).await;
                 Ok(())

@@ -135,7 +135,43 @@ pub struct Webhooks {
     sources: HashMap<String, Secret>,
     sink: EventSink,
     limits: Limits,
+    seen: Dedup,
+}
+
+/// The delivery ids accepted in the last [`DEDUPLICATION_WINDOW`], per
+/// source: a retried delivery is answered and not published again. An id
+/// is claimed before its event is appended, under the same lock as the
+/// check, so two copies arriving together publish once; a claim whose
+/// append failed is released (the sender's retry must be published).
+#[derive(Debug, Default)]
+pub struct Dedup {
     seen: Mutex<Seen>,
+}
+
+impl Dedup {
+    /// Claims `id` of `source`: true when it was not seen in the window
+    /// (the caller publishes it), false for a repeat.
+    pub fn claim(&self, source: &str, id: &str) -> bool {
+        let key = (source.to_owned(), id.to_owned());
+        let now = Instant::now();
+        let mut seen = self.seen.lock().expect("webhook ids lock");
+        seen.forget_old(now);
+        if seen.ids.contains_key(&key) {
+            return false;
+        }
+        seen.ids.insert(key.clone(), now);
+        seen.order.push_back((key, now));
+        true
+    }
+
+    /// Forgets a claim whose event could not be appended.
+    pub fn release(&self, source: &str, id: &str) {
+        self.seen
+            .lock()
+            .expect("webhook ids lock")
+            .ids
+            .remove(&(source.to_owned(), id.to_owned()));
+    }
 }
 
 /// Delivery ids accepted recently, oldest first.
@@ -175,7 +211,7 @@ impl Webhooks {
             sources: sources.into_iter().map(|s| (s.name, s.secret)).collect(),
             sink,
             limits,
-            seen: Mutex::new(Seen::default()),
+            seen: Dedup::default(),
         })
     }
 
@@ -243,29 +279,20 @@ impl Webhooks {
             ));
         }
         event.received_at = chrono::Utc::now();
-        let key = (source.to_owned(), event.id.clone());
-        let now = Instant::now();
-        {
-            // Claimed before the append, in the same lock as the check: two
-            // copies of one delivery arriving together publish once.
-            let mut seen = self.seen.lock().expect("webhook ids lock");
-            seen.forget_old(now);
-            if seen.ids.contains_key(&key) {
-                metrics::counter!("chatbus_ingestor_webhook_duplicates_total", "source" => source.to_owned())
-                    .increment(1);
-                return Ok(warp::reply::json(&Accepted {
-                    id: &event.id,
-                    duplicate: true,
-                })
-                .into_response());
-            }
-            seen.ids.insert(key.clone(), now);
-            seen.order.push_back((key.clone(), now));
+        // Claimed before the append: two copies arriving together publish once.
+        if !self.seen.claim(source, &event.id) {
+            metrics::counter!("chatbus_ingestor_webhook_duplicates_total", "source" => source.to_owned())
+                .increment(1);
+            return Ok(warp::reply::json(&Accepted {
+                id: &event.id,
+                duplicate: true,
+            })
+            .into_response());
         }
         let appended = self.sink.emit(std::slice::from_ref(&event));
         if appended.dropped > 0 || appended.accepted == 0 {
             // Not taken: the sender's retry must be published.
-            self.seen.lock().expect("webhook ids lock").ids.remove(&key);
+            self.seen.release(source, &event.id);
             return Err(ApiError::unavailable(
                 "the outbox could not take the event; retry later",
             ));

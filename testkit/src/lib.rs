@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod events;
 pub mod fake_helix;
 pub mod fake_irc;
+pub mod fake_kick;
 pub mod fake_oauth;
 pub mod fake_youtube;
 pub mod fault;

@@ -83,7 +83,7 @@ macro_rules! platforms {
     };
 }
 
-platforms!(twitch, youtube);
+platforms!(twitch, youtube, kick);
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,16 @@ pub struct Context {
     pub include_raw: bool,
     /// The process's shutdown signal, for the platform's own tasks.
     pub shutdown: CancellationToken,
+    /// Largest webhook body a platform's routes accept
+    /// (`WEBHOOK_MAX_BODY_BYTES`).
+    pub webhook_max_body_bytes: u64,
 }
+
+/// HTTP routes a platform mounts on the webhook listener
+/// (`WEBHOOK_HTTP_ADDR`, `crate::webhooks`): tried before the generic
+/// signed sources, so a platform's own path (`/hooks/<platform>`, a name no
+/// generic source may take) reaches it.
+pub type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
 /// A background task a platform needs beside its source (a token manager
 /// keeping its account's token fresh, a status poller), supervised like
@@ -54,9 +63,8 @@ pub type Task = (&'static str, BoxFuture<'static, anyhow::Result<()>>);
 /// managers; a status poller), the channel capacity it reports
 /// ([`Source::capacity`], its per-account limits) and its [`Sender`]
 /// (carrying out `common::command::ChatCommand`s, when the platform can
-/// speak). One more is still to come as a field: the HTTP routes a
-/// platform mounts on the webhook listener (`crate::webhooks`, which
-/// serves the generic signed sources today).
+/// speak) and the HTTP routes it mounts on the webhook listener
+/// ([`Routes`], for a platform that delivers by webhooks).
 pub struct Started {
     /// Its source (reading chat).
     pub source: Arc<dyn Source>,
@@ -64,6 +72,9 @@ pub struct Started {
     pub tasks: Vec<Task>,
     /// Its sender, when commands may speak or moderate on it.
     pub sender: Option<Arc<dyn Sender>>,
+    /// Its webhook routes, when the platform delivers by webhooks (the
+    /// ingestor then needs `WEBHOOK_HTTP_ADDR`).
+    pub routes: Option<Routes>,
 }
 
 impl std::fmt::Debug for Started {
@@ -71,6 +82,7 @@ impl std::fmt::Debug for Started {
         f.debug_struct("Started")
             .field("source", &self.source)
             .field("sender", &self.sender)
+            .field("routes", &self.routes.is_some())
             .field(
                 "tasks",
                 &self.tasks.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
@@ -86,6 +98,7 @@ impl Started {
             source,
             tasks: Vec::new(),
             sender: None,
+            routes: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod faults;
 mod flow;
 mod helpers;
 mod hostile;
+mod kick;
 mod login;
 mod webhooks;
 mod youtube;

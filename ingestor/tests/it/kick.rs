@@ -1,0 +1,295 @@
+//! The Kick platform against the fake Kick and the real RabbitMQ: signed
+//! deliveries on `POST /hooks/kick` are published once with their exact
+//! text, every bad one gets its status and publishes nothing, and the
+//! event subscriptions follow the wanted channels (and come back after Kick
+//! drops them).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::fake_irc::FakeIrc;
+use testkit::fake_kick::FakeKick;
+use testkit::rabbit::{self, unique};
+
+use crate::helpers::*;
+
+const BROADCASTER: u64 = 123_456_789;
+
+fn chat_body(message_id: &str, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "message_id": message_id,
+        "replies_to": null,
+        "broadcaster": {"is_anonymous": false, "user_id": BROADCASTER, "username": "Lounge",
+            "is_verified": true, "profile_picture": "https://example.com/b.jpg", "channel_slug": "lounge", "identity": null},
+        "sender": {"is_anonymous": false, "user_id": 987_654_321, "username": "Sender_Name", "is_verified": false,
+            "profile_picture": "https://example.com/s.jpg", "channel_slug": "sender_name",
+            "identity": {"username_color": "#FF5733", "badges": [{"text": "Subscriber", "type": "subscriber", "count": 3}]}},
+        "content": text,
+        "emotes": [],
+        "created_at": "2025-01-14T16:08:06Z"
+    }))
+    .unwrap()
+}
+
+/// A delivery that must be refused: what it is, the status it gets, its
+/// message id, timestamp, body and signature (`None`: signed properly).
+type Bad = (&'static str, u16, String, String, Vec<u8>, Option<String>);
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn start(
+    fake: &FakeKick,
+    exchange: &str,
+    spool: &std::path::Path,
+    irc: &FakeIrc,
+) -> (Running, String) {
+    let mut cfg = config(irc, &rabbit::amqp_url(), exchange, &[], spool);
+    cfg.webhook_http_addr = Some("127.0.0.1:0".into());
+    cfg.webhook_max_body_bytes = 65_536;
+    cfg.ingestor_api_key = Some("kick-admin-key".into());
+    cfg.platforms.kick = ingestor::platforms::kick::Settings {
+        kick_channels: vec!["Lounge".into()],
+        kick_client_id: Some("fake-client".into()),
+        kick_client_secret: common::Secret::new("fake-secret"),
+        kick_api_url: fake.url(),
+        kick_oauth_url: fake.url(),
+        kick_reconcile_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let ing = Running::start(cfg).await;
+    let ready: Value = testkit::eventually(20, "the webhook listener is up", || async {
+        let (_, body) = ing.get("/readyz").await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["webhooks"]["addr"].is_string().then_some(v)
+    })
+    .await;
+    let url = format!(
+        "http://{}/hooks/kick",
+        ready["webhooks"]["addr"].as_str().unwrap()
+    );
+    (ing, url)
+}
+
+async fn subscribed_all(fake: &FakeKick) {
+    let want = ingestor::platforms::kick::EVENTS.len();
+    testkit::eventually(
+        20,
+        "every Kick event subscribed for the channel",
+        || async {
+            let subs = fake.subscriptions();
+            (subs.len() == want && subs.iter().all(|s| s.broadcaster_user_id == BROADCASTER))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kick_a_signed_chat_message_is_published_once_and_bad_deliveries_publish_nothing() {
+    let irc = FakeIrc::start().await;
+    let fake = FakeKick::start().await;
+    fake.add_channel("lounge", BROADCASTER);
+    let exchange = unique("test-kick");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (_dir, spool) = spool_dir();
+    let (ing, url) = start(&fake, &exchange, &spool, &irc).await;
+    subscribed_all(&fake).await;
+
+    let text = "héllo 👋 \"quoted\" [emote:37226:KEKW]";
+    let body = chat_body("kick-msg-1", text);
+    let ts = now();
+    let stale = (chrono::Utc::now() - chrono::Duration::minutes(11))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let other = chat_body("kick-msg-2", "other");
+    let bad: Vec<Bad> = vec![
+        (
+            "a signature of another body",
+            401,
+            "01BAD1".into(),
+            ts.clone(),
+            body.clone(),
+            Some(FakeKick::sign("01BAD1", &ts, &other)),
+        ),
+        (
+            "garbage signature",
+            401,
+            "01BAD2".into(),
+            ts.clone(),
+            body.clone(),
+            Some("AAAA".into()),
+        ),
+        (
+            "stale (11 minutes old)",
+            401,
+            "01BAD3".into(),
+            stale.clone(),
+            body.clone(),
+            None,
+        ),
+        (
+            "not JSON",
+            400,
+            "01BAD4".into(),
+            ts.clone(),
+            b"{not json".to_vec(),
+            None,
+        ),
+    ];
+    for (what, status, id, at, body, signature) in bad {
+        let (got, answer) =
+            FakeKick::deliver(&url, "chat.message.sent", &id, &at, body, signature).await;
+        assert_eq!(got, status, "{what}: {answer}");
+    }
+    // 10 MB: refused before it is read (413, or the connection closed).
+    let (got, answer) = FakeKick::deliver(
+        &url,
+        "chat.message.sent",
+        "01BAD5",
+        &ts,
+        vec![b' '; 10 * 1024 * 1024],
+        None,
+    )
+    .await;
+    assert!(got == 413 || got == 0, "10 MB: {got} {answer}");
+    // A validly signed delivery for a broadcaster not read here.
+    let mut stranger: Value =
+        serde_json::from_slice(&chat_body("kick-msg-3", "elsewhere")).unwrap();
+    stranger["broadcaster"]["user_id"] = json!(42);
+    stranger["broadcaster"]["channel_slug"] = json!("elsewhere");
+    let (got, answer) = FakeKick::deliver(
+        &url,
+        "chat.message.sent",
+        "01STRANGER",
+        &ts,
+        serde_json::to_vec(&stranger).unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got, answer["dropped"].as_str()),
+        (200, Some("not_subscribed")),
+        "{answer}"
+    );
+
+    // The good delivery, retried three times (the same message id).
+    for attempt in 0..4 {
+        let (got, answer) =
+            FakeKick::deliver(&url, "chat.message.sent", "01GOOD", &ts, body.clone(), None).await;
+        assert_eq!(got, 200, "{answer}");
+        assert_eq!(
+            answer["duplicate"],
+            attempt > 0,
+            "attempt {attempt}: {answer}"
+        );
+    }
+    // A replayed message id with a fresh signature is still a duplicate.
+    let (got, answer) = FakeKick::deliver(
+        &url,
+        "chat.message.sent",
+        "01GOOD",
+        &now(),
+        body.clone(),
+        None,
+    )
+    .await;
+    assert_eq!((got, &answer["duplicate"]), (200, &json!(true)), "{answer}");
+    let (got, _) = FakeKick::deliver(
+        &url,
+        "chat.message.sent",
+        "01SECOND",
+        &ts,
+        chat_body("kick-msg-4", "second"),
+        None,
+    )
+    .await;
+    assert_eq!(got, 200);
+
+    let got = tap
+        .collect_until(30, "both good events", |g| {
+            g.iter().any(|d| d.event.text.as_deref() == Some("second"))
+        })
+        .await;
+    let texts: Vec<&str> = got
+        .iter()
+        .filter(|d| d.event.platform == "kick")
+        .filter_map(|d| d.event.text.as_deref())
+        .collect();
+    assert_eq!(texts, [text, "second"]);
+    let first = got.iter().find(|d| d.event.id == "kick-msg-1").unwrap();
+    assert_eq!(first.routing_key, "chat.kick.lounge");
+    assert_eq!(first.event.channel_id.as_deref(), Some("123456789"));
+    assert_eq!(first.event.author.as_ref().unwrap().login, "sender_name");
+    assert!(
+        tap.drain_quiet(Duration::from_millis(500))
+            .await
+            .iter()
+            .all(|d| d.event.platform != "kick"),
+        "the retries and bad deliveries published nothing"
+    );
+    assert_eq!(
+        ing.metric("chatbus_ingestor_webhook_duplicates_total")
+            .await,
+        4.0
+    );
+    ing.stop().await;
+    tap.cleanup().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn kick_subscriptions_follow_joins_and_parts_and_come_back_after_kick_drops_them() {
+    let irc = FakeIrc::start().await;
+    let fake = FakeKick::start().await;
+    fake.add_channel("lounge", BROADCASTER);
+    fake.add_channel("second", 777);
+    let exchange = unique("test-kick-subs");
+    let (_dir, spool) = spool_dir();
+    let (ing, _url) = start(&fake, &exchange, &spool, &irc).await;
+    subscribed_all(&fake).await;
+    let (_, channels) = ing.get("/channels").await;
+    assert!(channels.contains("\"lounge\""), "{channels}");
+
+    fake.drop_subscriptions();
+    subscribed_all(&fake).await;
+
+    // A runtime join subscribes; a part unsubscribes.
+    let admin = format!("http://{}", ing.http);
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{admin}/channels/kick/second"))
+        .bearer_auth("kick-admin-key")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let want = ingestor::platforms::kick::EVENTS.len();
+    testkit::eventually(20, "the joined channel is subscribed", || async {
+        (fake
+            .subscriptions()
+            .iter()
+            .filter(|s| s.broadcaster_user_id == 777)
+            .count()
+            == want)
+            .then_some(())
+    })
+    .await;
+    let res = client
+        .delete(format!("{admin}/channels/kick/second"))
+        .bearer_auth("kick-admin-key")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    testkit::eventually(20, "the parted channel is unsubscribed", || async {
+        fake.subscriptions()
+            .iter()
+            .all(|s| s.broadcaster_user_id != 777)
+            .then_some(())
+    })
+    .await;
+    assert!(fake.tokens_issued() >= 1);
+    ing.stop().await;
+    fake.stop();
+}
