@@ -8,9 +8,13 @@
 //!
 //! A message takes its slot when it is let go ([`SendLimiter::reserve`]):
 //! its time is recorded before the request is made, so two messages can
-//! never both count on the same free slot.
+//! never both count on the same free slot. When Helix has answered, the
+//! slot's time moves to the answer's time ([`SendLimiter::settle`]): Twitch
+//! counted the message somewhere between the two, so the window keeps it
+//! until the later one has aged out, however long the request took (a
+//! slow network, a starved process).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,10 +37,22 @@ pub struct SendLimits {
 
 #[derive(Debug, Default)]
 struct Account {
-    /// When its messages of the last window were let go, oldest first.
-    sent: VecDeque<Instant>,
-    /// When its last message to each channel was let go.
+    /// Its messages of the last window: slot number and when it was let go
+    /// (or answered, once settled).
+    sent: Vec<(u64, Instant)>,
+    /// When its last message to each channel was let go (or answered).
     last_in: HashMap<String, Instant>,
+    /// The next slot number.
+    next: u64,
+}
+
+/// A message's slot in its account's window, to [`SendLimiter::settle`]
+/// once the platform answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    account: String,
+    channel: String,
+    id: u64,
 }
 
 /// The sliding windows of every sending account.
@@ -59,13 +75,8 @@ impl SendLimiter {
     /// (zero: it may go), given whether the channel is privileged.
     fn wait(&self, acc: &mut Account, channel: &str, privileged: bool, now: Instant) -> Duration {
         let window = self.limits.window + self.limits.margin;
-        while acc
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            acc.sent.pop_front();
-        }
+        acc.sent
+            .retain(|(_, t)| now.saturating_duration_since(*t) < window);
         let limit = if privileged {
             self.limits.privileged
         } else {
@@ -75,7 +86,9 @@ impl SendLimiter {
         if acc.sent.len() >= limit {
             // The window frees a slot when its (len - limit + 1)-th oldest
             // message leaves it.
-            let oldest = acc.sent[acc.sent.len() - limit];
+            let mut times: Vec<Instant> = acc.sent.iter().map(|(_, t)| *t).collect();
+            times.sort_unstable();
+            let oldest = times[times.len() - limit];
             wait = (oldest + window).saturating_duration_since(now);
         }
         if !privileged && let Some(last) = acc.last_in.get(channel) {
@@ -86,7 +99,7 @@ impl SendLimiter {
     }
 
     /// Waits until a message of `account` to `channel` may go and takes
-    /// its slot; `false` when it could not go before `deadline`.
+    /// its slot; `None` when it could not go before `deadline`.
     /// `privileged` is asked again at every try (the standing may be
     /// learnt meanwhile).
     pub async fn reserve(
@@ -95,7 +108,7 @@ impl SendLimiter {
         channel: &str,
         privileged: impl Fn() -> bool,
         deadline: Instant,
-    ) -> bool {
+    ) -> Option<Slot> {
         loop {
             let now = Instant::now();
             let wait = {
@@ -103,21 +116,42 @@ impl SendLimiter {
                 let acc = accounts.entry(account.to_owned()).or_default();
                 let wait = self.wait(acc, channel, privileged(), now);
                 if wait.is_zero() {
-                    acc.sent.push_back(now);
+                    let id = acc.next;
+                    acc.next += 1;
+                    acc.sent.push((id, now));
                     acc.last_in.insert(channel.to_owned(), now);
                     if acc.last_in.len() > 10_000 {
                         let interval = self.limits.channel_interval + self.limits.margin;
                         acc.last_in
-                            .retain(|_, t| now.duration_since(*t) < interval);
+                            .retain(|_, t| now.saturating_duration_since(*t) < interval);
                     }
-                    return true;
+                    return Some(Slot {
+                        account: account.to_owned(),
+                        channel: channel.to_owned(),
+                        id,
+                    });
                 }
                 wait
             };
             if now + wait > deadline {
-                return false;
+                return None;
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The platform answered the message of `slot`: it counts from now.
+    pub fn settle(&self, slot: &Slot) {
+        let now = Instant::now();
+        let mut accounts = self.accounts.lock().expect("send limiter lock");
+        let Some(acc) = accounts.get_mut(&slot.account) else {
+            return;
+        };
+        if let Some(entry) = acc.sent.iter_mut().find(|(id, _)| *id == slot.id) {
+            entry.1 = entry.1.max(now);
+        }
+        if let Some(last) = acc.last_in.get_mut(&slot.channel) {
+            *last = (*last).max(now);
         }
     }
 }
@@ -144,7 +178,7 @@ mod tests {
         let mut times = Vec::new();
         for i in 0..45 {
             let channel = format!("c{}", i % 10);
-            assert!(l.reserve("bot", &channel, || false, far).await);
+            assert!(l.reserve("bot", &channel, || false, far).await.is_some());
             times.push(Instant::now().duration_since(start));
         }
         // 20 in the first window (10 channels: each channel's second
@@ -163,11 +197,11 @@ mod tests {
         let start = Instant::now();
         let far = start + Duration::from_secs(3600);
         for _ in 0..100 {
-            assert!(l.reserve("bot", "own", || true, far).await);
+            assert!(l.reserve("bot", "own", || true, far).await.is_some());
         }
         assert_eq!(Instant::now(), start, "100 at once where privileged");
         // The window is full for a normal channel until 30 s pass.
-        assert!(l.reserve("bot", "other", || false, far).await);
+        assert!(l.reserve("bot", "other", || false, far).await.is_some());
         assert!(Instant::now().duration_since(start) >= Duration::from_secs(30));
     }
 
@@ -175,16 +209,42 @@ mod tests {
     async fn a_message_that_cannot_go_before_its_deadline_is_refused_at_once() {
         let l = SendLimiter::new(limits());
         let start = Instant::now();
-        assert!(l.reserve("bot", "c", || false, start + Duration::from_secs(5)).await);
         assert!(
-            !l.reserve("bot", "c", || false, start + Duration::from_millis(500))
+            l.reserve("bot", "c", || false, start + Duration::from_secs(5))
                 .await
+                .is_some()
+        );
+        assert!(
+            l.reserve("bot", "c", || false, start + Duration::from_millis(500))
+                .await
+                .is_none()
         );
         assert_eq!(Instant::now(), start, "no waiting for what cannot go");
         assert!(
             l.reserve("other", "c", || false, start + Duration::from_millis(1))
-                .await,
+                .await
+                .is_some(),
             "another account has its own window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_keeps_its_message_in_the_window_from_the_answer_on() {
+        let l = SendLimiter::new(SendLimits {
+            normal: 1,
+            ..limits()
+        });
+        let start = Instant::now();
+        let far = start + Duration::from_secs(3600);
+        let slot = l.reserve("bot", "a", || false, far).await.unwrap();
+        // Helix answers 5 s later: Twitch may have counted it as late.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        l.settle(&slot);
+        assert!(l.reserve("bot", "b", || false, far).await.is_some());
+        assert!(
+            Instant::now().duration_since(start) >= Duration::from_secs(35),
+            "{:?}",
+            Instant::now().duration_since(start)
         );
     }
 }

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::helix::{Helix, HelixError};
-use super::send_limiter::{SendLimiter, SendLimits};
+use super::send_limiter::{SendLimiter, SendLimits, Slot};
 use super::settings::Settings;
 use super::standing::Standing;
 use crate::platforms::seam::{Job, Outcome, Sender};
@@ -62,6 +62,8 @@ pub struct TwitchSender {
     ids: Mutex<HashMap<String, String>>,
     /// Account → when its moderated channels were last read.
     read_at: Mutex<HashMap<String, Instant>>,
+    /// Command id → its slot in the send window, settled when Helix answers.
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl TwitchSender {
@@ -109,6 +111,7 @@ impl TwitchSender {
             refresh: settings.twitch_standing_refresh,
             ids: Mutex::default(),
             read_at: Mutex::default(),
+            slots: Mutex::default(),
         }))
     }
 
@@ -329,7 +332,7 @@ impl Sender for TwitchSender {
             }
             let (account, channel) = (job.account.as_str(), job.command.channel.as_str());
             let standing = &self.standing;
-            if self
+            match self
                 .limiter
                 .reserve(
                     account,
@@ -339,14 +342,30 @@ impl Sender for TwitchSender {
                 )
                 .await
             {
-                Ok(())
-            } else {
-                Err(Outcome::expired())
+                Some(slot) => {
+                    self.slots
+                        .lock()
+                        .expect("slots lock")
+                        .insert(job.command.id.clone(), slot);
+                    Ok(())
+                }
+                None => Err(Outcome::expired()),
             }
         })
     }
 
     fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.carry_out(job))
+        Box::pin(async move {
+            let outcome = self.carry_out(job).await;
+            let slot = self
+                .slots
+                .lock()
+                .expect("slots lock")
+                .remove(&job.command.id);
+            if let Some(slot) = slot {
+                self.limiter.settle(&slot);
+            }
+            outcome
+        })
     }
 }
