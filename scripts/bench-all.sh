@@ -4,7 +4,7 @@
 # time and commit), so each figure in the docs can be traced to its run.
 #
 #   scripts/bench-all.sh              # every bench (about an hour here)
-#   scripts/bench-all.sh flood10 pgcost   # only the named runs
+#   scripts/bench-all.sh flood10 pgcost   # only the named runs (each builds its bench)
 #
 # Benchmarks share the machine's cores with RabbitMQ and PostgreSQL, so
 # nothing else should run meanwhile: this script stops the fault-drill node
@@ -40,6 +40,9 @@ runs=(
   "pipe_pg2|cargo bench -q -p e2e --bench pipeline -- --postgres --consumers 2"
   "history|cargo bench -q -p consumer --bench consumer_bench -- history --events 5000000 --postgres"
   "flood_cluster|cargo bench -q -p ingestor --bench flood -- --channels 10 --messages 200000 --cluster"
+  "commands_latency|cargo bench -q -p ingestor --bench commands -- --mode latency --rate 10 --seconds 60"
+  "commands_limits|cargo bench -q -p ingestor --bench commands -- --mode limits --rate 23.4 --seconds 600"
+  "webhooks|cargo bench -q -p ingestor --bench webhooks -- --deliveries 20000 --concurrency 32 --rate 100 --seconds 30"
 )
 
 want=("$@")
@@ -57,8 +60,11 @@ scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true
 
 logs=target/bench-runs
 mkdir -p "$logs"
-echo "==> building the benches"
-cargo bench -q --workspace --no-run
+# Every bench up front when all run; named runs build their own.
+if [ ${#want[@]} -eq 0 ]; then
+  echo "==> building the benches"
+  cargo bench -q --workspace --no-run
+fi
 
 commit=$(git rev-parse --short HEAD)
 if [ -n "$(git status --porcelain)" ]; then commit="$commit (with uncommitted changes)"; fi
