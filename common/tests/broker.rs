@@ -926,3 +926,75 @@ async fn a_silent_connection_times_out_every_unconfirmed_message_of_a_batch() {
     }
     proxy.cut();
 }
+
+#[tokio::test]
+async fn a_command_nobody_answers_is_unknown_after_its_expiry_and_one_nobody_takes_is_no_sender() {
+    use common::amqp::commands::{CommandClient, RECEIPT_GRACE};
+    use common::command::{CommandAction, ReceiptStatus};
+    use lapin::options::{ExchangeDeleteOptions, QueueBindOptions, QueueDeleteOptions};
+
+    let conn = rabbit::connect("test-command-client").await;
+    let exchange = unique("test-cmd-client");
+    let commands = CommandClient::open(&conn, &exchange, "test").await.unwrap();
+    let say = CommandAction::Send {
+        text: "hi".into(),
+        reply_to: None,
+    };
+    // Nobody is bound: the broker returns it.
+    let r = commands
+        .execute(commands.command("twitch", "somewhere", say.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (ReceiptStatus::Rejected, Some("no_sender"))
+    );
+    // A queue takes it, but no sender ever answers.
+    let ch = conn.create_channel().await.unwrap();
+    let queue = unique("test-cmd-client-q");
+    amqp::declare_queue(
+        &conn,
+        &queue,
+        &amqp::QueueSpec {
+            durable: false,
+            auto_delete: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "twitch.#".into(),
+        QueueBindOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut command = commands.command("twitch", "somewhere", say);
+    command.expires_at = Some(command.issued_at + chrono::Duration::milliseconds(200));
+    let started = std::time::Instant::now();
+    let r = within(30, "the client's own answer", commands.execute(command))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (ReceiptStatus::Unknown, Some("no_receipt"))
+    );
+    assert!(started.elapsed() >= RECEIPT_GRACE);
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    for x in [exchange.clone(), format!("{exchange}.dlx")] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .queue_delete(
+            format!("{exchange}.dead-letter").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+}

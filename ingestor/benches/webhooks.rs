@@ -132,7 +132,11 @@ async fn main() {
         .unwrap();
     // Warm up (the public key fetch, the first connection).
     let warm = delivery(n + 1);
-    assert_eq!(post(&client, &url, &warm).await, 200, "the warm-up delivery");
+    assert_eq!(
+        post(&client, &url, &warm).await,
+        200,
+        "the warm-up delivery"
+    );
     let probe = conn.create_channel().await.unwrap();
     while rabbit::queue_depth(&probe, &queue).await < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -143,8 +147,12 @@ async fn main() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, deliveries, next) =
-                (client.clone(), url.clone(), deliveries.clone(), next.clone());
+            let (client, url, deliveries, next) = (
+                client.clone(),
+                url.clone(),
+                deliveries.clone(),
+                next.clone(),
+            );
             tokio::spawn(async move {
                 let mut refused = 0;
                 loop {
@@ -241,9 +249,7 @@ async fn main() {
     // Clean up.
     let ch = conn.create_channel().await.unwrap();
     for q in [&queue, &ceiling_queue] {
-        let _ = ch
-            .queue_delete(q.as_str().into(), Default::default())
-            .await;
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
     rabbit::delete_topology(&conn, &topology).await;
     rabbit::delete_topology(&conn, &ceiling_topology).await;
