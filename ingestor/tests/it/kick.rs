@@ -362,6 +362,12 @@ async fn kick_commands_send_through_the_bus_are_read_back_and_need_their_scope()
     let mut cfg = config(&irc, &rabbit::amqp_url(), &exchange, &[], &spool);
     cfg.webhook_http_addr = Some("127.0.0.1:0".into());
     cfg.oauth.token_store_path = store;
+    // As from the environment: KICK_CLIENT_ID/SECRET configure the Kick
+    // OAuth provider too (the sender's token manager).
+    cfg.oauth.kick_client_id = "fake-client".into();
+    cfg.oauth.kick_client_secret = common::Secret::new("fake-secret");
+    cfg.oauth.kick_token_url = format!("{}/oauth/token", fake.url());
+    cfg.oauth.kick_validate_url = format!("{}/public/v1/users", fake.url());
     cfg.commands_exchange = unique("test-kick-commands");
     cfg.commands_queue = format!("{}.ingestor", cfg.commands_exchange);
     cfg.commands_allow = vec!["kick:chatbot:moderate".into(), "kick:noscope".into()];

@@ -113,12 +113,21 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             std::time::Duration::from_secs(300),
         ),
     });
-    let sender = sender::KickSender::from_settings(
-        settings,
-        api.clone(),
-        ctx.oauth.token_store(),
-        None,
-    );
+    // With the Kick OAuth provider (the same KICK_CLIENT_ID and secret),
+    // this process refreshes the sender's tokens itself when due or refused.
+    let manager = ctx
+        .oauth
+        .kick()
+        .context("the Kick OAuth settings")?
+        .map(|provider| {
+            common::token_manager::TokenManager::with_options(
+                ctx.oauth.token_store(),
+                provider,
+                common::token_manager::TokenManagerOptions::default(),
+            )
+        });
+    let sender =
+        sender::KickSender::from_settings(settings, api.clone(), ctx.oauth.token_store(), manager);
     let mut started = Started::source(source);
     started.routes = Some(webhook::routes(hooks, ctx.webhook_max_body_bytes));
     started.sender = sender.map(|s| Arc::new(s) as Arc<dyn crate::platforms::seam::Sender>);
