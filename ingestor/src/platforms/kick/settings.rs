@@ -221,6 +221,34 @@ mod tests {
             Duration::from_secs(90)
         );
         assert!(!format!("{:?}", c.platforms.kick).contains("s3cret"));
+        assert_eq!(c.platforms.kick.sender(), None);
+        assert_eq!(
+            (c.platforms.kick.kick_send_limit, c.platforms.kick.kick_send_window),
+            (20, Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn the_sender_needs_the_kick_platform() {
+        let err = load_from::<Config, _, _, _>(None, [("KICK_SENDER", "mybot")]).unwrap_err();
+        assert!(err.to_string().contains("KICK_SENDER"), "{err}");
+        let c: Config = load_from(
+            None,
+            [
+                ("KICK_CLIENT_ID", "01ABC"),
+                ("KICK_CLIENT_SECRET", "s3cret"),
+                ("KICK_SENDER", "mybot"),
+                ("KICK_SEND_LIMIT", "5"),
+                ("KICK_SEND_WINDOW", "10s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.platforms.kick.sender(), Some("mybot"));
+        assert_eq!(c.platforms.kick.kick_send_limit, 5);
+        // The same keys configure the Kick OAuth provider (token refresh).
+        assert!(c.oauth.kick().unwrap().is_some());
+        let err = load_from::<Config, _, _, _>(None, [("KICK_SEND_LIMIT", "0")]).unwrap_err();
+        assert!(err.to_string().contains("KICK_SEND_LIMIT"), "{err}");
     }
 
     #[test]
