@@ -1,6 +1,6 @@
 //! The auth-server's configuration (see `.env.example` for every key).
 //!
-//! The provider and token store keys (`TWITCH_*`, `GOOGLE_*`,
+//! The provider and token store keys (`TWITCH_*`, `GOOGLE_*`, `KICK_*`,
 //! `TOKEN_STORE_PATH`, `OAUTH_TIMEOUT`) are [`common::oauth::OAuthConfig`],
 //! shared with the ingestor.
 
@@ -18,6 +18,7 @@ const RESERVED_PATHS: &[&str] = &[
     "/auth",
     "/auth/twitch",
     "/auth/google",
+    "/auth/kick",
     "/healthz",
     "/metrics",
 ];

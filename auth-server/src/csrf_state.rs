@@ -5,11 +5,17 @@
 //! `/auth` creates the state and sets (or reuses) the browser cookie; the
 //! callback accepts the state only once, only from the same browser, and
 //! only within its lifetime. Anything else is a 400 and writes nothing.
+//!
+//! For a provider using PKCE (Kick) the attempt also keeps its code
+//! verifier, server-side only: the authorize URL carries its challenge,
+//! and the callback that ends the attempt takes the verifier for the code
+//! exchange.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::Secret;
 use common::oauth::ProviderKind;
 use tokio::time::Instant;
 
@@ -54,6 +60,7 @@ struct Pending {
     provider: ProviderKind,
     browser: String,
     created: Instant,
+    verifier: Option<Secret>,
 }
 
 /// The pending authorization attempts of this process.
@@ -81,6 +88,24 @@ impl PendingStates {
     /// (its cookie value); returns the new state.
     pub fn begin(&self, provider: ProviderKind, browser: &str) -> String {
         let state = random_token();
+        self.insert(&state, provider, browser, None);
+        state
+    }
+
+    /// Starts an attempt as [`PendingStates::begin`] does, under a `state`
+    /// the caller made (with [`random_token`]), keeping the PKCE `verifier`
+    /// until the attempt ends.
+    pub fn begin_with(
+        &self,
+        state: &str,
+        provider: ProviderKind,
+        browser: &str,
+        verifier: Option<Secret>,
+    ) {
+        self.insert(state, provider, browser, verifier);
+    }
+
+    fn insert(&self, state: &str, provider: ProviderKind, browser: &str, verifier: Option<Secret>) {
         let now = Instant::now();
         let mut pending = self.lock();
         pending.retain(|_, p| now.duration_since(p.created) < self.ttl);
@@ -93,14 +118,14 @@ impl PendingStates {
             pending.remove(&oldest);
         }
         pending.insert(
-            state.clone(),
+            state.to_owned(),
             Pending {
                 provider,
                 browser: browser.to_owned(),
                 created: now,
+                verifier,
             },
         );
-        state
     }
 
     /// Ends the attempt `state` from the browser `browser`: returns its
@@ -118,6 +143,20 @@ impl PendingStates {
         state: Option<&str>,
         browser: Option<&str>,
     ) -> Result<ProviderKind, StateError> {
+        self.finish_with(state, browser)
+            .map(|(provider, _)| provider)
+    }
+
+    /// As [`PendingStates::finish`], also handing over the attempt's PKCE
+    /// verifier (once: the attempt ends).
+    ///
+    /// # Errors
+    /// As [`PendingStates::finish`].
+    pub fn finish_with(
+        &self,
+        state: Option<&str>,
+        browser: Option<&str>,
+    ) -> Result<(ProviderKind, Option<Secret>), StateError> {
         let state = state.filter(|s| !s.is_empty()).ok_or(StateError::Missing)?;
         let mut pending = self.lock();
         let attempt = pending.get(state).ok_or(StateError::Unknown)?;
@@ -128,8 +167,8 @@ impl PendingStates {
         match browser {
             Some(b) if common::http::constant_time_eq(b.as_bytes(), attempt.browser.as_bytes()) => {
                 let provider = attempt.provider;
-                pending.remove(state);
-                Ok(provider)
+                let attempt = pending.remove(state).expect("the attempt is pending");
+                Ok((provider, attempt.verifier))
             }
             _ => Err(StateError::WrongBrowser),
         }

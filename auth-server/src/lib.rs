@@ -134,6 +134,7 @@ pub async fn serve(
             let name = match m.provider().kind {
                 ProviderKind::Twitch => "token-manager-twitch",
                 ProviderKind::Google => "token-manager-google",
+                ProviderKind::Kick => "token-manager-kick",
             };
             supervise(
                 name,

@@ -122,13 +122,14 @@ fn begin(
     let kind = match provider.as_deref() {
         None | Some("twitch") => ProviderKind::Twitch,
         Some("google" | "youtube") => ProviderKind::Google,
+        Some("kick") => ProviderKind::Kick,
         Some(other) => {
             return error_page(
                 StatusCode::NOT_FOUND,
                 "unknown_provider",
                 "Unknown provider",
                 &format!(
-                    "There is no provider called {other:?}; use /auth/twitch or /auth/google."
+                    "There is no provider called {other:?}; use /auth/twitch, /auth/google or /auth/kick."
                 ),
             )
             .into_response();
@@ -158,9 +159,12 @@ fn begin(
         return redirect(&target, None);
     }
     let browser = cookie.filter(|c| is_token(c)).unwrap_or_else(random_token);
-    let state = app.states().begin(kind, &browser);
-    let url = match manager.client().authorize_url(redirect_url, &state) {
-        Ok(url) => url,
+    let state = crate::csrf_state::random_token();
+    let url = match manager.client().authorize_url_pkce(redirect_url, &state) {
+        Ok((url, verifier)) => {
+            app.states().begin_with(&state, kind, &browser, verifier);
+            url
+        }
         Err(e) => {
             tracing::error!(provider = kind.name(), error = %e, "cannot build the authorize URL");
             return error_page(
@@ -239,8 +243,11 @@ async fn callback(query: HashMap<String, String>, cookie: Option<String>, app: A
     let error = param(&query, "error");
     let description = param(&query, "error_description");
     let code = param(&query, "code");
-    let kind = match app.states().finish(state.as_deref(), cookie.as_deref()) {
-        Ok(kind) => kind,
+    let (kind, verifier) = match app
+        .states()
+        .finish_with(state.as_deref(), cookie.as_deref())
+    {
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!(code = e.code(), "callback refused: {e}");
             count(None, e.code());
@@ -304,7 +311,7 @@ async fn callback(query: HashMap<String, String>, cookie: Option<String>, app: A
     };
     let token = match manager
         .client()
-        .authorize_account(code, &app.config().auth_redirect_url)
+        .authorize_account_with(code, &app.config().auth_redirect_url, verifier.as_ref())
         .await
     {
         Ok(token) => token,

@@ -5,6 +5,14 @@
 //! `POST /public/v1/chat`), and deliveries signed as Kick signs them (RSA
 //! PKCS#1 v1.5, SHA-256 over `<message id>.<timestamp>.<body>`, base64)
 //! with a key of its own: 2048 bits, generated once per process.
+//!
+//! As users (the sender's calls, with the user tokens of
+//! [`FakeKick::add_user`]): `POST /public/v1/chat` (scope `chat:write`),
+//! `DELETE /public/v1/chat/{id}` (`moderation:chat_message:manage`),
+//! `POST`/`DELETE /public/v1/moderation/bans` (`moderation:ban`) and `GET
+//! /public/v1/users` (the token's own user). A message it takes is logged
+//! and, once [`FakeKick::deliver_to`] names the ingestor's webhook, sent
+//! back to it as a signed `chat.message.sent` delivery, as Kick does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,6 +55,18 @@ struct State {
     next: u64,
     tokens_issued: u64,
     chat: Vec<Value>,
+    /// User access token → the user.
+    users: BTreeMap<String, User>,
+    moderation: Vec<Value>,
+    deliver_to: Option<String>,
+}
+
+/// A Kick user the fake knows, with its token's scopes.
+#[derive(Debug, Clone)]
+struct User {
+    login: String,
+    user_id: u64,
+    scopes: Vec<String>,
 }
 
 /// The fake. Clones share it.
@@ -138,6 +158,52 @@ impl FakeKick {
         self.lock().chat.clone()
     }
 
+    /// Kick knows the user `login` (`user_id`), whose access token `token`
+    /// holds `scopes`.
+    pub fn add_user(&self, login: &str, user_id: u64, token: &str, scopes: &[&str]) {
+        self.lock().users.insert(
+            token.to_owned(),
+            User {
+                login: login.to_owned(),
+                user_id,
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        );
+    }
+
+    /// The messages it takes are delivered back to `url` (the ingestor's
+    /// `/hooks/kick`) as signed `chat.message.sent` events.
+    pub fn deliver_to(&self, url: &str) {
+        self.lock().deliver_to = Some(url.to_owned());
+    }
+
+    /// The moderation calls taken: `{"call": "ban"|"unban"|"delete", ...}`
+    /// with the request's body.
+    pub fn moderation(&self) -> Vec<Value> {
+        self.lock().moderation.clone()
+    }
+
+    /// The user of a bearer token, or the refusal: 401 for an unknown
+    /// token, 403 when it lacks `scope`.
+    fn user(&self, auth: Option<&str>, scope: &str) -> Result<User, Box<warp::reply::Response>> {
+        let token = auth
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let Some(user) = self.lock().users.get(token).cloned() else {
+            return Err(Box::new(reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"message": "Unauthorized"}),
+            )));
+        };
+        if !scope.is_empty() && !user.scopes.iter().any(|s| s == scope) {
+            return Err(Box::new(reply(
+                StatusCode::FORBIDDEN,
+                json!({"message": format!("Forbidden: missing scope {scope}")}),
+            )));
+        }
+        Ok(user)
+    }
+
     /// The public key, PEM (`PUBLIC KEY`).
     pub fn public_key_pem() -> String {
         RsaPublicKey::from(key())
@@ -188,6 +254,78 @@ impl FakeKick {
             // A server refusing a large body may close before reading it.
             Err(e) => (0, json!({ "error": e.to_string() })),
         }
+    }
+
+    /// `POST /public/v1/chat`: checks the token, its scope and the body,
+    /// logs the message and delivers it back to the ingestor.
+    fn take_chat(&self, auth: Option<&str>, body: Value) -> warp::reply::Response {
+        let user = match self.user(auth, "chat:write") {
+            Ok(u) => u,
+            Err(refused) => return *refused,
+        };
+        let content = body["content"].as_str().unwrap_or_default().to_owned();
+        let broadcaster = match body["type"].as_str() {
+            Some("user") => body["broadcaster_user_id"].as_u64(),
+            // A bot's message goes to its own channel.
+            Some("bot") => Some(user.user_id),
+            _ => None,
+        };
+        let (Some(broadcaster), false, true) = (
+            broadcaster,
+            content.is_empty(),
+            content.chars().count() <= 500,
+        ) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"message": "Invalid request"}),
+            );
+        };
+        let (id, slug, url, n) = {
+            let mut state = self.lock();
+            state.next += 1;
+            let n = state.next;
+            state.chat.push(body.clone());
+            let slug = state
+                .channels
+                .iter()
+                .find(|(_, id)| **id == broadcaster)
+                .map(|(slug, _)| slug.clone())
+                .unwrap_or_default();
+            (
+                format!("00000000-0000-4000-8000-{n:012}"),
+                slug,
+                state.deliver_to.clone(),
+                n,
+            )
+        };
+        if let Some(url) = url {
+            let event = json!({
+                "message_id": id,
+                "replies_to": body.get("reply_to_message_id").filter(|r| !r.is_null())
+                    .map(|r| json!({"message_id": r, "content": "", "sender": null})),
+                "broadcaster": {"is_anonymous": false, "user_id": broadcaster, "username": slug,
+                    "is_verified": false, "profile_picture": "", "channel_slug": slug, "identity": null},
+                "sender": {"is_anonymous": false, "user_id": user.user_id, "username": user.login,
+                    "is_verified": false, "profile_picture": "", "channel_slug": user.login, "identity": null},
+                "content": content,
+                "emotes": [],
+                "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            tokio::spawn(async move {
+                let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let body = serde_json::to_vec(&event).expect("encode the event");
+                let message_id = format!("01FAKEDELIVERY{n:012}");
+                let (status, answer) =
+                    Self::deliver(&url, "chat.message.sent", &message_id, &at, body, None).await;
+                if status != 200 {
+                    tracing::warn!(status, %answer, "the fake Kick's delivery was refused");
+                }
+            });
+        }
+        reply(
+            StatusCode::OK,
+            json!({"data": {"is_sent": true, "message_id": id}, "message": "OK"}),
+        )
     }
 
     fn routes(&self) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
@@ -325,18 +463,65 @@ impl FakeKick {
                 .and(warp::post())
                 .and(warp::header::optional::<String>("authorization"))
                 .and(warp::body::json::<Value>())
-                .map(move |a: Option<String>, body: Value| {
-                    if a.is_none() {
-                        return reply(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
+                .map(move |a: Option<String>, body: Value| fake.take_chat(a.as_deref(), body))
+        };
+        let delete_message = {
+            let fake = self.clone();
+            warp::path!("public" / "v1" / "chat" / String)
+                .and(warp::delete())
+                .and(warp::header::optional::<String>("authorization"))
+                .map(move |id: String, a: Option<String>| {
+                    if let Err(refused) = fake.user(a.as_deref(), "moderation:chat_message:manage")
+                    {
+                        return *refused;
                     }
-                    let mut state = fake.lock();
-                    state.next += 1;
-                    let id = format!("fake-kick-msg-{}", state.next);
-                    state.chat.push(body);
-                    reply(
+                    fake.lock()
+                        .moderation
+                        .push(json!({"call": "delete", "message_id": id}));
+                    reply(StatusCode::OK, json!({"data": {}, "message": "OK"}))
+                })
+        };
+        let bans = {
+            let fake = self.clone();
+            warp::path!("public" / "v1" / "moderation" / "bans")
+                .and(
+                    warp::post()
+                        .map(|| "ban")
+                        .or(warp::delete().map(|| "unban"))
+                        .unify(),
+                )
+                .and(warp::header::optional::<String>("authorization"))
+                .and(warp::body::json::<Value>())
+                .map(move |call: &str, a: Option<String>, body: Value| {
+                    if let Err(refused) = fake.user(a.as_deref(), "moderation:ban") {
+                        return *refused;
+                    }
+                    if body["broadcaster_user_id"].as_u64().is_none()
+                        || body["user_id"].as_u64().is_none()
+                    {
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            json!({"message": "Invalid request"}),
+                        );
+                    }
+                    fake.lock()
+                        .moderation
+                        .push(json!({"call": call, "body": body}));
+                    reply(StatusCode::OK, json!({"data": {}, "message": "OK"}))
+                })
+        };
+        let users = {
+            let fake = self.clone();
+            warp::path!("public" / "v1" / "users")
+                .and(warp::get())
+                .and(warp::header::optional::<String>("authorization"))
+                .map(move |a: Option<String>| match fake.user(a.as_deref(), "") {
+                    Ok(u) => reply(
                         StatusCode::OK,
-                        json!({"data": {"is_sent": true, "message_id": id}, "message": "OK"}),
-                    )
+                        json!({"data": [{"user_id": u.user_id, "name": u.login, "email": "",
+                                         "profile_picture": ""}], "message": "OK"}),
+                    ),
+                    Err(refused) => *refused,
                 })
         };
         token
@@ -351,6 +536,12 @@ impl FakeKick {
             .or(delete)
             .unify()
             .or(chat)
+            .unify()
+            .or(delete_message)
+            .unify()
+            .or(bans)
+            .unify()
+            .or(users)
             .unify()
             .boxed()
     }

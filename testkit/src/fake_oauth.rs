@@ -18,6 +18,15 @@
 //!   `POST /tokeninfo` (Google, form `access_token`).
 //! * `POST /oauth2/revoke` (form `client_id`, `token`).
 //!
+//! Kick flavour (OAuth 2.1, docs.kick.com/getting-started/generating-tokens-oauth2-flow)
+//! serves Kick's paths: `GET /oauth/authorize` requires `state`,
+//! `code_challenge` and `code_challenge_method=S256`; `POST /oauth/token`
+//! requires the `code_verifier` whose S256 is that challenge, answers
+//! `expires_in` as a string and `scope` as a string, rotates refresh
+//! tokens, and errors as Kick's docs show (`400 {"error": "Invalid
+//! request"}`); `GET /public/v1/users` (Bearer) answers the token's own
+//! user; `POST /oauth/revoke?token=`.
+//!
 //! Tests steer it: failures and delays of the token endpoint, lifetimes,
 //! revoking every refresh token, and read what it saw and issued.
 
@@ -44,6 +53,8 @@ pub enum Flavour {
     /// Google: `scope` as a string, refresh token only with
     /// `access_type=offline`, RFC 6749 errors.
     Google,
+    /// Kick: PKCE (S256) required, Kick's paths and answers.
+    Kick,
 }
 
 /// The account that "logs in" at the fake.
@@ -161,6 +172,8 @@ struct CodeGrant {
     redirect_uri: String,
     scopes: Vec<String>,
     offline: bool,
+    /// The PKCE `code_challenge` (S256), when one was given.
+    challenge: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,8 +438,38 @@ fn routes(
         .and(warp::body::form::<Form>())
         .and(with())
         .map(revoke);
+    // Kick's paths.
+    let kick_authorize = warp::path!("oauth" / "authorize")
+        .and(warp::get())
+        .and(warp::query::<Form>())
+        .and(with())
+        .map(self::authorize);
+    let kick_token = warp::path!("oauth" / "token")
+        .and(warp::post())
+        .and(warp::body::form::<Form>())
+        .and(with())
+        .then(self::token);
+    let kick_users = warp::path!("public" / "v1" / "users")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with())
+        .map(users_kick);
+    let kick_revoke = warp::path!("oauth" / "revoke")
+        .and(warp::post())
+        .and(warp::query::<Form>())
+        .and(with())
+        .map(revoke_kick);
+    let kick = kick_authorize
+        .or(kick_token)
+        .unify()
+        .or(kick_users)
+        .unify()
+        .or(kick_revoke)
+        .unify();
     authorize
         .or(token)
+        .unify()
+        .or(kick)
         .unify()
         .or(validate)
         .unify()
@@ -456,6 +499,13 @@ fn authorize(query: Form, state: Arc<Mutex<State>>) -> Response<String> {
         );
     };
     let state_param = field("state");
+    if s.flavour == Flavour::Kick
+        && (state_param.is_empty()
+            || field("code_challenge").is_empty()
+            || field("code_challenge_method") != "S256")
+    {
+        return json_reply(400, json!({"error": "Invalid request"}));
+    }
     let scopes: Vec<String> = field("scope")
         .split_whitespace()
         .map(str::to_owned)
@@ -473,6 +523,7 @@ fn authorize(query: Form, state: Arc<Mutex<State>>) -> Response<String> {
                         redirect_uri: field("redirect_uri"),
                         scopes,
                         offline: field("access_type") == "offline",
+                        challenge: query.get("code_challenge").cloned(),
                     },
                 );
             }
@@ -525,8 +576,13 @@ async fn token(form: Form, state: Arc<Mutex<State>>) -> Response<String> {
             let mut s = lock(&state);
             let grant = s.codes.remove(&field("code"));
             match grant {
+                Some(g)
+                    if s.flavour == Flavour::Kick && !pkce_matches(&g, &field("code_verifier")) =>
+                {
+                    invalid_grant(s.flavour, "code_verifier does not match the code_challenge")
+                }
                 Some(g) if g.redirect_uri == field("redirect_uri") => {
-                    let with_refresh = s.flavour == Flavour::Twitch || g.offline;
+                    let with_refresh = s.flavour != Flavour::Google || g.offline;
                     let issued = issue(&mut s, g.scopes, with_refresh);
                     s.stats.code_grants += 1;
                     token_answer(s.flavour, &issued)
@@ -546,12 +602,12 @@ async fn token(form: Form, state: Arc<Mutex<State>>) -> Response<String> {
             };
             s.stats.refresh_grants += 1;
             match s.flavour {
-                Flavour::Twitch => {
+                Flavour::Twitch | Flavour::Kick => {
                     // Rotation: the used refresh token and its access token end.
                     s.refresh.remove(&presented);
                     s.access.remove(&info.access_token);
                     let issued = issue(&mut s, info.scopes, true);
-                    token_answer(Flavour::Twitch, &issued)
+                    token_answer(s.flavour, &issued)
                 }
                 Flavour::Google => {
                     let issued = issue(&mut s, info.scopes, false);
@@ -583,6 +639,13 @@ fn token_answer(flavour: Flavour, issued: &Issued) -> Response<String> {
             "scope": issued.scopes.join(" "),
             "token_type": "Bearer",
         }),
+        // Kick's docs show every field as a string.
+        Flavour::Kick => json!({
+            "access_token": issued.access_token,
+            "expires_in": issued.expires_in.to_string(),
+            "scope": issued.scopes.join(" "),
+            "token_type": "Bearer",
+        }),
     };
     if let Some(r) = &issued.refresh_token {
         body["refresh_token"] = json!(r);
@@ -597,7 +660,62 @@ fn invalid_grant(flavour: Flavour, message: &str) -> Response<String> {
             400,
             json!({"error": "invalid_grant", "error_description": message}),
         ),
+        Flavour::Kick => json_reply(
+            400,
+            json!({"error": "Invalid request", "error_description": message}),
+        ),
     }
+}
+
+/// Whether `verifier` is the PKCE verifier of `grant`'s S256 challenge
+/// (RFC 7636: BASE64URL-NOPAD(SHA-256(verifier))).
+fn pkce_matches(grant: &CodeGrant, verifier: &str) -> bool {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    if verifier.len() < 43 || verifier.len() > 128 {
+        return false;
+    }
+    let computed =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
+    grant.challenge.as_deref() == Some(computed.as_str())
+}
+
+/// Kick's `GET /public/v1/users` for the token's own user.
+fn users_kick(auth: Option<String>, state: Arc<Mutex<State>>) -> Response<String> {
+    let mut s = lock(&state);
+    s.stats.validations += 1;
+    let token = auth
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if valid_access(&s, token).is_none() {
+        return json_reply(401, json!({"message": "Unauthorized"}));
+    }
+    let user_id: serde_json::Value = s
+        .user
+        .user_id
+        .parse::<u64>()
+        .map_or_else(|_| json!(s.user.user_id), |n| json!(n));
+    json_reply(
+        200,
+        json!({"data": [{"user_id": user_id, "name": s.user.login, "email": s.user.email,
+                         "profile_picture": ""}], "message": "OK"}),
+    )
+}
+
+/// Kick's `POST /oauth/revoke?token=`.
+fn revoke_kick(query: Form, state: Arc<Mutex<State>>) -> Response<String> {
+    let mut s = lock(&state);
+    let token = query.get("token").cloned().unwrap_or_default();
+    let known = s.access.remove(&token).is_some() | s.refresh.remove(&token).is_some();
+    if !known {
+        return json_reply(400, json!({"error": "Invalid request"}));
+    }
+    s.stats.revocations += 1;
+    Response::builder()
+        .status(200)
+        .body("OK".to_owned())
+        .expect("response")
 }
 
 fn valid_access(s: &State, token: &str) -> Option<(AccessInfo, u64)> {

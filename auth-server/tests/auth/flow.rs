@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::token_store::AccountStatus;
 use testkit::fake_oauth::{AuthorizeAnswer, CLIENT_ID, CLIENT_SECRET, Flavour, TokenFailure};
 
-use crate::helpers::{browser, callback_url, get, manual_browser, start, start_with};
+use crate::helpers::{browser, callback_url, get, location, manual_browser, start, start_with};
 
 #[tokio::test]
 async fn full_flow_from_auth_to_the_file_written() {
@@ -364,4 +364,91 @@ async fn google_is_the_same_flow_with_offline_access() {
     let validated = manager.validate(&t.key()).await.unwrap();
     assert!(validated.last_validated_at > old.last_validated_at);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn kick_is_oauth_2_1_with_pkce_and_learns_the_login_from_the_users_endpoint() {
+    let server = start_with(Flavour::Kick, |_| {}).await;
+    let client = browser();
+    let (status, page) = get(&client, &format!("{}/auth/kick", server.url)).await;
+    assert_eq!(status, 200, "{page}");
+    // The authorize URL carries an S256 challenge, never the verifier.
+    let q = &server.fake.authorize_requests()[0];
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43, "{q:?}");
+    assert!(!q.contains_key("code_verifier"));
+    assert_eq!(q["scope"], "user:read chat:write");
+    // The fake checked the verifier against the challenge before it issued.
+    assert_eq!(server.fake.stats().code_grants, 1);
+    let file = server.file();
+    let t = &file.accounts["kick:chatbus_bot"];
+    assert_eq!(
+        (t.platform.as_str(), t.user_id.as_str()),
+        ("kick", "141981764")
+    );
+    assert!(t.refresh_token.is_some());
+    assert_eq!(t.scopes, ["user:read", "chat:write"]);
+    assert!(
+        t.expires_at.is_some(),
+        "expires_in given as a string is read"
+    );
+
+    // Refresh (Kick rotates) and validation through the users endpoint.
+    let manager = server.app.managers()[0].clone();
+    let old = t.clone();
+    let fresh = manager.refresh(&t.key()).await.unwrap();
+    assert_ne!(fresh.access_token, old.access_token);
+    assert_ne!(fresh.refresh_token, old.refresh_token);
+    assert!(server.fake.is_valid_access(fresh.access_token.expose()));
+    assert!(!server.fake.is_valid_access(old.access_token.expose()));
+    let validated = manager.validate(&t.key()).await.unwrap();
+    assert!(validated.last_validated_at > old.last_validated_at);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn kick_refuses_a_code_exchanged_without_the_right_verifier() {
+    use common::oauth::{OAuthClient, ProviderSettings};
+    let fake = testkit::fake_oauth::FakeOAuth::start_flavour(Flavour::Kick).await;
+    let settings = ProviderSettings::kick(
+        testkit::fake_oauth::CLIENT_ID,
+        common::Secret::new(testkit::fake_oauth::CLIENT_SECRET),
+    )
+    .with_base_url(&fake.base_url());
+    let client = OAuthClient::new(settings);
+    let redirect = "http://localhost:3000/auth/callback";
+    let code_of = |url: reqwest::Url| async move {
+        let res = manual_browser().get(url).send().await.unwrap();
+        let back = reqwest::Url::parse(&location(&res)).unwrap();
+        back.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("a code")
+    };
+    // Without PKCE the fake Kick refuses to start.
+    let plain = client.authorize_url(redirect, "st4te").unwrap();
+    let res = manual_browser().get(plain).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+
+    // A wrong verifier, and none, are refused; the right one is taken.
+    let wrong = common::Secret::new("x".repeat(64));
+    for (state, verifier) in [("st4te1", Some(&wrong)), ("st4te2", None)] {
+        let (url, _) = client.authorize_url_pkce(redirect, state).unwrap();
+        let code = code_of(url).await;
+        let err = client
+            .authorize_account_with(&code, redirect, verifier)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Invalid request"), "{err}");
+    }
+    let (url, verifier) = client.authorize_url_pkce(redirect, "st4te3").unwrap();
+    assert!(verifier.is_some(), "Kick uses PKCE");
+    let code = code_of(url).await;
+    let token = client
+        .authorize_account_with(&code, redirect, verifier.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(token.login, "chatbus_bot");
+    client.revoke(&token.access_token).await.unwrap();
+    assert!(!fake.is_valid_access(token.access_token.expose()));
 }

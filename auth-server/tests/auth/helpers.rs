@@ -56,6 +56,14 @@ pub(crate) fn config_for(
             c.oauth.google_validate_url = format!("{base}/tokeninfo");
             c.oauth.google_revoke_url = format!("{base}/oauth2/revoke");
         }
+        Flavour::Kick => {
+            c.oauth.kick_client_id = CLIENT_ID.into();
+            c.oauth.kick_client_secret = Secret::new(CLIENT_SECRET);
+            c.oauth.kick_authorize_url = format!("{base}/oauth/authorize");
+            c.oauth.kick_token_url = format!("{base}/oauth/token");
+            c.oauth.kick_validate_url = format!("{base}/public/v1/users");
+            c.oauth.kick_revoke_url = format!("{base}/oauth/revoke");
+        }
     }
     c
 }

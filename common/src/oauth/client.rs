@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, HttpClientError, HttpRequest, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    StandardRevocableToken, TokenUrl,
+    EndpointSet, HttpClientError, HttpRequest, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
 };
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -142,6 +142,36 @@ impl OAuthClient {
     /// # Errors
     /// [`OAuthError::Settings`] when a URL is malformed.
     pub fn authorize_url(&self, redirect_url: &str, state: &str) -> Result<Url, OAuthError> {
+        self.authorize_url_with(redirect_url, state, None)
+    }
+
+    /// As [`OAuthClient::authorize_url`], with PKCE when the provider uses
+    /// it ([`ProviderSettings::pkce`]): a fresh random verifier, whose S256
+    /// challenge the URL carries (`code_challenge`,
+    /// `code_challenge_method=S256`). The verifier is returned to be kept
+    /// with the `state` and given to [`OAuthClient::authorize_account_with`].
+    ///
+    /// # Errors
+    /// [`OAuthError::Settings`] when a URL is malformed.
+    pub fn authorize_url_pkce(
+        &self,
+        redirect_url: &str,
+        state: &str,
+    ) -> Result<(Url, Option<Secret>), OAuthError> {
+        if !self.settings.pkce {
+            return Ok((self.authorize_url(redirect_url, state)?, None));
+        }
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let url = self.authorize_url_with(redirect_url, state, Some(challenge))?;
+        Ok((url, Some(Secret::new(verifier.into_secret()))))
+    }
+
+    fn authorize_url_with(
+        &self,
+        redirect_url: &str,
+        state: &str,
+        challenge: Option<PkceCodeChallenge>,
+    ) -> Result<Url, OAuthError> {
         let redirect = RedirectUrl::new(redirect_url.to_owned())
             .map_err(|e| OAuthError::Settings(format!("redirect URL: {e}")))?;
         let client = self.oauth2()?;
@@ -152,6 +182,9 @@ impl OAuthClient {
             .add_scopes(self.settings.scopes.iter().cloned().map(Scope::new));
         for (name, value) in &self.settings.authorize_params {
             request = request.add_extra_param(name.clone(), value.clone());
+        }
+        if let Some(challenge) = challenge {
+            request = request.set_pkce_challenge(challenge);
         }
         Ok(request.url().0)
     }
@@ -166,15 +199,31 @@ impl OAuthClient {
         code: &str,
         redirect_url: &str,
     ) -> Result<TokenGrant, OAuthError> {
+        self.exchange_code_with(code, redirect_url, None).await
+    }
+
+    /// As [`OAuthClient::exchange_code`], sending the PKCE `verifier`
+    /// (`code_verifier`) when there is one.
+    ///
+    /// # Errors
+    /// As [`OAuthClient::exchange_code`].
+    pub async fn exchange_code_with(
+        &self,
+        code: &str,
+        redirect_url: &str,
+        verifier: Option<&Secret>,
+    ) -> Result<TokenGrant, OAuthError> {
         let redirect = RedirectUrl::new(redirect_url.to_owned())
             .map_err(|e| OAuthError::Settings(format!("redirect URL: {e}")))?;
         let client = self.oauth2()?.set_redirect_uri(redirect);
         let status = StatusProbe::default();
         let http = status.client(&self.http);
-        let result = client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .request_async(&http)
-            .await;
+        let mut request = client.exchange_code(AuthorizationCode::new(code.to_owned()));
+        if let Some(verifier) = verifier {
+            request =
+                request.set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_owned()));
+        }
+        let result = request.request_async(&http).await;
         self.grant(Endpoint::CodeExchange, result, &status)
     }
 
@@ -310,6 +359,10 @@ impl OAuthClient {
                 .http
                 .post(&self.settings.validate_url)
                 .form(&[("access_token", access_token.expose())]),
+            ProviderKind::Kick => self
+                .http
+                .get(&self.settings.validate_url)
+                .bearer_auth(access_token.expose()),
         };
         let response = request
             .send()
@@ -324,7 +377,9 @@ impl OAuthClient {
             }
         };
         let invalid = match self.kind() {
-            ProviderKind::Twitch => status == reqwest::StatusCode::UNAUTHORIZED,
+            ProviderKind::Twitch | ProviderKind::Kick => {
+                status == reqwest::StatusCode::UNAUTHORIZED
+            }
             ProviderKind::Google => {
                 status == reqwest::StatusCode::BAD_REQUEST
                     || status == reqwest::StatusCode::UNAUTHORIZED
@@ -343,6 +398,9 @@ impl OAuthClient {
                 error: None,
                 message: format!("{status}: {detail}"),
             });
+        }
+        if self.kind() == ProviderKind::Kick {
+            return self.kick_user(&body, status);
         }
         let parsed: ValidateResponse = serde_json::from_slice(&body).map_err(|_| {
             self.invalid(
@@ -363,19 +421,58 @@ impl OAuthClient {
         }))
     }
 
+    /// Kick's users endpoint's answer, `{data: [{user_id, name, ...}]}`:
+    /// the token's own user (its scopes and lifetime are the grant's).
+    fn kick_user(
+        &self,
+        body: &[u8],
+        status: reqwest::StatusCode,
+    ) -> Result<Validation, OAuthError> {
+        let parsed: KickUsers = serde_json::from_slice(body).map_err(|_| {
+            self.invalid(
+                Endpoint::Validate,
+                format!("{status} whose body is not the expected JSON"),
+            )
+        })?;
+        let user = parsed.data.into_iter().next().ok_or_else(|| {
+            self.invalid(Endpoint::Validate, "Kick's users endpoint names no user")
+        })?;
+        Ok(Validation::Valid(TokenInfo {
+            client_id: None,
+            login: user.name,
+            user_id: user.user_id.map(|id| match id {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            }),
+            scopes: Vec::new(),
+            expires_in: None,
+        }))
+    }
+
     /// Revokes `token` (access or refresh) at the provider.
     ///
     /// # Errors
     /// As [`OAuthClient::validate`]; an unknown token is not an error.
     pub async fn revoke(&self, token: &Secret) -> Result<(), OAuthError> {
         let endpoint = Endpoint::Revoke;
-        let response = self
-            .http
-            .post(&self.settings.revoke_url)
-            .form(&[
-                ("client_id", self.settings.client_id.as_str()),
-                ("token", token.expose()),
-            ])
+        let request = match self.kind() {
+            // Kick documents the token as a query parameter of the POST.
+            ProviderKind::Kick => self
+                .http
+                .post(&self.settings.revoke_url)
+                .query(&[("token", token.expose())])
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                ),
+            ProviderKind::Twitch | ProviderKind::Google => {
+                self.http.post(&self.settings.revoke_url).form(&[
+                    ("client_id", self.settings.client_id.as_str()),
+                    ("token", token.expose()),
+                ])
+            }
+        };
+        let response = request
             .send()
             .await
             .map_err(|e| self.transport(endpoint, &e))?;
@@ -407,7 +504,23 @@ impl OAuthClient {
         code: &str,
         redirect_url: &str,
     ) -> Result<StoredToken, OAuthError> {
-        let grant = self.exchange_code(code, redirect_url).await?;
+        self.authorize_account_with(code, redirect_url, None).await
+    }
+
+    /// As [`OAuthClient::authorize_account`], with the PKCE `verifier` kept
+    /// for this authorization ([`OAuthClient::authorize_url_pkce`]).
+    ///
+    /// # Errors
+    /// As [`OAuthClient::authorize_account`].
+    pub async fn authorize_account_with(
+        &self,
+        code: &str,
+        redirect_url: &str,
+        verifier: Option<&Secret>,
+    ) -> Result<StoredToken, OAuthError> {
+        let grant = self
+            .exchange_code_with(code, redirect_url, verifier)
+            .await?;
         let info = match self.validate(&grant.access_token).await? {
             Validation::Valid(info) => info,
             Validation::Invalid => {
@@ -457,6 +570,21 @@ impl OAuthClient {
             status_reason: None,
         })
     }
+}
+
+/// Kick's `GET /public/v1/users` answer.
+#[derive(Debug, serde::Deserialize)]
+struct KickUsers {
+    #[serde(default)]
+    data: Vec<KickUser>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct KickUser {
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// `now + lifetime`, if there is a lifetime.

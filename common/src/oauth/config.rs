@@ -64,12 +64,31 @@ pub struct OAuthConfig {
     /// Scopes requested from Google.
     #[serde(deserialize_with = "comma_list")]
     pub google_scopes: Vec<String>,
+    /// Kick app client id; empty = Kick login not configured. The same
+    /// key as the ingestor's Kick platform: one Kick app.
+    pub kick_client_id: String,
+    /// Kick app client secret.
+    pub kick_client_secret: Secret,
+    /// File holding the Kick client secret (instead of `KICK_CLIENT_SECRET`).
+    pub kick_client_secret_file: Option<PathBuf>,
+    /// Kick authorize endpoint.
+    pub kick_authorize_url: String,
+    /// Kick token endpoint.
+    pub kick_token_url: String,
+    /// Kick's users endpoint (whose a token is).
+    pub kick_validate_url: String,
+    /// Kick revocation endpoint.
+    pub kick_revoke_url: String,
+    /// Scopes requested from Kick.
+    #[serde(deserialize_with = "comma_list")]
+    pub kick_scopes: Vec<String>,
 }
 
 impl Default for OAuthConfig {
     fn default() -> Self {
         let twitch = ProviderSettings::twitch("", Secret::default());
         let google = ProviderSettings::google("", Secret::default());
+        let kick = ProviderSettings::kick("", Secret::default());
         Self {
             token_store_path: PathBuf::from("tokenStore.json"),
             oauth_timeout: DEFAULT_TIMEOUT,
@@ -89,6 +108,14 @@ impl Default for OAuthConfig {
             google_validate_url: google.validate_url,
             google_revoke_url: google.revoke_url,
             google_scopes: google.scopes,
+            kick_client_id: String::new(),
+            kick_client_secret: Secret::default(),
+            kick_client_secret_file: None,
+            kick_authorize_url: kick.authorize_url,
+            kick_token_url: kick.token_url,
+            kick_validate_url: kick.validate_url,
+            kick_revoke_url: kick.revoke_url,
+            kick_scopes: kick.scopes,
         }
     }
 }
@@ -151,12 +178,32 @@ impl OAuthConfig {
         })
     }
 
+    /// Kick's settings, or `None` when `KICK_CLIENT_ID` is not set.
+    ///
+    /// # Errors
+    /// As [`OAuthConfig::twitch`].
+    pub fn kick(&self) -> Result<Option<ProviderSettings>, ConfigError> {
+        self.provider(ProviderKeys {
+            kind: ProviderKind::Kick,
+            client_id: &self.kick_client_id,
+            client_secret: &self.kick_client_secret,
+            client_secret_file: self.kick_client_secret_file.as_deref(),
+            urls: [
+                ("kick_authorize_url", &self.kick_authorize_url),
+                ("kick_token_url", &self.kick_token_url),
+                ("kick_validate_url", &self.kick_validate_url),
+                ("kick_revoke_url", &self.kick_revoke_url),
+            ],
+            scopes: &self.kick_scopes,
+        })
+    }
+
     /// Every configured provider, Twitch first.
     ///
     /// # Errors
     /// As [`OAuthConfig::twitch`].
     pub fn providers(&self) -> Result<Vec<ProviderSettings>, ConfigError> {
-        Ok([self.twitch()?, self.google()?]
+        Ok([self.twitch()?, self.google()?, self.kick()?]
             .into_iter()
             .flatten()
             .collect())
@@ -232,6 +279,7 @@ impl OAuthConfig {
         let mut settings = match keys.kind {
             ProviderKind::Twitch => ProviderSettings::twitch(client_id, client_secret),
             ProviderKind::Google => ProviderSettings::google(client_id, client_secret),
+            ProviderKind::Kick => ProviderSettings::kick(client_id, client_secret),
         };
         let [authorize, token, validate, revoke] = keys.urls.map(|(_, url)| url.to_owned());
         settings.authorize_url = authorize;

@@ -121,13 +121,15 @@ impl OAuthError {
     pub fn is_refresh_rejection(&self) -> bool {
         match self {
             Self::Provider {
+                provider,
                 endpoint: Endpoint::Refresh,
                 status,
                 error,
                 message,
-                ..
             } => {
                 error.as_deref() == Some("invalid_grant")
+                    // Kick documents only `400 {"error": "Invalid request"}`.
+                    || (*provider == ProviderKind::Kick && matches!(status, Some(400 | 401)))
                     || (matches!(status, Some(400 | 401))
                         && message
                             .to_ascii_lowercase()

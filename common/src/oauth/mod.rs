@@ -25,7 +25,7 @@ pub use client::{MAX_RESPONSE_BYTES, OAuthClient, TokenGrant, TokenInfo, Validat
 pub use config::{OAuthConfig, check_url_scheme};
 pub use error::{Endpoint, OAuthError};
 pub use providers::{
-    DEFAULT_TIMEOUT, GOOGLE_DEFAULT_SCOPES, ProviderKind, ProviderSettings, TWITCH_DEFAULT_SCOPES,
-    google_endpoints, twitch_endpoints,
+    DEFAULT_TIMEOUT, GOOGLE_DEFAULT_SCOPES, KICK_DEFAULT_SCOPES, ProviderKind, ProviderSettings,
+    TWITCH_DEFAULT_SCOPES, google_endpoints, kick_endpoints, twitch_endpoints,
 };
 pub use responses::{ProviderErrorResponse, ProviderTokenResponse, ProviderTokenType};

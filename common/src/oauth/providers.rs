@@ -5,7 +5,11 @@
 //! Twitch is the reference provider. Google (YouTube live chat) is the same
 //! authorization-code flow with `access_type=offline` and `prompt=consent`
 //! on the authorize URL (without them Google issues no refresh token) and
-//! its `tokeninfo` endpoint in place of Twitch's `/oauth2/validate`.
+//! its `tokeninfo` endpoint in place of Twitch's `/oauth2/validate`. Kick
+//! is OAuth 2.1: the same flow with PKCE (S256) required
+//! (docs.kick.com/getting-started/generating-tokens-oauth2-flow), and its
+//! users endpoint (`GET /public/v1/users`, the token's own user) in place
+//! of a validation endpoint.
 
 use std::time::Duration;
 
@@ -21,6 +25,8 @@ pub enum ProviderKind {
     Twitch,
     /// Google accounts, for YouTube live chat.
     Google,
+    /// Kick (`id.kick.com`).
+    Kick,
 }
 
 impl ProviderKind {
@@ -29,6 +35,7 @@ impl ProviderKind {
         match self {
             Self::Twitch => "twitch",
             Self::Google => "google",
+            Self::Kick => "kick",
         }
     }
 
@@ -38,6 +45,7 @@ impl ProviderKind {
         match self {
             Self::Twitch => "twitch",
             Self::Google => "youtube",
+            Self::Kick => "kick",
         }
     }
 
@@ -46,6 +54,7 @@ impl ProviderKind {
         match self {
             Self::Twitch => "Twitch",
             Self::Google => "Google (YouTube)",
+            Self::Kick => "Kick",
         }
     }
 }
@@ -79,6 +88,26 @@ pub mod google_endpoints {
     /// Token revocation.
     pub const REVOKE: &str = "https://oauth2.googleapis.com/revoke";
 }
+
+/// Kick's production endpoints (docs.kick.com/getting-started/generating-tokens-oauth2-flow,
+/// docs.kick.com/apis/users).
+pub mod kick_endpoints {
+    /// Authorize (the browser goes here).
+    pub const AUTHORIZE: &str = "https://id.kick.com/oauth/authorize";
+    /// Token (code exchange and refresh).
+    pub const TOKEN: &str = "https://id.kick.com/oauth/token";
+    /// Whose the token is: the users endpoint answers the token's own
+    /// user when asked for no id.
+    pub const VALIDATE: &str = "https://api.kick.com/public/v1/users";
+    /// Token revocation.
+    pub const REVOKE: &str = "https://id.kick.com/oauth/revoke";
+}
+
+/// Scopes requested from Kick unless configured: who the account is
+/// (`user:read`, for the users endpoint) and sending through the bus
+/// (`chat:write`). Moderating through the bus needs `moderation:ban` and
+/// `moderation:chat_message:manage` too (docs/auth.md).
+pub const KICK_DEFAULT_SCOPES: &[&str] = &["user:read", "chat:write"];
 
 /// Scopes requested from Twitch unless configured: reading chat
 /// (`chat:read`), sending through the bus (`user:write:chat`) and knowing
@@ -127,6 +156,10 @@ pub struct ProviderSettings {
     pub authorize_params: Vec<(String, String)>,
     /// Timeout of one request to the provider.
     pub timeout: Duration,
+    /// Whether the flow uses PKCE (S256): a verifier per authorization,
+    /// its challenge on the authorize URL, the verifier in the code
+    /// exchange (Kick requires it).
+    pub pkce: bool,
 }
 
 impl ProviderSettings {
@@ -146,6 +179,7 @@ impl ProviderSettings {
                 .collect(),
             authorize_params: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            pkce: false,
         }
     }
 
@@ -169,6 +203,27 @@ impl ProviderSettings {
                 ("prompt".into(), "consent".into()),
             ],
             timeout: DEFAULT_TIMEOUT,
+            pkce: false,
+        }
+    }
+
+    /// Kick with its production endpoints, [`KICK_DEFAULT_SCOPES`] and PKCE.
+    pub fn kick(client_id: impl Into<String>, client_secret: Secret) -> Self {
+        Self {
+            kind: ProviderKind::Kick,
+            client_id: client_id.into(),
+            client_secret,
+            authorize_url: kick_endpoints::AUTHORIZE.into(),
+            token_url: kick_endpoints::TOKEN.into(),
+            validate_url: kick_endpoints::VALIDATE.into(),
+            revoke_url: kick_endpoints::REVOKE.into(),
+            scopes: KICK_DEFAULT_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            authorize_params: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            pkce: true,
         }
     }
 
@@ -183,16 +238,24 @@ impl ProviderSettings {
     }
 
     /// All four endpoints pointed at `base` (`<base>/oauth2/authorize`,
-    /// `/oauth2/token`, `/oauth2/validate` or `/tokeninfo`, `/oauth2/revoke`),
-    /// e.g. a fake provider in tests.
+    /// `/oauth2/token`, `/oauth2/validate` or `/tokeninfo`, `/oauth2/revoke`;
+    /// Kick: `<base>/oauth/authorize`, `/oauth/token`, `/public/v1/users`,
+    /// `/oauth/revoke`), e.g. a fake provider in tests.
     #[must_use]
     pub fn with_base_url(mut self, base: &str) -> Self {
         let base = base.trim_end_matches('/');
+        if self.kind == ProviderKind::Kick {
+            self.authorize_url = format!("{base}/oauth/authorize");
+            self.token_url = format!("{base}/oauth/token");
+            self.validate_url = format!("{base}/public/v1/users");
+            self.revoke_url = format!("{base}/oauth/revoke");
+            return self;
+        }
         self.authorize_url = format!("{base}/oauth2/authorize");
         self.token_url = format!("{base}/oauth2/token");
         self.validate_url = match self.kind {
             ProviderKind::Twitch => format!("{base}/oauth2/validate"),
-            ProviderKind::Google => format!("{base}/tokeninfo"),
+            ProviderKind::Google | ProviderKind::Kick => format!("{base}/tokeninfo"),
         };
         self.revoke_url = format!("{base}/oauth2/revoke");
         self

@@ -20,7 +20,12 @@ pub struct ProviderTokenResponse {
     pub(super) access_token: AccessToken,
     #[serde(default)]
     token_type: ProviderTokenType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A number, or a numeric string (Kick's docs show `"expires_in": ""`).
+    #[serde(
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub(super) expires_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) refresh_token: Option<RefreshToken>,
@@ -107,6 +112,7 @@ where
     match Option::<NumberOrString>::deserialize(deserializer)? {
         None => Ok(None),
         Some(NumberOrString::Number(n)) => Ok(Some(n)),
+        Some(NumberOrString::String(s)) if s.trim().is_empty() => Ok(None),
         Some(NumberOrString::String(s)) => s
             .trim()
             .parse()

@@ -293,3 +293,190 @@ async fn kick_subscriptions_follow_joins_and_parts_and_come_back_after_kick_drop
     ing.stop().await;
     fake.stop();
 }
+
+/// A token-store entry of a Kick account.
+fn stored(login: &str, user_id: u64, token: &str, scopes: &[&str]) -> Value {
+    json!({
+        "platform": "kick",
+        "login": login,
+        "user_id": user_id.to_string(),
+        "access_token": token,
+        "refresh_token": format!("refresh-{token}"),
+        "expires_at": "2099-01-01T00:00:00Z",
+        "scopes": scopes,
+        "obtained_at": "2026-01-01T00:00:00Z",
+        "status": "valid"
+    })
+}
+
+/// Until the ingestor consumes `queue` (a command published before would
+/// find no sender).
+async fn wait_for_consumer(conn: &lapin::Connection, queue: &str) {
+    testkit::eventually(20, "the ingestor consumes its command queue", || async {
+        let ch = conn.create_channel().await.ok()?;
+        let declared = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        let consumed = matches!(&declared, Ok(q) if q.consumer_count() > 0);
+        if declared.is_ok() {
+            common::amqp::close_channel(&ch, "checked").await;
+        }
+        consumed.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kick_commands_send_through_the_bus_are_read_back_and_need_their_scope() {
+    use common::amqp::commands::CommandClient;
+    use common::command::{CommandAction, ReceiptStatus};
+
+    let irc = FakeIrc::start().await;
+    let fake = FakeKick::start().await;
+    fake.add_channel("lounge", BROADCASTER);
+    fake.add_user(
+        "chatbot",
+        4242,
+        "kick-tok-chatbot",
+        &["chat:write", "moderation:ban"],
+    );
+    fake.add_user("noscope", 4343, "kick-tok-noscope", &["user:read"]);
+    let exchange = unique("test-kick-cmd");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    let (dir, spool) = spool_dir();
+    let store = dir.path().join("tokenStore.json");
+    let accounts = json!({"version": 1, "accounts": {
+        "kick:chatbot": stored("chatbot", 4242, "kick-tok-chatbot", &["chat:write", "moderation:ban"]),
+        "kick:noscope": stored("noscope", 4343, "kick-tok-noscope", &["user:read"]),
+    }});
+    std::fs::write(&store, serde_json::to_vec_pretty(&accounts).unwrap()).unwrap();
+    std::fs::set_permissions(&store, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let mut cfg = config(&irc, &rabbit::amqp_url(), &exchange, &[], &spool);
+    cfg.webhook_http_addr = Some("127.0.0.1:0".into());
+    cfg.oauth.token_store_path = store;
+    // As from the environment: KICK_CLIENT_ID/SECRET configure the Kick
+    // OAuth provider too (the sender's token manager).
+    cfg.oauth.kick_client_id = "fake-client".into();
+    cfg.oauth.kick_client_secret = common::Secret::new("fake-secret");
+    cfg.oauth.kick_token_url = format!("{}/oauth/token", fake.url());
+    cfg.oauth.kick_validate_url = format!("{}/public/v1/users", fake.url());
+    cfg.commands_exchange = unique("test-kick-commands");
+    cfg.commands_queue = format!("{}.ingestor", cfg.commands_exchange);
+    cfg.commands_allow = vec!["kick:chatbot:moderate".into(), "kick:noscope".into()];
+    cfg.platforms.kick = ingestor::platforms::kick::Settings {
+        kick_channels: vec!["lounge".into()],
+        kick_client_id: Some("fake-client".into()),
+        kick_client_secret: common::Secret::new("fake-secret"),
+        kick_api_url: fake.url(),
+        kick_oauth_url: fake.url(),
+        kick_reconcile_interval: Duration::from_millis(300),
+        kick_sender: Some("chatbot".into()),
+        ..Default::default()
+    };
+    let ing = Running::start(cfg.clone()).await;
+    let ready: Value = testkit::eventually(20, "the webhook listener is up", || async {
+        let (_, body) = ing.get("/readyz").await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["webhooks"]["addr"].is_string().then_some(v)
+    })
+    .await;
+    fake.deliver_to(&format!(
+        "http://{}/hooks/kick",
+        ready["webhooks"]["addr"].as_str().unwrap()
+    ));
+    subscribed_all(&fake).await;
+    let conn = rabbit::connect_to(&rabbit::amqp_url(), "test-kick-commands").await;
+    wait_for_consumer(&conn, &cfg.commands_queue).await;
+    let commands = CommandClient::open(&conn, &cfg.commands_exchange, "test")
+        .await
+        .unwrap();
+    let send = |text: &str| CommandAction::Send {
+        text: text.into(),
+        reply_to: None,
+    };
+
+    // Sent, with Kick's message id, and read back from the webhook.
+    let r = testkit::within(
+        60,
+        "a receipt",
+        commands.execute(commands.command("kick", "lounge", send("hello kick 👋"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, ReceiptStatus::Sent, "{r:?}");
+    let message_id = r.platform_message_id.clone().expect("Kick's message id");
+    let posted = fake.chat();
+    assert_eq!(
+        posted,
+        [json!({"broadcaster_user_id": BROADCASTER, "content": "hello kick 👋", "type": "user"})]
+    );
+    let got = tap
+        .collect_until(30, "the sent message read back", |d| {
+            d.iter().any(|d| d.event.id == message_id)
+        })
+        .await;
+    let echoed = got.iter().find(|d| d.event.id == message_id).unwrap();
+    assert_eq!(echoed.routing_key, "chat.kick.lounge");
+    assert_eq!(echoed.event.text.as_deref(), Some("hello kick 👋"));
+    assert_eq!(echoed.event.author.as_ref().unwrap().login, "chatbot");
+
+    // A timeout: Kick's ban with a duration in minutes.
+    let r = testkit::within(
+        60,
+        "a receipt",
+        commands.execute(commands.command(
+            "kick",
+            "lounge",
+            CommandAction::Timeout {
+                user_id: "777".into(),
+                seconds: 90,
+                reason: Some("calm down".into()),
+            },
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, ReceiptStatus::Sent, "{r:?}");
+    assert_eq!(
+        fake.moderation(),
+        [
+            json!({"call": "ban", "body": {"broadcaster_user_id": BROADCASTER, "user_id": 777,
+            "duration": 2, "reason": "calm down"}})
+        ]
+    );
+
+    // A token without chat:write: rejected naming the scope, nothing posted.
+    let mut c = commands.command("kick", "lounge", send("not me"));
+    c.account = Some("noscope".into());
+    let r = testkit::within(60, "a receipt", commands.execute(c))
+        .await
+        .unwrap();
+    assert_eq!(r.status, ReceiptStatus::Rejected, "{r:?}");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("missing_scope: chat:write"),
+        "{r:?}"
+    );
+    assert_eq!(fake.chat().len(), 1);
+
+    ing.stop().await;
+    tap.cleanup().await;
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch
+        .queue_delete(cfg.commands_queue.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(cfg.commands_exchange.as_str().into(), Default::default())
+        .await;
+    fake.stop();
+}

@@ -280,6 +280,35 @@ impl Api {
         Ok(())
     }
 
+    /// One call as a user, with the user's access `token` (the sender's
+    /// calls): never repeated, since it may have reached Kick. The answer's
+    /// body, or why there is none.
+    ///
+    /// # Errors
+    /// [`KickApiError`]: [`KickApiError::Http`] when there was no answer,
+    /// [`KickApiError::Status`] for an answer other than 2xx.
+    pub async fn as_user(
+        &self,
+        what: &'static str,
+        token: &Secret,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<bytes::Bytes, KickApiError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(token.expose());
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|source| KickApiError::Http { what, source })?;
+        check(what, res).await
+    }
+
     /// Deletes the subscriptions `ids`.
     ///
     /// # Errors

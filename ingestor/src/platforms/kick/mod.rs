@@ -8,6 +8,8 @@
 //! * [`signature`]: checking Kick's RSA signature of each delivery.
 //! * [`webhook`]: `POST /hooks/kick`, mounted on the webhook listener.
 //! * [`normalise`]: Kick's events to `ChatEvent`.
+//! * [`sender`]: commands (send, delete, timeout, ban, unban) as a user,
+//!   when `KICK_SENDER` is set.
 //!
 //! ```text
 //!  join/part/timer --> reconcile: slug -> broadcaster id, GET subscriptions, POST missing, DELETE unwanted
@@ -20,6 +22,7 @@
 
 pub mod api;
 pub mod normalise;
+pub mod sender;
 pub mod settings;
 pub mod signature;
 pub mod webhook;
@@ -99,7 +102,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
         seen: crate::webhooks::Dedup::default(),
     });
     let source = Arc::new(KickSource {
-        api,
+        api: api.clone(),
         shared,
         sink: ctx.sink.clone(),
         wake,
@@ -110,8 +113,24 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             std::time::Duration::from_secs(300),
         ),
     });
+    // With the Kick OAuth provider (the same KICK_CLIENT_ID and secret),
+    // this process refreshes the sender's tokens itself when due or refused.
+    let manager = ctx
+        .oauth
+        .kick()
+        .context("the Kick OAuth settings")?
+        .map(|provider| {
+            common::token_manager::TokenManager::with_options(
+                ctx.oauth.token_store(),
+                provider,
+                common::token_manager::TokenManagerOptions::default(),
+            )
+        });
+    let sender =
+        sender::KickSender::from_settings(settings, api.clone(), ctx.oauth.token_store(), manager);
     let mut started = Started::source(source);
     started.routes = Some(webhook::routes(hooks, ctx.webhook_max_body_bytes));
+    started.sender = sender.map(|s| Arc::new(s) as Arc<dyn crate::platforms::seam::Sender>);
     Ok(Some(started))
 }
 

@@ -48,6 +48,15 @@ pub struct Settings {
     /// Most Kick channels wanted at once (Kick's documented limit is 1,000
     /// event subscriptions an app, 10,000 for a verified bot).
     pub kick_max_channels: usize,
+    /// The token-store account (its login, key `kick:<login>`) commands
+    /// act as when they name none. Set: the Kick sender runs.
+    pub kick_sender: Option<String>,
+    /// Most messages one account sends in `kick_send_window` (Kick
+    /// documents no chat rate limit: a conservative assumption).
+    pub kick_send_limit: usize,
+    /// The sliding window of `kick_send_limit`.
+    #[serde(with = "humantime_serde")]
+    pub kick_send_window: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +72,9 @@ impl Default for Settings {
             kick_reconcile_interval: Duration::from_secs(5 * 60),
             kick_request_timeout: Duration::from_secs(10),
             kick_max_channels: 1_000,
+            kick_sender: None,
+            kick_send_limit: 20,
+            kick_send_window: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +109,11 @@ impl Settings {
         Ok(self.kick_client_secret.clone())
     }
 
+    /// The account the sender acts as by default, when one is named.
+    pub fn sender(&self) -> Option<&str> {
+        self.kick_sender.as_deref().filter(|s| !s.is_empty())
+    }
+
     /// The channel slugs to read at start, lowercased, each once.
     pub fn initial_channels(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -122,6 +139,16 @@ impl Settings {
         check_nonzero("kick_request_timeout", self.kick_request_timeout)?;
         if self.kick_max_channels == 0 {
             return Err(ConfigError::invalid("kick_max_channels", "must be more than 0"));
+        }
+        if self.kick_send_limit == 0 {
+            return Err(ConfigError::invalid("kick_send_limit", "must be more than 0"));
+        }
+        check_nonzero("kick_send_window", self.kick_send_window)?;
+        if self.kick_sender.as_deref().is_some_and(|s| !s.is_empty()) && !self.enabled() {
+            return Err(ConfigError::invalid(
+                "kick_sender",
+                "the Kick sender needs the Kick platform: set KICK_CLIENT_ID too",
+            ));
         }
         for c in &self.kick_channels {
             parse_slug(c).map_err(|e| ConfigError::invalid("kick_channels", e))?;
@@ -194,6 +221,34 @@ mod tests {
             Duration::from_secs(90)
         );
         assert!(!format!("{:?}", c.platforms.kick).contains("s3cret"));
+        assert_eq!(c.platforms.kick.sender(), None);
+        assert_eq!(
+            (c.platforms.kick.kick_send_limit, c.platforms.kick.kick_send_window),
+            (20, Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn the_sender_needs_the_kick_platform() {
+        let err = load_from::<Config, _, _, _>(None, [("KICK_SENDER", "mybot")]).unwrap_err();
+        assert!(err.to_string().contains("KICK_SENDER"), "{err}");
+        let c: Config = load_from(
+            None,
+            [
+                ("KICK_CLIENT_ID", "01ABC"),
+                ("KICK_CLIENT_SECRET", "s3cret"),
+                ("KICK_SENDER", "mybot"),
+                ("KICK_SEND_LIMIT", "5"),
+                ("KICK_SEND_WINDOW", "10s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.platforms.kick.sender(), Some("mybot"));
+        assert_eq!(c.platforms.kick.kick_send_limit, 5);
+        // The same keys configure the Kick OAuth provider (token refresh).
+        assert!(c.oauth.kick().unwrap().is_some());
+        let err = load_from::<Config, _, _, _>(None, [("KICK_SEND_LIMIT", "0")]).unwrap_err();
+        assert!(err.to_string().contains("KICK_SEND_LIMIT"), "{err}");
     }
 
     #[test]
