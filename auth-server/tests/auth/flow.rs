@@ -34,7 +34,10 @@ async fn full_flow_from_auth_to_the_file_written() {
     assert_eq!(q["client_id"], CLIENT_ID);
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["redirect_uri"], format!("{}/auth/callback", server.url));
-    assert_eq!(q["scope"], "chat:read");
+    assert_eq!(
+        q["scope"],
+        "chat:read user:write:chat user:read:moderated_channels"
+    );
     assert_eq!(q["state"].len(), 64);
     assert!(!q.values().any(|v| v.contains(CLIENT_SECRET)));
 
@@ -52,7 +55,14 @@ async fn full_flow_from_auth_to_the_file_written() {
             .fake
             .is_valid_refresh(t.refresh_token.as_ref().unwrap().expose())
     );
-    assert_eq!(t.scopes, ["chat:read"]);
+    assert_eq!(
+        t.scopes,
+        [
+            "chat:read",
+            "user:write:chat",
+            "user:read:moderated_channels"
+        ]
+    );
     assert_eq!(t.status, AccountStatus::Valid);
     let left = (t.expires_at.unwrap() - chrono::Utc::now()).num_seconds();
     assert!((14_300..=14_400).contains(&left), "{left}");
