@@ -1,8 +1,8 @@
 //! The platforms: one folder each, owning everything about its platform
 //! (its settings, channel-name rules, credentials, source and the options
 //! it gives the shared channel manager), [`seam`], what they all hand the
-//! rest of the ingestor, and [`reconnect`], the backoff their connections
-//! share.
+//! rest of the ingestor, [`reconnect`], the backoff their connections
+//! share, and [`send_limiter`], the sliding windows their senders keep.
 //!
 //! This module only lists them: [`Settings`] (every platform's settings,
 //! read from the service's layered configuration) and [`start`]. Adding a
@@ -11,6 +11,7 @@
 
 pub mod reconnect;
 pub mod seam;
+pub mod send_limiter;
 
 use std::collections::BTreeSet;
 

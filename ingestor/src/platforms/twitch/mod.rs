@@ -21,7 +21,6 @@ pub mod helix;
 pub mod lines;
 pub mod login;
 pub mod normalise;
-pub mod send_limiter;
 pub mod sender;
 pub mod join_limiter;
 pub mod settings;

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::helix::{Helix, HelixError};
-use super::send_limiter::{SendLimiter, SendLimits, Slot};
+use crate::platforms::send_limiter::{SendLimiter, SendLimits, Slot};
 use super::settings::Settings;
 use super::standing::Standing;
 use crate::platforms::seam::{Job, Outcome, Sender};

@@ -1,4 +1,5 @@
-//! Twitch's chat limits, kept by chatbus: one sliding window per account
+//! A platform's chat limits, kept by chatbus (Twitch's shape; Kick's sender
+//! keeps a plain window with it): one sliding window per account
 //! whose threshold depends on the target channel (the privileged limit
 //! where the account is broadcaster, moderator or VIP, else the normal
 //! one, counting the messages to every channel), and at most one message
