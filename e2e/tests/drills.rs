@@ -495,3 +495,123 @@ async fn fault_the_disk_spool_fills_up_and_the_drops_are_counted_and_reported() 
     );
     stack.stop().await;
 }
+
+/// A Kick `chat.message.sent` delivery, signed by the fake Kick's key, as
+/// Kick sends it again on every retry (same id, timestamp and signature).
+fn kick_delivery(i: usize, broadcaster: u64) -> (String, String, Vec<u8>) {
+    let id = format!("kickdrill-{i}");
+    let body = serde_json::to_vec(&serde_json::json!({
+        "message_id": id,
+        "replies_to": null,
+        "broadcaster": {"is_anonymous": false, "user_id": broadcaster, "username": "DrillLounge",
+            "is_verified": false, "profile_picture": null, "channel_slug": "drilllounge", "identity": null},
+        "sender": {"is_anonymous": false, "user_id": 7000 + i, "username": format!("viewer{i}"),
+            "is_verified": false, "profile_picture": null, "channel_slug": format!("viewer{i}"), "identity": null},
+        "content": format!("drill message {i}"),
+        "emotes": [],
+        "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }))
+    .unwrap();
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (id, ts, body)
+}
+
+#[tokio::test]
+async fn fault_an_ingestor_killed_mid_webhooks_gets_kicks_retries_and_stores_each_once() {
+    use testkit::fake_kick::FakeKick;
+    const BROADCASTER: u64 = 424_242;
+    const N: usize = 300;
+    let kick = FakeKick::start().await;
+    kick.add_channel("drilllounge", BROADCASTER);
+    let hooks = testkit::free_port();
+    let mut stack = Stack::start(StackOptions {
+        channels: 1,
+        ingestor_env: vec![
+            ("WEBHOOK_HTTP_ADDR".into(), format!("127.0.0.1:{hooks}")),
+            ("KICK_CHANNELS".into(), "drilllounge".into()),
+            ("KICK_CLIENT_ID".into(), "drill-client".into()),
+            ("KICK_CLIENT_SECRET".into(), "drill-secret".into()),
+            ("KICK_API_URL".into(), kick.url()),
+            ("KICK_OAUTH_URL".into(), kick.url()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    eventually(30, "the Kick channel subscribed", || async {
+        (!kick.subscriptions().is_empty()).then_some(())
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{hooks}/hooks/kick");
+    let deliveries: Vec<_> = (0..N).map(|i| kick_delivery(i, BROADCASTER)).collect();
+    // Kick's side: each delivery is sent until it is answered 200 (a
+    // refused connection or a reset while the ingestor is down is retried).
+    let sender = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut attempts = 0usize;
+            for (id, ts, body) in deliveries {
+                let signature = FakeKick::sign(&id, &ts, &body);
+                loop {
+                    attempts += 1;
+                    let answer = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("Kick-Event-Message-Id", &id)
+                        .header("Kick-Event-Subscription-Id", "01DRILL")
+                        .header("Kick-Event-Message-Timestamp", &ts)
+                        .header("Kick-Event-Signature", &signature)
+                        .header("Kick-Event-Type", "chat.message.sent")
+                        .header("Kick-Event-Version", "1")
+                        .body(body.clone())
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    if answer.is_ok_and(|r| r.status().as_u16() == 200) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            attempts
+        })
+    };
+    // kill -9 mid-stream, then back.
+    eventually(60, "a third of the deliveries stored", || async {
+        let stored = e2e::stored_events(stack.consumer.http, "platform=kick").await;
+        (stored.len() >= N / 3).then_some(())
+    })
+    .await;
+    stack.ingestor.kill9().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.ingestor.restart().await;
+    let attempts = within(120, "every delivery answered 200", sender)
+        .await
+        .unwrap();
+    assert!(
+        attempts > N,
+        "some deliveries were retried ({attempts} attempts)"
+    );
+    let stored = eventually(60, "every delivery stored", || async {
+        let stored = e2e::stored_events(stack.consumer.http, "platform=kick").await;
+        let ids: BTreeSet<String> = stored
+            .iter()
+            .filter(|s| s.event.id.starts_with("kickdrill-"))
+            .map(|s| s.event.id.clone())
+            .collect();
+        (ids.len() >= N).then_some(stored)
+    })
+    .await;
+    let drill: Vec<&Stored> = stored
+        .iter()
+        .filter(|s| s.event.id.starts_with("kickdrill-"))
+        .collect();
+    assert_eq!(drill.len(), N, "each delivery stored once");
+    assert!(
+        drill.iter().all(|s| s.event.text.as_deref()
+            == Some(format!("drill message {}", &s.event.id[10..]).as_str())),
+        "with its exact text"
+    );
+    stack.stop().await;
+}
