@@ -519,7 +519,7 @@ impl Store for PostgresStore {
         // the JSON body needs no NUL check (JSON escapes it).
         let platform: Vec<&str> = fresh_keys.iter().map(|k| k.0.as_ref()).collect();
         let event_id: Vec<&str> = fresh_keys.iter().map(|k| k.1.as_ref()).collect();
-        let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind().as_str()).collect();
+        let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind_name()).collect();
         let body: Vec<&str> = fresh.iter().map(|e| e.json).collect();
         let channel: Vec<i64> = fresh.iter().map(|e| channels.of(e)).collect();
         let sent: Vec<i64> = fresh

@@ -528,7 +528,7 @@ impl Store for SqliteStore {
                     .bind(ev.platform.as_str())
                     .bind(ev.id.as_str())
                     .bind(channels.of(e))
-                    .bind(ev.kind().as_str())
+                    .bind(ev.kind_name())
                     .bind(ev.sent_at.timestamp_millis())
                     .bind(stored_at)
                     .bind(login.as_deref())
