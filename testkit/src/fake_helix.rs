@@ -179,6 +179,7 @@ struct State {
     app_tokens: HashSet<String>,
     bucket: Option<Bucket>,
     rate_limited: usize,
+    streams_log: Vec<(Instant, usize)>,
 }
 
 /// A running fake Helix.
@@ -352,6 +353,12 @@ impl FakeHelix {
         });
     }
 
+    /// Every Get Streams call answered (not 429): when, and how many logins
+    /// it asked for.
+    pub fn streams_log(&self) -> Vec<(Instant, usize)> {
+        self.lock().streams_log.clone()
+    }
+
     /// Get Streams calls answered 429 because the bucket was empty.
     pub fn rate_limited(&self) -> usize {
         self.lock().rate_limited
@@ -425,6 +432,7 @@ impl FakeHelix {
             .filter(|(k, _)| k == "user_login")
             .map(|(_, v)| v)
             .collect();
+        st.streams_log.push((Instant::now(), logins.len()));
         if logins.len() > 100 {
             return with_headers(error(
                 StatusCode::BAD_REQUEST,

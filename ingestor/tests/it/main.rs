@@ -9,6 +9,7 @@ mod flow;
 mod helpers;
 mod hostile;
 mod login;
+mod status;
 mod webhooks;
 mod youtube;
 mod youtube_commands;
