@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use common::amqp::Delivery;
-use common::schema::EventBody;
+use common::schema::{ChatEvent, EventBody};
 use testkit::fake_helix::{self, FakeHelix};
 use testkit::fake_irc::FakeIrc;
 use testkit::rabbit::{self, unique};
@@ -179,4 +179,83 @@ async fn the_poller_waits_for_helix_rate_budget_and_is_never_refused() {
     assert_eq!(w.helix.calls("streams"), 10);
     assert_eq!(w.helix.rate_limited(), 0, "never over the budget");
     w.stop().await;
+}
+
+/// The status events of `channel` among `got`.
+fn status_of(got: &[Delivery], channel: &str) -> Vec<ChatEvent> {
+    got.iter()
+        .map(|d| &d.event)
+        .filter(|e| e.channel == channel && e.kind_name().starts_with("stream_"))
+        .cloned()
+        .collect()
+}
+
+/// Collects until a status event of `channel` passes `ok`; keeps every
+/// status event seen in `seen`.
+async fn wait_status(
+    tap: &mut Tap,
+    channel: &str,
+    seen: &mut Vec<ChatEvent>,
+    what: &str,
+    ok: impl Fn(&ChatEvent) -> bool,
+) {
+    let got = tap
+        .collect_until(30, what, |g| status_of(g, channel).iter().any(&ok))
+        .await;
+    seen.extend(status_of(&got, channel));
+}
+
+fn with_viewers(n: u64) -> impl Fn(&ChatEvent) -> bool {
+    move |d: &ChatEvent| match &d.body {
+        EventBody::StreamOnline(s) | EventBody::StreamUpdate(s) => s.viewer_count == Some(n),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn youtube_publishes_its_live_state_and_viewers_once_per_change() {
+    let mut w = crate::youtube::World::new("test-yt-status", "@status").await;
+    let channel = w.channel.clone();
+    let video = w.video.clone();
+    let ing = Running::start(w.config(&[&channel])).await;
+    let mut seen: Vec<ChatEvent> = Vec::new();
+    wait_status(&mut w.tap, &channel, &mut seen, "initial offline", |d| {
+        d.kind_name() == "stream_offline"
+    })
+    .await;
+
+    w.go_live();
+    w.yt.set_viewers(&video, 100);
+    wait_status(&mut w.tap, &channel, &mut seen, "live, 100 viewers", with_viewers(100)).await;
+    w.yt.set_viewers(&video, 250);
+    wait_status(&mut w.tap, &channel, &mut seen, "an update to 250", with_viewers(250)).await;
+    w.yt.end_broadcast(&video, testkit::fake_youtube::End::ChatEndedEvent);
+    let ended = format!("stream_offline:{video}");
+    wait_status(&mut w.tap, &channel, &mut seen, "offline at the end", |d| {
+        d.id == ended
+    })
+    .await;
+    let rest = w.tap.drain_quiet(Duration::from_millis(1000)).await;
+    seen.extend(status_of(&rest, &channel));
+
+    let kinds: Vec<&str> = seen.iter().map(|d| d.kind_name()).collect();
+    assert_eq!(kinds.first(), Some(&"stream_offline"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "stream_online").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "stream_offline").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"stream_offline"), "{kinds:?}");
+    let online = seen.iter().find(|d| d.kind_name() == "stream_online").unwrap();
+    let EventBody::StreamOnline(d) = &online.body else { panic!() };
+    assert_eq!(d.stream_id.as_deref(), Some(video.as_str()));
+    assert!(d.title.is_some() && d.started_at.is_some(), "{d:?}");
+    // Each update says something new.
+    let counts: Vec<Option<u64>> = seen
+        .iter()
+        .filter_map(|d| match &d.body {
+            EventBody::StreamOnline(s) | EventBody::StreamUpdate(s) => Some(s.viewer_count),
+            _ => None,
+        })
+        .collect();
+    assert!(counts.windows(2).all(|p| p[0] != p[1]), "{counts:?}");
+    ing.stop().await;
+    w.tap.cleanup().await;
 }
