@@ -29,7 +29,8 @@ impl World {
         tweak(&helix);
         let (dir, spool) = spool_dir();
         let exchange = unique("test-status");
-        let tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+        let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+        tap.include_status();
         let mut cfg = config(&irc, &rabbit::amqp_url(), &exchange, channels, &spool);
         cfg.oauth.token_store_path = dir.path().join("tokenStore.json");
         cfg.oauth.twitch_client_id = fake_helix::CLIENT_ID.into();
@@ -215,6 +216,7 @@ fn with_viewers(n: u64) -> impl Fn(&ChatEvent) -> bool {
 #[tokio::test]
 async fn youtube_publishes_its_live_state_and_viewers_once_per_change() {
     let mut w = crate::youtube::World::new("test-yt-status", "@status").await;
+    w.tap.include_status();
     let channel = w.channel.clone();
     let video = w.video.clone();
     let ing = Running::start(w.config(&[&channel])).await;

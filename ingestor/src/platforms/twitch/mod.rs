@@ -138,23 +138,27 @@ fn status_task(
         );
         return Ok(None);
     };
-    let poller = status::StatusPoller::new(
-        status::StatusSettings {
-            helix_url: settings.twitch_helix_url.clone(),
-            token_url: provider.token_url.clone(),
-            client_id: provider.client_id.clone(),
-            client_secret: provider.client_secret.clone(),
-            interval: settings.twitch_status_interval,
-        },
-        channels,
-        ctx.sink.clone(),
-    )?;
+    let status_settings = status::StatusSettings {
+        helix_url: settings.twitch_helix_url.clone(),
+        token_url: provider.token_url.clone(),
+        client_id: provider.client_id.clone(),
+        client_secret: provider.client_secret.clone(),
+        interval: settings.twitch_status_interval,
+    };
+    let sink = ctx.sink.clone();
     tracing::info!(
         interval = ?settings.twitch_status_interval,
         "Twitch stream status: every wanted channel is read with Helix Get Streams"
     );
     let cancel = ctx.shutdown.clone();
-    Ok(Some(("twitch-status", Box::pin(poller.run(cancel)))))
+    Ok(Some((
+        "twitch-status",
+        Box::pin(async move {
+            status::StatusPoller::new(status_settings, channels, sink)?
+                .run(cancel)
+                .await
+        }),
+    )))
 }
 
 /// How the Twitch source connects and reads.
