@@ -1076,7 +1076,10 @@ mod tests {
             (serde_json::json!(7), serde_json::json!({})),
             (serde_json::json!(""), serde_json::json!({})),
             (serde_json::json!("Not Snake"), serde_json::json!({})),
-            (serde_json::json!("x".repeat(MAX_KIND_LEN + 1)), serde_json::json!({})),
+            (
+                serde_json::json!("x".repeat(MAX_KIND_LEN + 1)),
+                serde_json::json!({}),
+            ),
         ] {
             let mut json = good.clone();
             json["kind"] = kind;

@@ -16,10 +16,10 @@
 
 use std::sync::Arc;
 
-use common::Secret;
-use common::http::{ApiError, bearer_auth, percent_decode_path};
 use chrono::{DateTime, Utc};
 use common::ChatEvent;
+use common::Secret;
+use common::http::{ApiError, bearer_auth, percent_decode_path};
 use common::schema::{EventBody, EventKind, StreamDetails};
 use common::urlcode;
 use serde::{Deserialize, Serialize};
@@ -229,7 +229,12 @@ pub async fn with_stream_state(
     channels
         .into_iter()
         .zip(states)
-        .map(|(summary, stream)| Ok(ChannelEntry { summary, stream: stream? }))
+        .map(|(summary, stream)| {
+            Ok(ChannelEntry {
+                summary,
+                stream: stream?,
+            })
+        })
         .collect()
 }
 

@@ -443,7 +443,11 @@ impl FakeHelix {
             .iter()
             .filter_map(|login| {
                 let s = st.streams.get(login)?;
-                let user_id = st.users.get(login).cloned().unwrap_or_else(|| format!("id-{login}"));
+                let user_id = st
+                    .users
+                    .get(login)
+                    .cloned()
+                    .unwrap_or_else(|| format!("id-{login}"));
                 Some(json!({
                     "id": s.id,
                     "user_id": user_id,
@@ -462,7 +466,10 @@ impl FakeHelix {
                 }))
             })
             .collect();
-        with_headers(reply(StatusCode::OK, json!({"data": data, "pagination": {}})))
+        with_headers(reply(
+            StatusCode::OK,
+            json!({"data": data, "pagination": {}}),
+        ))
     }
 
     /// Twitch's token endpoint, client-credentials grant only.

@@ -23,7 +23,11 @@ struct World {
 }
 
 impl World {
-    async fn start(channels: &[String], interval: Duration, tweak: impl FnOnce(&FakeHelix)) -> Self {
+    async fn start(
+        channels: &[String],
+        interval: Duration,
+        tweak: impl FnOnce(&FakeHelix),
+    ) -> Self {
         let irc = FakeIrc::start().await;
         let helix = FakeHelix::start().await;
         tweak(&helix);
@@ -55,7 +59,10 @@ impl World {
         let got = self
             .tap
             .collect_until(60, what, |got| {
-                got.iter().filter(|d| d.event.kind_name().starts_with("stream_")).count() >= n
+                got.iter()
+                    .filter(|d| d.event.kind_name().starts_with("stream_"))
+                    .count()
+                    >= n
             })
             .await;
         got.into_iter()
@@ -90,7 +97,10 @@ async fn offline_online_offline_publish_one_event_each_and_a_viewer_change_one_u
     initial.sort();
     assert_eq!(
         initial,
-        [(a.clone(), "stream_offline".into()), (b.clone(), "stream_offline".into())]
+        [
+            (a.clone(), "stream_offline".into()),
+            (b.clone(), "stream_offline".into())
+        ]
     );
 
     let stream_id = w.helix.go_live(&a, "speedrun", "Celeste", 10);
@@ -98,7 +108,9 @@ async fn offline_online_offline_publish_one_event_each_and_a_viewer_change_one_u
     assert_eq!(kinds(&online), [(a.clone(), "stream_online".into())]);
     let e = &online[0].event;
     assert_eq!(e.id, format!("stream_online:{stream_id}"));
-    let EventBody::StreamOnline(d) = &e.body else { panic!("{e:?}") };
+    let EventBody::StreamOnline(d) = &e.body else {
+        panic!("{e:?}")
+    };
     assert_eq!(d.title.as_deref(), Some("speedrun"));
     assert_eq!(d.category.as_deref(), Some("Celeste"));
     assert_eq!(d.viewer_count, Some(10));
@@ -110,7 +122,9 @@ async fn offline_online_offline_publish_one_event_each_and_a_viewer_change_one_u
     w.helix.update_stream(&a, |s| s.viewer_count = 25);
     let update = w.status_events(1, "update").await;
     assert_eq!(kinds(&update), [(a.clone(), "stream_update".into())]);
-    let EventBody::StreamUpdate(d) = &update[0].event.body else { panic!() };
+    let EventBody::StreamUpdate(d) = &update[0].event.body else {
+        panic!()
+    };
     assert_eq!(d.viewer_count, Some(25));
     assert!(w.helix.calls("token") >= 2, "a new app token was fetched");
 
@@ -151,7 +165,10 @@ async fn a_thousand_channels_cost_ten_get_streams_calls_per_interval() {
     let initial = w.status_events(1000, "every channel's initial state").await;
     assert_eq!(initial.len(), 1000);
     assert_eq!(
-        initial.iter().filter(|d| d.event.kind_name() == "stream_online").count(),
+        initial
+            .iter()
+            .filter(|d| d.event.kind_name() == "stream_online")
+            .count(),
         1
     );
     tokio::time::sleep(Duration::from_millis(3200)).await;
@@ -175,7 +192,9 @@ async fn the_poller_waits_for_helix_rate_budget_and_is_never_refused() {
         h.set_rate_limit(4, Duration::from_secs(2));
     })
     .await;
-    let initial = w.status_events(1000, "every channel's state, in three windows").await;
+    let initial = w
+        .status_events(1000, "every channel's state, in three windows")
+        .await;
     assert_eq!(initial.len(), 1000);
     assert_eq!(w.helix.calls("streams"), 10);
     assert_eq!(w.helix.rate_limited(), 0, "never over the budget");
@@ -228,9 +247,23 @@ async fn youtube_publishes_its_live_state_and_viewers_once_per_change() {
 
     w.go_live();
     w.yt.set_viewers(&video, 100);
-    wait_status(&mut w.tap, &channel, &mut seen, "live, 100 viewers", with_viewers(100)).await;
+    wait_status(
+        &mut w.tap,
+        &channel,
+        &mut seen,
+        "live, 100 viewers",
+        with_viewers(100),
+    )
+    .await;
     w.yt.set_viewers(&video, 250);
-    wait_status(&mut w.tap, &channel, &mut seen, "an update to 250", with_viewers(250)).await;
+    wait_status(
+        &mut w.tap,
+        &channel,
+        &mut seen,
+        "an update to 250",
+        with_viewers(250),
+    )
+    .await;
     w.yt.end_broadcast(&video, testkit::fake_youtube::End::ChatEndedEvent);
     let ended = format!("stream_offline:{video}");
     wait_status(&mut w.tap, &channel, &mut seen, "offline at the end", |d| {
@@ -242,11 +275,24 @@ async fn youtube_publishes_its_live_state_and_viewers_once_per_change() {
 
     let kinds: Vec<&str> = seen.iter().map(|d| d.kind_name()).collect();
     assert_eq!(kinds.first(), Some(&"stream_offline"), "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "stream_online").count(), 1, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "stream_offline").count(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "stream_online").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "stream_offline").count(),
+        2,
+        "{kinds:?}"
+    );
     assert_eq!(kinds.last(), Some(&"stream_offline"), "{kinds:?}");
-    let online = seen.iter().find(|d| d.kind_name() == "stream_online").unwrap();
-    let EventBody::StreamOnline(d) = &online.body else { panic!() };
+    let online = seen
+        .iter()
+        .find(|d| d.kind_name() == "stream_online")
+        .unwrap();
+    let EventBody::StreamOnline(d) = &online.body else {
+        panic!()
+    };
     assert_eq!(d.stream_id.as_deref(), Some(video.as_str()));
     assert!(d.title.is_some() && d.started_at.is_some(), "{d:?}");
     // Each update says something new.
