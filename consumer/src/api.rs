@@ -159,13 +159,6 @@ pub struct StreamState {
     pub cursor: Cursor,
 }
 
-/// The kinds that say a channel's live state.
-const STATUS_KINDS: [EventKind; 3] = [
-    EventKind::StreamOnline,
-    EventKind::StreamUpdate,
-    EventKind::StreamOffline,
-];
-
 /// Status lookups `GET /api/channels` runs at once.
 const STATUS_LOOKUPS: usize = 8;
 
@@ -194,8 +187,9 @@ pub fn stream_state(stored: &StoredEvent) -> Option<StreamState> {
     })
 }
 
-/// Each channel with its live state: one newest-first query of the status
-/// kinds per channel, [`STATUS_LOOKUPS`] at once.
+/// Each channel with its live state: the status event at the channel's
+/// `status_cursor` (kept by the store as status events are written), read
+/// by its cursor, [`STATUS_LOOKUPS`] at once.
 ///
 /// # Errors
 /// The store's error.
@@ -204,24 +198,26 @@ pub async fn with_stream_state(
     channels: Vec<ChannelSummary>,
 ) -> Result<Vec<ChannelEntry>, StoreError> {
     use futures::StreamExt;
-    let queries: Vec<EventQuery> = channels
+    let queries: Vec<Option<EventQuery>> = channels
         .iter()
-        .map(|c| EventQuery {
-            filter: EventFilter {
-                platform: Some(c.platform.clone()),
-                channel: Some(c.channel.clone()),
-                kinds: STATUS_KINDS.to_vec(),
-                ..EventFilter::default()
-            },
-            order: Order::Desc,
-            limit: 1,
-            ..EventQuery::default()
+        .map(|c| {
+            let at = c.status_cursor?;
+            Some(EventQuery {
+                after: Cursor::new(at.get() - 1),
+                before: Some(at.next()),
+                order: Order::Asc,
+                limit: 1,
+                ..EventQuery::default()
+            })
         })
         .collect();
     let states: Vec<Result<Option<StreamState>, StoreError>> =
         futures::stream::iter(queries.into_iter().map(|query| async move {
-            let newest = store.query(&query).await?;
-            Ok(newest.first().and_then(stream_state))
+            let Some(query) = query else {
+                return Ok(None);
+            };
+            let found = store.query(&query).await?;
+            Ok(found.first().and_then(stream_state))
         }))
         .buffered(STATUS_LOOKUPS)
         .collect()

@@ -51,7 +51,7 @@ impl TryFrom<EventRow> for StoredEvent {
 }
 
 /// A channel with its counters (`platform, channel, routing_key,
-/// event_count, message_count, last_cursor, last_event_at`).
+/// event_count, message_count, last_cursor, last_event_at, status_cursor`).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SummaryRow {
     platform: String,
@@ -61,6 +61,7 @@ pub(crate) struct SummaryRow {
     message_count: i64,
     last_cursor: Option<i64>,
     last_event_at: Option<i64>,
+    status_cursor: Option<i64>,
 }
 
 impl From<SummaryRow> for ChannelSummary {
@@ -73,6 +74,7 @@ impl From<SummaryRow> for ChannelSummary {
             message_count: row.message_count,
             last_cursor: row.last_cursor.and_then(Cursor::new),
             last_event_at: row.last_event_at.and_then(DateTime::from_timestamp_millis),
+            status_cursor: row.status_cursor.and_then(Cursor::new),
         }
     }
 }
