@@ -160,6 +160,32 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_reads_title_viewers_and_start_from_videos_list() {
+        let v: Video = serde_json::from_value(serde_json::json!({
+            "id": "v1",
+            "snippet": {"channelId": "UC1", "title": "Live now", "liveBroadcastContent": "live"},
+            "liveStreamingDetails": {
+                "actualStartTime": "2026-03-01T18:00:00Z",
+                "concurrentViewers": "5120",
+                "activeLiveChatId": "chat"
+            }
+        }))
+        .unwrap();
+        let b = Broadcast::of(&v);
+        assert_eq!(b.video_id, "v1");
+        assert_eq!(b.title.as_deref(), Some("Live now"));
+        assert_eq!(b.viewers, Some(5120));
+        assert_eq!(
+            b.started_at,
+            DateTime::parse_from_rfc3339("2026-03-01T18:00:00Z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        );
+        let hidden: Video = serde_json::from_value(serde_json::json!({"id": "v2"})).unwrap();
+        assert_eq!(Broadcast::of(&hidden).viewers, None);
+    }
+
+    #[test]
     fn transitions_once_and_updates_on_viewer_changes() {
         let now = Utc::now();
         let mut s = LiveStatus::default();
