@@ -10,10 +10,12 @@
 //! `schema_version` is bumped for any change a v1 reader could misread.
 //! Additive changes (a new optional field) keep the version; readers must
 //! ignore fields they do not know. New kinds are rare and announced: v1 got
-//! `super_chat`, `super_sticker` and `chat_ended` with YouTube (a reader
-//! older than them refuses those events, so update readers before the
-//! ingestor); readers should treat a kind they do not know like
-//! `other_notice`. Platform notices that v1 does not model are carried as
+//! `super_chat`, `super_sticker` and `chat_ended` with YouTube, then
+//! `stream_online`, `stream_offline` and `stream_update` (a reader older
+//! than them refuses those events, so update readers before the ingestor).
+//! From the release that added the stream kinds on, a reader decodes a kind
+//! it does not know as [`EventBody::Unknown`], keeping its name and
+//! details, so later kinds need no deploy order. Platform notices that v1 does not model are carried as
 //! [`EventBody::OtherNotice`] instead of being dropped.
 
 use std::collections::BTreeMap;
@@ -129,9 +131,15 @@ impl ChatEvent {
         }
     }
 
-    /// The kind of this event.
+    /// The kind of this event ([`EventKind::Unknown`] for a kind this
+    /// reader does not know).
     pub fn kind(&self) -> EventKind {
         self.body.kind()
+    }
+
+    /// The kind's wire name, an unknown kind's included.
+    pub fn kind_name(&self) -> &str {
+        self.body.kind_name()
     }
 
     /// Checks the invariants that serde cannot express: the schema version,
@@ -370,11 +378,22 @@ pub enum EventKind {
     Gap,
     /// A platform notice v1 does not model; carried with its type and tags.
     OtherNotice,
+    /// The channel went live.
+    StreamOnline,
+    /// The channel's stream ended.
+    StreamOffline,
+    /// The live stream's title, category or viewer count changed.
+    StreamUpdate,
+    /// A kind this reader does not know (added after it was built); the
+    /// event's body is [`EventBody::Unknown`], which keeps the real name.
+    /// Not in [`EventKind::ALL`] and not parsed from a name: it stands for
+    /// every name that is not a known kind.
+    Unknown,
 }
 
 impl EventKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 19] = [
+    /// Every known kind, in declaration order.
+    pub const ALL: [EventKind; 22] = [
         EventKind::Message,
         EventKind::Action,
         EventKind::Cheer,
@@ -394,6 +413,9 @@ impl EventKind {
         EventKind::ChatEnded,
         EventKind::Gap,
         EventKind::OtherNotice,
+        EventKind::StreamOnline,
+        EventKind::StreamOffline,
+        EventKind::StreamUpdate,
     ];
 
     /// The snake_case wire name.
@@ -418,6 +440,10 @@ impl EventKind {
             EventKind::ChatEnded => "chat_ended",
             EventKind::Gap => "gap",
             EventKind::OtherNotice => "other_notice",
+            EventKind::StreamOnline => "stream_online",
+            EventKind::StreamOffline => "stream_offline",
+            EventKind::StreamUpdate => "stream_update",
+            EventKind::Unknown => "unknown",
         }
     }
 
@@ -455,8 +481,20 @@ pub struct UnknownKind(pub String);
 
 /// The kind of an event together with its kind-specific details. On the
 /// wire: `"kind": "<snake_case>", "details": { ... }`.
+///
+/// A kind this reader does not know decodes as [`EventBody::Unknown`] with
+/// its name and details as they came, and encodes back to the same wire
+/// form, so a reader passes on (and the consumer stores and serves) kinds
+/// added after it was built. A known kind whose details do not match its
+/// type is still an error, as is a `kind` that is missing, not a string
+/// or not a snake_case name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", content = "details", rename_all = "snake_case")]
+#[serde(
+    remote = "Self",
+    tag = "kind",
+    content = "details",
+    rename_all = "snake_case"
+)]
 pub enum EventBody {
     /// A chat message.
     Message(MessageDetails),
@@ -496,6 +534,76 @@ pub enum EventBody {
     Gap(GapDetails),
     /// A notice v1 does not model, carried with its type name and tags.
     OtherNotice(OtherNoticeDetails),
+    /// The channel went live; `sent_at` is when the platform says it did.
+    StreamOnline(StreamDetails),
+    /// The channel's stream ended.
+    StreamOffline(StreamOfflineDetails),
+    /// The live stream's title, category or viewer count changed.
+    StreamUpdate(StreamDetails),
+    /// A kind this reader does not know, kept as it came (see the type's
+    /// docs). Not part of the published JSON Schema, which lists the known
+    /// kinds.
+    #[serde(skip)]
+    Unknown {
+        /// The kind's wire name.
+        kind: String,
+        /// Its `details`, verbatim; `None` when the event had none.
+        details: Option<serde_json::Value>,
+    },
+}
+
+/// Longest kind name an unknown kind may have.
+pub const MAX_KIND_LEN: usize = 64;
+
+impl Serialize for EventBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            EventBody::Unknown { kind, details } => {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("kind", kind)?;
+                if let Some(details) = details {
+                    map.serialize_entry("details", details)?;
+                }
+                map.end()
+            }
+            known => EventBody::serialize(known, serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let kind = match map.remove("kind") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(_) => return Err(D::Error::custom("`kind` is not a string")),
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let details = map.remove("details");
+        if kind.parse::<EventKind>().is_ok() {
+            let mut known = serde_json::Map::with_capacity(2);
+            known.insert("kind".into(), serde_json::Value::String(kind));
+            if let Some(details) = details {
+                known.insert("details".into(), details);
+            }
+            return EventBody::deserialize(serde_json::Value::Object(known))
+                .map_err(D::Error::custom);
+        }
+        let well_formed = !kind.is_empty()
+            && kind.len() <= MAX_KIND_LEN
+            && kind.starts_with(|c: char| c.is_ascii_lowercase())
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            return Err(D::Error::custom(format!(
+                "`kind` {kind:?} is not a snake_case name of at most {MAX_KIND_LEN} bytes"
+            )));
+        }
+        Ok(EventBody::Unknown { kind, details })
+    }
 }
 
 impl EventBody {
@@ -521,6 +629,19 @@ impl EventBody {
             EventBody::ChatEnded(_) => EventKind::ChatEnded,
             EventBody::Gap(_) => EventKind::Gap,
             EventBody::OtherNotice(_) => EventKind::OtherNotice,
+            EventBody::StreamOnline(_) => EventKind::StreamOnline,
+            EventBody::StreamOffline(_) => EventKind::StreamOffline,
+            EventBody::StreamUpdate(_) => EventKind::StreamUpdate,
+            EventBody::Unknown { .. } => EventKind::Unknown,
+        }
+    }
+
+    /// The kind's wire name: the known kind's name, or an unknown kind's
+    /// own.
+    pub fn kind_name(&self) -> &str {
+        match self {
+            EventBody::Unknown { kind, .. } => kind,
+            known => known.kind().as_str(),
         }
     }
 }
@@ -732,6 +853,33 @@ pub struct OtherNoticeDetails {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Details of a live stream (`stream_online`, `stream_update`): what the
+/// platform says about it when the ingestor looked. Every field is optional
+/// because not every platform knows every one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamDetails {
+    /// The platform's id of the broadcast (Twitch stream id, YouTube video
+    /// id).
+    pub stream_id: Option<String>,
+    /// The stream's title.
+    pub title: Option<String>,
+    /// The category or game (Twitch `game_name`).
+    pub category: Option<String>,
+    /// Concurrent viewers when the ingestor looked.
+    pub viewer_count: Option<u64>,
+    /// When the stream went live.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Details of a stream that ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamOfflineDetails {
+    /// The platform's id of the broadcast that ended, when known.
+    pub stream_id: Option<String>,
+    /// When that broadcast went live, when known.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
 /// Twitch-only facts about an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TwitchExtras {
@@ -894,6 +1042,79 @@ mod tests {
         // A v1 event written before these fields existed still parses.
         let old = serde_json::to_value(message()).unwrap();
         assert!(ChatEvent::from_json(&serde_json::to_vec(&old).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_kind_decodes_and_encodes_back_unchanged() {
+        let mut json = serde_json::to_value(message()).unwrap();
+        json["kind"] = "some_future_kind".into();
+        json["details"] = serde_json::json!({"level": 3, "nested": {"a": [1, "b"]}});
+        let event = ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(event.kind(), EventKind::Unknown);
+        assert_eq!(event.kind_name(), "some_future_kind");
+        assert_eq!(serde_json::to_value(&event).unwrap(), json);
+        // Without details, none are added.
+        json.as_object_mut().unwrap().remove("details");
+        let event = ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(
+            event.body,
+            EventBody::Unknown {
+                kind: "some_future_kind".into(),
+                details: None
+            }
+        );
+        assert_eq!(serde_json::to_value(&event).unwrap(), json);
+    }
+
+    #[test]
+    fn known_kinds_with_bad_details_and_bad_kind_names_are_still_errors() {
+        let good = serde_json::to_value(message()).unwrap();
+        let mut cases = Vec::new();
+        for (kind, details) in [
+            (serde_json::json!("ban"), serde_json::json!({"user": 5})),
+            (serde_json::json!("timeout"), serde_json::json!(null)),
+            (serde_json::json!(7), serde_json::json!({})),
+            (serde_json::json!(""), serde_json::json!({})),
+            (serde_json::json!("Not Snake"), serde_json::json!({})),
+            (
+                serde_json::json!("x".repeat(MAX_KIND_LEN + 1)),
+                serde_json::json!({}),
+            ),
+        ] {
+            let mut json = good.clone();
+            json["kind"] = kind;
+            json["details"] = details;
+            cases.push(json);
+        }
+        let mut json = good.clone();
+        json.as_object_mut().unwrap().remove("kind");
+        cases.push(json);
+        for json in cases {
+            assert!(
+                ChatEvent::from_json(&serde_json::to_vec(&json).unwrap()).is_err(),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn stream_kinds_round_trip() {
+        let mut e = message();
+        e.text = None;
+        e.emotes.clear();
+        e.body = EventBody::StreamUpdate(StreamDetails {
+            stream_id: Some("40952121085".into()),
+            title: Some("speedrun".into()),
+            category: Some("Celeste".into()),
+            viewer_count: Some(1234),
+            started_at: Some(at(1_594_556_000_000)),
+        });
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "stream_update");
+        assert_eq!(json["details"]["viewer_count"], 1234);
+        assert_eq!(ChatEvent::from_json(&e.to_json().unwrap()).unwrap(), e);
+        e.body = EventBody::StreamOffline(StreamOfflineDetails::default());
+        assert_eq!(ChatEvent::from_json(&e.to_json().unwrap()).unwrap(), e);
     }
 
     #[test]

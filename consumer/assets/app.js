@@ -29,6 +29,7 @@
   const status = document.getElementById("status");
   const input = document.getElementById("channels");
   const known = document.getElementById("known");
+  const streams = document.getElementById("streams");
 
   if (overlay) {
     // Both: the page background is on <html> too, and OBS shows whatever
@@ -46,6 +47,7 @@
   ]);
   const PLATFORM_MARKS = { twitch: "\u25c6", youtube: "\u25b6" };
   const MODERATION_KINDS = new Set(["ban", "timeout", "chat_clear", "message_delete"]);
+  const STREAM_KINDS = new Set(["stream_online", "stream_update", "stream_offline"]);
   const MODERATION_NOTES = {
     deleted: "message deleted by a moderator",
     banned: "message removed: user banned",
@@ -83,12 +85,67 @@
     status.textContent = text ?? state;
   }
 
+  // ------------------------------------------------------- live state --
+  //
+  // One entry per shown channel: live (with viewers and title) or offline.
+  // It starts from /api/channels (each channel's newest stored status, so
+  // a page opened mid-stream shows it) and follows the stream_* events.
+
+  const streamStates = new Map();
+
+  function shown(platform, channel) {
+    return channels.some((c) => c.includes("*") || c === channel || c === `${platform}:${channel}`);
+  }
+
+  function showStream(platform, channel, state) {
+    const key = `${platform}:${channel}`;
+    const previous = streamStates.get(key);
+    // An older status (a history replay after a newer /api/channels) never
+    // replaces a newer one.
+    if (previous && state.cursor !== undefined && previous.cursor > state.cursor) return;
+    streamStates.set(key, state);
+    let item = streams.querySelector(`li[data-key="${CSS.escape(key)}"]`);
+    if (!item) {
+      item = el("li", "stream");
+      item.dataset.key = key;
+      item.dataset.platform = platform;
+      item.dataset.channel = channel;
+      streams.append(item);
+    }
+    item.dataset.live = String(state.live);
+    const parts = [el("span", "dot", state.live ? "\u25cf" : "\u25cb")];
+    if (manyChannels || !overlay) parts.push(el("span", "name", `${channel} `));
+    parts.push(el("span", "state", state.live ? "live" : "offline"));
+    if (state.live && state.viewer_count !== null && state.viewer_count !== undefined) {
+      parts.push(el("span", "viewers", ` \u00b7 ${Number(state.viewer_count).toLocaleString("en")} viewers`));
+    }
+    if (state.live && state.title) parts.push(el("span", "title", ` \u00b7 ${state.title}`));
+    item.replaceChildren(...parts);
+  }
+
+  function streamEvent(event, cursor) {
+    const d = event.details || {};
+    const live = event.kind !== "stream_offline";
+    showStream(event.platform, event.channel, {
+      live,
+      title: live ? d.title : null,
+      category: live ? d.category : null,
+      viewer_count: live ? d.viewer_count : null,
+      started_at: d.started_at,
+      cursor,
+    });
+  }
+
   async function loadKnown() {
     try {
       const headers = token ? { Authorization: `Bearer ${token}` } : {};
       const res = await fetch("/api/channels", { headers });
       if (!res.ok) return;
       const { channels: list } = await res.json();
+      for (const c of list) {
+        if (c.stream && shown(c.platform, c.channel)) showStream(c.platform, c.channel, c.stream);
+      }
+      if (overlay) return;
       for (const c of list.slice(0, 30)) {
         const button = document.createElement("button");
         button.type = "button";
@@ -546,6 +603,10 @@
         return `Some messages may be missing (${d.reason})`;
       case "chat_ended":
         return "The live chat ended";
+      case "stream_online":
+        return `${event.channel} went live${d.title ? `: ${d.title}` : ""}`;
+      case "stream_offline":
+        return `${event.channel} went offline`;
       case "room_state": {
         const modes = Object.entries(d)
           .filter(([, v]) => v !== null && v !== false && v !== 0)
@@ -599,6 +660,12 @@
 
   function render({ cursor, moderation, event }) {
     let line = null;
+    if (STREAM_KINDS.has(event.kind)) {
+      streamEvent(event, cursor);
+      // Updates (viewer counts) only change the live state shown.
+      if (event.kind !== "stream_update" && !overlay) append(systemLine(event, cursor));
+      return;
+    }
     if (MODERATION_KINDS.has(event.kind)) {
       applyModeration(event);
       if (!overlay) line = systemLine(event, cursor);
@@ -617,6 +684,6 @@
     append(line);
   }
 
-  if (!overlay) loadKnown();
+  loadKnown();
   connect();
 })();

@@ -1,6 +1,8 @@
 //! The REST API (documented in `docs/rest-api.md`):
 //!
-//! * `GET /api/channels`: every channel with its counts and newest event.
+//! * `GET /api/channels`: every channel with its counts, newest event and
+//!   live state (`stream`: from its newest stored `stream_online`,
+//!   `stream_update` or `stream_offline`; null when none is stored).
 //! * `GET /api/events?platform=&channel=&user=&kind=&q=&before=&after=&limit=&order=`:
 //!   a page of events, newest first by default, with a `next` cursor.
 //! * `GET /api/events/{platform}/{id}`: one event; both segments are
@@ -14,9 +16,11 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use common::ChatEvent;
 use common::Secret;
 use common::http::{ApiError, bearer_auth, percent_decode_path};
-use common::schema::EventKind;
+use common::schema::{EventBody, EventKind, StreamDetails};
 use common::urlcode;
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
@@ -122,7 +126,112 @@ pub struct EventsPage {
 #[derive(Debug, Serialize)]
 pub struct Channels {
     /// Busiest first.
-    pub channels: Vec<ChannelSummary>,
+    pub channels: Vec<ChannelEntry>,
+}
+
+/// One channel of `GET /api/channels`: its summary and its live state.
+#[derive(Debug, Serialize)]
+pub struct ChannelEntry {
+    /// Counts and newest event.
+    #[serde(flatten)]
+    pub summary: ChannelSummary,
+    /// The live state its newest status event gives; null when the store
+    /// holds none (never seen, or retention removed them).
+    pub stream: Option<StreamState>,
+}
+
+/// A channel's live state, from its newest stored status event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamState {
+    /// Live (`stream_online`, `stream_update`) or not (`stream_offline`).
+    pub live: bool,
+    /// The stream's title, when live and known.
+    pub title: Option<String>,
+    /// Its category, when live and known.
+    pub category: Option<String>,
+    /// Concurrent viewers at the last look, when live and known.
+    pub viewer_count: Option<u64>,
+    /// When the stream went live.
+    pub started_at: Option<DateTime<Utc>>,
+    /// `sent_at` of the status event this comes from.
+    pub as_of: DateTime<Utc>,
+    /// Its cursor.
+    pub cursor: Cursor,
+}
+
+/// Status lookups `GET /api/channels` runs at once.
+const STATUS_LOOKUPS: usize = 8;
+
+/// The live state a stored status event gives (`None` for other kinds).
+pub fn stream_state(stored: &StoredEvent) -> Option<StreamState> {
+    let event = ChatEvent::from_json(stored.event.get().as_bytes()).ok()?;
+    let (live, details) = match event.body {
+        EventBody::StreamOnline(d) | EventBody::StreamUpdate(d) => (true, d),
+        EventBody::StreamOffline(d) => (
+            false,
+            StreamDetails {
+                started_at: d.started_at,
+                ..StreamDetails::default()
+            },
+        ),
+        _ => return None,
+    };
+    Some(StreamState {
+        live,
+        title: details.title,
+        category: details.category,
+        viewer_count: details.viewer_count,
+        started_at: details.started_at,
+        as_of: event.sent_at,
+        cursor: stored.cursor,
+    })
+}
+
+/// Each channel with its live state: the status event at the channel's
+/// `status_cursor` (kept by the store as status events are written), read
+/// by its cursor, [`STATUS_LOOKUPS`] at once.
+///
+/// # Errors
+/// The store's error.
+pub async fn with_stream_state(
+    store: &dyn Store,
+    channels: Vec<ChannelSummary>,
+) -> Result<Vec<ChannelEntry>, StoreError> {
+    use futures::StreamExt;
+    let queries: Vec<Option<EventQuery>> = channels
+        .iter()
+        .map(|c| {
+            let at = c.status_cursor?;
+            Some(EventQuery {
+                after: Cursor::new(at.get() - 1),
+                before: Some(at.next()),
+                order: Order::Asc,
+                limit: 1,
+                ..EventQuery::default()
+            })
+        })
+        .collect();
+    let states: Vec<Result<Option<StreamState>, StoreError>> =
+        futures::stream::iter(queries.into_iter().map(|query| async move {
+            let Some(query) = query else {
+                return Ok(None);
+            };
+            let found = store.query(&query).await?;
+            Ok(found.first().and_then(stream_state))
+        }))
+        .buffered(STATUS_LOOKUPS)
+        .collect()
+        .await;
+    channels
+        .into_iter()
+        .zip(states)
+        .map(|(summary, stream)| {
+            Ok(ChannelEntry {
+                summary,
+                stream: stream?,
+            })
+        })
+        .collect()
 }
 
 /// Seconds a client is asked to wait after `search_busy`.
@@ -207,6 +316,9 @@ pub fn routes(
         .and(with_store.clone())
         .and_then(|store: Arc<dyn Store>| async move {
             let channels = store.channels().await.map_err(store_error)?;
+            let channels = with_stream_state(store.as_ref(), channels)
+                .await
+                .map_err(store_error)?;
             Ok::<_, Rejection>(warp::reply::json(&Channels { channels }))
         });
 

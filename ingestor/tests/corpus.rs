@@ -107,12 +107,16 @@ fn every_corpus_line_normalises_to_the_expected_kind() {
         ids.len()
     );
     // Gaps come from the ingestor; the YouTube-only kinds have their own
-    // tests (tests/it/youtube.rs and the youtube normaliser's).
+    // tests (tests/it/youtube.rs and the youtube normaliser's); stream
+    // status comes from Helix and the YouTube API (tests/it/status.rs).
     let not_from_irc = [
         EventKind::Gap,
         EventKind::SuperChat,
         EventKind::SuperSticker,
         EventKind::ChatEnded,
+        EventKind::StreamOnline,
+        EventKind::StreamOffline,
+        EventKind::StreamUpdate,
     ];
     for kind in EventKind::ALL {
         if !not_from_irc.contains(&kind) {

@@ -4,6 +4,16 @@
 //! `Authorization: Bearer` + `Client-Id` checks and its 401 for a missing
 //! scope.
 //!
+//! Get Streams (`GET /streams?user_login=...`, at most 100 logins) answers
+//! from the streams a test sets ([`FakeHelix::go_live`] ...), for a user
+//! token or an app token, with Twitch's `Ratelimit-Limit`,
+//! `Ratelimit-Remaining` and `Ratelimit-Reset` headers from one bucket
+//! ([`FakeHelix::set_rate_limit`]; Twitch's app bucket is 800 points a
+//! minute) and Twitch's 429 when it is empty. App tokens come from the
+//! client-credentials grant of Twitch's token endpoint, which the fake
+//! serves too at `POST /oauth2/token` ([`FakeHelix::token_url`];
+//! [`CLIENT_ID`] + [`CLIENT_SECRET`]).
+//!
 //! Send Chat Message keeps Twitch's chat limits as Twitch documents them:
 //! one sliding window per account, whose threshold depends on the target
 //! channel (the privileged one where the account is the broadcaster, a
@@ -32,6 +42,33 @@ use crate::fake_irc::FakeIrc;
 
 /// The client id the fake expects in `Client-Id`.
 pub const CLIENT_ID: &str = "fake-helix-client-id";
+/// The client secret its token endpoint expects with [`CLIENT_ID`].
+pub const CLIENT_SECRET: &str = "fake-helix-client-secret";
+
+/// A live stream Get Streams reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeStream {
+    /// The stream id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its category (`game_name`).
+    pub game_name: String,
+    /// Its viewers.
+    pub viewer_count: u64,
+    /// When it went live (RFC 3339).
+    pub started_at: String,
+}
+
+/// The rate-limit bucket Get Streams draws on: `limit` points per
+/// `window`, refilled at its reset.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    limit: u32,
+    window: Duration,
+    used: u32,
+    reset_at: Option<std::time::SystemTime>,
+}
 
 /// Twitch's chat limits, as the fake applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +175,11 @@ struct State {
     calls: HashMap<&'static str, usize>,
     next_id: u64,
     auto_users: bool,
+    streams: HashMap<String, FakeStream>,
+    app_tokens: HashSet<String>,
+    bucket: Option<Bucket>,
+    rate_limited: usize,
+    streams_log: Vec<(Instant, usize)>,
 }
 
 /// A running fake Helix.
@@ -181,7 +223,7 @@ impl FakeHelix {
             irc: Arc::default(),
             cancel: CancellationToken::new(),
         };
-        let routes = routes(fake.clone());
+        let routes = routes(fake.clone()).or(status_routes(fake.clone()));
         let cancel = fake.cancel.clone();
         tokio::spawn(async move {
             warp::serve(routes)
@@ -265,14 +307,189 @@ impl FakeHelix {
         self.lock().moderation.clone()
     }
 
+    /// Twitch's token endpoint on this fake (client credentials only).
+    pub fn token_url(&self) -> String {
+        format!("http://{}/oauth2/token", self.addr)
+    }
+
+    /// `login` goes live (a new stream id each time); returns the id.
+    pub fn go_live(&self, login: &str, title: &str, game_name: &str, viewer_count: u64) -> String {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = format!("{}", 40_000_000_000 + st.next_id);
+        st.streams.insert(
+            login.to_owned(),
+            FakeStream {
+                id: id.clone(),
+                title: title.to_owned(),
+                game_name: game_name.to_owned(),
+                viewer_count,
+                started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        );
+        id
+    }
+
+    /// Changes a live stream (no-op when `login` is offline).
+    pub fn update_stream(&self, login: &str, change: impl FnOnce(&mut FakeStream)) {
+        if let Some(stream) = self.lock().streams.get_mut(login) {
+            change(stream);
+        }
+    }
+
+    /// `login`'s stream ends.
+    pub fn go_offline(&self, login: &str) {
+        self.lock().streams.remove(login);
+    }
+
+    /// Get Streams' bucket: `limit` points per `window` (each call costs
+    /// one). Twitch's app bucket is 800 a minute, the fake's default.
+    pub fn set_rate_limit(&self, limit: u32, window: Duration) {
+        self.lock().bucket = Some(Bucket {
+            limit,
+            window,
+            used: 0,
+            reset_at: None,
+        });
+    }
+
+    /// Every Get Streams call answered (not 429): when, and how many logins
+    /// it asked for.
+    pub fn streams_log(&self) -> Vec<(Instant, usize)> {
+        self.lock().streams_log.clone()
+    }
+
+    /// Get Streams calls answered 429 because the bucket was empty.
+    pub fn rate_limited(&self) -> usize {
+        self.lock().rate_limited
+    }
+
+    /// Every app token issued so far stops being valid (Helix answers
+    /// 401, as for an expired one).
+    pub fn expire_app_tokens(&self) {
+        self.lock().app_tokens.clear();
+    }
+
     /// Calls per endpoint (`users`, `moderated_channels`, `send`, `delete`,
-    /// `ban`, `unban`).
+    /// `ban`, `unban`, `streams`, `token`).
     pub fn calls(&self, endpoint: &str) -> usize {
         self.lock().calls.get(endpoint).copied().unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fake helix lock")
+    }
+
+    /// Get Streams: the bucket, the token, at most 100 logins, then the
+    /// live ones among them, with the `Ratelimit-*` headers.
+    fn streams(&self, auth: Option<&str>, client_id: Option<&str>, query: &str) -> Response {
+        let mut st = self.lock();
+        *st.calls.entry("streams").or_default() += 1;
+        let now = std::time::SystemTime::now();
+        let mut bucket = st.bucket.unwrap_or(Bucket {
+            limit: 800,
+            window: Duration::from_secs(60),
+            used: 0,
+            reset_at: None,
+        });
+        if bucket.reset_at.is_none_or(|at| now >= at) {
+            bucket.used = 0;
+            bucket.reset_at = Some(now + bucket.window);
+        }
+        let empty = bucket.used >= bucket.limit;
+        if !empty {
+            bucket.used += 1;
+        }
+        st.bucket = Some(bucket);
+        let reset_secs = bucket
+            .reset_at
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        let with_headers = |r: Reply| {
+            let mut res = warp::reply::Reply::into_response(r);
+            let h = res.headers_mut();
+            h.insert("ratelimit-limit", bucket.limit.into());
+            h.insert("ratelimit-remaining", (bucket.limit - bucket.used).into());
+            h.insert("ratelimit-reset", reset_secs.into());
+            res
+        };
+        if empty {
+            st.rate_limited += 1;
+            return with_headers(error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"));
+        }
+        let token = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        if !st.app_tokens.contains(token) && !st.accounts.contains_key(token) {
+            return with_headers(error(StatusCode::UNAUTHORIZED, "Invalid OAuth token"));
+        }
+        if client_id != Some(CLIENT_ID) {
+            return with_headers(error(
+                StatusCode::UNAUTHORIZED,
+                "Client ID and OAuth token do not match",
+            ));
+        }
+        let logins: Vec<String> = query_pairs(query)
+            .into_iter()
+            .filter(|(k, _)| k == "user_login")
+            .map(|(_, v)| v)
+            .collect();
+        st.streams_log.push((Instant::now(), logins.len()));
+        if logins.len() > 100 {
+            return with_headers(error(
+                StatusCode::BAD_REQUEST,
+                "The parameter \"user_login\" may only be specified up to 100 times.",
+            ));
+        }
+        let data: Vec<Value> = logins
+            .iter()
+            .filter_map(|login| {
+                let s = st.streams.get(login)?;
+                let user_id = st
+                    .users
+                    .get(login)
+                    .cloned()
+                    .unwrap_or_else(|| format!("id-{login}"));
+                Some(json!({
+                    "id": s.id,
+                    "user_id": user_id,
+                    "user_login": login,
+                    "user_name": login,
+                    "game_id": "1",
+                    "game_name": s.game_name,
+                    "type": "live",
+                    "title": s.title,
+                    "viewer_count": s.viewer_count,
+                    "started_at": s.started_at,
+                    "language": "en",
+                    "thumbnail_url": "",
+                    "tags": [],
+                    "is_mature": false,
+                }))
+            })
+            .collect();
+        with_headers(reply(
+            StatusCode::OK,
+            json!({"data": data, "pagination": {}}),
+        ))
+    }
+
+    /// Twitch's token endpoint, client-credentials grant only.
+    fn app_token(&self, form: &HashMap<String, String>) -> Reply {
+        let mut st = self.lock();
+        *st.calls.entry("token").or_default() += 1;
+        let field = |k: &str| form.get(k).map_or("", String::as_str);
+        if field("grant_type") != "client_credentials" {
+            return error(StatusCode::BAD_REQUEST, "unsupported grant_type");
+        }
+        if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
+            return error(StatusCode::FORBIDDEN, "invalid client secret");
+        }
+        st.next_id += 1;
+        let token = format!("app-token-{}", st.next_id);
+        st.app_tokens.insert(token.clone());
+        reply(
+            StatusCode::OK,
+            json!({"access_token": token, "expires_in": 5_000_000, "token_type": "bearer"}),
+        )
     }
 
     /// Whether `login` is the broadcaster, a moderator or a VIP of `channel`.
@@ -531,6 +748,30 @@ fn routes(fake: FakeHelix) -> impl Filter<Extract = (Reply,), Error = warp::Reje
         .unify()
         .or(unban)
         .unify()
+}
+
+type Response = warp::reply::Response;
+
+/// Get Streams and the token endpoint.
+fn status_routes(
+    fake: FakeHelix,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let token_fake = fake.clone();
+    let streams = warp::get()
+        .and(warp::path!("streams"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("client-id"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .map(move |a: Option<String>, c: Option<String>, q: String| {
+            fake.streams(a.as_deref(), c.as_deref(), &q)
+        });
+    let token = warp::post()
+        .and(warp::path!("oauth2" / "token"))
+        .and(warp::body::form::<HashMap<String, String>>())
+        .map(move |form: HashMap<String, String>| {
+            warp::reply::Reply::into_response(token_fake.app_token(&form))
+        });
+    streams.or(token).unify()
 }
 
 fn send_message(fake: &FakeHelix, auth: Option<&str>, client: Option<&str>, body: &Value) -> Reply {

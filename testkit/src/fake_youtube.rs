@@ -248,6 +248,8 @@ struct FakeVideo {
     channel: String,
     broadcast: String,
     chat: Option<String>,
+    /// `liveStreamingDetails.concurrentViewers` while live.
+    viewers: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -436,11 +438,19 @@ impl FakeYoutube {
                 channel: channel.to_owned(),
                 broadcast: broadcast.to_owned(),
                 chat,
+                viewers: None,
             },
         );
         let ch = s.channels.entry(channel.to_owned()).or_default();
         if !ch.uploads.iter().any(|v| v == video) {
             ch.uploads.insert(0, video.to_owned());
+        }
+    }
+
+    /// A live broadcast's `concurrentViewers` (shown while it is live).
+    pub fn set_viewers(&self, video: &str, viewers: u64) {
+        if let Some(v) = self.lock().videos.get_mut(video) {
+            v.viewers = Some(viewers);
         }
     }
 
@@ -1151,6 +1161,10 @@ fn video_json(id: &str, v: &FakeVideo) -> Value {
     }
     if let Some(chat) = &v.chat {
         details["activeLiveChatId"] = json!(chat);
+    }
+    if let Some(n) = v.viewers.filter(|_| v.broadcast == "live") {
+        // YouTube writes it as a decimal string.
+        details["concurrentViewers"] = json!(n.to_string());
     }
     let mut video = json!({
         "kind": "youtube#video",

@@ -5,6 +5,7 @@
 //! (through the backend's [`BatchTx`]), the commit, the channel cache, and
 //! the marks applied to the outcome after the commit.
 
+use common::schema::EventKind;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::value::RawValue;
@@ -46,13 +47,15 @@ impl PendingModeration<'_> {
 }
 
 /// One channel's share of a batch: events, chat messages, the newest
-/// cursor and its `sent_at` (ms).
+/// cursor and its `sent_at` (ms), and the cursor of its newest stream
+/// status event, if the batch has one.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ChannelCounts {
     pub events: i64,
     pub messages: i64,
     pub last_cursor: i64,
     pub last_sent_at: i64,
+    pub status_cursor: Option<i64>,
 }
 
 /// What the batch's new events are once their cursors `seqs` are known.
@@ -103,6 +106,12 @@ pub(crate) fn committed<'a>(
         counts.events += 1;
         counts.messages += i64::from(ev.kind().is_chat());
         counts.last_cursor = seq;
+        if matches!(
+            ev.kind(),
+            EventKind::StreamOnline | EventKind::StreamUpdate | EventKind::StreamOffline
+        ) {
+            counts.status_cursor = Some(seq);
+        }
         counts.last_sent_at = sent_ms;
         out.stored.push(StoredEvent {
             cursor,

@@ -274,6 +274,11 @@ pub struct ChannelSummary {
     pub last_cursor: Option<Cursor>,
     /// `sent_at` of its newest event.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// Cursor of its newest stream status event (`stream_online`,
+    /// `stream_update`, `stream_offline`), if one was stored. Retention may
+    /// have removed it since.
+    #[serde(skip)]
+    pub status_cursor: Option<Cursor>,
 }
 
 /// What a batch write did.

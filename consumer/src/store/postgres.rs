@@ -519,7 +519,7 @@ impl Store for PostgresStore {
         // the JSON body needs no NUL check (JSON escapes it).
         let platform: Vec<&str> = fresh_keys.iter().map(|k| k.0.as_ref()).collect();
         let event_id: Vec<&str> = fresh_keys.iter().map(|k| k.1.as_ref()).collect();
-        let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind().as_str()).collect();
+        let kind: Vec<&str> = fresh.iter().map(|e| e.event.kind_name()).collect();
         let body: Vec<&str> = fresh.iter().map(|e| e.json).collect();
         let channel: Vec<i64> = fresh.iter().map(|e| channels.of(e)).collect();
         let sent: Vec<i64> = fresh
@@ -585,9 +585,10 @@ impl Store for PostgresStore {
             .unzip();
         sqlx::query(
             "UPDATE channels c SET event_count = c.event_count + v.n, \
-             message_count = c.message_count + v.m, last_cursor = v.last, last_event_at = v.at \
-             FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
-                  AS v(id, n, m, last, at) \
+             message_count = c.message_count + v.m, last_cursor = v.last, last_event_at = v.at, \
+             status_cursor = COALESCE(v.s, c.status_cursor) \
+             FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+                  AS v(id, n, m, last, at, s) \
              WHERE c.id = v.id",
         )
         .bind(&ch)
@@ -595,6 +596,7 @@ impl Store for PostgresStore {
         .bind(counts.iter().map(|c| c.messages).collect::<Vec<_>>())
         .bind(counts.iter().map(|c| c.last_cursor).collect::<Vec<_>>())
         .bind(counts.iter().map(|c| c.last_sent_at).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.status_cursor).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         batch::finish(
@@ -705,7 +707,8 @@ impl Store for PostgresStore {
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
         let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
-             last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
+             last_event_at, status_cursor FROM channels \
+             ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.pool)
         .await?;

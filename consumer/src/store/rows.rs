@@ -42,17 +42,16 @@ impl TryFrom<EventRow> for StoredEvent {
             platform: row.platform,
             channel: row.channel,
             id: row.event_id,
-            kind: row
-                .kind
-                .parse::<EventKind>()
-                .map_err(|e| corrupt(e.to_string()))?,
+            // A kind this build does not know was stored by name, as it
+            // came (`EventBody::Unknown`); the body keeps it.
+            kind: row.kind.parse::<EventKind>().unwrap_or(EventKind::Unknown),
             routing_key: row.routing_key,
         })
     }
 }
 
 /// A channel with its counters (`platform, channel, routing_key,
-/// event_count, message_count, last_cursor, last_event_at`).
+/// event_count, message_count, last_cursor, last_event_at, status_cursor`).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SummaryRow {
     platform: String,
@@ -62,6 +61,7 @@ pub(crate) struct SummaryRow {
     message_count: i64,
     last_cursor: Option<i64>,
     last_event_at: Option<i64>,
+    status_cursor: Option<i64>,
 }
 
 impl From<SummaryRow> for ChannelSummary {
@@ -74,6 +74,7 @@ impl From<SummaryRow> for ChannelSummary {
             message_count: row.message_count,
             last_cursor: row.last_cursor.and_then(Cursor::new),
             last_event_at: row.last_event_at.and_then(DateTime::from_timestamp_millis),
+            status_cursor: row.status_cursor.and_then(Cursor::new),
         }
     }
 }

@@ -359,7 +359,8 @@ async fn index_batch(
     for (channel, c) in per_channel {
         sqlx::query(
             "UPDATE channels SET event_count = event_count + ?1, \
-             message_count = message_count + ?2, last_cursor = ?3, last_event_at = ?4 \
+             message_count = message_count + ?2, last_cursor = ?3, last_event_at = ?4, \
+             status_cursor = COALESCE(?6, status_cursor) \
              WHERE id = ?5",
         )
         .bind(c.events)
@@ -367,6 +368,7 @@ async fn index_batch(
         .bind(c.last_cursor)
         .bind(c.last_sent_at)
         .bind(channel)
+        .bind(c.status_cursor)
         .execute(&mut *tx)
         .await?;
     }
@@ -528,7 +530,7 @@ impl Store for SqliteStore {
                     .bind(ev.platform.as_str())
                     .bind(ev.id.as_str())
                     .bind(channels.of(e))
-                    .bind(ev.kind().as_str())
+                    .bind(ev.kind_name())
                     .bind(ev.sent_at.timestamp_millis())
                     .bind(stored_at)
                     .bind(login.as_deref())
@@ -689,7 +691,8 @@ impl Store for SqliteStore {
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
         let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT platform, channel, routing_key, event_count, message_count, last_cursor, \
-             last_event_at FROM channels ORDER BY event_count DESC, platform, channel",
+             last_event_at, status_cursor FROM channels \
+             ORDER BY event_count DESC, platform, channel",
         )
         .fetch_all(&self.reader)
         .await?;

@@ -12,5 +12,6 @@ mod pipeline;
 mod rest;
 mod search;
 mod store;
+mod stream_status;
 mod upgrade;
 mod websocket;

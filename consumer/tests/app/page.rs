@@ -439,3 +439,83 @@ impl BrowserScript {
         assert!(status.success());
     }
 }
+
+#[tokio::test]
+async fn the_page_and_overlay_show_a_channels_live_state_and_viewers_from_the_start() {
+    use common::schema::{EventBody, StreamDetails, StreamOfflineDetails};
+    let app = TestApp::spawn().await;
+    let channel = format!("live_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let status = |id: &str, body: EventBody| {
+        let now = Utc::now();
+        common::ChatEvent::new(id, "twitch", &channel, now, now, body)
+    };
+    let live = StreamDetails {
+        stream_id: Some("s1".into()),
+        title: Some("Any% speedrun".into()),
+        category: Some("Celeste".into()),
+        viewer_count: Some(1234),
+        started_at: Some(Utc::now()),
+    };
+    // Live before the pages open, and many messages after: the state comes
+    // from /api/channels, not from the history the page replays.
+    let mut events = vec![
+        status(
+            "on",
+            EventBody::StreamOnline(StreamDetails {
+                viewer_count: Some(10),
+                ..live.clone()
+            }),
+        ),
+        status("up", EventBody::StreamUpdate(live)),
+    ];
+    events.extend((0..30).map(|n| message(&channel, "u", &format!("m{n}"))));
+    app.publish(&events).await;
+    app.wait_stored(32, 30).await;
+
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels=twitch:{channel}&history=5")),
+        "overlay": app.url(&format!("/overlay?channels=twitch:{channel}&history=5")),
+        "channel": channel,
+    });
+    let mut script = BrowserScript::start("status.mjs", spec);
+    let seen = script.next().await;
+    let seen: serde_json::Value =
+        serde_json::from_str(seen.strip_prefix("LIVE ").expect("LIVE")).unwrap();
+    for side in ["page", "overlay"] {
+        let text = seen[side]["text"].as_str().unwrap();
+        assert!(
+            text.contains("live") && text.contains("1,234 viewers"),
+            "{side}: {seen}"
+        );
+        assert_eq!(seen[side]["visible"], true, "{side}: {seen}");
+    }
+    assert!(
+        seen["page"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Any% speedrun"),
+        "{seen}"
+    );
+    assert_eq!(seen["errors"], serde_json::json!([]));
+
+    app.publish(&[status(
+        "off",
+        EventBody::StreamOffline(StreamOfflineDetails::default()),
+    )])
+    .await;
+    script.send("published").await;
+    let seen = script.next().await;
+    let seen: serde_json::Value =
+        serde_json::from_str(seen.strip_prefix("OFFLINE ").expect("OFFLINE")).unwrap();
+    for side in ["page", "overlay"] {
+        let text = seen[side]["text"].as_str().unwrap();
+        assert!(
+            text.contains("offline") && !text.contains("viewers"),
+            "{side}: {seen}"
+        );
+    }
+    assert_eq!(seen["wentOffline"], 1, "{seen}");
+    assert_eq!(seen["errors"], serde_json::json!([]));
+    script.finish().await;
+    app.stop().await;
+}

@@ -102,11 +102,14 @@ pub(crate) fn ids_with_prefix<'a>(deliveries: &'a [Delivery], prefix: &str) -> B
 }
 
 /// A queue bound to everything on `exchange` (declared with the
-/// ingestor's own topology arguments), plus cleanup.
+/// ingestor's own topology arguments), plus cleanup. Stream status events
+/// (`stream_*`) are acked and left out unless [`Tap::include_status`] was
+/// called: the chat tests count what they read.
 pub(crate) struct Tap {
     pub(crate) conn: Connection,
     pub(crate) sub: Subscriber,
     pub(crate) topology: Topology,
+    status: bool,
 }
 
 impl Tap {
@@ -124,7 +127,17 @@ impl Tap {
             conn,
             sub,
             topology,
+            status: false,
         }
+    }
+
+    /// Keeps stream status events too.
+    pub(crate) fn include_status(&mut self) {
+        self.status = true;
+    }
+
+    fn keep(&self, d: &Delivery) -> bool {
+        self.status || !d.event.kind_name().starts_with("stream_")
     }
 
     /// Receives (and acks) deliveries until `done` says stop, within `secs`.
@@ -144,7 +157,9 @@ impl Tap {
                     .expect("subscriber open")
                     .expect("delivery");
                 d.ack().await.unwrap();
-                got.push(d);
+                if self.keep(&d) {
+                    got.push(d);
+                }
             }
         })
         .await;
@@ -156,7 +171,9 @@ impl Tap {
         let mut got = Vec::new();
         while let Ok(Some(Ok(d))) = tokio::time::timeout(quiet, self.sub.next()).await {
             d.ack().await.unwrap();
-            got.push(d);
+            if self.keep(&d) {
+                got.push(d);
+            }
         }
         got
     }

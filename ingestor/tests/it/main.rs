@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod kick;
 mod login;
+mod status;
 mod webhooks;
 mod youtube;
 mod youtube_commands;

@@ -1,6 +1,7 @@
 //! The Helix calls the Twitch sender makes (`TWITCH_HELIX_URL`): Get Users,
 //! Get Moderated Channels, Send Chat Message, Delete Chat Messages, Ban User
-//! and Unban User. Each carries `Authorization: Bearer <user token>` and
+//! and Unban User; and Get Streams for stream status (`status`), with the
+//! `Ratelimit-*` headers of its answer. Each carries `Authorization: Bearer <user token>` and
 //! `Client-Id` (Helix refuses a token issued to another client id).
 //! Answers are read up to [`MAX_BODY`] bytes.
 
@@ -46,6 +47,48 @@ pub struct SendAnswer {
     pub is_sent: bool,
     /// Twitch's `drop_reason.code` when not.
     pub drop_code: Option<String>,
+}
+
+/// Most logins one Get Streams call takes.
+pub const STREAMS_PER_CALL: usize = 100;
+
+/// A live stream, as Get Streams reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStream {
+    /// The stream id.
+    pub id: String,
+    /// The broadcaster's user id.
+    pub user_id: String,
+    /// The broadcaster's login.
+    pub user_login: String,
+    /// The title.
+    pub title: String,
+    /// The category (`game_name`), empty when none is set.
+    pub game_name: String,
+    /// Viewers now.
+    pub viewer_count: u64,
+    /// When it went live.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Helix's rate-limit headers of one answer: points left in the bucket
+/// and when it is full again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `Ratelimit-Remaining`.
+    pub remaining: u64,
+    /// `Ratelimit-Reset`, Unix seconds.
+    pub reset: i64,
+}
+
+impl RateLimit {
+    fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Self> {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
+        Some(Self {
+            remaining: u64::try_from(number("ratelimit-remaining")?).ok()?,
+            reset: number("ratelimit-reset")?,
+        })
+    }
 }
 
 /// A Helix client.
@@ -112,6 +155,66 @@ impl Helix {
             .as_str()
             .map_or_else(|| cut(&String::from_utf8_lossy(&bytes), 300), |m| cut(m, 300));
         Err(HelixError::Status { status, message })
+    }
+
+    /// Get Streams for `logins` (at most [`STREAMS_PER_CALL`]): those live
+    /// now. The rate-limit headers come back with the answer, an error
+    /// (429 included) too, when Helix sent them.
+    pub async fn streams(
+        &self,
+        token: &Secret,
+        logins: &[String],
+    ) -> (Result<Vec<LiveStream>, HelixError>, Option<RateLimit>) {
+        let mut query: Vec<(&str, &str)> = logins.iter().map(|l| ("user_login", l.as_str())).collect();
+        let first = logins.len().clamp(1, STREAMS_PER_CALL).to_string();
+        query.push(("first", &first));
+        let res = self
+            .http
+            .get(format!("{}/streams", self.base))
+            .query(&query)
+            .bearer_auth(token.expose())
+            .header("Client-Id", &self.client_id)
+            .send()
+            .await;
+        let res = match res {
+            Ok(res) => res,
+            Err(e) if e.is_connect() => return (Err(HelixError::Unreachable(e.to_string())), None),
+            Err(e) => return (Err(HelixError::NoAnswer(e.to_string())), None),
+        };
+        let rate = RateLimit::from_headers(res.headers());
+        let status = res.status().as_u16();
+        let bytes = match read_limited(res, MAX_BODY).await {
+            Ok(b) => b,
+            Err(e) => return (Err(HelixError::NoAnswer(e.to_string())), rate),
+        };
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let message = value["message"]
+                .as_str()
+                .map_or_else(|| cut(&String::from_utf8_lossy(&bytes), 300), |m| cut(m, 300));
+            return (Err(HelixError::Status { status, message }), rate);
+        }
+        let streams = value["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"].as_str().is_none_or(|t| t == "live"))
+            .filter_map(|s| {
+                Some(LiveStream {
+                    id: s["id"].as_str()?.to_owned(),
+                    user_id: s["user_id"].as_str().unwrap_or_default().to_owned(),
+                    user_login: s["user_login"].as_str()?.to_lowercase(),
+                    title: s["title"].as_str().unwrap_or_default().to_owned(),
+                    game_name: s["game_name"].as_str().unwrap_or_default().to_owned(),
+                    viewer_count: s["viewer_count"].as_u64().unwrap_or(0),
+                    started_at: s["started_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                })
+            })
+            .collect();
+        (Ok(streams), rate)
     }
 
     /// The user ids of `logins` (those Twitch knows).

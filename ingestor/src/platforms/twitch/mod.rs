@@ -26,6 +26,7 @@ pub mod join_limiter;
 pub mod settings;
 mod shared;
 pub mod standing;
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicUsize;
@@ -95,7 +96,11 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
             .join(&channel)
             .with_context(|| format!("joining twitch channel {channel} from the configuration"))?;
     }
+    let status = status_task(settings, ctx, source.channels().clone())?;
     let mut started = Started::source(source);
+    if let Some(task) = status {
+        started.tasks.push(task);
+    }
     started.sender = sender.map(|s| Arc::new(s) as Arc<dyn crate::platforms::seam::Sender>);
     if let Some(tokens) = tokens {
         let cancel = ctx.shutdown.clone();
@@ -105,6 +110,54 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
         ));
     }
     Ok(Some(started))
+}
+
+/// The stream-status poller, when the app's client credentials are set;
+/// otherwise status is off, said here once.
+fn status_task(
+    settings: &Settings,
+    ctx: &Context,
+    channels: Arc<ChannelManager>,
+) -> anyhow::Result<Option<crate::platforms::seam::Task>> {
+    let oauth = &ctx.oauth;
+    let has_secret =
+        !oauth.twitch_client_secret.is_empty() || oauth.twitch_client_secret_file.is_some();
+    let provider = if oauth.twitch_client_id.trim().is_empty() || !has_secret {
+        None
+    } else {
+        oauth.twitch().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Twitch client credentials unusable");
+            None
+        })
+    };
+    let Some(provider) = provider else {
+        tracing::info!(
+            "Twitch stream status is off: it needs TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET \
+             (an app token for Helix Get Streams)"
+        );
+        return Ok(None);
+    };
+    let status_settings = status::StatusSettings {
+        helix_url: settings.twitch_helix_url.clone(),
+        token_url: provider.token_url.clone(),
+        client_id: provider.client_id.clone(),
+        client_secret: provider.client_secret.clone(),
+        interval: settings.twitch_status_interval,
+    };
+    let sink = ctx.sink.clone();
+    tracing::info!(
+        interval = ?settings.twitch_status_interval,
+        "Twitch stream status: every wanted channel is read with Helix Get Streams"
+    );
+    let cancel = ctx.shutdown.clone();
+    Ok(Some((
+        "twitch-status",
+        Box::pin(async move {
+            status::StatusPoller::new(status_settings, channels, sink)?
+                .run(cancel)
+                .await
+        }),
+    )))
 }
 
 /// How the Twitch source connects and reads.

@@ -82,6 +82,12 @@ pub struct Settings {
     /// (Helix Get Moderated Channels).
     #[serde(with = "humantime_serde")]
     pub twitch_standing_refresh: Duration,
+    /// How often every wanted channel's live state is read (Helix Get
+    /// Streams, 100 channels a call, with an app token from the client
+    /// credentials `TWITCH_CLIENT_ID`/`TWITCH_CLIENT_SECRET`; without them
+    /// Twitch status is off).
+    #[serde(with = "humantime_serde")]
+    pub twitch_status_interval: Duration,
     /// Each IRC socket's receive buffer (`SO_RCVBUF`, bytes): what the
     /// kernel may hold read and not yet spooled, so with one read (64 KiB)
     /// the most a `kill -9` can lose per connection.
@@ -112,6 +118,7 @@ impl Default for Settings {
             twitch_send_channel_interval: Duration::from_secs(1),
             twitch_send_margin: Duration::from_millis(250),
             twitch_standing_refresh: Duration::from_secs(10 * 60),
+            twitch_status_interval: Duration::from_secs(60),
         }
     }
 }
@@ -163,6 +170,7 @@ impl Settings {
             return Err(ConfigError::invalid("twitch_sender", "not a Twitch login"));
         }
         check_nonzero("twitch_send_window", self.twitch_send_window)?;
+        check_nonzero("twitch_status_interval", self.twitch_status_interval)?;
         check_range("twitch_send_limit", self.twitch_send_limit, 1, 100_000)?;
         check_range(
             "twitch_send_limit_privileged",

@@ -371,6 +371,8 @@ pub struct VideoSnippet {
     pub channel_id: Option<String>,
     /// `none`, `upcoming`, `live`, `completed`.
     pub live_broadcast_content: Option<String>,
+    /// The video's title.
+    pub title: Option<String>,
 }
 
 /// `video.liveStreamingDetails`.
@@ -381,6 +383,11 @@ pub struct LiveStreamingDetails {
     pub active_live_chat_id: Option<String>,
     /// When it is scheduled to start.
     pub scheduled_start_time: Option<String>,
+    /// When it started (RFC 3339).
+    pub actual_start_time: Option<String>,
+    /// Viewers now, while live (a decimal string; absent when the channel
+    /// hides it).
+    pub concurrent_viewers: Option<String>,
 }
 
 impl Video {

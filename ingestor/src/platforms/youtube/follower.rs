@@ -30,6 +30,7 @@ use super::limits::Clamped;
 use super::normalise::{self, ChatContext, Normaliser, Problem};
 use super::quota::Call;
 use super::recent::Recent;
+use super::status::{Broadcast, LiveStatus};
 use super::resource::message_json;
 use crate::channels::{JoinState, Renamed};
 use crate::platforms::reconnect::Reconnect;
@@ -71,6 +72,8 @@ pub const REFUSED_PAGE_ATTEMPTS: u32 = 3;
 pub(crate) struct LiveChat {
     pub(crate) live_chat_id: String,
     pub(crate) video_id: String,
+    /// The broadcast as found (title, viewers, start).
+    pub(crate) broadcast: Broadcast,
 }
 
 /// What looking for the chat found.
@@ -158,6 +161,8 @@ pub(crate) struct Follower {
     ended: Recent<String>,
     /// Errors in a row since the last answer (every call's answer resets it).
     backoff: Reconnect,
+    /// The live state published for the channel (`status`).
+    status: Arc<std::sync::Mutex<LiveStatus>>,
 }
 
 impl Follower {
@@ -178,6 +183,7 @@ impl Follower {
             // Any answer resets the backoff, so no connection needs to
             // last to count as healthy.
             backoff: Reconnect::new(shared.tuning.backoff, Duration::ZERO),
+            status: Arc::default(),
             shared,
         }
     }
@@ -329,13 +335,25 @@ impl Follower {
                 Ok(Found::Live(chat)) => {
                     self.backoff.reset();
                     tracing::info!(platform = PLATFORM_YOUTUBE, channel = %self.key, video = %chat.video_id, "live: reading its chat");
+                    self.observe(Some(&chat.broadcast));
                     let live_chats = self.shared.live_chats.clone();
                     live_chats.set(&self.key, &chat.live_chat_id);
-                    let end = self.read(&chat).await;
+                    let viewers = watch_viewers(
+                        self.shared.clone(),
+                        self.key.clone(),
+                        chat.video_id.clone(),
+                        self.status.clone(),
+                        self.cancel.clone(),
+                    );
+                    let end = tokio::select! {
+                        end = self.read(&chat) => end,
+                        () = viewers => ReadEnd::Cancelled,
+                    };
                     live_chats.clear(&self.key, &chat.live_chat_id);
                     match end {
                         ReadEnd::Cancelled => false,
                         ReadEnd::Ended => {
+                            self.observe(None);
                             self.ended.insert(chat.live_chat_id.clone(), ());
                             tracing::info!(platform = PLATFORM_YOUTUBE, channel = %self.key, video = %chat.video_id, "the live chat ended");
                             self.manager()
@@ -365,6 +383,7 @@ impl Follower {
                 }
                 Ok(Found::NotLive(detail)) => {
                     self.backoff.reset();
+                    self.observe(None);
                     let interval = self.offline_interval();
                     self.wait("offline", detail, interval).await
                 }
@@ -383,6 +402,7 @@ impl Follower {
                 }
                 Ok(Found::Over(detail)) => {
                     self.backoff.reset();
+                    self.observe(None);
                     self.wait("chat_ended", detail, PARKED_RECHECK).await
                 }
                 Err(e) => self.wait_after(&e, "looking for the live broadcast").await,
@@ -397,17 +417,20 @@ impl Follower {
     /// `YOUTUBE_OFFLINE_POLL_INTERVAL`, or what the quota affords for every
     /// followed channel.
     fn offline_interval(&self) -> Duration {
-        if let Some(fixed) = self.shared.tuning.offline_poll_interval {
-            return fixed;
+        offline_interval(&self.shared)
+    }
+
+    /// Publishes what the channel's live state became (`status`).
+    fn observe(&self, live: Option<&Broadcast>) {
+        let events = self
+            .status
+            .lock()
+            .expect("status lock")
+            .observe(&self.key, live, Utc::now());
+        // Not `emit`: a status event says nothing of the chat being read.
+        if !events.is_empty() {
+            self.shared.sink.emit(&events);
         }
-        let (channels, videos) = self.shared.following();
-        let per_channel = self.shared.tuning.live_check.cost();
-        // A video entry's check is one videos.list.
-        let cost = per_channel * channels as u64 + videos as u64;
-        let mean = cost as f64 / (channels + videos).max(1) as f64;
-        self.shared
-            .quota
-            .offline_interval((channels + videos).max(1), mean.ceil() as u64)
     }
 
     /// Looks at the followed video: as `resolve` just found it the first
@@ -458,6 +481,7 @@ impl Follower {
         Some(Found::Live(LiveChat {
             live_chat_id: chat.to_owned(),
             video_id: v.id.clone(),
+            broadcast: Broadcast::of(v),
         }))
     }
 
@@ -952,6 +976,59 @@ impl super::settings::LiveCheck {
         match self {
             Self::Uploads => Call::PlaylistItemsList.cost() + Call::VideosList.cost(),
             Self::Search => Call::SearchList.cost() + Call::VideosList.cost(),
+        }
+    }
+}
+
+/// How long a channel that is not live waits before the next check:
+/// `YOUTUBE_OFFLINE_POLL_INTERVAL`, or what the quota affords for every
+/// followed channel.
+fn offline_interval(shared: &Shared) -> Duration {
+    if let Some(fixed) = shared.tuning.offline_poll_interval {
+        return fixed;
+    }
+    let (channels, videos) = shared.following();
+    let per_channel = shared.tuning.live_check.cost();
+    // A video entry's check is one videos.list.
+    let cost = per_channel * channels as u64 + videos as u64;
+    let mean = cost as f64 / (channels + videos).max(1) as f64;
+    shared
+        .quota
+        .offline_interval((channels + videos).max(1), mean.ceil() as u64)
+}
+
+/// While a chat is read: every offline interval, the broadcast's
+/// `videos.list` (1 unit, within the share the interval is computed for)
+/// for its viewers and title; a change is a `stream_update`. A failed look
+/// changes nothing. Returns only when cancelled.
+async fn watch_viewers(
+    shared: Arc<Shared>,
+    channel: String,
+    video: String,
+    status: Arc<std::sync::Mutex<LiveStatus>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let wait = offline_interval(&shared);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let videos = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = shared.api.videos(std::slice::from_ref(&video)) => r,
+        };
+        let Ok(videos) = videos else { continue };
+        let Some(v) = videos.iter().find(|v| v.id == video && v.broadcast() == "live") else {
+            // Over or gone: the chat reader sees the end and says so.
+            continue;
+        };
+        let events = status
+            .lock()
+            .expect("status lock")
+            .observe(&channel, Some(&Broadcast::of(v)), Utc::now());
+        if !events.is_empty() {
+            shared.sink.emit(&events);
         }
     }
 }

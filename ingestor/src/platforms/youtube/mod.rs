@@ -32,6 +32,7 @@ pub mod resource;
 pub mod sender;
 pub mod settings;
 mod shared;
+pub(crate) mod status;
 pub mod stream;
 
 use std::collections::HashMap;
