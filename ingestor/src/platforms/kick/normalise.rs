@@ -9,20 +9,20 @@
 //! | `channel.subscription.renewal` | `resub` |
 //! | `channel.subscription.gifts` | one `sub_gift` per giftee (and a `mystery_gift` first when there are several) |
 //! | `moderation.banned` | `ban` (`expires_at` null), else `timeout` for `expires_at - created_at` |
-//! | `channel.followed`, `livestream.status.updated`, `livestream.metadata.updated`, `kicks.gifted`, `channel.reward.redemption.updated`, any other | `other_notice` (`notice_type` = the Kick event, its fields in `tags`) |
+//! | `livestream.status.updated` | `stream_online` (`is_live`: title, `started_at`) or `stream_offline` |
+//! | `livestream.metadata.updated` | `stream_update` (title, category name) |
+//! | `channel.followed`, `kicks.gifted`, `channel.reward.redemption.updated`, any other | `other_notice` (`notice_type` = the Kick event, its fields in `tags`) |
 //!
-//! The livestream events are `other_notice` for now: stream online/offline
-//! kinds are being added to the schema separately. A known event whose body
-//! lacks a field its kind needs becomes `other_notice` too (nothing is
-//! lost).
+//! Kick's webhooks carry no viewer count. A known event whose body lacks a
+//! field its kind needs becomes `other_notice` (nothing is lost).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use common::schema::{
     Author, Badge, BanDetails, ChatEvent, Emote, EventBody, MessageDetails, MysteryGiftDetails,
-    OtherNoticeDetails, ReplyParent, Role, SubGiftDetails, SubscriptionDetails, TimeoutDetails,
-    UserRef,
+    OtherNoticeDetails, ReplyParent, Role, StreamDetails, StreamOfflineDetails, SubGiftDetails,
+    SubscriptionDetails, TimeoutDetails, UserRef,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -170,6 +170,8 @@ pub fn normalise(d: Delivery<'_>, slug: &str, broadcaster: u64, now: DateTime<Ut
         "channel.subscription.new" | "channel.subscription.renewal" => sub(&d, slug, now),
         "channel.subscription.gifts" => gifts(&d, slug, now),
         "moderation.banned" => banned(&d, slug, now),
+        "livestream.status.updated" => status(&d, slug, now),
+        "livestream.metadata.updated" => metadata(&d, slug, now),
         _ => None,
     };
     let mut events = typed.unwrap_or_else(|| vec![notice(&d, slug, now)]);
@@ -180,6 +182,45 @@ pub fn normalise(d: Delivery<'_>, slug: &str, broadcaster: u64, now: DateTime<Ut
         }
     }
     events
+}
+
+/// A time field of a Kick body (RFC 3339).
+fn time_of(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `livestream.status.updated`: went live (`is_live`) or ended.
+fn status(d: &Delivery<'_>, slug: &str, now: DateTime<Utc>) -> Option<Vec<ChatEvent>> {
+    let started_at = time_of(&d.body["started_at"]);
+    let body = match d.body["is_live"].as_bool()? {
+        true => EventBody::StreamOnline(StreamDetails {
+            stream_id: None,
+            title: d.body["title"].as_str().map(str::to_owned),
+            category: None,
+            viewer_count: None,
+            started_at,
+        }),
+        false => EventBody::StreamOffline(StreamOfflineDetails {
+            stream_id: None,
+            started_at,
+        }),
+    };
+    Some(vec![ChatEvent::new(d.message_id, PLATFORM, slug, d.sent_at, now, body)])
+}
+
+/// `livestream.metadata.updated`: a new title or category.
+fn metadata(d: &Delivery<'_>, slug: &str, now: DateTime<Utc>) -> Option<Vec<ChatEvent>> {
+    let m = d.body.get("metadata")?;
+    let body = EventBody::StreamUpdate(StreamDetails {
+        stream_id: None,
+        title: m["title"].as_str().map(str::to_owned),
+        category: m["category"]["name"].as_str().map(str::to_owned),
+        viewer_count: None,
+        started_at: None,
+    });
+    Some(vec![ChatEvent::new(d.message_id, PLATFORM, slug, d.sent_at, now, body)])
 }
 
 fn login(u: &KickUser) -> Option<String> {
@@ -590,22 +631,35 @@ mod tests {
     }
 
     #[test]
-    fn livestream_kicks_rewards_and_unknown_events_are_other_notices() {
+    fn livestream_events_are_stream_status() {
         let live = format!(
             r#"{{{BROADCASTER}, "is_live": true, "title": "Stream Title", "started_at": "2025-01-01T11:00:00+11:00", "ended_at": null}}"#
         );
         let events = deliver("livestream.status.updated", &live);
-        let EventBody::OtherNotice(n) = &events[0].body else { panic!() };
-        assert_eq!(n.system_message.as_deref(), Some("stream started"));
-        assert_eq!(n.tags["title"], "Stream Title");
-        assert_eq!(n.tags["is_live"], "true");
+        let EventBody::StreamOnline(s) = &events[0].body else { panic!("{events:?}") };
+        assert_eq!(s.title.as_deref(), Some("Stream Title"));
+        assert_eq!(
+            s.started_at.unwrap().to_rfc3339(),
+            "2025-01-01T00:00:00+00:00"
+        );
+        let ended = format!(
+            r#"{{{BROADCASTER}, "is_live": false, "title": "Stream Title", "started_at": "2025-01-01T11:00:00+11:00", "ended_at": "2025-01-01T15:00:00+11:00"}}"#
+        );
+        assert_eq!(deliver("livestream.status.updated", &ended)[0].kind(), EventKind::StreamOffline);
         let meta = format!(
             r#"{{{BROADCASTER}, "metadata": {{"title": "New", "language": "en", "has_mature_content": true, "category": {{"id": 123, "name": "Category name", "thumbnail": "http://example.com/image123"}}}}}}"#
         );
-        let EventBody::OtherNotice(n) = &deliver("livestream.metadata.updated", &meta)[0].body else {
+        let EventBody::StreamUpdate(s) = &deliver("livestream.metadata.updated", &meta)[0].body else {
             panic!()
         };
-        assert_eq!(n.tags["metadata.category.name"], "Category name");
+        assert_eq!(
+            (s.title.as_deref(), s.category.as_deref()),
+            (Some("New"), Some("Category name"))
+        );
+    }
+
+    #[test]
+    fn kicks_rewards_and_unknown_events_are_other_notices() {
         let kicks = format!(
             r#"{{{BROADCASTER}, "sender": {}, "gift": {{"amount": 500, "name": "Rage Quit", "type": "LEVEL_UP", "tier": "MID", "message": "w", "pinned_time_seconds": 600}}, "created_at": "2025-10-20T04:00:08.634Z"}}"#,
             user("gift_sender", 3)
