@@ -59,6 +59,9 @@ struct State {
     users: BTreeMap<String, User>,
     moderation: Vec<Value>,
     deliver_to: Option<String>,
+    /// Broadcaster id → its live stream (`GET /public/v2/livestreams`).
+    live: BTreeMap<u64, Value>,
+    livestream_calls: u64,
 }
 
 /// A Kick user the fake knows, with its token's scopes.
@@ -131,6 +134,31 @@ impl FakeKick {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fake kick lock")
+    }
+
+    /// `broadcaster` is live with `viewers` and `title` (as
+    /// `GET /public/v2/livestreams` answers).
+    pub fn set_live(&self, broadcaster: u64, viewers: u64, title: &str) {
+        self.lock().live.insert(
+            broadcaster,
+            json!({
+                "broadcaster_user_id": broadcaster,
+                "stream_title": title,
+                "viewer_count": viewers,
+                "started_at": "2026-12-04T10:00:00Z",
+                "category": {"id": 15, "name": "Just Chatting"},
+            }),
+        );
+    }
+
+    /// `broadcaster` is offline.
+    pub fn set_offline(&self, broadcaster: u64) {
+        self.lock().live.remove(&broadcaster);
+    }
+
+    /// Calls to `GET /public/v2/livestreams` so far.
+    pub fn livestream_calls(&self) -> u64 {
+        self.lock().livestream_calls
     }
 
     /// Kick knows the channel `slug` with broadcaster id `id`.
@@ -524,7 +552,30 @@ impl FakeKick {
                     Err(refused) => *refused,
                 })
         };
+        let livestreams = {
+            let fake = self.clone();
+            warp::path!("public" / "v2" / "livestreams")
+                .and(warp::get())
+                .and(auth)
+                .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+                .map(move |a: Option<String>, q: String| {
+                    if !authorized(a) {
+                        return reply(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
+                    }
+                    let mut state = fake.lock();
+                    state.livestream_calls += 1;
+                    let data: Vec<Value> = q
+                        .split('&')
+                        .filter_map(|kv| kv.strip_prefix("broadcaster_user_id="))
+                        .filter_map(|id| id.parse::<u64>().ok())
+                        .filter_map(|id| state.live.get(&id).cloned())
+                        .collect();
+                    reply(StatusCode::OK, json!({"data": data, "message": "OK"}))
+                })
+        };
         token
+            .or(livestreams)
+            .unify()
             .or(public_key)
             .unify()
             .or(channels)

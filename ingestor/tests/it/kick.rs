@@ -56,6 +56,7 @@ async fn start(
         kick_api_url: fake.url(),
         kick_oauth_url: fake.url(),
         kick_reconcile_interval: Duration::from_millis(300),
+        kick_status_interval: Duration::from_millis(200),
         ..Default::default()
     };
     let ing = Running::start(cfg).await;
@@ -378,6 +379,7 @@ async fn kick_commands_send_through_the_bus_are_read_back_and_need_their_scope()
         kick_api_url: fake.url(),
         kick_oauth_url: fake.url(),
         kick_reconcile_interval: Duration::from_millis(300),
+        kick_status_interval: Duration::from_millis(200),
         kick_sender: Some("chatbot".into()),
         ..Default::default()
     };
@@ -479,4 +481,75 @@ async fn kick_commands_send_through_the_bus_are_read_back_and_need_their_scope()
         .exchange_delete(cfg.commands_exchange.as_str().into(), Default::default())
         .await;
     fake.stop();
+}
+
+#[tokio::test]
+async fn kick_status_comes_from_webhooks_and_polling_each_transition_once_with_viewers() {
+    use common::schema::{EventBody, EventKind};
+    let irc = FakeIrc::start().await;
+    let fake = FakeKick::start().await;
+    fake.add_channel("lounge", BROADCASTER);
+    let exchange = unique("test-kick-status");
+    let mut tap = Tap::new(&rabbit::amqp_url(), &exchange).await;
+    tap.include_status();
+    let (_dir, spool) = spool_dir();
+    let (ing, url) = start(&fake, &exchange, &spool, &irc).await;
+    subscribed_all(&fake).await;
+    let status = |d: &[common::amqp::Delivery]| -> Vec<(EventKind, Option<u64>)> {
+        d.iter()
+            .filter(|d| d.event.kind_name().starts_with("stream_"))
+            .map(|d| {
+                let viewers = match &d.event.body {
+                    EventBody::StreamOnline(s) | EventBody::StreamUpdate(s) => s.viewer_count,
+                    _ => None,
+                };
+                (d.event.kind(), viewers)
+            })
+            .collect()
+    };
+    // The first look: offline.
+    let got = tap
+        .collect_until(20, "the initial state", |d| !status(d).is_empty())
+        .await;
+    assert_eq!(status(&got), [(EventKind::StreamOffline, None)]);
+    // Live, seen by polling (no webhook came): online with its viewers.
+    fake.set_live(BROADCASTER, 10, "Live now");
+    let got = tap
+        .collect_until(20, "online", |d| !status(d).is_empty())
+        .await;
+    assert_eq!(status(&got), [(EventKind::StreamOnline, Some(10))]);
+    // More viewers: one update.
+    fake.set_live(BROADCASTER, 25, "Live now");
+    let got = tap
+        .collect_until(20, "an update", |d| !status(d).is_empty())
+        .await;
+    assert_eq!(status(&got), [(EventKind::StreamUpdate, Some(25))]);
+    // The end by webhook, then by polling: published once.
+    let ended = serde_json::to_vec(&json!({
+        "broadcaster": {"is_anonymous": false, "user_id": BROADCASTER, "username": "Lounge",
+            "is_verified": true, "profile_picture": null, "channel_slug": "lounge", "identity": null},
+        "is_live": false, "title": "Live now",
+        "started_at": "2026-12-04T10:00:00Z", "ended_at": "2026-12-04T12:00:00Z"
+    }))
+    .unwrap();
+    let (code, _) = FakeKick::deliver(
+        &url,
+        "livestream.status.updated",
+        "01ENDED",
+        &now(),
+        ended,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    fake.set_offline(BROADCASTER);
+    let calls = fake.livestream_calls();
+    testkit::eventually(20, "two more polls", || async {
+        (fake.livestream_calls() >= calls + 2).then_some(())
+    })
+    .await;
+    let rest = tap.drain_quiet(Duration::from_millis(500)).await;
+    assert_eq!(status(&rest), [(EventKind::StreamOffline, None)], "once");
+    ing.stop().await;
+    tap.cleanup().await;
 }

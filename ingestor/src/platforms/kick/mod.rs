@@ -25,6 +25,7 @@ pub mod normalise;
 pub mod sender;
 pub mod settings;
 pub mod signature;
+pub mod status;
 pub mod webhook;
 
 use std::collections::{BTreeSet, HashMap};
@@ -92,6 +93,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
     let shared = Arc::new(Shared {
         channels: manager,
         ids: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashMap::new()),
     });
     let hooks = Arc::new(webhook::KickHooks {
         keys: signature::KeyCache::new(api.clone()),
@@ -103,7 +105,7 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
     });
     let source = Arc::new(KickSource {
         api: api.clone(),
-        shared,
+        shared: shared.clone(),
         sink: ctx.sink.clone(),
         wake,
         interval: settings.kick_reconcile_interval,
@@ -129,6 +131,16 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
     let sender =
         sender::KickSender::from_settings(settings, api.clone(), ctx.oauth.token_store(), manager);
     let mut started = Started::source(source);
+    started.tasks.push((
+        "kick-status",
+        Box::pin(status::run(
+            api.clone(),
+            shared.clone(),
+            ctx.sink.clone(),
+            settings.kick_status_interval,
+            ctx.shutdown.clone(),
+        )),
+    ));
     started.routes = Some(webhook::routes(hooks, ctx.webhook_max_body_bytes));
     started.sender = sender.map(|s| Arc::new(s) as Arc<dyn crate::platforms::seam::Sender>);
     Ok(Some(started))
@@ -152,12 +164,31 @@ impl JoinClient for Wake {
 pub struct Shared {
     channels: Arc<ChannelManager>,
     ids: Mutex<HashMap<String, u64>>,
+    /// Each channel's live state as last published (webhooks and the
+    /// status poller both publish transitions: each one once).
+    live: Mutex<HashMap<String, bool>>,
 }
 
 impl Shared {
     /// The channel manager.
     pub fn channels(&self) -> &Arc<ChannelManager> {
         &self.channels
+    }
+
+    /// Whether `event` says something new: a `stream_online` or
+    /// `stream_offline` only when it changes the channel's last published
+    /// state (which it then becomes); any other event always.
+    pub fn is_news(&self, event: &common::schema::ChatEvent) -> bool {
+        let live = match event.kind() {
+            common::schema::EventKind::StreamOnline => true,
+            common::schema::EventKind::StreamOffline => false,
+            _ => return true,
+        };
+        self.live
+            .lock()
+            .expect("kick live lock")
+            .insert(event.channel.clone(), live)
+            != Some(live)
     }
 
     /// Whether `broadcaster` is a channel this deployment reads.

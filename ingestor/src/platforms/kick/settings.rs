@@ -42,6 +42,10 @@ pub struct Settings {
     /// webhook fails for a day, or when webhooks are turned off).
     #[serde(with = "humantime_serde")]
     pub kick_reconcile_interval: Duration,
+    /// How often the channels' viewer counts are read (Kick's webhooks
+    /// carry none): `GET /public/v2/livestreams`.
+    #[serde(with = "humantime_serde")]
+    pub kick_status_interval: Duration,
     /// Timeout of one call to Kick's API or OAuth server.
     #[serde(with = "humantime_serde")]
     pub kick_request_timeout: Duration,
@@ -70,6 +74,7 @@ impl Default for Settings {
             kick_oauth_url: "https://id.kick.com".into(),
             kick_webhook_max_age: Duration::from_secs(10 * 60),
             kick_reconcile_interval: Duration::from_secs(5 * 60),
+            kick_status_interval: Duration::from_secs(60),
             kick_request_timeout: Duration::from_secs(10),
             kick_max_channels: 1_000,
             kick_sender: None,
@@ -136,6 +141,7 @@ impl Settings {
         check_http_url("kick_oauth_url", &self.kick_oauth_url)?;
         check_nonzero("kick_webhook_max_age", self.kick_webhook_max_age)?;
         check_nonzero("kick_reconcile_interval", self.kick_reconcile_interval)?;
+        check_nonzero("kick_status_interval", self.kick_status_interval)?;
         check_nonzero("kick_request_timeout", self.kick_request_timeout)?;
         if self.kick_max_channels == 0 {
             return Err(ConfigError::invalid("kick_max_channels", "must be more than 0"));

@@ -109,7 +109,7 @@ impl KickHooks {
                 .increment(1);
             return Ok(warp::reply::json(&Answer { id, duplicate: true, dropped: None }).into_response());
         }
-        let events = normalise::normalise(
+        let mut events = normalise::normalise(
             Delivery {
                 event_type,
                 message_id: id,
@@ -121,6 +121,9 @@ impl KickHooks {
             broadcaster,
             now,
         );
+        // Online and offline once per transition: the status poller may
+        // have published this one already.
+        events.retain(|e| self.shared.is_news(e));
         self.shared.channels().on_events(&events);
         let appended = self.sink.emit(&events);
         if appended.dropped > 0 || appended.accepted < events.len() {
