@@ -28,6 +28,8 @@ pub struct WebhookStatus {
     pub addr: String,
     /// The generic signed sources it serves (`/hooks/<name>`).
     pub sources: Vec<String>,
+    /// The platforms that deliver through it (`/hooks/<platform>`: Kick).
+    pub platforms: Vec<&'static str>,
 }
 
 /// What the HTTP handlers read.

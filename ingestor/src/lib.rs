@@ -213,7 +213,8 @@ pub async fn run(
                 .await
                 .with_context(|| format!("binding the webhook listener to {addr}"))?;
             let bound = listener.local_addr()?;
-            let platform_names: Vec<&str> = platform_routes.iter().map(|(n, _)| *n).collect();
+            let platform_names: Vec<&'static str> =
+                platform_routes.iter().map(|(n, _)| *n).collect();
             tracing::info!(addr = %bound, sources = ?hooks.source_names(), platforms = ?platform_names, "webhook listener listening");
             // Each platform's own routes first, then the generic sources.
             let mut routes = webhooks::routes(hooks.clone()).boxed();
@@ -228,6 +229,7 @@ pub async fn run(
             Some(admin::WebhookStatus {
                 addr: bound.to_string(),
                 sources: hooks.source_names(),
+                platforms: platform_names,
             })
         }
         None => None,

@@ -63,7 +63,7 @@ async fn start(
     let ready: Value = testkit::eventually(20, "the webhook listener is up", || async {
         let (_, body) = ing.get("/readyz").await;
         let v: Value = serde_json::from_str(&body).ok()?;
-        v["webhooks"]["addr"].is_string().then_some(v)
+        (v["webhooks"]["addr"].is_string() && v["webhooks"]["platforms"][0] == "kick").then_some(v)
     })
     .await;
     let url = format!(
@@ -387,7 +387,7 @@ async fn kick_commands_send_through_the_bus_are_read_back_and_need_their_scope()
     let ready: Value = testkit::eventually(20, "the webhook listener is up", || async {
         let (_, body) = ing.get("/readyz").await;
         let v: Value = serde_json::from_str(&body).ok()?;
-        v["webhooks"]["addr"].is_string().then_some(v)
+        (v["webhooks"]["addr"].is_string() && v["webhooks"]["platforms"][0] == "kick").then_some(v)
     })
     .await;
     fake.deliver_to(&format!(
