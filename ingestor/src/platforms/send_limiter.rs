@@ -61,6 +61,8 @@ pub struct Slot {
 pub struct SendLimiter {
     limits: SendLimits,
     accounts: Mutex<HashMap<String, Account>>,
+    /// The slots of the commands let go and not yet settled, by command id.
+    held: Mutex<HashMap<String, Slot>>,
 }
 
 impl SendLimiter {
@@ -69,6 +71,36 @@ impl SendLimiter {
         Self {
             limits,
             accounts: Mutex::default(),
+            held: Mutex::default(),
+        }
+    }
+
+    /// [`SendLimiter::reserve`] for the command `id`, whose slot is kept
+    /// until [`SendLimiter::settle_command`]: a sender's `wait_turn`.
+    pub async fn reserve_command(
+        &self,
+        id: &str,
+        account: &str,
+        channel: &str,
+        privileged: impl Fn() -> bool,
+        deadline: Instant,
+    ) -> bool {
+        let Some(slot) = self.reserve(account, channel, privileged, deadline).await else {
+            return false;
+        };
+        self.held
+            .lock()
+            .expect("held slots lock")
+            .insert(id.to_owned(), slot);
+        true
+    }
+
+    /// The platform answered the command `id` (or it failed before a call):
+    /// its slot counts from now. A sender calls it after `execute`.
+    pub fn settle_command(&self, id: &str) {
+        let slot = self.held.lock().expect("held slots lock").remove(id);
+        if let Some(slot) = slot {
+            self.settle(&slot);
         }
     }
 

@@ -44,7 +44,7 @@ use super::api::{Api, KickApiError};
 use super::normalise::PLATFORM;
 use super::settings::Settings;
 use crate::platforms::seam::{Job, Outcome, Sender};
-use crate::platforms::send_limiter::{SendLimiter, SendLimits, Slot};
+use crate::platforms::send_limiter::{SendLimiter, SendLimits};
 
 /// Kick's longest chat message, in characters: not in Kick's docs pages
 /// (only in its OpenAPI document); 500 is the limit public Kick clients
@@ -68,8 +68,6 @@ pub struct KickSender {
     limiter: SendLimiter,
     /// Channel slug → broadcaster id.
     ids: Mutex<HashMap<String, u64>>,
-    /// Command id → its slot in the send window, settled when Kick answers.
-    slots: Mutex<HashMap<String, Slot>>,
 }
 
 /// `POST /public/v1/chat`'s answer (inside `data`).
@@ -111,7 +109,6 @@ impl KickSender {
                 margin: Duration::ZERO,
             }),
             ids: Mutex::default(),
-            slots: Mutex::default(),
         })
     }
 
@@ -380,19 +377,15 @@ impl Sender for KickSender {
             if !matches!(job.command.action, CommandAction::Send { .. }) {
                 return Ok(());
             }
-            match self
+            let (id, account, channel) = (&job.command.id, &job.account, &job.command.channel);
+            if self
                 .limiter
-                .reserve(&job.account, &job.command.channel, || false, job.deadline)
+                .reserve_command(id, account, channel, || false, job.deadline)
                 .await
             {
-                Some(slot) => {
-                    self.slots
-                        .lock()
-                        .expect("slots lock")
-                        .insert(job.command.id.clone(), slot);
-                    Ok(())
-                }
-                None => Err(Outcome::expired()),
+                Ok(())
+            } else {
+                Err(Outcome::expired())
             }
         })
     }
@@ -400,14 +393,7 @@ impl Sender for KickSender {
     fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let outcome = self.carry_out(job).await;
-            let slot = self
-                .slots
-                .lock()
-                .expect("slots lock")
-                .remove(&job.command.id);
-            if let Some(slot) = slot {
-                self.limiter.settle(&slot);
-            }
+            self.limiter.settle_command(&job.command.id);
             outcome
         })
     }

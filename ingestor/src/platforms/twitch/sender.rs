@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::helix::{Helix, HelixError};
-use crate::platforms::send_limiter::{SendLimiter, SendLimits, Slot};
+use crate::platforms::send_limiter::{SendLimiter, SendLimits};
 use super::settings::Settings;
 use super::standing::Standing;
 use crate::platforms::seam::{Job, Outcome, Sender};
@@ -62,8 +62,6 @@ pub struct TwitchSender {
     ids: Mutex<HashMap<String, String>>,
     /// Account → when its moderated channels were last read.
     read_at: Mutex<HashMap<String, Instant>>,
-    /// Command id → its slot in the send window, settled when Helix answers.
-    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl TwitchSender {
@@ -111,7 +109,6 @@ impl TwitchSender {
             refresh: settings.twitch_standing_refresh,
             ids: Mutex::default(),
             read_at: Mutex::default(),
-            slots: Mutex::default(),
         }))
     }
 
@@ -332,9 +329,10 @@ impl Sender for TwitchSender {
             }
             let (account, channel) = (job.account.as_str(), job.command.channel.as_str());
             let standing = &self.standing;
-            match self
+            if self
                 .limiter
-                .reserve(
+                .reserve_command(
+                    &job.command.id,
                     account,
                     channel,
                     || standing.is_privileged(account, channel),
@@ -342,14 +340,9 @@ impl Sender for TwitchSender {
                 )
                 .await
             {
-                Some(slot) => {
-                    self.slots
-                        .lock()
-                        .expect("slots lock")
-                        .insert(job.command.id.clone(), slot);
-                    Ok(())
-                }
-                None => Err(Outcome::expired()),
+                Ok(())
+            } else {
+                Err(Outcome::expired())
             }
         })
     }
@@ -357,14 +350,7 @@ impl Sender for TwitchSender {
     fn execute<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let outcome = self.carry_out(job).await;
-            let slot = self
-                .slots
-                .lock()
-                .expect("slots lock")
-                .remove(&job.command.id);
-            if let Some(slot) = slot {
-                self.limiter.settle(&slot);
-            }
+            self.limiter.settle_command(&job.command.id);
             outcome
         })
     }
