@@ -12,6 +12,7 @@
 pub mod reconnect;
 pub mod seam;
 pub mod send_limiter;
+pub mod sender_token;
 
 use std::collections::BTreeSet;
 

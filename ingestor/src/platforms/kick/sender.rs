@@ -33,9 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::command::CommandAction;
-use common::oauth::OAuthError;
 use common::token_manager::TokenManager;
-use common::token_store::{AccountStatus, StoredToken, TokenStore, account_key};
+use common::token_store::{StoredToken, TokenStore};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,6 +44,7 @@ use super::normalise::PLATFORM;
 use super::settings::Settings;
 use crate::platforms::seam::{Job, Outcome, Sender};
 use crate::platforms::send_limiter::{SendLimiter, SendLimits};
+use crate::platforms::sender_token::{account_token, require_scope};
 
 /// Kick's longest chat message, in characters: not in Kick's docs pages
 /// (only in its OpenAPI document); 500 is the limit public Kick clients
@@ -114,28 +114,7 @@ impl KickSender {
 
     /// `account`'s usable token, or the outcome that says why there is none.
     async fn token(&self, account: &str) -> Result<StoredToken, Outcome> {
-        let token = match &self.manager {
-            Some(manager) => match manager.access_token(&account_key(PLATFORM, account)).await {
-                Ok(t) => Some(t),
-                Err(OAuthError::UnknownAccount { .. }) => None,
-                Err(OAuthError::ReauthRequired { .. }) => return Err(reauth(account)),
-                Err(e) => return Err(Outcome::failed(format!("token: {e}"))),
-            },
-            None => self
-                .store
-                .load_token(PLATFORM, account)
-                .await
-                .map_err(|e| Outcome::failed(format!("token store: {e}")))?,
-        };
-        let Some(token) = token else {
-            return Err(Outcome::rejected(format!(
-                "unknown_account: no token for kick account `{account}` in the token store"
-            )));
-        };
-        if token.status == AccountStatus::ReauthRequired {
-            return Err(reauth(account));
-        }
-        Ok(token)
+        account_token(PLATFORM, account, &self.store, self.manager.as_ref()).await
     }
 
     /// The broadcaster id of channel `slug`, from the cache or Kick.
@@ -201,12 +180,6 @@ impl KickSender {
             (Ok(_), _) => Outcome::sent(None),
         }
     }
-}
-
-fn reauth(account: &str) -> Outcome {
-    Outcome::rejected(format!(
-        "reauth_required: kick account `{account}` must be authorized again"
-    ))
 }
 
 /// The scope `action` needs.
@@ -358,13 +331,7 @@ impl Sender for KickSender {
     fn check<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), Outcome>> {
         Box::pin(async move {
             let token = self.token(&job.account).await?;
-            let scope = scope_of(&job.command.action);
-            if !token.scopes.iter().any(|s| s == scope) {
-                return Err(Outcome::rejected(format!(
-                    "missing_scope: {scope} (kick account `{}`; authorize it again with that scope)",
-                    job.account
-                )));
-            }
+            require_scope(&token, scope_of(&job.command.action))?;
             // A user id that is not Kick's is refused before waiting.
             call_of(&job.command.action, 0)?;
             self.broadcaster(&job.command.channel).await?;

@@ -20,14 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::command::CommandAction;
-use common::oauth::{OAuthConfig, OAuthError};
+use common::oauth::OAuthConfig;
 use common::token_manager::{TokenManager, TokenManagerOptions};
-use common::token_store::{AccountStatus, StoredToken, TokenStore, account_key};
+use common::token_store::{StoredToken, TokenStore};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::helix::{Helix, HelixError};
 use crate::platforms::send_limiter::{SendLimiter, SendLimits};
+use crate::platforms::sender_token::{account_token, require_scope};
 use super::settings::Settings;
 use super::standing::Standing;
 use crate::platforms::seam::{Job, Outcome, Sender};
@@ -114,35 +115,13 @@ impl TwitchSender {
 
     /// `account`'s usable token, or the outcome that says why there is none.
     async fn token(&self, account: &str) -> Result<StoredToken, Outcome> {
-        let key = account_key(common::schema::PLATFORM_TWITCH, account);
-        let token = match &self.manager {
-            Some(manager) => match manager.access_token(&key).await {
-                Ok(t) => Some(t),
-                Err(OAuthError::UnknownAccount { .. }) => None,
-                Err(OAuthError::ReauthRequired { .. }) => {
-                    return Err(Outcome::rejected(format!(
-                        "reauth_required: twitch account `{account}` must be authorized again"
-                    )));
-                }
-                Err(e) => return Err(Outcome::failed(format!("token: {e}"))),
-            },
-            None => self
-                .store
-                .load_token(common::schema::PLATFORM_TWITCH, account)
-                .await
-                .map_err(|e| Outcome::failed(format!("token store: {e}")))?,
-        };
-        let Some(token) = token else {
-            return Err(Outcome::rejected(format!(
-                "unknown_account: no token for twitch account `{account}` in the token store"
-            )));
-        };
-        if token.status == AccountStatus::ReauthRequired {
-            return Err(Outcome::rejected(format!(
-                "reauth_required: twitch account `{account}` must be authorized again"
-            )));
-        }
-        Ok(token)
+        account_token(
+            common::schema::PLATFORM_TWITCH,
+            account,
+            &self.store,
+            self.manager.as_ref(),
+        )
+        .await
     }
 
     /// The user id of channel `login`, from the cache or Get Users.
@@ -307,13 +286,7 @@ impl Sender for TwitchSender {
     fn check<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), Outcome>> {
         Box::pin(async move {
             let token = self.token(&job.account).await?;
-            let scope = scope_of(&job.command.action);
-            if !token.scopes.iter().any(|s| s == scope) {
-                return Err(Outcome::rejected(format!(
-                    "missing_scope: {scope} (twitch account `{}`; authorize it again with that scope)",
-                    job.account
-                )));
-            }
+            require_scope(&token, scope_of(&job.command.action))?;
             if matches!(job.command.action, CommandAction::Send { .. }) {
                 self.learn_standing(&token).await;
             }
