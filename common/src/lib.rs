@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod log_limit;
 pub mod oauth;
+pub mod privacy;
 pub mod routing;
 pub mod schema;
 pub mod secret;

@@ -40,6 +40,7 @@ pub mod commands;
 mod connection;
 pub mod management;
 mod message;
+pub mod privacy;
 mod publisher;
 mod reconnect;
 mod subscriber;
