@@ -221,15 +221,28 @@ impl PrivacyNotice {
 }
 
 /// The opt-outs and purge horizons a service honours, built from the
-/// notices in stream order. Matching an event is a couple of hash lookups,
-/// and nothing at all while the list is empty.
+/// notices in stream order. Matching an event is a few hash lookups, and
+/// nothing at all while the list is empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrivacyList {
     users: HashSet<(String, String)>,
     channels: HashSet<(String, String)>,
-    /// Purge horizons of users, channels and messages: events of the
-    /// subject received at or before it are refused.
-    horizons: HashMap<Subject, DateTime<Utc>>,
+    /// Purge horizons: events of the subject received at or before it are
+    /// refused. By kind, so an event costs one lookup per kind.
+    user_horizons: HashMap<(String, String), DateTime<Utc>>,
+    channel_horizons: HashMap<(String, String), DateTime<Utc>>,
+    message_horizons: HashMap<(String, String), DateTime<Utc>>,
+    /// `(before, horizon)` of `before` purges.
+    before_horizons: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+fn raise(
+    map: &mut HashMap<(String, String), DateTime<Utc>>,
+    key: (String, String),
+    h: DateTime<Utc>,
+) {
+    let e = map.entry(key).or_insert(h);
+    *e = (*e).max(h);
 }
 
 impl PrivacyList {
@@ -239,55 +252,63 @@ impl PrivacyList {
         let Some(subject) = &notice.subject else {
             return;
         };
-        match (notice.action, subject) {
-            (PrivacyAction::OptOut, Subject::User { platform, user_id }) => {
-                self.users.insert((platform.clone(), user_id.clone()));
-            }
-            (PrivacyAction::OptIn, Subject::User { platform, user_id }) => {
-                self.users.remove(&(platform.clone(), user_id.clone()));
-            }
-            (PrivacyAction::OptOut, Subject::Channel { platform, channel }) => {
-                self.channels.insert((platform.clone(), channel.clone()));
-            }
-            (PrivacyAction::OptIn, Subject::Channel { platform, channel }) => {
-                self.channels.remove(&(platform.clone(), channel.clone()));
-            }
-            (PrivacyAction::Purge, Subject::Before { .. }) => {}
-            (PrivacyAction::Purge, s) => {
+        match notice.action {
+            PrivacyAction::OptOut => self.set_opted_out(subject, true),
+            PrivacyAction::OptIn => self.set_opted_out(subject, false),
+            PrivacyAction::Purge => {
                 if let Some(h) = notice.horizon {
-                    let e = self.horizons.entry(s.clone()).or_insert(h);
-                    *e = (*e).max(h);
+                    self.set_horizon(subject.clone(), h);
                 }
             }
-            _ => {}
+            PrivacyAction::Sync => {}
         }
     }
 
-    /// Records an opt-out or opt-in directly (what a store loads).
+    /// Records an opt-out (`true`) or opt-in of a user or channel (other
+    /// subjects cannot opt out).
     pub fn set_opted_out(&mut self, subject: &Subject, opted_out: bool) {
-        let action = if opted_out {
-            PrivacyAction::OptOut
-        } else {
-            PrivacyAction::OptIn
+        let (set, key) = match subject {
+            Subject::User { platform, user_id } => {
+                (&mut self.users, (platform.clone(), user_id.clone()))
+            }
+            Subject::Channel { platform, channel } => {
+                (&mut self.channels, (platform.clone(), channel.clone()))
+            }
+            Subject::Message { .. } | Subject::Before { .. } => return,
         };
-        self.apply(&PrivacyNotice {
-            action,
-            subject: Some(subject.clone()),
-            ..PrivacyNotice::new(action, None, "")
-        });
+        if opted_out {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 
-    /// Records a purge horizon directly (what a store loads).
+    /// Records a purge horizon: events `subject` covers that were received
+    /// at or before `horizon` are refused from now on.
     pub fn set_horizon(&mut self, subject: Subject, horizon: DateTime<Utc>) {
-        if !matches!(subject, Subject::Before { .. }) {
-            let e = self.horizons.entry(subject).or_insert(horizon);
-            *e = (*e).max(horizon);
+        match subject {
+            Subject::User { platform, user_id } => {
+                raise(&mut self.user_horizons, (platform, user_id), horizon);
+            }
+            Subject::Channel { platform, channel } => {
+                raise(&mut self.channel_horizons, (platform, channel), horizon);
+            }
+            Subject::Message {
+                platform,
+                message_id,
+            } => raise(&mut self.message_horizons, (platform, message_id), horizon),
+            Subject::Before { before } => self.before_horizons.push((before, horizon)),
         }
     }
 
     /// Whether nothing is listed.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.channels.is_empty() && self.horizons.is_empty()
+        self.users.is_empty()
+            && self.channels.is_empty()
+            && self.user_horizons.is_empty()
+            && self.channel_horizons.is_empty()
+            && self.message_horizons.is_empty()
+            && self.before_horizons.is_empty()
     }
 
     /// Whether `event`'s author or channel opted out.
@@ -295,32 +316,43 @@ impl PrivacyList {
         if self.users.is_empty() && self.channels.is_empty() {
             return false;
         }
-        // Lookups by borrowed pairs would need a custom key; the list is
-        // small and this runs only while it is not empty.
-        let platform = event.platform.clone();
-        if self
-            .channels
-            .contains(&(platform.clone(), event.channel.clone()))
-        {
-            return true;
-        }
-        event
-            .author
-            .as_ref()
-            .is_some_and(|a| self.users.contains(&(platform, a.id.clone())))
+        // (Lookups by borrowed pairs would need a key type of their own;
+        // this runs only while the list is not empty.)
+        (!self.channels.is_empty()
+            && self
+                .channels
+                .contains(&(event.platform.clone(), event.channel.clone())))
+            || (!self.users.is_empty()
+                && event
+                    .author
+                    .as_ref()
+                    .is_some_and(|a| self.users.contains(&(event.platform.clone(), a.id.clone()))))
     }
 
     /// Whether `event` must not be kept: its author or channel opted out,
-    /// or a purge of it (its user, channel or id) ran after it was read.
+    /// or a purge of it (its user, channel, id or time) ran after it was
+    /// read.
     pub fn refuses(&self, event: &ChatEvent) -> bool {
         if self.is_empty() {
             return false;
         }
+        let within = |map: &HashMap<(String, String), DateTime<Utc>>, value: &str| {
+            !map.is_empty()
+                && map
+                    .get(&(event.platform.clone(), value.to_owned()))
+                    .is_some_and(|h| event.received_at <= *h)
+        };
         self.opted_out(event)
+            || event
+                .author
+                .as_ref()
+                .is_some_and(|a| within(&self.user_horizons, &a.id))
+            || within(&self.channel_horizons, &event.channel)
+            || within(&self.message_horizons, &event.id)
             || self
-                .horizons
+                .before_horizons
                 .iter()
-                .any(|(s, h)| event.received_at <= *h && s.covers(event))
+                .any(|(before, h)| event.sent_at < *before && event.received_at <= *h)
     }
 
     /// The opted-out users, as `(platform, user id)`.
