@@ -42,6 +42,7 @@ pub mod fold;
 mod moderation;
 mod plan;
 pub mod postgres;
+pub mod privacy;
 mod retention;
 mod rows;
 pub mod search;
@@ -53,6 +54,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::ChatEvent;
+use common::privacy::Subject;
 use common::routing::TopicPattern;
 use common::schema::EventKind;
 use serde::{Deserialize, Serialize};
@@ -294,6 +296,9 @@ pub struct WriteOutcome {
     pub duplicates: usize,
     /// Earlier events newly marked by moderation in this batch.
     pub moderated: u64,
+    /// Events not stored because of an opt-out or a purge horizon
+    /// ([`privacy`]).
+    pub refused: usize,
 }
 
 /// What retention deletes.
@@ -467,6 +472,70 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError`] when the database fails (what was deleted before
     /// stays deleted).
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError>;
+
+    /// Opts `subject` (a user or channel) out (`true`) or back in: its
+    /// events are refused from the next batch on. Audited.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn set_opted_out(
+        &self,
+        subject: &Subject,
+        opted_out: bool,
+        requested_by: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The opted-out users and channels.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn opt_outs(&self) -> Result<Vec<privacy::OptOut>, StoreError>;
+
+    /// Deletes what `subject` covers, redacts what quotes it, refuses its
+    /// late arrivals, and leaves no bytes of it on disk ([`privacy`]).
+    /// Audited.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails; running it again finishes
+    /// the job.
+    async fn purge(
+        &self,
+        subject: &Subject,
+        requested_by: &str,
+    ) -> Result<privacy::PurgeReport, StoreError>;
+
+    /// The newest `limit` audit rows, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn audit_log(&self, limit: i64) -> Result<Vec<privacy::AuditEntry>, StoreError>;
+
+    /// Stores a self-service opt-out code for `login` of `platform`, valid
+    /// until `expires_at` (ms).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails (or the code exists).
+    async fn issue_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Uses up `code` if it is valid at `now` (ms) for `login` of
+    /// `platform`: `true` once, `false` for a wrong, expired, used or
+    /// someone else's code (which stays usable by its owner).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn redeem_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Closes the connections.
     async fn close(&self);

@@ -42,6 +42,9 @@ use super::batch::{self, BatchTx, ChannelCounts, Committed, NewRows, PendingMode
 use super::channel_cache::{ChannelCache, CreateChannel};
 use super::fold::fold;
 use super::plan::{self, CHANNEL_ROWS, ChannelRow};
+use super::privacy::{
+    self, AuditEntry, Chunk, OptOut, PrivacySql, PurgeReport, RuleRow, RulesCache,
+};
 use super::retention::{self, RetentionSql};
 use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::search::{self, SearchGate, SearchLimits};
@@ -74,6 +77,9 @@ pub struct PostgresStore {
     channels: ChannelCache,
     /// Days whose partition is known to exist.
     partitions: Mutex<std::collections::BTreeSet<i64>>,
+    rules: RulesCache,
+    /// Partitions a purge deleted or redacted rows in, to rewrite.
+    purged: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -109,6 +115,8 @@ impl PostgresStore {
             lookback_ms: options.lookback_ms(),
             channels: ChannelCache::default(),
             partitions: Mutex::new(std::collections::BTreeSet::new()),
+            rules: RulesCache::default(),
+            purged: Mutex::new(std::collections::BTreeSet::new()),
         };
         let today = day_of(Utc::now().timestamp_millis());
         store.ensure_partitions(today).await?;
@@ -465,7 +473,9 @@ impl Store for PostgresStore {
         // Which events are new: the first occurrence of an id in the batch,
         // if the store does not have it yet. Their keys as PostgreSQL holds
         // them (no NUL), computed once.
-        let candidates = batch::first_occurrences(events);
+        let mut candidates = batch::first_occurrences(events);
+        let rules = self.rules(&mut tx).await?;
+        let refused = privacy::drop_refused(&mut candidates, &rules);
         let keys: Vec<(Cow<'_, str>, Cow<'_, str>)> = candidates
             .iter()
             .map(|e| (pg_text(&e.event.platform), pg_text(&e.event.id)))
@@ -493,7 +503,8 @@ impl Store for PostgresStore {
         let n = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
         let outcome = WriteOutcome {
             after: Cursor::new(after),
-            duplicates: events.len() - fresh.len(),
+            duplicates: events.len() - fresh.len() - refused,
+            refused,
             ..WriteOutcome::default()
         };
         if n == 0 {
@@ -545,6 +556,17 @@ impl Store for PostgresStore {
         let text: Vec<Option<&str>> = text.iter().map(|t| t.as_deref()).collect();
         // What the search index holds: the folded text (see `fold`).
         let folded: Vec<Option<String>> = text.iter().map(|t| t.map(fold)).collect();
+        let pkeys: Vec<privacy::PrivacyKeys<'_>> =
+            fresh.iter().map(|e| privacy::keys(e.event)).collect();
+        let author_id: Vec<Option<Cow<'_, str>>> =
+            pkeys.iter().map(|k| k.author_id.map(pg_text)).collect();
+        let quoted_user: Vec<Option<Cow<'_, str>>> =
+            pkeys.iter().map(|k| k.quoted_user.map(pg_text)).collect();
+        let quoted_event: Vec<Option<Cow<'_, str>>> =
+            pkeys.iter().map(|k| k.quoted_event.map(pg_text)).collect();
+        let author_id: Vec<Option<&str>> = author_id.iter().map(|t| t.as_deref()).collect();
+        let quoted_user: Vec<Option<&str>> = quoted_user.iter().map(|t| t.as_deref()).collect();
+        let quoted_event: Vec<Option<&str>> = quoted_event.iter().map(|t| t.as_deref()).collect();
         sqlx::query(
             "INSERT INTO event_ids (platform, event_id, seq, stored_at) \
              SELECT p, i, s, $4 FROM unnest($1::text[], $2::text[], $3::int8[]) AS t(p, i, s)",
@@ -557,12 +579,15 @@ impl Store for PostgresStore {
         .await?;
         sqlx::query(
             "INSERT INTO events (seq, platform, event_id, channel_ref, kind, sent_at, stored_at, \
-                                 author_login, text, body, search) \
-             SELECT s, p, i, c, k, sa, $10, l, t, b, to_tsvector('simple', coalesce(f, '')) \
+                                 author_login, text, body, search, author_id, quoted_user, \
+                                 quoted_event) \
+             SELECT s, p, i, c, k, sa, $10, l, t, b, to_tsvector('simple', coalesce(f, '')), \
+                    au, qu, qe \
              FROM unnest( \
                  $1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
-                 $7::text[], $8::text[], $9::text[], $11::text[]) \
-                 AS r(s, p, i, c, k, sa, l, t, b, f)",
+                 $7::text[], $8::text[], $9::text[], $11::text[], $12::text[], $13::text[], \
+                 $14::text[]) \
+                 AS r(s, p, i, c, k, sa, l, t, b, f, au, qu, qe)",
         )
         .bind(&seqs)
         .bind(&platform)
@@ -575,6 +600,9 @@ impl Store for PostgresStore {
         .bind(&body)
         .bind(stored_at)
         .bind(&folded)
+        .bind(&author_id)
+        .bind(&quoted_user)
+        .bind(&quoted_event)
         .execute(&mut *tx)
         .await?;
 
@@ -719,6 +747,100 @@ impl Store for PostgresStore {
         retention::apply(self, policy).await
     }
 
+    async fn set_opted_out(
+        &self,
+        subject: &common::privacy::Subject,
+        opted_out: bool,
+        requested_by: &str,
+    ) -> Result<(), StoreError> {
+        self.record_rule(subject, Some(opted_out), None, requested_by)
+            .await
+            .map(|_| ())
+    }
+
+    async fn opt_outs(&self) -> Result<Vec<OptOut>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT kind, platform, value, updated_at FROM privacy_rules \
+             WHERE opted_out ORDER BY updated_at, kind, platform, value",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, platform, value, since)| OptOut {
+                kind,
+                platform,
+                value,
+                since,
+            })
+            .collect())
+    }
+
+    async fn purge(
+        &self,
+        subject: &common::privacy::Subject,
+        requested_by: &str,
+    ) -> Result<PurgeReport, StoreError> {
+        privacy::purge(self, subject, requested_by).await
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(i64, String, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT at, action, subject, requested_by, rows_deleted, rows_redacted, duration_ms \
+             FROM privacy_audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(privacy::audit_entry).collect())
+    }
+
+    async fn issue_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM privacy_codes WHERE expires_at < $1")
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO privacy_codes (code, platform, login, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(code)
+        .bind(platform)
+        .bind(login)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let used = sqlx::query(
+            "DELETE FROM privacy_codes WHERE code = $1 AND platform = $2 AND login = $3 \
+             AND expires_at >= $4",
+        )
+        .bind(code)
+        .bind(platform)
+        .bind(login)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(used == 1)
+    }
+
     async fn close(&self) {
         self.search_pool.close().await;
         self.pool.close().await;
@@ -773,6 +895,316 @@ impl RetentionSql for PostgresStore {
         let deleted = query.bind(limit).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         Ok(deleted)
+    }
+}
+
+impl PostgresStore {
+    /// The privacy rules, reloaded inside the write transaction `tx` (under
+    /// the write lock) only when their version moved.
+    async fn rules(
+        &self,
+        tx: &mut PgConnection,
+    ) -> Result<std::sync::Arc<common::privacy::PrivacyList>, StoreError> {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM privacy_state")
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(rules) = self.rules.get(version) {
+            return Ok(rules);
+        }
+        let rows: Vec<RuleRow> = sqlx::query_as(
+            "SELECT kind, platform, value, opted_out, horizon \
+             FROM privacy_rules WHERE opted_out OR horizon > $1",
+        )
+        .bind(Utc::now().timestamp_millis() - privacy::HORIZON_KEPT_MS)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(self.rules.put(version, privacy::list_of(rows)))
+    }
+
+    /// Remembers the partitions `rows` came from, for [`PrivacySql::scrub`].
+    fn touched(&self, partitions: impl IntoIterator<Item = String>) {
+        self.purged
+            .lock()
+            .expect("purged partitions lock")
+            .extend(partitions);
+    }
+}
+
+/// Rewrites row `seq` (stored at `stored_at`) redacted and clears its
+/// `forget` column, keeping its search vector folded. Returns whether it
+/// changed.
+#[allow(clippy::too_many_arguments)]
+async fn rewrite(
+    tx: &mut PgConnection,
+    stored_at: i64,
+    seq: i64,
+    body: &str,
+    text: Option<&str>,
+    user: Option<&str>,
+    ids: &HashSet<String>,
+    forget: &'static str,
+) -> Result<bool, StoreError> {
+    let Some(r) = privacy::redact(body, text, user, ids) else {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE events SET {forget} = NULL WHERE stored_at = $1 AND seq = $2"
+        )))
+        .bind(stored_at)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(false);
+    };
+    let folded = r.text.as_deref().map(|t| fold(&pg_text(t)));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE events SET body = $3, text = $4, search = to_tsvector('simple', coalesce($5, '')), \
+         {forget} = NULL WHERE stored_at = $1 AND seq = $2"
+    )))
+    .bind(stored_at)
+    .bind(seq)
+    .bind(&r.body)
+    .bind(r.text.as_deref().map(pg_text))
+    .bind(folded)
+    .execute(&mut *tx)
+    .await?;
+    if user.is_some() {
+        sqlx::query("UPDATE moderations SET target_login = NULL WHERE seq = $1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(true)
+}
+
+async fn insert_audit(tx: &mut PgConnection, e: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO privacy_audit (at, action, subject, requested_by, rows_deleted, \
+         rows_redacted, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.at)
+    .bind(&e.action)
+    .bind(&e.subject)
+    .bind(&e.requested_by)
+    .bind(e.rows_deleted)
+    .bind(e.rows_redacted)
+    .bind(e.duration_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A row a purge deletes or redacts: its partition, key, id, body, text.
+type PurgeRow = (String, i64, i64, String, String);
+type QuoteRow = (String, i64, i64, String, Option<String>);
+
+impl PrivacySql for PostgresStore {
+    async fn record_rule(
+        &self,
+        subject: &common::privacy::Subject,
+        opted_out: Option<bool>,
+        horizon: Option<i64>,
+        requested_by: &str,
+    ) -> Result<i64, StoreError> {
+        let (kind, platform, value) = privacy::rule_key(subject);
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO privacy_rules (kind, platform, value, opted_out, horizon, updated_at) \
+             VALUES ($1, $2, $3, COALESCE($4, FALSE), $5, $6) \
+             ON CONFLICT (kind, platform, value) DO UPDATE SET \
+                 opted_out = COALESCE($4, privacy_rules.opted_out), \
+                 horizon = CASE WHEN $5::int8 IS NULL THEN privacy_rules.horizon \
+                                ELSE GREATEST(privacy_rules.horizon, $5) END, \
+                 updated_at = $6",
+        )
+        .bind(kind)
+        .bind(pg_text(&platform))
+        .bind(pg_text(&value))
+        .bind(opted_out)
+        .bind(horizon)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE privacy_state SET version = version + 1")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(out) = opted_out {
+            insert_audit(
+                &mut tx,
+                &privacy::opt_audit(subject, out, requested_by, now),
+            )
+            .await?;
+        }
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM cursor_head")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn purge_chunk(
+        &self,
+        subject: &common::privacy::Subject,
+        head: i64,
+        limit: i64,
+    ) -> Result<Chunk, StoreError> {
+        use common::privacy::Subject;
+        let (cond, a, b): (&str, String, String) = match subject {
+            Subject::User { platform, user_id } => (
+                "platform = $3 AND author_id = $4",
+                platform.clone(),
+                user_id.clone(),
+            ),
+            Subject::Channel { platform, channel } => (
+                "channel_ref IN (SELECT id FROM channels WHERE platform = $3 AND channel = $4)",
+                platform.clone(),
+                channel.clone(),
+            ),
+            Subject::Message {
+                platform,
+                message_id,
+            } => (
+                "platform = $3 AND event_id = $4",
+                platform.clone(),
+                message_id.clone(),
+            ),
+            Subject::Before { before } => (
+                "sent_at < $3::text::int8 AND $4 = ''",
+                before.timestamp_millis().to_string(),
+                String::new(),
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let rows: Vec<PurgeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT tableoid::regclass::text, stored_at, seq, platform, event_id FROM events \
+             WHERE seq <= $1 AND {cond} LIMIT $2"
+        )))
+        .bind(head)
+        .bind(limit)
+        .bind(pg_text(&a))
+        .bind(pg_text(&b))
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleting: HashSet<i64> = rows.iter().map(|r| r.2).collect();
+        let user = match subject {
+            Subject::User { user_id, .. } => Some(user_id.as_str()),
+            _ => None,
+        };
+        let mut by_platform: std::collections::HashMap<&str, HashSet<String>> =
+            std::collections::HashMap::new();
+        for (_, _, _, platform, id) in &rows {
+            by_platform.entry(platform).or_default().insert(id.clone());
+        }
+        let mut redacted = 0;
+        let mut touched: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        for (platform, ids) in &by_platform {
+            let quoting: Vec<QuoteRow> = sqlx::query_as(
+                "SELECT tableoid::regclass::text, stored_at, seq, body, text FROM events \
+                 WHERE platform = $1 AND quoted_event = ANY($2)",
+            )
+            .bind(*platform)
+            .bind(ids.iter().map(String::as_str).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            for (partition, stored_at, seq, body, text) in quoting {
+                if deleting.contains(&seq) {
+                    continue;
+                }
+                touched.push(partition);
+                redacted += u64::from(
+                    rewrite(
+                        &mut tx,
+                        stored_at,
+                        seq,
+                        &body,
+                        text.as_deref(),
+                        user,
+                        ids,
+                        "quoted_event",
+                    )
+                    .await?,
+                );
+            }
+        }
+        let (stored, seqs): (Vec<i64>, Vec<i64>) = rows.iter().map(|r| (r.1, r.2)).unzip();
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE (stored_at, seq) IN \
+             (SELECT * FROM unnest($1::int8[], $2::int8[]))",
+        )
+        .bind(&stored)
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        self.touched(touched);
+        Ok(Chunk { deleted, redacted })
+    }
+
+    async fn redact_user_quotes(
+        &self,
+        platform: &str,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let rows: Vec<QuoteRow> = sqlx::query_as(
+            "SELECT tableoid::regclass::text, stored_at, seq, body, text FROM events \
+             WHERE platform = $1 AND quoted_user = $2 LIMIT $3",
+        )
+        .bind(pg_text(platform))
+        .bind(pg_text(user_id))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found = rows.len() as u64;
+        let none = HashSet::new();
+        let mut touched = Vec::new();
+        for (partition, stored_at, seq, body, text) in rows {
+            touched.push(partition);
+            rewrite(
+                &mut tx,
+                stored_at,
+                seq,
+                &body,
+                text.as_deref(),
+                Some(user_id),
+                &none,
+                "quoted_user",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.touched(touched);
+        Ok(found)
+    }
+
+    /// Deleted and updated tuples, and their GIN and TOAST entries, stay in
+    /// the files until the table is rewritten: `VACUUM FULL` each partition
+    /// the purge touched (it takes the partition's exclusive lock while it
+    /// copies the live rows: docs/privacy.md says what that costs), and the
+    /// moderation records.
+    async fn scrub(&self) -> Result<(), StoreError> {
+        let partitions: Vec<String> =
+            std::mem::take(&mut *self.purged.lock().expect("purged partitions lock"))
+                .into_iter()
+                .collect();
+        for partition in partitions.iter().map(String::as_str).chain(["moderations"]) {
+            // A regclass printed by PostgreSQL: a plain or quoted identifier.
+            sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (FULL) {partition}")))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -39,6 +39,9 @@ use super::batch::{self, BatchTx, ChannelCounts, NewRows, PendingModeration};
 use super::channel_cache::{ChannelCache, CreateChannel};
 use super::fold::fold;
 use super::plan::{self, CHANNEL_ROWS, ChannelRow};
+use super::privacy::{
+    self, AuditEntry, Chunk, OptOut, PrivacySql, PurgeReport, RuleRow, RulesCache,
+};
 use super::retention::{self, RetentionSql};
 use super::rows::{self, EventRow, MarkRow, SummaryRow};
 use super::search::{self, SearchGate, SearchLimits};
@@ -65,6 +68,7 @@ pub struct SqliteStore {
     path: PathBuf,
     lookback_ms: i64,
     channels: ChannelCache,
+    rules: RulesCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -89,6 +93,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
+            // Deleted rows are overwritten with zeros, not left in free
+            // pages (a purge must leave no bytes behind: docs/privacy.md).
+            .pragma("secure_delete", "on")
             .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", "67108864");
         let path = connect.get_filename().to_path_buf();
@@ -137,6 +144,7 @@ impl SqliteStore {
             path,
             lookback_ms: options.lookback_ms(),
             channels: ChannelCache::default(),
+            rules: RulesCache::default(),
         })
     }
 
@@ -144,6 +152,114 @@ impl SqliteStore {
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+
+    /// The privacy rules, reloaded inside the write transaction `tx` only
+    /// when their version moved.
+    async fn rules(
+        &self,
+        tx: &mut SqliteConnection,
+    ) -> Result<Arc<common::privacy::PrivacyList>, StoreError> {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM privacy_state")
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(rules) = self.rules.get(version) {
+            return Ok(rules);
+        }
+        let rows: Vec<RuleRow> = sqlx::query_as(
+            "SELECT kind, platform, value, opted_out <> 0 AS opted_out, horizon \
+             FROM privacy_rules WHERE opted_out <> 0 OR horizon > ?1",
+        )
+        .bind(Utc::now().timestamp_millis() - privacy::HORIZON_KEPT_MS)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(self.rules.put(version, privacy::list_of(rows)))
+    }
+
+    /// Redacts the events of `platform` that quote one of `ids` (or the
+    /// user `user`); returns how many. `deleting`: cursors about to be
+    /// deleted (not worth redacting).
+    async fn redact_quotes_of(
+        tx: &mut SqliteConnection,
+        platform: &str,
+        user: Option<&str>,
+        ids: &std::collections::HashSet<String>,
+        deleting: &std::collections::HashSet<i64>,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::to_string(&ids.iter().collect::<Vec<_>>()).expect("strings");
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT seq, body, text FROM events WHERE platform = ?1 \
+             AND quoted_event IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(platform)
+        .bind(list)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut n = 0;
+        for (seq, body, text) in rows {
+            if deleting.contains(&seq) {
+                continue;
+            }
+            n += u64::from(
+                rewrite(tx, seq, &body, text.as_deref(), user, ids, "quoted_event").await?,
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// Rewrites row `seq` redacted (see [`privacy::redact`]) and clears its
+/// `forget` column (`quoted_event` or `quoted_user`), so it is not found
+/// again; keeps the full-text index folded. Returns whether it changed.
+async fn rewrite(
+    tx: &mut SqliteConnection,
+    seq: i64,
+    body: &str,
+    text: Option<&str>,
+    user: Option<&str>,
+    ids: &std::collections::HashSet<String>,
+    forget: &'static str,
+) -> Result<bool, StoreError> {
+    let Some(r) = privacy::redact(body, text, user, ids) else {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE events SET {forget} = NULL WHERE seq = ?1"
+        )))
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(false);
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE events SET body = ?2, {forget} = NULL WHERE seq = ?1"
+    )))
+    .bind(seq)
+    .bind(&r.body)
+    .execute(&mut *tx)
+    .await?;
+    if r.text.as_deref() != text {
+        // The update trigger re-indexes the raw text; the index holds it
+        // folded.
+        sqlx::query("UPDATE events SET text = ?2 WHERE seq = ?1")
+            .bind(seq)
+            .bind(r.text.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM events_fts WHERE rowid = ?1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(t) = &r.text {
+            insert_folded(tx, &[(seq, fold(t))]).await?;
+        }
+    }
+    sqlx::query("UPDATE moderations SET target_login = NULL WHERE seq = ?1 AND ?2")
+        .bind(seq)
+        .bind(user.is_some())
+        .execute(&mut *tx)
+        .await?;
+    Ok(true)
 }
 
 /// Runs the migrations, retrying briefly: two instances starting on a new
@@ -410,7 +526,7 @@ const CHUNK_ROWS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 /// The multi-row statements.
 #[derive(Clone, Copy)]
 enum Statement {
-    /// Inserts rows of 9 values.
+    /// Inserts rows of 12 values.
     Insert,
     /// Finds which `(platform, event_id)` pairs exist.
     Existing,
@@ -423,8 +539,9 @@ fn statement(kind: Statement, remaining: usize) -> (usize, &'static str) {
         match kind {
             Statement::Insert => format!(
                 "INSERT OR IGNORE INTO events (platform, event_id, channel_ref, kind, sent_at, \
-                 stored_at, author_login, text, body) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+                 stored_at, author_login, text, body, author_id, quoted_user, quoted_event) \
+                 VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
             ),
             Statement::Existing => format!(
                 "SELECT platform, event_id FROM events WHERE (platform, event_id) IN (VALUES {})",
@@ -507,7 +624,9 @@ impl Store for SqliteStore {
         };
         // Which events are new: the first occurrence of an id in the batch,
         // if the store does not have it yet.
-        let candidates = batch::first_occurrences(events);
+        let mut candidates = batch::first_occurrences(events);
+        let rules = self.rules(&mut tx).await?;
+        let refused = privacy::drop_refused(&mut candidates, &rules);
         let existing = existing_ids(&mut tx, &candidates).await?;
         let fresh: Vec<&NewEvent<'_>> = candidates
             .into_iter()
@@ -526,6 +645,7 @@ impl Store for SqliteStore {
             let mut query = sqlx::query(sql);
             for (e, login) in fresh[pos..pos + rows].iter().zip(&logins[pos..pos + rows]) {
                 let ev = e.event;
+                let keys = privacy::keys(ev);
                 query = query
                     .bind(ev.platform.as_str())
                     .bind(ev.id.as_str())
@@ -535,7 +655,10 @@ impl Store for SqliteStore {
                     .bind(stored_at)
                     .bind(login.as_deref())
                     .bind(ev.text.as_deref())
-                    .bind(e.json);
+                    .bind(e.json)
+                    .bind(keys.author_id)
+                    .bind(keys.quoted_user)
+                    .bind(keys.quoted_event);
             }
             query.execute(&mut *tx).await?;
             pos += rows;
@@ -560,7 +683,8 @@ impl Store for SqliteStore {
             });
         }
         let seqs: Vec<i64> = (1..=inserted).map(|i| base + i).collect();
-        outcome.duplicates = events.len() - fresh.len();
+        outcome.duplicates = events.len() - fresh.len() - refused;
+        outcome.refused = refused;
         let committed = batch::committed(&fresh, &seqs, |e| channels.of(e))?;
         if inserted > 0 {
             index_batch(&mut tx, &fresh, &seqs, &committed.per_channel).await?;
@@ -703,6 +827,102 @@ impl Store for SqliteStore {
         retention::apply(self, policy).await
     }
 
+    async fn set_opted_out(
+        &self,
+        subject: &common::privacy::Subject,
+        opted_out: bool,
+        requested_by: &str,
+    ) -> Result<(), StoreError> {
+        self.record_rule(subject, Some(opted_out), None, requested_by)
+            .await
+            .map(|_| ())
+    }
+
+    async fn opt_outs(&self) -> Result<Vec<OptOut>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT kind, platform, value, updated_at FROM privacy_rules \
+             WHERE opted_out <> 0 ORDER BY updated_at, kind, platform, value",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, platform, value, since)| OptOut {
+                kind,
+                platform,
+                value,
+                since,
+            })
+            .collect())
+    }
+
+    async fn purge(
+        &self,
+        subject: &common::privacy::Subject,
+        requested_by: &str,
+    ) -> Result<PurgeReport, StoreError> {
+        privacy::purge(self, subject, requested_by).await
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(i64, String, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT at, action, subject, requested_by, rows_deleted, rows_redacted, duration_ms \
+             FROM privacy_audit ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(privacy::audit_entry).collect())
+    }
+
+    async fn issue_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM privacy_codes WHERE expires_at < ?1")
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO privacy_codes (code, platform, login, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(code)
+        .bind(platform)
+        .bind(login)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let used = sqlx::query(
+            "DELETE FROM privacy_codes WHERE code = ?1 AND platform = ?2 AND login = ?3 \
+             AND expires_at >= ?4",
+        )
+        .bind(code)
+        .bind(platform)
+        .bind(login)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(used == 1)
+    }
+
     async fn close(&self) {
         self.stop_checkpoints.cancel();
         self.writer.close().await;
@@ -759,6 +979,195 @@ impl RetentionSql for SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+impl PrivacySql for SqliteStore {
+    async fn record_rule(
+        &self,
+        subject: &common::privacy::Subject,
+        opted_out: Option<bool>,
+        horizon: Option<i64>,
+        requested_by: &str,
+    ) -> Result<i64, StoreError> {
+        let (kind, platform, value) = privacy::rule_key(subject);
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO privacy_rules (kind, platform, value, opted_out, horizon, updated_at) \
+             VALUES (?1, ?2, ?3, COALESCE(?4, 0), ?5, ?6) \
+             ON CONFLICT (kind, platform, value) DO UPDATE SET \
+                 opted_out = COALESCE(?4, opted_out), \
+                 horizon = CASE WHEN ?5 IS NULL THEN horizon \
+                                ELSE max(COALESCE(horizon, ?5), ?5) END, \
+                 updated_at = ?6",
+        )
+        .bind(kind)
+        .bind(&platform)
+        .bind(&value)
+        .bind(opted_out)
+        .bind(horizon)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE privacy_state SET version = version + 1")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(out) = opted_out {
+            insert_audit(
+                &mut tx,
+                &privacy::opt_audit(subject, out, requested_by, now),
+            )
+            .await?;
+        }
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn purge_chunk(
+        &self,
+        subject: &common::privacy::Subject,
+        head: i64,
+        limit: i64,
+    ) -> Result<Chunk, StoreError> {
+        use common::privacy::Subject;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let (cond, a, b): (&str, String, String) = match subject {
+            Subject::User { platform, user_id } => (
+                "platform = ?3 AND author_id = ?4",
+                platform.clone(),
+                user_id.clone(),
+            ),
+            Subject::Channel { platform, channel } => (
+                "channel_ref IN (SELECT id FROM channels WHERE platform = ?3 AND channel = ?4)",
+                platform.clone(),
+                channel.clone(),
+            ),
+            Subject::Message {
+                platform,
+                message_id,
+            } => (
+                "platform = ?3 AND event_id = ?4",
+                platform.clone(),
+                message_id.clone(),
+            ),
+            Subject::Before { before } => (
+                "sent_at < CAST(?3 AS INTEGER) AND ?4 = ''",
+                before.timestamp_millis().to_string(),
+                String::new(),
+            ),
+        };
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, platform, event_id FROM events WHERE seq <= ?1 AND {cond} LIMIT ?2"
+        )))
+        .bind(head)
+        .bind(limit)
+        .bind(&a)
+        .bind(&b)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleting: std::collections::HashSet<i64> = rows.iter().map(|r| r.0).collect();
+        let user = match subject {
+            Subject::User { user_id, .. } => Some(user_id.as_str()),
+            _ => None,
+        };
+        let mut by_platform: HashMap<&str, std::collections::HashSet<String>> = HashMap::new();
+        for (_, platform, id) in &rows {
+            by_platform.entry(platform).or_default().insert(id.clone());
+        }
+        let mut redacted = 0;
+        for (platform, ids) in &by_platform {
+            redacted += Self::redact_quotes_of(&mut tx, platform, user, ids, &deleting).await?;
+        }
+        let seqs = serde_json::to_string(&deleting.iter().collect::<Vec<_>>()).expect("numbers");
+        let deleted =
+            sqlx::query("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?1))")
+                .bind(seqs)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(Chunk { deleted, redacted })
+    }
+
+    async fn redact_user_quotes(
+        &self,
+        platform: &str,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT seq, body, text FROM events WHERE platform = ?1 AND quoted_user = ?2 LIMIT ?3",
+        )
+        .bind(platform)
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found = rows.len() as u64;
+        let none = std::collections::HashSet::new();
+        for (seq, body, text) in rows {
+            rewrite(
+                &mut tx,
+                seq,
+                &body,
+                text.as_deref(),
+                Some(user_id),
+                &none,
+                "quoted_user",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn scrub(&self) -> Result<(), StoreError> {
+        // Fold the WAL (which still holds the pages as they were before the
+        // purge) into the file, then truncate it. Readers in the middle of
+        // a snapshot make it busy: try again until they moved on.
+        for attempt in 0..100u32 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.checkpointer)
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(10) + 1))).await;
+        }
+        tracing::warn!(
+            "the WAL could not be truncated after a purge (readers kept it busy); it will be at the next purge or shutdown"
+        );
+        Ok(())
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        insert_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO privacy_audit (at, action, subject, requested_by, rows_deleted, \
+         rows_redacted, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(e.at)
+    .bind(&e.action)
+    .bind(&e.subject)
+    .bind(&e.requested_by)
+    .bind(e.rows_deleted)
+    .bind(e.rows_redacted)
+    .bind(e.duration_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 impl Drop for SqliteStore {

@@ -49,6 +49,52 @@ impl Store for SlowReads {
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
         self.inner.apply_retention(policy).await
     }
+    async fn set_opted_out(
+        &self,
+        subject: &common::privacy::Subject,
+        opted_out: bool,
+        requested_by: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_opted_out(subject, opted_out, requested_by)
+            .await
+    }
+    async fn opt_outs(&self) -> Result<Vec<consumer::store::privacy::OptOut>, StoreError> {
+        self.inner.opt_outs().await
+    }
+    async fn purge(
+        &self,
+        subject: &common::privacy::Subject,
+        requested_by: &str,
+    ) -> Result<consumer::store::privacy::PurgeReport, StoreError> {
+        self.inner.purge(subject, requested_by).await
+    }
+    async fn audit_log(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<consumer::store::privacy::AuditEntry>, StoreError> {
+        self.inner.audit_log(limit).await
+    }
+    async fn issue_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .issue_code(code, platform, login, expires_at)
+            .await
+    }
+    async fn redeem_code(
+        &self,
+        code: &str,
+        platform: &str,
+        login: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.redeem_code(code, platform, login, now).await
+    }
     async fn close(&self) {
         self.inner.close().await;
     }
