@@ -992,6 +992,9 @@ async fn insert_audit(tx: &mut PgConnection, e: &AuditEntry) -> Result<(), Store
     Ok(())
 }
 
+/// How long a purge's rewrite waits for older transactions to end.
+const SCRUB_WAIT: Duration = Duration::from_secs(60);
+
 /// A row a purge deletes or redacts: its partition, key, id, body, text.
 type PurgeRow = (String, i64, i64, String, String);
 type QuoteRow = (String, i64, i64, String, Option<String>);
@@ -1191,6 +1194,42 @@ impl PrivacySql for PostgresStore {
             std::mem::take(&mut *self.purged.lock().expect("purged partitions lock"))
                 .into_iter()
                 .collect();
+        // A tuple deleted while another transaction may still see it (a
+        // long query; any transaction that was running when the purge
+        // committed) is "recently dead", and VACUUM FULL copies it. Wait
+        // until every snapshot began after the purge's transactions (a
+        // transaction started now has a larger id than all of them),
+        // within SCRUB_WAIT.
+        let purge_xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let deadline = std::time::Instant::now() + SCRUB_WAIT;
+        loop {
+            // Snapshots are cluster-wide: a transaction of another
+            // database that was running at the purge holds back the
+            // snapshot of every later one (this VACUUM's too).
+            let older: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_xmin IS NOT NULL AND age(backend_xmin) >= age($1::text::xid) \
+                 UNION ALL SELECT 1 WHERE pg_snapshot_xmin(pg_current_snapshot()) <= $1::text::xid8 \
+                 ORDER BY 1 DESC LIMIT 1",
+            )
+            .bind(&purge_xid)
+            .fetch_one(&self.pool)
+            .await?;
+            if older == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    transactions = older,
+                    "transactions older than the purge still run; the rewrite may keep the purged rows until the next purge"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         for partition in partitions.iter().map(String::as_str).chain(["moderations"]) {
             // A regclass printed by PostgreSQL: a plain or quoted identifier.
             sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (FULL) {partition}")))

@@ -210,6 +210,10 @@ impl SqliteStore {
     }
 }
 
+/// Leaf pages one step of the post-purge full-text merge writes: about
+/// the write lock's hold time of a purge chunk (docs/benchmarks.md).
+const FTS5_MERGE_PAGES: i64 = 64;
+
 /// Rewrites row `seq` redacted (see [`privacy::redact`]) and clears its
 /// `forget` column (`quoted_event` or `quoted_user`), so it is not found
 /// again; keeps the full-text index folded. Returns whether it changed.
@@ -1127,6 +1131,30 @@ impl PrivacySql for SqliteStore {
     }
 
     async fn scrub(&self) -> Result<(), StoreError> {
+        // The full-text index is contentless: a delete only records a
+        // tombstone, and the words stay in the index's segments until a
+        // merge rewrites them (FTS5's `secure-delete` needs the deleted
+        // text, which a contentless table does not have). So merge every
+        // segment, FTS5_MERGE_PAGES at a time, each step its own write
+        // transaction, until a step finds nothing to do; `secure_delete`
+        // zeroes the pages the old segments leave.
+        loop {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let before: i64 = sqlx::query_scalar("SELECT total_changes()")
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?1)")
+                .bind(-FTS5_MERGE_PAGES)
+                .execute(&mut *tx)
+                .await?;
+            let after: i64 = sqlx::query_scalar("SELECT total_changes()")
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if after - before < 2 {
+                break;
+            }
+        }
         // Fold the WAL (which still holds the pages as they were before the
         // purge) into the file, then truncate it. Readers in the middle of
         // a snapshot make it busy: try again until they moved on.

@@ -9,6 +9,7 @@ mod helpers;
 mod multi_instance;
 mod page;
 mod pipeline;
+mod privacy;
 mod rest;
 mod search;
 mod store;
