@@ -910,6 +910,20 @@ pub struct PrivacyDetails {
     pub notice_id: String,
 }
 
+impl PrivacyDetails {
+    /// What `notice` says, as a `privacy` event's details (and the
+    /// consumer's WebSocket `privacy` frame); `None` for a notice without a
+    /// subject (a `sync`).
+    pub fn from_notice(notice: &PrivacyNotice) -> Option<Self> {
+        Some(Self {
+            action: notice.action,
+            subject: notice.subject.clone()?,
+            horizon: notice.horizon,
+            notice_id: notice.id.clone(),
+        })
+    }
+}
+
 impl ChatEvent {
     /// The `privacy` event that announces `notice` on the channel
     /// `platform`/`channel`: its id is the notice's id, its `sent_at` and
@@ -923,9 +937,7 @@ impl ChatEvent {
         channel: impl Into<String>,
         notice: &PrivacyNotice,
     ) -> ChatEvent {
-        let subject = notice
-            .subject
-            .clone()
+        let details = PrivacyDetails::from_notice(notice)
             .expect("a privacy event announces a notice with a subject");
         ChatEvent::new(
             notice.id.clone(),
@@ -933,12 +945,7 @@ impl ChatEvent {
             channel,
             notice.at,
             notice.at,
-            EventBody::Privacy(PrivacyDetails {
-                action: notice.action,
-                subject,
-                horizon: notice.horizon,
-                notice_id: notice.id.clone(),
-            }),
+            EventBody::Privacy(details),
         )
     }
 }
