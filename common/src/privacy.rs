@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::ChatEvent;
@@ -32,7 +33,7 @@ pub const PRIVACY_SCHEMA_VERSION: u32 = 1;
 pub const PRIVACY_STREAM: &str = "chat.privacy";
 
 /// Who or what a notice is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Subject {
     /// One user of one platform, by the platform's user id, in every
@@ -151,7 +152,7 @@ impl Subject {
 }
 
 /// What a notice says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrivacyAction {
     /// The subject (a user or channel) opted out: nothing of theirs is

@@ -12,7 +12,9 @@
 //! ignore fields they do not know. New kinds are rare and announced: v1 got
 //! `super_chat`, `super_sticker` and `chat_ended` with YouTube, then
 //! `stream_online`, `stream_offline` and `stream_update` (a reader older
-//! than them refuses those events, so update readers before the ingestor).
+//! than them refuses those events, so update readers before the ingestor),
+//! then `privacy` (a channel's purge or opt-out, announced on its routing
+//! key; readers of the stream-status release on carry it as unknown).
 //! From the release that added the stream kinds on, a reader decodes a kind
 //! it does not know as [`EventBody::Unknown`], keeping its name and
 //! details, so later kinds need no deploy order. Platform notices that v1 does not model are carried as
@@ -23,6 +25,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::privacy::{PrivacyAction, PrivacyNotice, Subject};
 
 /// The version of the schema this crate writes. Readers reject other values.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -384,6 +388,9 @@ pub enum EventKind {
     StreamOffline,
     /// The live stream's title, category or viewer count changed.
     StreamUpdate,
+    /// A channel's events were purged (or it opted out): readers delete
+    /// what the subject covers from their copies.
+    Privacy,
     /// A kind this reader does not know (added after it was built); the
     /// event's body is [`EventBody::Unknown`], which keeps the real name.
     /// Not in [`EventKind::ALL`] and not parsed from a name: it stands for
@@ -393,7 +400,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every known kind, in declaration order.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Message,
         EventKind::Action,
         EventKind::Cheer,
@@ -416,6 +423,7 @@ impl EventKind {
         EventKind::StreamOnline,
         EventKind::StreamOffline,
         EventKind::StreamUpdate,
+        EventKind::Privacy,
     ];
 
     /// The snake_case wire name.
@@ -443,6 +451,7 @@ impl EventKind {
             EventKind::StreamOnline => "stream_online",
             EventKind::StreamOffline => "stream_offline",
             EventKind::StreamUpdate => "stream_update",
+            EventKind::Privacy => "privacy",
             EventKind::Unknown => "unknown",
         }
     }
@@ -540,6 +549,9 @@ pub enum EventBody {
     StreamOffline(StreamOfflineDetails),
     /// The live stream's title, category or viewer count changed.
     StreamUpdate(StreamDetails),
+    /// A channel was purged or opted out (announced on its own routing key
+    /// as well as on the `chat.privacy` stream); no author, no text.
+    Privacy(PrivacyDetails),
     /// A kind this reader does not know, kept as it came (see the type's
     /// docs). Not part of the published JSON Schema, which lists the known
     /// kinds.
@@ -632,6 +644,7 @@ impl EventBody {
             EventBody::StreamOnline(_) => EventKind::StreamOnline,
             EventBody::StreamOffline(_) => EventKind::StreamOffline,
             EventBody::StreamUpdate(_) => EventKind::StreamUpdate,
+            EventBody::Privacy(_) => EventKind::Privacy,
             EventBody::Unknown { .. } => EventKind::Unknown,
         }
     }
@@ -880,6 +893,63 @@ pub struct StreamOfflineDetails {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// Details of a `privacy` event: the `chat.privacy` notice it announces on
+/// the channel's routing key. It never carries message text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PrivacyDetails {
+    /// What happened: `purge` or `opt_out` (the notice's action).
+    pub action: PrivacyAction,
+    /// What it covers: readers delete their copies of every event the
+    /// subject covers ([`Subject::covers`]).
+    pub subject: Subject,
+    /// For a purge: events of the subject received at or before this were
+    /// deleted, and are refused if they arrive later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<DateTime<Utc>>,
+    /// The id of the notice on the `chat.privacy` stream.
+    pub notice_id: String,
+}
+
+impl PrivacyDetails {
+    /// What `notice` says, as a `privacy` event's details (and the
+    /// consumer's WebSocket `privacy` frame); `None` for a notice without a
+    /// subject (a `sync`).
+    pub fn from_notice(notice: &PrivacyNotice) -> Option<Self> {
+        Some(Self {
+            action: notice.action,
+            subject: notice.subject.clone()?,
+            horizon: notice.horizon,
+            notice_id: notice.id.clone(),
+        })
+    }
+}
+
+impl ChatEvent {
+    /// The `privacy` event that announces `notice` on the channel
+    /// `platform`/`channel`: its id is the notice's id, its `sent_at` and
+    /// `received_at` the notice's `at`; no author, no text.
+    ///
+    /// # Panics
+    /// When `notice` has no subject (a `sync`): there is nothing to
+    /// announce.
+    pub fn privacy(
+        platform: impl Into<String>,
+        channel: impl Into<String>,
+        notice: &PrivacyNotice,
+    ) -> ChatEvent {
+        let details = PrivacyDetails::from_notice(notice)
+            .expect("a privacy event announces a notice with a subject");
+        ChatEvent::new(
+            notice.id.clone(),
+            platform,
+            channel,
+            notice.at,
+            notice.at,
+            EventBody::Privacy(details),
+        )
+    }
+}
+
 /// Twitch-only facts about an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TwitchExtras {
@@ -1115,6 +1185,37 @@ mod tests {
         assert_eq!(ChatEvent::from_json(&e.to_json().unwrap()).unwrap(), e);
         e.body = EventBody::StreamOffline(StreamOfflineDetails::default());
         assert_eq!(ChatEvent::from_json(&e.to_json().unwrap()).unwrap(), e);
+    }
+
+    #[test]
+    fn a_privacy_event_announces_its_notice_without_text() {
+        let mut notice = crate::privacy::PrivacyNotice::new(
+            PrivacyAction::Purge,
+            Some(Subject::Channel {
+                platform: PLATFORM_TWITCH.into(),
+                channel: "pajlada".into(),
+            }),
+            "admin-api",
+        );
+        notice.horizon = Some(at(1_594_556_065_500));
+        let e = ChatEvent::privacy(PLATFORM_TWITCH, "pajlada", &notice);
+        assert_eq!(e.id, notice.id);
+        assert_eq!((e.sent_at, e.received_at), (notice.at, notice.at));
+        assert!(e.author.is_none() && e.text.is_none());
+        assert!(!e.kind().is_chat());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "privacy");
+        assert_eq!(json["details"]["action"], "purge");
+        assert_eq!(json["details"]["subject"]["type"], "channel");
+        assert_eq!(json["details"]["subject"]["channel"], "pajlada");
+        assert_eq!(json["details"]["notice_id"], notice.id.as_str());
+        assert_eq!(ChatEvent::from_json(&e.to_json().unwrap()).unwrap(), e);
+        // Without a horizon (an opt-out) the field is left out.
+        notice.action = PrivacyAction::OptOut;
+        notice.horizon = None;
+        let json = serde_json::to_value(ChatEvent::privacy("twitch", "pajlada", &notice)).unwrap();
+        assert!(json["details"].get("horizon").is_none());
+        assert_eq!(json["details"]["action"], "opt_out");
     }
 
     #[test]

@@ -998,3 +998,170 @@ async fn a_command_nobody_answers_is_unknown_after_its_expiry_and_one_nobody_tak
         )
         .await;
 }
+
+#[tokio::test]
+async fn scrubbing_a_queue_drops_the_subjects_events_and_puts_the_rest_back_unchanged() {
+    use common::amqp::scrub::{HEADER_EXCHANGE, HEADER_ROUTING_KEY, ScrubReport, scrub_queue};
+    use common::privacy::Subject;
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    testkit::init_logging();
+    let conn = rabbit::connect("test-scrub").await;
+    let topology = test_topology("scrub");
+    topology.declare(&conn).await.unwrap();
+    // A queue of the test's own, like chat.dead-letter: durable, bound to
+    // the test's exchange with `#`, expiring should the test die.
+    let queue = unique("test-scrub-q");
+    let channel = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            topology.exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    // 50 events, every fifth by the user who asked to be forgotten; and
+    // one body that is no ChatEvent, with a header of its own.
+    let subject = Subject::User {
+        platform: "twitch".into(),
+        user_id: "forget-me".into(),
+    };
+    let publisher = Publisher::open(&conn, &topology, "chatbus-test")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for n in 0..50 {
+        let mut e = events::message("twitch", "scrubbed", n);
+        if n % 5 == 0 {
+            e.author.as_mut().unwrap().id = "forget-me".into();
+        }
+        publisher.publish(&e).await.unwrap();
+        all.push(e);
+    }
+    let mut custom = FieldTable::default();
+    custom.insert(
+        "x-chatbus-reason".into(),
+        AMQPValue::LongString("poison".into()),
+    );
+    let poison = b"\xff not json".to_vec();
+    publisher
+        .send_raw(
+            &topology.exchange,
+            "chat.twitch.scrubbed",
+            &poison,
+            BasicProperties::default()
+                .with_message_id("poison-1".into())
+                .with_headers(custom),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(rabbit::queue_depth(&channel, &queue).await, 51);
+
+    let report = within(
+        60,
+        "scrub",
+        scrub_queue(&conn, &queue, |e| subject.covers(e)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report,
+        ScrubReport {
+            examined: 51,
+            dropped: 10,
+            kept: 41,
+            undecodable: 1,
+        }
+    );
+    assert_eq!(rabbit::queue_depth(&channel, &queue).await, 41);
+
+    // What is left: everything else, once, in the order it came, with its
+    // properties and headers, and where it was first published.
+    let left = drain_queue(&conn, &queue, 41, 10).await;
+    let expected: Vec<&str> = all
+        .iter()
+        .filter(|e| !subject.covers(e))
+        .map(|e| e.id.as_str())
+        .chain(["poison-1"])
+        .collect();
+    let got: Vec<String> = left
+        .iter()
+        .map(|d| d.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(got, expected);
+    let by_id: BTreeMap<&str, &ChatEvent> = all.iter().map(|e| (e.id.as_str(), e)).collect();
+    for d in &left {
+        let p = &d.properties;
+        let h = p.headers().as_ref();
+        // Where it was first published, whatever the copy's delivery says.
+        assert_eq!(
+            header_str(h, HEADER_ROUTING_KEY).unwrap(),
+            "chat.twitch.scrubbed"
+        );
+        assert_eq!(header_str(h, HEADER_EXCHANGE).unwrap(), topology.exchange);
+        if d.data == poison {
+            assert_eq!(header_str(h, "x-chatbus-reason").unwrap(), "poison");
+            continue;
+        }
+        let event = ChatEvent::from_json(&d.data).unwrap();
+        assert_eq!(
+            &&event,
+            by_id.get(event.id.as_str()).unwrap(),
+            "body unchanged"
+        );
+        assert_ne!(event.author.as_ref().unwrap().id, "forget-me");
+        assert_eq!(p.message_id().as_ref().unwrap().as_str(), event.id);
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            amqp::CONTENT_TYPE
+        );
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "message");
+        assert_eq!(p.app_id().as_ref().unwrap().as_str(), "chatbus-test");
+        assert_eq!(*p.timestamp(), Some(event.sent_at.timestamp() as u64));
+        assert_eq!(header_str(h, headers::PLATFORM).unwrap(), "twitch");
+        assert_eq!(header_str(h, headers::CHANNEL).unwrap(), "scrubbed");
+        assert_eq!(header_str(h, headers::KIND).unwrap(), "message");
+    }
+
+    // A second scrub of nothing matching changes nothing, and an empty
+    // queue is a report of zeros.
+    let report = scrub_queue(&conn, &queue, |e| subject.covers(e))
+        .await
+        .unwrap();
+    assert_eq!(report, ScrubReport::default());
+    // A queue that does not exist is an error, not an empty report.
+    assert!(
+        scrub_queue(&conn, &unique("test-scrub-missing"), |_| true)
+            .await
+            .is_err()
+    );
+
+    let cleanup = conn.create_channel().await.unwrap();
+    let _ = cleanup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    amqp::close_channel(&cleanup, "cleaned up").await;
+    amqp::close(&conn, "test over").await;
+}

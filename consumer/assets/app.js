@@ -5,8 +5,9 @@
 // nothing is missed or shown twice (if the server's history no longer
 // reaches that cursor, it starts again from the server's newest messages).
 // Moderation (deletes, bans, timeouts, chat clears) is applied as it
-// happens. Everything is built with DOM methods and textContent: chat text
-// is never parsed as HTML.
+// happens, and so are purges and opt-outs ("forget on request": `privacy`
+// frames and events), which remove what they cover. Everything is built
+// with DOM methods and textContent: chat text is never parsed as HTML.
 //
 // URL parameters: channels=twitch:somechannel,otherchannel  history=100
 //                 max=500  access_token=<CONSUMER_API_TOKEN>
@@ -386,6 +387,9 @@
         lastCursor = frame.cursor;
         render(frame);
         break;
+      case "privacy":
+        applyPrivacy(frame);
+        break;
       case "error":
         if (frame.code === "cursor_beyond_head" && lastCursor !== null) {
           // The server's history does not reach where this page left off
@@ -529,7 +533,11 @@
     line.dataset.platform = event.platform;
     line.dataset.channel = event.channel;
     line.dataset.kind = event.kind;
-    if (event.author) line.dataset.login = event.author.login.toLowerCase();
+    line.dataset.sentAt = event.sent_at;
+    if (event.author) {
+      line.dataset.login = event.author.login.toLowerCase();
+      if (event.author.id) line.dataset.authorId = event.author.id;
+    }
     line.append(time(event.sent_at), platformMark(event.platform));
     if (manyChannels) line.append(channelTag(event));
     return line;
@@ -539,7 +547,11 @@
     const line = baseLine(event, cursor, event.paid ? `${event.kind} paid` : event.kind);
     if (event.reply_to) {
       const who = event.reply_to.display_name || event.reply_to.user_login || "";
-      line.append(el("span", "reply", `\u21aa @${who}: ${event.reply_to.text || ""}`));
+      const reply = el("span", "reply", `\u21aa @${who}: ${event.reply_to.text || ""}`);
+      // What a purge of the parent or its author looks for.
+      if (event.reply_to.user_id) reply.dataset.userId = event.reply_to.user_id;
+      if (event.reply_to.message_id) reply.dataset.id = event.reply_to.message_id;
+      line.append(reply);
     }
     if (event.paid) line.append(paidTag(event.paid));
     if (event.author) {
@@ -603,6 +615,10 @@
         return `Some messages may be missing (${d.reason})`;
       case "chat_ended":
         return "The live chat ended";
+      case "privacy":
+        return d.action === "opt_out"
+          ? "Messages were removed: the channel opted out"
+          : "Messages were removed on request";
       case "stream_online":
         return `${event.channel} went live${d.title ? `: ${d.title}` : ""}`;
       case "stream_offline":
@@ -651,6 +667,52 @@
     }
   }
 
+  // ------------------------------------------------ forget on request --
+  //
+  // A purge or opt-out (a `privacy` frame, or a channel's `privacy` event)
+  // removes every line its subject covers, on the page and the overlay
+  // alike (not marked like moderation: gone), and the quotes of such
+  // messages in replies. The subject is the one of common::privacy:
+  // {type: "user", platform, user_id} (the author's id, not the login),
+  // {type: "channel", platform, channel}, {type: "message", platform,
+  // message_id} or {type: "before", before} (sent earlier).
+
+  function covers(subject, d) {
+    switch (subject && subject.type) {
+      case "user":
+        return d.platform === subject.platform && d.authorId === subject.user_id;
+      case "channel":
+        return d.platform === subject.platform && d.channel === subject.channel;
+      case "message":
+        return d.platform === subject.platform && d.id === subject.message_id;
+      case "before":
+        return Date.parse(d.sentAt) < Date.parse(subject.before);
+      default:
+        return false;
+    }
+  }
+
+  function applyPrivacy(notice) {
+    const subject = notice && notice.subject;
+    if (!subject) return;
+    for (const line of Array.from(chat.querySelectorAll(".line"))) {
+      // The announcements themselves stay.
+      if (line.dataset.kind === "privacy") continue;
+      if (covers(subject, line.dataset)) {
+        line.remove();
+        continue;
+      }
+      const reply = line.querySelector(".reply");
+      if (reply && (subject.type === "user" || subject.type === "message")
+        && line.dataset.platform === subject.platform
+        && (subject.type === "user"
+          ? reply.dataset.userId === subject.user_id
+          : reply.dataset.id === subject.message_id)) {
+        reply.remove();
+      }
+    }
+  }
+
   function append(line) {
     const pinned = chat.scrollHeight - window.scrollY - window.innerHeight < 80;
     chat.append(line);
@@ -664,6 +726,11 @@
       streamEvent(event, cursor);
       // Updates (viewer counts) only change the live state shown.
       if (event.kind !== "stream_update" && !overlay) append(systemLine(event, cursor));
+      return;
+    }
+    if (event.kind === "privacy") {
+      applyPrivacy(event.details);
+      if (!overlay) append(systemLine(event, cursor));
       return;
     }
     if (MODERATION_KINDS.has(event.kind)) {

@@ -87,6 +87,11 @@ pub struct Config {
     /// `COMMANDS_EXCHANGE`).
     pub consumer_commands_exchange: String,
 
+    /// The stream of opt-outs and purges (`common::privacy`) the consumer
+    /// follows: each purge and opt-out is sent to every WebSocket client,
+    /// and the page and overlay remove what it covers. Empty: off.
+    pub privacy_stream: String,
+
     /// Most words in a search (`q`), counted once folded (`a-b` is two);
     /// more are answered 400 `search_too_long`.
     pub consumer_search_max_words: usize,
@@ -180,6 +185,7 @@ impl Default for Config {
             consumer_api_token: None,
             consumer_command_token: None,
             consumer_commands_exchange: "chat.commands".into(),
+            privacy_stream: common::privacy::PRIVACY_STREAM.into(),
             consumer_search_max_words: 32,
             consumer_search_max_bytes: 1024,
             consumer_search_concurrency: 2,
@@ -220,6 +226,11 @@ impl Config {
         self.consumer_api_token.clone().filter(|t| !t.is_empty())
     }
 
+    /// The privacy stream to follow, if one is set (not empty).
+    pub fn privacy_stream(&self) -> Option<&str> {
+        Some(self.privacy_stream.as_str()).filter(|s| !s.is_empty())
+    }
+
     /// The command token, if one is set and not empty: without it
     /// `POST /api/commands` is off.
     pub fn command_token(&self) -> Option<Secret> {
@@ -247,6 +258,12 @@ impl ServiceConfig for Config {
                 "consumer_command_token",
                 "is the same as CONSUMER_API_TOKEN: whoever may read could send; \
                  give sending a token of its own",
+            ));
+        }
+        if self.privacy_stream.len() > 255 {
+            return Err(ConfigError::invalid(
+                "privacy_stream",
+                "is longer than 255 bytes (a queue name)",
             ));
         }
         check_socket_addr("consumer_http_addr", &self.consumer_http_addr)?;
@@ -438,6 +455,11 @@ mod tests {
         assert!(c.api_token().is_none());
         assert!(c.command_token().is_none(), "sending is off by default");
         assert_eq!(c.consumer_commands_exchange, "chat.commands");
+        assert_eq!(c.privacy_stream(), Some("chat.privacy"));
+        let off = load(&[("PRIVACY_STREAM", "")]).unwrap();
+        assert_eq!(off.privacy_stream(), None, "empty: off");
+        let own = load(&[("PRIVACY_STREAM", "my.privacy")]).unwrap();
+        assert_eq!(own.privacy_stream(), Some("my.privacy"));
     }
 
     #[test]
@@ -489,6 +511,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
+        let long_name = "p".repeat(256);
         for (key, value, needle) in [
             ("CONSUMER_BINDINGS", "chat.tw*", "CONSUMER_BINDINGS"),
             ("CONSUMER_PREFETCH", "10", "CONSUMER_PREFETCH"),
@@ -518,6 +541,7 @@ mod tests {
                 "CONSUMER_MAX_TEXT_BYTES",
             ),
             ("CHAT_EXCHANGE", "", "CHAT_EXCHANGE"),
+            ("PRIVACY_STREAM", long_name.as_str(), "PRIVACY_STREAM"),
             (
                 "CONSUMER_COMMANDS_EXCHANGE",
                 "",

@@ -131,6 +131,9 @@ pub enum Outgoing {
     /// The client was too slow and is given up: wakes its session, which
     /// also checks [`ClientLink::is_kicked`] before every write.
     Kicked,
+    /// A frame for the whole connection, not one subscription: a purge or
+    /// opt-out (`privacy`), encoded once for every client.
+    Notice(Arc<str>),
 }
 
 /// The hub's side of one client: its queue, its backlog and its kick
@@ -374,6 +377,31 @@ impl Hub {
         delivered
     }
 
+    /// Hands `frame` (a whole JSON text frame, e.g. `privacy`) to every
+    /// client with at least one subscription, once per client. Not counted
+    /// in the clients' queue bounds: such frames are rare and small.
+    /// Returns how many clients it was queued for.
+    pub fn announce(&self, frame: &Arc<str>) -> usize {
+        let state = self.state.lock().expect("hub lock");
+        let mut seen = std::collections::HashSet::new();
+        let mut told = 0;
+        for member in state.groups.values().flat_map(HashMap::values) {
+            if !seen.insert(Arc::as_ptr(&member.client)) || member.client.is_kicked() {
+                continue;
+            }
+            // A send error means the session ended.
+            if member
+                .client
+                .tx
+                .send(Outgoing::Notice(Arc::clone(frame)))
+                .is_ok()
+            {
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// The cursor of the last published event.
     pub fn last_published(&self) -> Option<Cursor> {
         Cursor::new(i64::try_from(self.last.load(Ordering::Relaxed)).unwrap_or(0))
@@ -419,6 +447,7 @@ mod tests {
                     got.extend(events.iter().map(|e| Some((slot, e.cursor().get()))));
                 }
                 Outgoing::Kicked => got.push(None),
+                Outgoing::Notice(_) => {}
             }
         }
         got
@@ -642,6 +671,22 @@ mod tests {
         let more: Vec<_> = (52..=70).map(|n| sized(n, 1000)).collect();
         assert_eq!(hub.publish_all(&more), 0);
         assert!(client.is_kicked());
+    }
+
+    #[tokio::test]
+    async fn an_announcement_reaches_each_client_with_a_subscription_once() {
+        let hub = Hub::new();
+        let (two_subs, mut rx_two) = ClientLink::new(10, usize::MAX);
+        let (one_sub, mut rx_one) = ClientLink::new(10, usize::MAX);
+        let _r1 = hub.register(selector("chat.twitch.a"), 0, two_subs.clone());
+        let _r2 = hub.register(selector("chat.#"), 1, two_subs);
+        let _r3 = hub.register(selector("chat.#"), 0, one_sub);
+        let frame: Arc<str> = Arc::from("{\"type\":\"privacy\"}");
+        assert_eq!(hub.announce(&frame), 2);
+        for rx in [&mut rx_two, &mut rx_one] {
+            assert!(matches!(rx.try_recv(), Ok(Outgoing::Notice(f)) if *f == *frame));
+            assert!(rx.try_recv().is_err(), "once per client");
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! * [`ws`], [`api`], [`web`]: the HTTP surface; [`commands`]: sending
 //!   and moderating from the page (`POST /api/commands`).
 //! * [`retention`]: deletes by age and by count per channel.
+//! * [`privacy_live`]: follows the privacy stream (`PRIVACY_STREAM`): the
+//!   opt-out list ([`common::amqp::privacy::PrivacyFeed`]) and each purge
+//!   or opt-out sent to the live clients, which remove what it covers.
 
 pub mod api;
 pub mod commands;
@@ -25,6 +28,7 @@ pub mod config;
 pub mod hub;
 pub mod ingest;
 pub mod live_feed;
+pub mod privacy_live;
 pub mod retention;
 pub mod selector;
 pub mod store;
@@ -144,6 +148,14 @@ pub async fn run_with_topology(
             shutdown.clone(),
         );
     }
+    // The privacy stream: its feed (opt-outs, purge horizons) is the
+    // consumer's to honour; its purges and opt-outs go to the live clients.
+    let privacy = privacy_live::start(
+        privacy_live::connect_options(&config.amqp_url, &instance),
+        config.privacy_stream(),
+        hub.clone(),
+        shutdown.clone(),
+    );
     let mut tasks = vec![
         supervise("live feed", shutdown.clone(), feed.run(shutdown.clone())),
         supervise(
@@ -173,6 +185,9 @@ pub async fn run_with_topology(
             ),
         ),
     ];
+    if let Some(task) = privacy.task {
+        tasks.push(supervise("privacy stream", shutdown.clone(), task));
+    }
     let policy = RetentionPolicy {
         max_age: config.consumer_retention_max_age,
         max_per_channel: config.consumer_retention_max_per_channel,
@@ -206,6 +221,7 @@ pub async fn run_with_topology(
                 max_history: config.consumer_ws_max_history,
             },
             shutdown: shutdown.clone(),
+            privacy: privacy.feed.clone(),
             admission: ws::admission::Admission::new(
                 config.consumer_ws_max_connections,
                 config.consumer_ws_max_per_address,

@@ -40,7 +40,8 @@ fn an_exchange_of_another_type_stops_it_with_exit_code_2_saying_how_to_fix_it() 
         "DATABASE_URL",
         format!("sqlite://{}", dir.path().join("db.sqlite").display()),
     )
-    .env("RABBITMQ_POLICIES", "false");
+    .env("RABBITMQ_POLICIES", "false")
+    .env("PRIVACY_STREAM", "");
     BINARY.assert_foreign_exchange_stops(cmd, &exchange);
     runtime.block_on(foreign.remove());
 }

@@ -108,7 +108,8 @@ fn every_corpus_line_normalises_to_the_expected_kind() {
     );
     // Gaps come from the ingestor; the YouTube-only kinds have their own
     // tests (tests/it/youtube.rs and the youtube normaliser's); stream
-    // status comes from Helix and the YouTube API (tests/it/status.rs).
+    // status comes from Helix and the YouTube API (tests/it/status.rs);
+    // privacy events come from the consumer's purges, not a platform.
     let not_from_irc = [
         EventKind::Gap,
         EventKind::SuperChat,
@@ -117,6 +118,7 @@ fn every_corpus_line_normalises_to_the_expected_kind() {
         EventKind::StreamOnline,
         EventKind::StreamOffline,
         EventKind::StreamUpdate,
+        EventKind::Privacy,
     ];
     for kind in EventKind::ALL {
         if !not_from_irc.contains(&kind) {

@@ -16,6 +16,9 @@
 //!   decoded with the reason in a header.
 //! * [`commands::CommandClient`]: make chatbus speak or moderate: publish a
 //!   `ChatCommand` to `chat.commands` and await its `Receipt`.
+//! * [`privacy`]: the `chat.privacy` stream of opt-outs and purges;
+//!   [`scrub::scrub_queue`]: drop a purged subject's events from a queue
+//!   (`chat.unrouted`, `chat.dead-letter`) and put the rest back.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), common::amqp::AmqpError> {
@@ -43,6 +46,7 @@ mod message;
 pub mod privacy;
 mod publisher;
 mod reconnect;
+pub mod scrub;
 mod subscriber;
 mod topology;
 

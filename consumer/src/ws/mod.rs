@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Secret;
+use common::amqp::privacy::PrivacyFeed;
 use common::http::{ApiError, bearer_auth};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -61,6 +62,11 @@ pub struct WsContext {
     pub shutdown: CancellationToken,
     /// The connection caps.
     pub admission: Arc<Admission>,
+    /// The opt-outs and purge horizons of the privacy stream
+    /// (`PRIVACY_STREAM`; empty when off): the consumer's app-wide
+    /// [`PrivacyFeed`], for whatever must honour it. Purges and opt-outs
+    /// reach the sessions through the hub ([`crate::privacy_live`]).
+    pub privacy: PrivacyFeed,
 }
 
 impl WsContext {

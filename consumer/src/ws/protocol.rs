@@ -2,7 +2,7 @@
 //! Every frame is one JSON text message with a `type`.
 
 use common::routing::TopicPattern;
-use common::schema::EventKind;
+use common::schema::{EventKind, PrivacyDetails};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::selector::{Selector, channel_pattern};
@@ -286,6 +286,16 @@ pub enum ServerFrame<'a> {
         /// The ping's id.
         id: Option<serde_json::Value>,
     },
+    /// A purge or opt-out (from the privacy stream): the client removes
+    /// every event it shows that the subject covers. Sent once per
+    /// connection with a subscription, not per subscription, after the
+    /// history of subscriptions being loaded. Carries ids, never text.
+    Privacy {
+        /// `action`, `subject`, `horizon`, `notice_id`: as a `privacy`
+        /// event's details.
+        #[serde(flatten)]
+        details: &'a PrivacyDetails,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -401,5 +411,18 @@ mod tests {
         .to_text();
         assert_eq!(text, r#"{"type":"live","sub":"s1","cursor":9}"#);
         assert_eq!(event_prefix("a\"b"), r#"{"type":"event","sub":"a\"b","#);
+        let details = PrivacyDetails {
+            action: common::privacy::PrivacyAction::Purge,
+            subject: common::privacy::Subject::User {
+                platform: "twitch".into(),
+                user_id: "42".into(),
+            },
+            horizon: None,
+            notice_id: "n1".into(),
+        };
+        assert_eq!(
+            ServerFrame::Privacy { details: &details }.to_text(),
+            r#"{"type":"privacy","action":"purge","subject":{"type":"user","platform":"twitch","user_id":"42"},"notice_id":"n1"}"#
+        );
     }
 }

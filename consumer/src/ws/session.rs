@@ -163,6 +163,8 @@ enum Chunk {
     },
     /// The subscription's history is complete: its `live` frame.
     LiveMark { slot: u32 },
+    /// A frame of the whole connection (`privacy`), encoded.
+    Text(Arc<str>),
 }
 
 /// What woke the session up.
@@ -194,6 +196,10 @@ struct Session {
     /// Backlog bytes of the live events copied into `out`: released once
     /// `out` is written.
     unwritten: usize,
+    /// `privacy` frames held while a subscription's history is being
+    /// sent: history read before a purge could still show what it
+    /// removes, so the frame follows it.
+    held: Vec<Arc<str>>,
 }
 
 struct ConnectionGauge;
@@ -234,6 +240,7 @@ pub(crate) async fn run(socket: Socket, ctx: Arc<WsContext>, initial: Option<Sub
         out: Vec::new(),
         chunks: VecDeque::new(),
         unwritten: 0,
+        held: Vec::new(),
     };
     let end = session.drive(queue, initial).await;
     metrics::counter!("chatbus_consumer_ws_closed_total", "reason" => end.label()).increment(1);
@@ -584,6 +591,7 @@ impl Session {
                 self.subs.remove(&slot);
                 self.waiting.retain(|s| *s != slot);
                 self.frame(&ServerFrame::Unsubscribed { sub: name });
+                self.release_held();
             }
             None => {
                 let refusal =
@@ -593,12 +601,38 @@ impl Session {
         }
     }
 
+    /// Whether a subscription's history is still being sent.
+    fn loading(&self) -> bool {
+        self.subs
+            .values()
+            .any(|s| matches!(s.phase, Phase::History { .. }))
+    }
+
+    /// A connection frame from the hub (`privacy`): after every history
+    /// being sent, or now.
+    fn notice(&mut self, frame: Arc<str>) {
+        if self.loading() {
+            self.held.push(frame);
+        } else {
+            self.chunks.push_back(Chunk::Text(frame));
+        }
+    }
+
+    /// Queues the held connection frames once no history is being sent.
+    fn release_held(&mut self) {
+        if !self.held.is_empty() && !self.loading() {
+            self.chunks.extend(self.held.drain(..).map(Chunk::Text));
+        }
+    }
+
     /// Live events from the hub: queued as a chunk, held back while their
     /// subscription's history is sent, or dropped.
     fn dispatch(&mut self, out: Outgoing) {
-        let Outgoing::Events { slot, events } = out else {
+        let (slot, events) = match out {
+            Outgoing::Events { slot, events } => (slot, events),
+            Outgoing::Notice(frame) => return self.notice(frame),
             // The kick is seen at the top of the loop.
-            return;
+            Outgoing::Kicked => return,
         };
         self.client.taken(events.len());
         let s = self.ctx.settings;
@@ -690,7 +724,8 @@ impl Session {
                     "history_unavailable",
                     "the store could not be read; subscribe again later",
                 );
-                return self.error(Some(&name), &refusal);
+                self.error(Some(&name), &refusal);
+                return self.release_held();
             }
         };
         let Phase::History {
@@ -736,6 +771,7 @@ impl Session {
             }
             *pending_bytes = 0;
             sub.phase = Phase::Live;
+            self.release_held();
         }
     }
 }
@@ -804,6 +840,10 @@ fn copy_chunks(
                     }
                 }
                 events.len() == 0
+            }
+            Chunk::Text(text) => {
+                frame::push_text(out, &[text]);
+                true
             }
             Chunk::LiveMark { slot } => {
                 if let Some(sub) = subs.get(slot) {

@@ -129,6 +129,7 @@ async fn boundary_holds(send_queue: usize) {
                 max_history: 1000,
             },
             shutdown: shutdown.clone(),
+            privacy: common::amqp::privacy::PrivacyFeed::empty(),
             admission: consumer::ws::admission::Admission::new(100, 100),
         }),
         None,

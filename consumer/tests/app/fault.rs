@@ -24,6 +24,8 @@ fn start(exchange: &str, queue: &str, db_url: &str) -> ServiceProcess {
         .env("CONSUMER_PREFETCH", "2000")
         .env("CONSUMER_WS_SEND_QUEUE", "1000")
         .env("CONSUMER_BATCH_WAIT", "200ms")
+        // Not the shared chat.privacy stream (see helpers::test_config).
+        .env("PRIVACY_STREAM", "")
         .env("RUST_LOG", "info");
     ServiceProcess::spawn(cmd, "consumer listening", Echo::Keep).expect("the consumer starts")
 }

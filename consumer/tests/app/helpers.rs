@@ -49,6 +49,9 @@ pub(crate) fn test_config(db_url: &str, queue: &str) -> Config {
         consumer_batch_wait: Duration::from_millis(10),
         // Tests that check the policies turn them on (and remove them).
         rabbitmq_policies: false,
+        // Off: tests that follow a privacy stream name one of their own
+        // (and delete it), never the shared `chat.privacy`.
+        privacy_stream: String::new(),
         ..Config::default()
     }
 }
@@ -848,5 +851,70 @@ impl TestApp {
             (self.get_json("/readyz").await.1["consuming"] == true).then_some(())
         })
         .await;
+    }
+}
+
+// ------------------------------------------------------ privacy stream ----
+
+/// A privacy stream of the test's own (never the shared `chat.privacy`):
+/// the consumer follows it when its `privacy_stream` names it; the test
+/// publishes notices to it and deletes it at the end.
+pub(crate) struct PrivacyStream {
+    pub name: String,
+    conn: lapin::Connection,
+}
+
+impl PrivacyStream {
+    pub(crate) async fn new() -> Self {
+        let name = unique("test-privacy");
+        let conn = rabbit::connect("chatbus-test-privacy").await;
+        common::amqp::privacy::declare(&conn, &name)
+            .await
+            .expect("declare the privacy stream");
+        Self { name, conn }
+    }
+
+    /// Publishes `notice`, confirmed.
+    pub(crate) async fn publish(&self, notice: &common::privacy::PrivacyNotice) {
+        within(
+            30,
+            "publish a privacy notice",
+            common::amqp::privacy::publish(&self.conn, &self.name, notice),
+        )
+        .await
+        .expect("privacy notice published");
+    }
+
+    /// Deletes the stream.
+    pub(crate) async fn delete(self) {
+        if let Ok(ch) = self.conn.create_channel().await {
+            let _ = ch
+                .queue_delete(
+                    self.name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+            common::amqp::close_channel(&ch, "cleaned up").await;
+        }
+        common::amqp::close(&self.conn, "test over").await;
+    }
+}
+
+/// A purge of `subject` decided now (its horizon now too).
+pub(crate) fn purge(subject: common::privacy::Subject) -> common::privacy::PrivacyNotice {
+    let mut notice = common::privacy::PrivacyNotice::new(
+        common::privacy::PrivacyAction::Purge,
+        Some(subject),
+        "test",
+    );
+    notice.horizon = Some(notice.at);
+    notice
+}
+
+/// The subject of every event of `login` (as [`author`] makes them).
+pub(crate) fn user_subject(login: &str) -> common::privacy::Subject {
+    common::privacy::Subject::User {
+        platform: PLATFORM_TWITCH.into(),
+        user_id: author(login).id,
     }
 }

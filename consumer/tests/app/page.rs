@@ -519,3 +519,128 @@ async fn the_page_and_overlay_show_a_channels_live_state_and_viewers_from_the_st
     script.finish().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_purge_removes_the_users_messages_from_the_page_and_overlay_and_a_channels_privacy_event_its_messages()
+ {
+    use crate::helpers::{PrivacyStream, purge, user_subject};
+    use common::privacy::Subject;
+    use common::schema::ReplyParent;
+
+    let stream = PrivacyStream::new().await;
+    let app = TestApp::spawn_with(|c| c.privacy_stream = stream.name.clone()).await;
+    let short = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let (kept_channel, purged_channel) = (format!("keep_{}", short()), format!("gone_{}", short()));
+    // Two users in one channel, the leaver quoted in a reply, and a third
+    // user in a channel that will be purged whole.
+    let leaver = [
+        message(&kept_channel, "leaver", "first words"),
+        message(&kept_channel, "leaver", "second words"),
+    ];
+    let stayer = message(&kept_channel, "stayer", "I stay");
+    let mut reply = message(&kept_channel, "stayer", "answering you");
+    reply.reply_to = Some(ReplyParent {
+        message_id: leaver[0].id.clone(),
+        user_id: Some("id-leaver".into()),
+        user_login: Some("leaver".into()),
+        display_name: Some("leaver".into()),
+        text: Some("first words".into()),
+        thread_message_id: None,
+    });
+    let elsewhere = message(&purged_channel, "third", "in the other channel");
+    let all = [
+        leaver[0].clone(),
+        stayer.clone(),
+        leaver[1].clone(),
+        reply.clone(),
+        elsewhere.clone(),
+    ];
+    let ids = |events: &[&common::ChatEvent]| -> Vec<String> {
+        events.iter().map(|e| e.id.clone()).collect()
+    };
+    let channels = format!("twitch:{kept_channel},twitch:{purged_channel}");
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels={channels}")),
+        "overlay": app.url(&format!("/overlay?channels={channels}")),
+        "shown": ids(&all.iter().collect::<Vec<_>>()),
+        "reply_id": reply.id,
+    });
+    let mut script = BrowserScript::start("privacy.mjs", spec);
+    assert_eq!(script.next().await, "READY");
+    app.publish(&all).await;
+
+    let seen = script.next().await;
+    let seen: serde_json::Value =
+        serde_json::from_str(seen.strip_prefix("SEEN ").expect("SEEN")).unwrap();
+    let every = serde_json::json!(ids(&all.iter().collect::<Vec<_>>()));
+    assert_eq!(seen["page"], every);
+    assert_eq!(seen["overlay"], every);
+    assert!(
+        seen["reply"]["quote"]
+            .as_str()
+            .unwrap()
+            .contains("first words"),
+        "{seen}"
+    );
+
+    // The leaver's purge, on the privacy stream only.
+    stream.publish(&purge(user_subject("leaver"))).await;
+    script
+        .send(&serde_json::json!({"gone": ids(&[&leaver[0], &leaver[1]])}).to_string())
+        .await;
+    let purged = script.next().await;
+    let purged: serde_json::Value =
+        serde_json::from_str(purged.strip_prefix("PURGED ").expect("PURGED")).unwrap();
+    let rest = serde_json::json!(ids(&[&stayer, &reply, &elsewhere]));
+    assert_eq!(purged["page"], rest, "the other users' messages stay");
+    assert_eq!(purged["overlay"], rest);
+    for side in ["reply", "overlayReply"] {
+        assert_eq!(
+            purged[side]["quote"],
+            serde_json::Value::Null,
+            "the quote of the purged message goes too: {purged}"
+        );
+        assert_eq!(purged[side]["text"], "answering you");
+    }
+
+    // A channel's purge, announced as a `privacy` event on the channel.
+    let mut channel_purge = purge(Subject::Channel {
+        platform: "twitch".into(),
+        channel: purged_channel.clone(),
+    });
+    channel_purge.requested_by = "admin-api".into();
+    app.publish(&[common::ChatEvent::privacy(
+        "twitch",
+        &purged_channel,
+        &channel_purge,
+    )])
+    .await;
+    script
+        .send(&serde_json::json!({"gone": ids(&[&elsewhere])}).to_string())
+        .await;
+    let announced = script.next().await;
+    let announced: serde_json::Value =
+        serde_json::from_str(announced.strip_prefix("ANNOUNCED ").expect("ANNOUNCED")).unwrap();
+    let rest = serde_json::json!(ids(&[&stayer, &reply]));
+    assert_eq!(announced["page"], rest);
+    assert_eq!(announced["overlay"], rest);
+    let notes = announced["pageNotes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{announced}");
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .contains("Messages were removed on request"),
+        "{announced}"
+    );
+    assert_eq!(announced["overlayNotes"], 0, "the overlay shows no notes");
+    assert_eq!(
+        announced["errors"],
+        serde_json::json!([]),
+        "no script errors"
+    );
+
+    script.finish().await;
+    app.stop().await;
+    stream.delete().await;
+}

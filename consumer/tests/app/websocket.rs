@@ -10,7 +10,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{Frame, TestApp, WsClient, ban, cursors, ids, message, on_both_stores};
+use crate::helpers::{
+    Frame, PrivacyStream, TestApp, WsClient, ban, cursors, ids, message, on_both_stores, purge,
+    user_subject,
+};
 
 #[tokio::test]
 async fn pattern_subscriptions_select_the_right_events() {
@@ -751,4 +754,72 @@ async fn connections_are_capped_per_address_and_in_total_and_freed_on_close() {
     drop(open);
     drop(again);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_purge_on_the_privacy_stream_reaches_each_subscribed_client_once_as_a_privacy_frame() {
+    use common::privacy::{PrivacyAction, PrivacyNotice};
+
+    let stream = PrivacyStream::new().await;
+    let app = TestApp::spawn_with(|c| c.privacy_stream = stream.name.clone()).await;
+    let channel = format!("forget_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    app.publish(&[message(&channel, "leaver", "soon gone")])
+        .await;
+    app.wait_stored(1, 30).await;
+
+    // One client with history, one with two subscriptions, one with none.
+    let (mut history, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    history
+        .subscribe(json!({"sub": "h", "channels": [format!("twitch:{channel}")], "last": 10}))
+        .await;
+    history.events("h", 1, &mut Vec::new()).await;
+    history.expect("live").await;
+    let (mut two, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    two.subscribe(json!({"sub": "a", "channels": [format!("twitch:{channel}")]}))
+        .await;
+    two.subscribe(json!({"sub": "b", "patterns": ["chat.youtube.*"]}))
+        .await;
+    let (mut idle, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+
+    let notice = purge(user_subject("leaver"));
+    stream.publish(&notice).await;
+    for ws in [&mut history, &mut two] {
+        let frame = ws.expect("privacy").await;
+        assert_eq!(frame["action"], "purge");
+        assert_eq!(
+            frame["subject"],
+            json!({"type": "user", "platform": "twitch", "user_id": "id-leaver"})
+        );
+        assert_eq!(frame["notice_id"], notice.id.as_str());
+        assert!(frame["horizon"].is_string(), "{frame}");
+        assert!(
+            frame.get("sub").is_none(),
+            "a frame of the connection: {frame}"
+        );
+        assert!(frame.get("text").is_none());
+    }
+    two.assert_quiet(300).await;
+    idle.assert_quiet(100).await;
+
+    // Notices decided before the consumer started (replayed from the
+    // stream) and opt-ins are not sent; an opt-out is.
+    let mut old = purge(user_subject("long_ago"));
+    old.at -= chrono::Duration::hours(1);
+    stream.publish(&old).await;
+    stream
+        .publish(&PrivacyNotice::new(
+            PrivacyAction::OptIn,
+            Some(user_subject("back")),
+            "test",
+        ))
+        .await;
+    let opt_out = PrivacyNotice::new(PrivacyAction::OptOut, Some(user_subject("leaver")), "test");
+    stream.publish(&opt_out).await;
+    let frame = history.expect("privacy").await;
+    assert_eq!(frame["action"], "opt_out");
+    assert_eq!(frame["notice_id"], opt_out.id.as_str());
+    assert!(frame.get("horizon").is_none(), "{frame}");
+
+    app.stop().await;
+    stream.delete().await;
 }
