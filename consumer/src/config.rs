@@ -83,6 +83,11 @@ pub struct Config {
     /// Bearer token of `POST /api/commands` (sending and moderating from
     /// the page); unset or empty: sending is off. Never the read token.
     pub consumer_command_token: Option<Secret>,
+    /// Bearer token of the privacy admin API (`/api/privacy/optouts`,
+    /// `/api/privacy/purge`, `/api/privacy/audit`); unset or empty: off.
+    /// Never the read token. (`POST /api/privacy/optout`, which only
+    /// issues self-service codes, is always public.)
+    pub consumer_privacy_token: Option<Secret>,
     /// The topic exchange commands are published to (the ingestor's
     /// `COMMANDS_EXCHANGE`).
     pub consumer_commands_exchange: String,
@@ -184,6 +189,7 @@ impl Default for Config {
             consumer_max_text_bytes: 64 * 1024,
             consumer_api_token: None,
             consumer_command_token: None,
+            consumer_privacy_token: None,
             consumer_commands_exchange: "chat.commands".into(),
             privacy_stream: common::privacy::PRIVACY_STREAM.into(),
             consumer_search_max_words: 32,
@@ -226,6 +232,23 @@ impl Config {
         self.consumer_api_token.clone().filter(|t| !t.is_empty())
     }
 
+    /// The privacy admin token, if one is set and not empty.
+    pub fn privacy_token(&self) -> Option<Secret> {
+        self.consumer_privacy_token
+            .clone()
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Where opt-outs and purges are announced (the stream, the chat
+    /// exchange, its unrouted and dead-letter queues).
+    pub fn privacy_announce(&self) -> crate::privacy::Announce {
+        crate::privacy::Announce {
+            amqp_url: self.amqp_url.clone(),
+            stream: self.privacy_stream().map(str::to_owned),
+            topology: common::amqp::Topology::named(&self.chat_exchange),
+        }
+    }
+
     /// The privacy stream to follow, if one is set (not empty).
     pub fn privacy_stream(&self) -> Option<&str> {
         Some(self.privacy_stream.as_str()).filter(|s| !s.is_empty())
@@ -251,6 +274,15 @@ impl ServiceConfig for Config {
             "consumer_commands_exchange",
             &self.consumer_commands_exchange,
         )?;
+        if let (Some(admin), Some(read)) = (self.privacy_token(), self.api_token())
+            && common::http::constant_time_eq(admin.expose().as_bytes(), read.expose().as_bytes())
+        {
+            return Err(ConfigError::invalid(
+                "consumer_privacy_token",
+                "is the same as CONSUMER_API_TOKEN: whoever may read could purge; \
+                 give the privacy admin API a token of its own",
+            ));
+        }
         if let (Some(write), Some(read)) = (self.command_token(), self.api_token())
             && common::http::constant_time_eq(write.expose().as_bytes(), read.expose().as_bytes())
         {

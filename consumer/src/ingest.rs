@@ -78,6 +78,9 @@ pub struct IngestSettings {
     /// Where `POST /api/commands` finds its client, opened on each
     /// connection; `None` when sending is off.
     pub commands: Option<Arc<Commands>>,
+    /// Where `!optout <code>` messages go (they are never stored);
+    /// `None`: stored like any message.
+    pub self_service: Option<crate::privacy::SelfServiceInbox>,
 }
 
 /// Size limits of the events accepted from the bus.
@@ -432,6 +435,14 @@ impl Ingest {
                 &self.settings.limits,
             ) {
                 refused.push((i, reason));
+                continue;
+            }
+            if let Some(inbox) = &self.settings.self_service
+                && let Some(attempt) = crate::privacy::optout_command(&d.event)
+            {
+                // Acked with the batch, never stored: the code is redeemed
+                // (or not) by the self-service task.
+                inbox.offer(attempt);
                 continue;
             }
             match std::str::from_utf8(d.body()) {

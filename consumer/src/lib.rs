@@ -17,6 +17,8 @@
 //! * [`ws`], [`api`], [`web`]: the HTTP surface; [`commands`]: sending
 //!   and moderating from the page (`POST /api/commands`).
 //! * [`retention`]: deletes by age and by count per channel.
+//! * [`privacy`]: opt-outs, self-service `!optout`, purges, and their
+//!   announcements; the admin API and `consumer privacy …`.
 //! * [`privacy_live`]: follows the privacy stream (`PRIVACY_STREAM`): the
 //!   opt-out list ([`common::amqp::privacy::PrivacyFeed`]) and each purge
 //!   or opt-out sent to the live clients, which remove what it covers.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod hub;
 pub mod ingest;
 pub mod live_feed;
+pub mod privacy;
 pub mod privacy_live;
 pub mod retention;
 pub mod selector;
@@ -156,8 +159,24 @@ pub async fn run_with_topology(
         hub.clone(),
         shutdown.clone(),
     );
+    let privacy_ops = privacy::Privacy::new(
+        store.clone(),
+        privacy::Announce {
+            amqp_url: config.amqp_url.clone(),
+            stream: config.privacy_stream().map(str::to_owned),
+            topology: topology.clone(),
+        },
+        shutdown.clone(),
+    );
+    let (self_service, optout_inbox, optout_attempts) =
+        privacy::SelfService::new(privacy_ops.clone());
     let mut tasks = vec![
         supervise("live feed", shutdown.clone(), feed.run(shutdown.clone())),
+        supervise(
+            "self-service opt-out",
+            shutdown.clone(),
+            self_service.clone().run(optout_attempts, shutdown.clone()),
+        ),
         supervise(
             "ingest",
             shutdown.clone(),
@@ -177,6 +196,7 @@ pub async fn run_with_topology(
                     },
                     instance: instance.clone(),
                     commands: command_token.is_some().then(|| commands.clone()),
+                    self_service: Some(optout_inbox),
                 },
                 store.clone(),
                 feed_handle,
@@ -243,6 +263,11 @@ pub async fn run_with_topology(
         .or(common::http::metrics(metrics))
         .or(ws)
         .or(commands::routes(commands, command_token))
+        .or(privacy::routes(
+            privacy_ops,
+            self_service,
+            config.privacy_token(),
+        ))
         .or(api::routes(store.clone(), token))
         .or(web::routes());
     tracing::info!(

@@ -10,8 +10,20 @@ use clap::Parser;
 #[command(name = "consumer", version, about)]
 struct Cli {
     /// Config file (TOML, YAML or JSON). Environment variables override it.
-    #[arg(long, env = "CHATBUS_CONFIG")]
+    #[arg(long, env = "CHATBUS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Opt-outs and purges (docs/privacy.md), with the service's
+    /// configuration, while it runs.
+    Privacy {
+        #[command(subcommand)]
+        command: consumer::privacy::cli::Command,
+    },
 }
 
 /// mimalloc, as the ingestor: decoding and fan-out allocate per event.
@@ -20,5 +32,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    consumer::main_with(cli.config.as_deref())
+    match &cli.command {
+        None => consumer::main_with(cli.config.as_deref()),
+        Some(Command::Privacy { command }) => {
+            match common::service::load::<consumer::Config>(cli.config.as_deref()) {
+                Ok(config) => consumer::privacy::cli::run(&config, command),
+                Err(code) => code,
+            }
+        }
+    }
 }

@@ -79,7 +79,7 @@ pub struct ScrubReport {
 pub async fn scrub_queue(
     connection: &Connection,
     queue: &str,
-    predicate: impl Fn(&ChatEvent) -> bool,
+    predicate: impl Fn(&ChatEvent) -> bool + Sync,
 ) -> Result<ScrubReport, AmqpError> {
     let channel = connection
         .create_channel()
@@ -106,7 +106,7 @@ pub async fn scrub_queue(
 async fn scrub_on(
     channel: &Channel,
     queue: &str,
-    predicate: &dyn Fn(&ChatEvent) -> bool,
+    predicate: &(dyn Fn(&ChatEvent) -> bool + Sync),
 ) -> Result<ScrubReport, AmqpError> {
     channel
         .confirm_select(ConfirmSelectOptions::default())

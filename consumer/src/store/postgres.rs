@@ -955,10 +955,11 @@ async fn rewrite(
         return Ok(false);
     };
     let folded = r.text.as_deref().map(|t| fold(&pg_text(t)));
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    // Nothing quoted is left: found by neither column again.
+    sqlx::query(
         "UPDATE events SET body = $3, text = $4, search = to_tsvector('simple', coalesce($5, '')), \
-         {forget} = NULL WHERE stored_at = $1 AND seq = $2"
-    )))
+         quoted_event = NULL, quoted_user = NULL WHERE stored_at = $1 AND seq = $2",
+    )
     .bind(stored_at)
     .bind(seq)
     .bind(&r.body)

@@ -235,9 +235,10 @@ async fn rewrite(
         .await?;
         return Ok(false);
     };
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE events SET body = ?2, {forget} = NULL WHERE seq = ?1"
-    )))
+    // Nothing quoted is left: found by neither column again.
+    sqlx::query(
+        "UPDATE events SET body = ?2, quoted_event = NULL, quoted_user = NULL WHERE seq = ?1",
+    )
     .bind(seq)
     .bind(&r.body)
     .execute(&mut *tx)

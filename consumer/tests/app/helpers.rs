@@ -918,3 +918,38 @@ pub(crate) fn user_subject(login: &str) -> common::privacy::Subject {
         user_id: author(login).id,
     }
 }
+
+impl TestApp {
+    /// Makes the self-service code `code` expired, behind the consumer's
+    /// back (no test waits a minute).
+    pub(crate) async fn expire_optout_code(&self, code: &str) {
+        if self.db_url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.db_url)
+                .await
+                .expect("sqlite");
+            sqlx::query("UPDATE privacy_codes SET expires_at = 0 WHERE code = ?1")
+                .bind(code)
+                .execute(&pool)
+                .await
+                .expect("expire the code");
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.db_url).await.expect("postgres");
+            sqlx::query("UPDATE privacy_codes SET expires_at = 0 WHERE code = $1")
+                .bind(code)
+                .execute(&pool)
+                .await
+                .expect("expire the code");
+            pool.close().await;
+        }
+    }
+}
+
+/// Messages in `queue` now (a passive declare on a connection of its own).
+pub(crate) async fn rabbit_message_count(queue: &str) -> u32 {
+    let conn = rabbit::connect("chatbus-test-count").await;
+    let ch = conn.create_channel().await.expect("channel");
+    let n = testkit::rabbit::queue_depth(&ch, queue).await;
+    common::amqp::close(&conn, "counted").await;
+    n
+}

@@ -10,6 +10,7 @@ mod multi_instance;
 mod page;
 mod pipeline;
 mod privacy;
+mod privacy_api;
 mod rest;
 mod search;
 mod store;
