@@ -534,6 +534,7 @@
     line.dataset.channel = event.channel;
     line.dataset.kind = event.kind;
     line.dataset.sentAt = event.sent_at;
+    line.dataset.receivedAt = event.received_at;
     if (event.author) {
       line.dataset.login = event.author.login.toLowerCase();
       if (event.author.id) line.dataset.authorId = event.author.id;
@@ -672,7 +673,9 @@
   // A purge or opt-out (a `privacy` frame, or a channel's `privacy` event)
   // removes every line its subject covers, on the page and the overlay
   // alike (not marked like moderation: gone), and the quotes of such
-  // messages in replies. The subject is the one of common::privacy:
+  // messages in replies; a purge with a horizon only what was received
+  // until then (what the subject says later is not purged). The subject
+  // is the one of common::privacy:
   // {type: "user", platform, user_id} (the author's id, not the login),
   // {type: "channel", platform, channel}, {type: "message", platform,
   // message_id} or {type: "before", before} (sent earlier).
@@ -695,9 +698,11 @@
   function applyPrivacy(notice) {
     const subject = notice && notice.subject;
     if (!subject) return;
+    const horizon = notice.action === "purge" && notice.horizon ? Date.parse(notice.horizon) : null;
     for (const line of Array.from(chat.querySelectorAll(".line"))) {
       // The announcements themselves stay.
       if (line.dataset.kind === "privacy") continue;
+      if (horizon !== null && Date.parse(line.dataset.receivedAt) > horizon) continue;
       if (covers(subject, line.dataset)) {
         line.remove();
         continue;

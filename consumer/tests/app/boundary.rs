@@ -20,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, WsClient, cursors, message};
 
-/// The real store, with history reads that answer late.
+/// The real store, with history reads that answer late, and (with a
+/// gate) only once the test lets each one through.
 #[derive(Debug)]
 struct SlowReads {
     inner: Arc<dyn Store>,
     delay: Duration,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait::async_trait]
@@ -35,6 +37,9 @@ impl Store for SlowReads {
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let snapshot = self.inner.query(query).await;
         tokio::time::sleep(self.delay).await;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
         snapshot
     }
     async fn get(&self, platform: &str, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -107,6 +112,7 @@ async fn boundary_holds(send_queue: usize) {
     let slow: Arc<dyn Store> = Arc::new(SlowReads {
         inner: real.clone(),
         delay: Duration::from_millis(150),
+        gate: None,
     });
     let shutdown = CancellationToken::new();
     let hub = Hub::new();
@@ -225,6 +231,79 @@ async fn live_events_dropped_while_history_is_read_are_read_from_the_store() {
     // events per 5 ms arrive): the pending live events are dropped and
     // history goes on reading from the store, which has them.
     boundary_holds(10).await;
+}
+
+#[tokio::test]
+async fn a_privacy_frame_waits_until_the_history_being_sent_is_complete() {
+    use common::privacy::{PrivacyAction, PrivacyNotice, Subject};
+    use common::schema::PrivacyDetails;
+    use consumer::ws::protocol::ServerFrame;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.sqlite").display());
+    let real = store::open(&url, &StoreOptions::default()).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated: Arc<dyn Store> = Arc::new(SlowReads {
+        inner: real.clone(),
+        delay: Duration::ZERO,
+        gate: Some(gate.clone()),
+    });
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new();
+    let routes = consumer::ws::route(
+        Arc::new(WsContext {
+            store: gated,
+            hub: hub.clone(),
+            settings: WsSettings {
+                send_queue: 1000,
+                send_queue_bytes: 8 * 1024 * 1024,
+                max_subscriptions: 4,
+                max_frame_bytes: 65536,
+                ping_interval: Duration::from_secs(20),
+                write_timeout: Duration::from_secs(10),
+                max_history: 1000,
+            },
+            shutdown: shutdown.clone(),
+            privacy: common::amqp::privacy::PrivacyFeed::empty(),
+            admission: consumer::ws::admission::Admission::new(100, 100),
+        }),
+        None,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(common::http::serve(routes, listener, shutdown.clone()));
+    let shown = message("held", "leaver", "read before the purge");
+    real.write_batch(&new_events(&encode(vec![shown.clone()])))
+        .await
+        .unwrap();
+
+    // History read, and held at the gate: the purge arrives meanwhile.
+    let (mut ws, _) = WsClient::connect_welcomed(&format!("ws://{addr}/ws")).await;
+    ws.subscribe(json!({"sub": "h", "channels": ["twitch:held"], "last": 10}))
+        .await;
+    let details = PrivacyDetails::from_notice(&PrivacyNotice::new(
+        PrivacyAction::Purge,
+        Some(Subject::User {
+            platform: "twitch".into(),
+            user_id: "id-leaver".into(),
+        }),
+        "test",
+    ))
+    .unwrap();
+    let frame: Arc<str> = ServerFrame::Privacy { details: &details }.to_text().into();
+    assert_eq!(hub.announce(&frame), 1);
+    gate.add_permits(1);
+    // The history (with the purged message), its `live`, then the purge,
+    // so the client removes what the history showed.
+    let event = ws.expect("event").await;
+    assert_eq!(event["event"]["id"], shown.id.as_str());
+    ws.expect("live").await;
+    let privacy = ws.expect("privacy").await;
+    assert_eq!(privacy["notice_id"], details.notice_id.as_str());
+    // Live: the next one comes at once.
+    assert_eq!(hub.announce(&frame), 1);
+    ws.expect("privacy").await;
+    shutdown.cancel();
 }
 
 #[tokio::test]

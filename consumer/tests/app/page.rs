@@ -14,7 +14,7 @@ use common::Secret;
 use common::command::{ReceiptStatus, command_routing_key};
 
 use crate::helpers::{
-    CommandResponder, TestApp, decorated_message, delete, message, youtube_message,
+    CommandResponder, TestApp, decorated_message, delete, message, message_at, youtube_message,
 };
 
 fn browser_dir() -> PathBuf {
@@ -548,11 +548,21 @@ async fn a_purge_removes_the_users_messages_from_the_page_and_overlay_and_a_chan
         thread_message_id: None,
     });
     let elsewhere = message(&purged_channel, "third", "in the other channel");
+    // The purge is decided now; what the leaver says after its horizon is
+    // not purged, even when it shows before the purge arrives.
+    let leaver_purge = purge(user_subject("leaver"));
+    let later = message_at(
+        &kept_channel,
+        "leaver",
+        "said after the purge",
+        leaver_purge.at + chrono::Duration::seconds(1),
+    );
     let all = [
         leaver[0].clone(),
         stayer.clone(),
         leaver[1].clone(),
         reply.clone(),
+        later.clone(),
         elsewhere.clone(),
     ];
     let ids = |events: &[&common::ChatEvent]| -> Vec<String> {
@@ -584,15 +594,18 @@ async fn a_purge_removes_the_users_messages_from_the_page_and_overlay_and_a_chan
     );
 
     // The leaver's purge, on the privacy stream only.
-    stream.publish(&purge(user_subject("leaver"))).await;
+    stream.publish(&leaver_purge).await;
     script
         .send(&serde_json::json!({"gone": ids(&[&leaver[0], &leaver[1]])}).to_string())
         .await;
     let purged = script.next().await;
     let purged: serde_json::Value =
         serde_json::from_str(purged.strip_prefix("PURGED ").expect("PURGED")).unwrap();
-    let rest = serde_json::json!(ids(&[&stayer, &reply, &elsewhere]));
-    assert_eq!(purged["page"], rest, "the other users' messages stay");
+    let rest = serde_json::json!(ids(&[&stayer, &reply, &later, &elsewhere]));
+    assert_eq!(
+        purged["page"], rest,
+        "the other users' messages stay, and the leaver's after the horizon"
+    );
     assert_eq!(purged["overlay"], rest);
     for side in ["reply", "overlayReply"] {
         assert_eq!(
@@ -621,7 +634,7 @@ async fn a_purge_removes_the_users_messages_from_the_page_and_overlay_and_a_chan
     let announced = script.next().await;
     let announced: serde_json::Value =
         serde_json::from_str(announced.strip_prefix("ANNOUNCED ").expect("ANNOUNCED")).unwrap();
-    let rest = serde_json::json!(ids(&[&stayer, &reply]));
+    let rest = serde_json::json!(ids(&[&stayer, &reply, &later]));
     assert_eq!(announced["page"], rest);
     assert_eq!(announced["overlay"], rest);
     let notes = announced["pageNotes"].as_array().unwrap();
