@@ -1008,7 +1008,7 @@ async fn the_privacy_follower_replays_from_the_start_loads_at_its_own_sync_and_r
 
     testkit::init_logging();
     let conn = rabbit::connect("test-privacy-stream").await;
-    let stream = unique("test-privacy");
+    let stream = unique("test-privacy-follow");
     let user = |id: &str| {
         Some(Subject::User {
             platform: "twitch".into(),

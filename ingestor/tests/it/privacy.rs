@@ -31,7 +31,7 @@ struct Stream {
 impl Stream {
     async fn new() -> Self {
         let conn = rabbit::connect("test-privacy").await;
-        let name = unique("test-privacy");
+        let name = unique("test-ing-privacy-stream");
         common::amqp::privacy::declare(&conn, &name).await.unwrap();
         Self { name, conn }
     }
