@@ -15,10 +15,16 @@ use testkit::rabbit::{self, unique};
 
 use crate::helpers::*;
 
-/// A PRIVMSG from Twitch user `user_id` with event id `id`.
+/// A PRIVMSG from Twitch user `user_id` (login `u<user_id>`) with event
+/// id `id`.
 fn line(channel: &str, user_id: &str, id: &str) -> String {
+    line_as(channel, user_id, &format!("u{user_id}"), id)
+}
+
+/// A PRIVMSG from Twitch user `user_id` logged in as `login`.
+fn line_as(channel: &str, user_id: &str, login: &str, id: &str) -> String {
     format!(
-        "@badge-info=;badges=;color=;display-name=U{user_id};emotes=;id={id};mod=0;room-id=1;subscriber=0;tmi-sent-ts=1594556065407;turbo=0;user-id={user_id};user-type= :u{user_id}!u{user_id}@u{user_id}.tmi.twitch.tv PRIVMSG #{channel} :hello from {user_id}"
+        "@badge-info=;badges=;color=;display-name={login};emotes=;id={id};mod=0;room-id=1;subscriber=0;tmi-sent-ts=1594556065407;turbo=0;user-id={user_id};user-type= :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :hello from {user_id}"
     )
 }
 
@@ -174,9 +180,10 @@ async fn an_opted_out_users_lines_are_never_published_and_a_restart_replays_the_
         let lines = [
             line(&ch, "4242", &format!("x{run}-1")),
             line(&ch, "7", &format!("o{run}-1")),
-            // The same login as 4242's would not matter: ids are matched.
-            line(&ch, "4242", &format!("x{run}-2")),
-            line(&ch, "8", &format!("o{run}-2")),
+            // Ids are matched, never logins: 4242 under a new login is
+            // still dropped, someone else under 4242's old login is not.
+            line_as(&ch, "4242", "renamed", &format!("x{run}-2")),
+            line_as(&ch, "8", "u4242", &format!("o{run}-2")),
         ];
         let got = send_until_marker(&fake, &mut tap, &ch, &lines, &format!("o{run}-end")).await;
         assert_eq!(
