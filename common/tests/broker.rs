@@ -1165,3 +1165,98 @@ async fn scrubbing_a_queue_drops_the_subjects_events_and_puts_the_rest_back_unch
     amqp::close_channel(&cleanup, "cleaned up").await;
     amqp::close(&conn, "test over").await;
 }
+
+#[tokio::test]
+async fn the_privacy_follower_replays_from_the_start_loads_at_its_own_sync_and_resumes_after_a_cut()
+{
+    use common::amqp::privacy;
+    use common::privacy::{PrivacyAction, PrivacyNotice, Subject};
+    use lapin::options::QueueDeleteOptions;
+
+    testkit::init_logging();
+    let conn = rabbit::connect("test-privacy-stream").await;
+    let stream = unique("test-privacy-follow");
+    let user = |id: &str| {
+        Some(Subject::User {
+            platform: "twitch".into(),
+            user_id: id.into(),
+        })
+    };
+    // Before the follower starts: an opt-out, another service's sync, a
+    // second opt-out and the first user's opt-in.
+    let before = [
+        PrivacyNotice::new(PrivacyAction::OptOut, user("1"), "test"),
+        PrivacyNotice::new(PrivacyAction::Sync, None, "another-service"),
+        PrivacyNotice::new(PrivacyAction::OptOut, user("2"), "test"),
+        PrivacyNotice::new(PrivacyAction::OptIn, user("1"), "test"),
+    ];
+    for notice in &before {
+        privacy::publish(&conn, &stream, notice).await.unwrap();
+    }
+
+    // The follower's own connection goes through a proxy, to be cut.
+    let proxy = testkit::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let options = rabbit::connect_options(&proxy.url(&rabbit::amqp_url()), "test-privacy-follower");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let (feed, task) = privacy::follow(
+        options,
+        stream.clone(),
+        "test".into(),
+        Some(tx),
+        cancel.clone(),
+    );
+    assert!(!feed.is_loaded(), "nothing read yet");
+    within(30, "the list loaded", feed.loaded()).await;
+    // Loaded means every notice before its own sync was applied, in order
+    // (another service's sync is none of its business).
+    let mut applied = Vec::new();
+    while let Ok(notice) = rx.try_recv() {
+        applied.push(notice.id);
+    }
+    let want: Vec<_> = [&before[0], &before[2], &before[3]]
+        .iter()
+        .map(|n| n.id.clone())
+        .collect();
+    assert_eq!(applied, want);
+    let users = |feed: &privacy::PrivacyFeed| {
+        let mut u: Vec<(String, String)> = feed.snapshot().users().cloned().collect();
+        u.sort();
+        u
+    };
+    assert_eq!(users(&feed), [("twitch".to_owned(), "2".to_owned())]);
+
+    // The connection is lost; the follower reconnects and resumes after
+    // the last notice it read: the next one it applies is the new one.
+    proxy.reset_connections();
+    testkit::eventually(30, "the follower reconnected", || async {
+        (proxy.accepted() >= 2).then_some(())
+    })
+    .await;
+    let after = PrivacyNotice::new(PrivacyAction::OptOut, user("3"), "test");
+    privacy::publish(&conn, &stream, &after).await.unwrap();
+    let next = within(30, "the notice after the cut", rx.recv())
+        .await
+        .expect("the follower runs");
+    assert_eq!(next.id, after.id, "nothing read again");
+    assert!(feed.is_loaded());
+    assert_eq!(
+        users(&feed),
+        [
+            ("twitch".to_owned(), "2".to_owned()),
+            ("twitch".to_owned(), "3".to_owned())
+        ]
+    );
+    assert!(rx.try_recv().is_err(), "nothing else");
+
+    cancel.cancel();
+    within(30, "the follower stops", task)
+        .await
+        .unwrap()
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(stream.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    common::amqp::close(&conn, "test done").await;
+}

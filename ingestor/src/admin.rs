@@ -19,6 +19,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::channels::{ChannelInfo, JoinError};
 use crate::outbox::Outbox;
 use crate::platforms::seam::{Source, SourceHealth};
+use crate::privacy::Privacy;
 use crate::publisher::BrokerStatus;
 
 /// The webhook listener, as `/readyz` shows it.
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub broker: Arc<BrokerStatus>,
     /// Outbox figures.
     pub outbox: Arc<Outbox>,
+    /// The privacy list (`PRIVACY_STREAM`).
+    pub privacy: Arc<Privacy>,
     /// `/metrics`.
     pub metrics: PrometheusHandle,
     /// Key for join/part; `None` disables them.
@@ -92,6 +95,17 @@ struct SourceReadiness {
     channel_limit_reason: String,
 }
 
+/// The privacy list's part of `/readyz`.
+#[derive(Serialize)]
+struct PrivacyReadiness {
+    /// The stream followed (`PRIVACY_STREAM`); `null`: off.
+    stream: Option<String>,
+    /// The whole stream was read once: nothing is published before.
+    loaded: bool,
+    /// Notices (opt-outs, opt-ins, purges) read so far.
+    notices: u64,
+}
+
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
@@ -104,6 +118,7 @@ struct Readiness {
     spool_bytes: u64,
     events_dropped: u64,
     sources: Vec<SourceReadiness>,
+    privacy: PrivacyReadiness,
     /// The webhook listener (absent when `WEBHOOK_HTTP_ADDR` is unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     webhooks: Option<WebhookStatus>,
@@ -140,8 +155,13 @@ fn readiness(state: &AdminState) -> Readiness {
         .collect();
     let stats = state.outbox.stats();
     let broker = state.broker.connected();
+    let privacy = PrivacyReadiness {
+        stream: state.privacy.stream().map(str::to_owned),
+        loaded: state.privacy.is_loaded(),
+        notices: state.privacy.notices(),
+    };
     Readiness {
-        ready: broker && sources.iter().all(|s| s.ready),
+        ready: broker && privacy.loaded && sources.iter().all(|s| s.ready),
         broker_connected: broker,
         irc_connections: sources
             .iter()
@@ -154,6 +174,7 @@ fn readiness(state: &AdminState) -> Readiness {
         spool_bytes: stats.spool_bytes,
         events_dropped: stats.dropped,
         sources,
+        privacy,
         webhooks: state.webhooks.clone(),
     }
 }

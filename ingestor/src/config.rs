@@ -106,6 +106,12 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub amqp_reconnect_max_delay: Duration,
 
+    /// The RabbitMQ stream of opt-outs and purges (`chat.privacy`,
+    /// docs/ingestor.md "Opt-outs"): replayed from its start at each start
+    /// and followed; events it refuses are never published. Empty: off
+    /// (nothing is refused).
+    pub privacy_stream: String,
+
     /// Every platform's settings (their keys are read from the same
     /// sources: `ServiceConfig::read_parts`).
     #[serde(skip)]
@@ -141,6 +147,7 @@ impl Default for Config {
             publish_max_in_flight: 2048,
             publish_confirm_timeout: common::amqp::CONFIRM_TIMEOUT,
             amqp_reconnect_max_delay: Duration::from_secs(10),
+            privacy_stream: common::privacy::PRIVACY_STREAM.into(),
             platforms: platforms::Settings::default(),
         }
     }
@@ -218,8 +225,23 @@ impl ServiceConfig for Config {
             1_000_000,
         )?;
         check_nonzero("publish_confirm_timeout", self.publish_confirm_timeout)?;
+        check_queue_name("privacy_stream", &self.privacy_stream)?;
         Ok(())
     }
+}
+
+/// An AMQP queue name (or empty): at most 255 bytes, not `amq.`.
+fn check_queue_name(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.len() > 255 {
+        return Err(ConfigError::invalid(field, "longer than 255 bytes"));
+    }
+    if value.starts_with("amq.") {
+        return Err(ConfigError::invalid(
+            field,
+            "names starting with `amq.` are RabbitMQ's own",
+        ));
+    }
+    Ok(())
 }
 
 impl common::service::ServiceSettings for Config {
@@ -245,12 +267,21 @@ mod tests {
             ("SPOOL_MAX_BYTES", "10"),
             ("CHAT_EXCHANGE", ""),
             ("PUBLISH_MAX_IN_FLIGHT", "many"),
+            ("PRIVACY_STREAM", "amq.privacy"),
         ] {
             let err = load_from::<Config, _, _, _>(None, [(k, v)])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(k), "{k}: {err}");
         }
+    }
+
+    #[test]
+    fn the_privacy_stream_defaults_to_chat_privacy_and_empty_turns_it_off() {
+        let c: Config = load_from(None, [("RUST_LOG", "info")]).unwrap();
+        assert_eq!(c.privacy_stream, "chat.privacy");
+        let c: Config = load_from(None, [("PRIVACY_STREAM", "")]).unwrap();
+        assert_eq!(c.privacy_stream, "");
     }
 
     #[test]

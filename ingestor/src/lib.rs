@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! platforms/<name>: read, normalise, batch
-//!     --> EventSink --> outbox (spool on disk + memory cache) --> publisher (batches, confirms) --> RabbitMQ
+//!     --> EventSink (drops what chat.privacy refuses) --> outbox (spool on disk + memory cache) --> publisher (batches, confirms) --> RabbitMQ
 //! ```
 
 pub mod admin;
@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod outbox;
 pub mod platforms;
+pub mod privacy;
 pub mod publisher;
 pub mod spool;
 pub mod webhooks;
@@ -34,6 +35,7 @@ pub use config::Config;
 use crate::channels::PersistedChannels;
 use crate::outbox::Outbox;
 use crate::platforms::seam::{Context, EventSink, Source};
+use crate::privacy::Privacy;
 use crate::publisher::{BrokerStatus, PipelineOptions};
 
 /// The runtime the ingestor runs on. Few worker threads: the ingestor's
@@ -92,8 +94,14 @@ pub async fn run(
     let outbox = Arc::new(outbox);
 
     let mut tasks = Vec::new();
+    let connect = ConnectOptions::new(&config.amqp_url, "chatbus-ingestor").with_backoff(Backoff {
+        initial: Duration::from_millis(200),
+        max: config.amqp_reconnect_max_delay,
+        max_attempts: None,
+    });
+    let privacy = follow_privacy(&config, &connect, &outbox, &shutdown, &mut tasks);
     let context = Context {
-        sink: EventSink::new(outbox.clone()),
+        sink: EventSink::new(outbox.clone(), privacy.clone()),
         oauth: config.oauth.clone(),
         include_raw: config.ingest_include_raw,
         shutdown: shutdown.clone(),
@@ -143,11 +151,6 @@ pub async fn run(
     }
 
     let broker = Arc::new(BrokerStatus::default());
-    let connect = ConnectOptions::new(&config.amqp_url, "chatbus-ingestor").with_backoff(Backoff {
-        initial: Duration::from_millis(200),
-        max: config.amqp_reconnect_max_delay,
-        max_attempts: None,
-    });
     let pipeline = PipelineOptions {
         // Several broker addresses: a cluster; its dead-letter and
         // unrouted queues are replicated too.
@@ -172,7 +175,13 @@ pub async fn run(
     tasks.push(supervise(
         "publisher",
         shutdown.clone(),
-        publisher::run(outbox.clone(), pipeline, broker.clone(), shutdown.clone()),
+        publisher::run(
+            outbox.clone(),
+            pipeline,
+            broker.clone(),
+            privacy.clone(),
+            shutdown.clone(),
+        ),
     ));
     if let Some(intake) = command_intake(&config, senders)? {
         let (options, cancel) = (command_connect, shutdown.clone());
@@ -239,6 +248,7 @@ pub async fn run(
         sources: sources.clone(),
         broker,
         outbox: outbox.clone(),
+        privacy,
         metrics,
         api_key: config.ingestor_api_key.clone(),
     };
@@ -276,6 +286,44 @@ pub async fn run(
         "ingestor stopped"
     );
     first_error.map_or(Ok(()), Err)
+}
+
+/// Follows `PRIVACY_STREAM` (on its own connection to the publisher's
+/// brokers) and keeps the returned [`Privacy`] in step, both as supervised
+/// `tasks`; with the setting empty, a [`Privacy`] that refuses nothing.
+fn follow_privacy(
+    config: &Config,
+    connect: &ConnectOptions,
+    outbox: &Arc<Outbox>,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> Arc<Privacy> {
+    if config.privacy_stream.is_empty() {
+        tracing::info!("PRIVACY_STREAM is empty: no opt-outs are honoured");
+        return Arc::new(Privacy::off());
+    }
+    let mut options = connect.clone();
+    options.name = "chatbus-ingestor-privacy".into();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (feed, follower) = common::amqp::privacy::follow(
+        options,
+        config.privacy_stream.clone(),
+        "ingestor".into(),
+        Some(tx),
+        shutdown.clone(),
+    );
+    let privacy = Arc::new(Privacy::new(feed, config.privacy_stream.clone()));
+    tasks.push(supervise(
+        "privacy-follower",
+        shutdown.clone(),
+        async move { follower.await? },
+    ));
+    tasks.push(supervise(
+        "privacy",
+        shutdown.clone(),
+        privacy::run(privacy.clone(), outbox.clone(), rx, shutdown.clone()),
+    ));
+    privacy
 }
 
 /// The command intake, when `COMMANDS_ALLOW` names accounts.

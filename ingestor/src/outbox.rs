@@ -35,6 +35,16 @@ pub struct Appended {
     pub accepted: usize,
     /// Dropped because the spool is full.
     pub dropped: usize,
+    /// Refused by the privacy list (an opt-out or a purge): dropped on
+    /// purpose, never to be retried (`EventSink::emit`).
+    pub refused: usize,
+}
+
+impl Appended {
+    /// Taken care of: accepted or refused on purpose.
+    pub fn taken(&self) -> usize {
+        self.accepted + self.refused
+    }
 }
 
 /// Outbox figures for metrics and `/readyz`.
@@ -328,6 +338,12 @@ impl Outbox {
         self.record_gauges();
     }
 
+    /// The seq the next appended event will get: every entry appended so
+    /// far is below it.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.lock().expect("outbox lock").next_seq
+    }
+
     /// Current figures.
     pub fn stats(&self) -> OutboxStats {
         let inner = self.inner.lock().expect("outbox lock");
@@ -494,7 +510,8 @@ mod tests {
             r,
             Appended {
                 accepted: 10,
-                dropped: 5
+                dropped: 5,
+                refused: 0,
             }
         );
         assert_eq!(outbox.stats().dropped, 5);

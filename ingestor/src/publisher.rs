@@ -23,6 +23,7 @@ use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Entry, Outbox};
+use crate::privacy::Privacy;
 
 /// The AMQP `app_id` of everything the ingestor publishes.
 pub const APP_ID: &str = "chatbus-ingestor";
@@ -73,6 +74,8 @@ struct InFlight {
 
 /// Runs the pipeline until `cancel`; then waits briefly for outstanding
 /// confirms. Unconfirmed entries stay in the spool for the next start.
+/// Nothing is published before `privacy`'s list is loaded, and entries
+/// it refuses are released unpublished ([`Privacy::screen`]).
 ///
 /// # Errors
 /// If the spool cannot be read, or the broker refuses for good (a wrong
@@ -81,12 +84,14 @@ pub async fn run(
     outbox: Arc<Outbox>,
     options: PipelineOptions,
     status: Arc<BrokerStatus>,
+    privacy: Arc<Privacy>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut session = PublishSession {
         outbox,
         options,
         status,
+        privacy,
         resend: VecDeque::new(),
     };
     let connect = session.options.connect.clone();
@@ -99,6 +104,7 @@ struct PublishSession {
     outbox: Arc<Outbox>,
     options: PipelineOptions,
     status: Arc<BrokerStatus>,
+    privacy: Arc<Privacy>,
     /// Entries taken from the outbox but not confirmed, to send (again) first.
     resend: VecDeque<Entry>,
 }
@@ -118,10 +124,25 @@ impl amqp::Session for PublishSession {
         };
         self.status.set(true);
         metrics::counter!("chatbus_ingestor_amqp_sessions_total").increment(1);
+        if !self.privacy.is_loaded() {
+            tracing::info!(
+                stream = self.privacy.stream(),
+                "waiting for the privacy list before publishing"
+            );
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    self.status.set(false);
+                    publisher.close().await;
+                    return SessionEnd::Finished;
+                }
+                () = self.privacy.ready() => {}
+            }
+        }
         tracing::info!(resending = self.resend.len(), "publishing to RabbitMQ");
         let mut healthy = false;
         let outcome = publish_session(
             &self.outbox,
+            &self.privacy,
             &publisher,
             connection.events_listener(),
             &self.options,
@@ -154,8 +175,10 @@ enum Session {
     SpoolError(crate::spool::SpoolError),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publish_session(
     outbox: &Outbox,
+    privacy: &Privacy,
     publisher: &Publisher,
     events: impl futures::Stream<Item = lapin::Event> + Send,
     options: &PipelineOptions,
@@ -239,9 +262,12 @@ async fn publish_session(
             }
             entries = next_batch, if room > 0 => {
                 let entries = match entries {
-                    Ok(e) => e,
+                    Ok(e) => privacy.screen(outbox, e),
                     Err(e) => return Session::SpoolError(e),
                 };
+                if entries.is_empty() {
+                    continue;
+                }
                 let pending = publisher.send_batch(entries.iter().map(|e| &*e.message)).await;
                 count_entries(crate::channel_metrics::Counter::Published, &entries);
                 unconfirmed += entries.len();

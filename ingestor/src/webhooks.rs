@@ -290,7 +290,7 @@ impl Webhooks {
             .into_response());
         }
         let appended = self.sink.emit(std::slice::from_ref(&event));
-        if appended.dropped > 0 || appended.accepted == 0 {
+        if appended.dropped > 0 || appended.taken() == 0 {
             // Not taken: the sender's retry must be published.
             self.seen.release(source, &event.id);
             return Err(ApiError::unavailable(

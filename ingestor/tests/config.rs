@@ -93,3 +93,40 @@ fn it_warns_at_start_when_there_are_no_channels_at_all() {
         "says how to fix it: {seen}"
     );
 }
+
+#[test]
+fn a_privacy_stream_that_is_a_classic_queue_stops_it_with_exit_code_2_naming_it() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let queue = testkit::rabbit::unique("test-ingestor-not-a-stream");
+    let conn = runtime.block_on(testkit::rabbit::connect("test-not-a-stream"));
+    let channel = runtime.block_on(conn.create_channel()).unwrap();
+    runtime
+        .block_on(channel.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = BINARY.service(
+        dir.path(),
+        &testkit::rabbit::amqp_url(),
+        &testkit::rabbit::unique("test-ingestor-privacy"),
+    );
+    cmd.env("SPOOL_DIR", dir.path())
+        .env("RABBITMQ_POLICIES", "false")
+        .env("PRIVACY_STREAM", &queue);
+    let (code, stderr) = testkit::process::run_to_exit(cmd, 60);
+    assert_eq!(code, Some(2), "{stderr}");
+    for part in [queue.as_str(), "stream"] {
+        assert!(stderr.contains(part), "`{part}` missing: {stderr}");
+    }
+    runtime
+        .block_on(channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()))
+        .unwrap();
+}

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelManager, PersistedChannels};
 use crate::outbox::{Appended, Outbox};
+use crate::privacy::Privacy;
 
 /// What a platform is given to start: what every platform shares.
 #[derive(Debug, Clone)]
@@ -374,28 +375,41 @@ impl Reachability {
     }
 }
 
-/// Where sources put their events: encodes them, counts them and appends
-/// them to the outbox (the disk spool) in one write per batch.
+/// Where sources put their events: drops those the privacy list refuses,
+/// encodes the rest, counts them and appends them to the outbox (the disk
+/// spool) in one write per batch. Every event of every platform enters the
+/// outbox here.
 #[derive(Debug, Clone)]
 pub struct EventSink {
     outbox: Arc<Outbox>,
+    privacy: Arc<Privacy>,
 }
 
 impl EventSink {
-    /// A sink appending to `outbox`.
-    pub fn new(outbox: Arc<Outbox>) -> Self {
-        Self { outbox }
+    /// A sink appending to `outbox` what `privacy` does not refuse.
+    pub fn new(outbox: Arc<Outbox>, privacy: Arc<Privacy>) -> Self {
+        Self { outbox, privacy }
     }
 
     /// Encodes and appends `events`, in order, with one spool write. An
-    /// event that cannot be encoded is logged, counted and dropped (it
-    /// cannot be published either).
+    /// event of an opted-out user or channel (or one a purge covers) is
+    /// dropped and counted (`chatbus_ingestor_privacy_dropped_total`), never
+    /// logged. An event that cannot be encoded is logged, counted and
+    /// dropped (it cannot be published either).
     pub fn emit(&self, events: &[ChatEvent]) -> Appended {
         if events.is_empty() {
             return Appended::default();
         }
+        // From the check until the events are in the outbox: a notice that
+        // lands in between marks them for the publisher's check.
+        let _gate = self.privacy.gate();
         let mut messages = Vec::with_capacity(events.len());
+        let mut refused = 0;
         for event in events {
+            if self.privacy.refuses(event) {
+                refused += 1;
+                continue;
+            }
             match OutgoingMessage::from_event(event) {
                 Ok(m) => messages.push(m),
                 Err(e) => {
@@ -405,11 +419,14 @@ impl EventSink {
                 }
             }
         }
-        self.append(messages)
+        Appended {
+            refused,
+            ..self.append(messages)
+        }
     }
 
     /// Appends already encoded events, in order, with one spool write.
-    pub fn append(&self, messages: Vec<OutgoingMessage>) -> Appended {
+    fn append(&self, messages: Vec<OutgoingMessage>) -> Appended {
         if messages.is_empty() {
             return Appended::default();
         }

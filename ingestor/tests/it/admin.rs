@@ -140,7 +140,17 @@ async fn readiness_follows_the_broker_and_metrics_count_events() {
     fake.send_lines(&privmsgs(&chans, 20, "m"));
     tap.collect_until(30, "21 events", |g| g.len() >= 21).await;
     eventually(10, "confirm counters", || async {
-        let page = ing.get("/metrics").await.1;
+        // This channel's series only: under `cargo test` other tests'
+        // ingestors count into the same process-wide registry.
+        let label = format!("channel=\"{}\"", chans[0]);
+        let page: String = ing
+            .get("/metrics")
+            .await
+            .1
+            .lines()
+            .filter(|l| l.contains(&label))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let received = metric_value(&page, "chatbus_ingestor_events_received_total");
         let confirmed = metric_value(&page, "chatbus_ingestor_events_confirmed_total");
         (received == 21.0 && confirmed == 21.0).then_some(page)

@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod kick;
 mod login;
+mod privacy;
 mod status;
 mod webhooks;
 mod youtube;

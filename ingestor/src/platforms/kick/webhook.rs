@@ -126,7 +126,7 @@ impl KickHooks {
         events.retain(|e| self.shared.is_news(e));
         self.shared.channels().on_events(&events);
         let appended = self.sink.emit(&events);
-        if appended.dropped > 0 || appended.accepted < events.len() {
+        if appended.dropped > 0 || appended.taken() < events.len() {
             self.seen.release(PLATFORM, id);
             return Err(ApiError::unavailable("the outbox could not take the event; retry later"));
         }
