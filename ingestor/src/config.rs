@@ -112,6 +112,20 @@ pub struct Config {
     /// (nothing is refused).
     pub privacy_stream: String,
 
+    /// The fleet this ingestor is one of (docs/scaling.md "A fleet"): all
+    /// instances with the same name share one wanted set of channels and
+    /// spread it between them, taking over a dead one's channels. Unset:
+    /// standalone.
+    pub ingestor_fleet: Option<String>,
+    /// How long an instance may be silent before the fleet takes its
+    /// channels over (it also sets the fleet connection's AMQP heartbeat,
+    /// a fifth of it).
+    #[serde(with = "humantime_serde")]
+    pub ingestor_fleet_takeover: Duration,
+    /// This instance's name in the fleet; empty: the host name and a
+    /// random suffix (a new one each start).
+    pub ingestor_instance: String,
+
     /// Every platform's settings (their keys are read from the same
     /// sources: `ServiceConfig::read_parts`).
     #[serde(skip)]
@@ -148,6 +162,9 @@ impl Default for Config {
             publish_confirm_timeout: common::amqp::CONFIRM_TIMEOUT,
             amqp_reconnect_max_delay: Duration::from_secs(10),
             privacy_stream: common::privacy::PRIVACY_STREAM.into(),
+            ingestor_fleet: None,
+            ingestor_fleet_takeover: Duration::from_secs(10),
+            ingestor_instance: String::new(),
             platforms: platforms::Settings::default(),
         }
     }
@@ -169,6 +186,26 @@ impl ServiceConfig for Config {
             check_http_url("rabbitmq_management_url", url)?;
         }
         check_nonempty("chat_exchange", &self.chat_exchange)?;
+        if let Some(fleet) = &self.ingestor_fleet
+            && (fleet.is_empty()
+                || fleet.len() > 100
+                || !fleet
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(ConfigError::invalid(
+                "ingestor_fleet",
+                "is a name of 1 to 100 letters, digits, - and _ (it names the fleet's queues)",
+            ));
+        }
+        if self.ingestor_fleet_takeover < Duration::from_secs(2)
+            || self.ingestor_fleet_takeover > Duration::from_secs(600)
+        {
+            return Err(ConfigError::invalid(
+                "ingestor_fleet_takeover",
+                "is between 2s and 10m",
+            ));
+        }
         check_socket_addr("ingestor_http_addr", &self.ingestor_http_addr)?;
         check_range(
             "ingestor_worker_threads",

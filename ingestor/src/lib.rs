@@ -14,6 +14,7 @@ pub mod channel_metrics;
 pub mod channels;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod outbox;
 pub mod platforms;
 pub mod privacy;
@@ -78,8 +79,11 @@ pub fn main_with(file: Option<&std::path::Path>) -> std::process::ExitCode {
 pub async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    signal: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Everything stops on `shutdown`; a signal cancels it at once, or, in
+    // a fleet, once this instance handed its channels over (`drain`).
+    let shutdown = CancellationToken::new();
     let metrics = common::telemetry::metrics_handle();
     let (outbox, recovered) = Outbox::open(
         &config.spool_dir,
@@ -106,11 +110,19 @@ pub async fn run(
         include_raw: config.ingest_include_raw,
         shutdown: shutdown.clone(),
         webhook_max_body_bytes: config.webhook_max_body_bytes,
+        fleet: config.ingestor_fleet.is_some(),
     };
     let mut sources: Vec<Arc<dyn Source>> = Vec::new();
     let mut senders = Vec::new();
     let mut platform_routes: Vec<(&'static str, platforms::seam::Routes)> = Vec::new();
+    let mut initial_channels = Vec::new();
     for platform in platforms::start(&config.platforms, &context)? {
+        initial_channels.extend(
+            platform
+                .initial_channels
+                .iter()
+                .map(|c| (platform.source.platform().to_owned(), c.clone())),
+        );
         if let Some(routes) = platform.routes {
             if config.webhook_http_addr.is_none() {
                 anyhow::bail!(
@@ -131,14 +143,18 @@ pub async fn run(
     // directory; those get a restart gap), beside those the platforms
     // joined from the configuration. A channel removed from the config
     // stays joined until it is parted through the admin API.
-    for source in &sources {
-        source.channels().restore(&PersistedChannels::load(
-            &config.spool_dir,
-            &source.state_file(),
-        ));
+    // In a fleet the fleet's wanted set says what is read, and the fleet
+    // assigns it: nothing is restored.
+    if config.ingestor_fleet.is_none() {
+        for source in &sources {
+            source.channels().restore(&PersistedChannels::load(
+                &config.spool_dir,
+                &source.state_file(),
+            ));
+        }
     }
     let wanted: usize = sources.iter().map(|s| s.channels().counts().0).sum();
-    if wanted == 0 {
+    if wanted == 0 && config.ingestor_fleet.is_none() {
         // Each platform's channel list is `<PLATFORM>_CHANNELS`.
         let keys: Vec<String> = sources
             .iter()
@@ -148,6 +164,52 @@ pub async fn run(
             "no channels to read: set {} (comma lists), or join channels through the admin API (POST /channels/{{platform}}/{{channel}} with INGESTOR_API_KEY)",
             keys.join(" or ")
         );
+    }
+
+    let fleet = match &config.ingestor_fleet {
+        Some(name) => {
+            let instance = if config.ingestor_instance.is_empty() {
+                default_instance_name()
+            } else {
+                config.ingestor_instance.clone()
+            };
+            let settings = fleet::FleetSettings {
+                name: name.clone(),
+                instance: instance.clone(),
+                takeover: config.ingestor_fleet_takeover,
+                connect: connect.clone(),
+                replicated: connect.urls().len() > 1,
+            };
+            let (fleet, follower) =
+                fleet::Fleet::start(settings, sources.clone(), initial_channels, &shutdown);
+            tasks.push(supervise("fleet-wanted", shutdown.clone(), async move {
+                follower.await?
+            }));
+            tasks.push(supervise(
+                "fleet",
+                shutdown.clone(),
+                fleet.clone().run(shutdown.clone()),
+            ));
+            tracing::info!(fleet = %name, instance = %instance, "joining the fleet");
+            Some(fleet)
+        }
+        None => None,
+    };
+    {
+        // The signal: hand the channels over first, in a fleet.
+        let (fleet, signal, shutdown) = (fleet.clone(), signal.clone(), shutdown.clone());
+        let drain_for = config.ingestor_fleet_takeover * 3;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = signal.cancelled() => {
+                    if let Some(fleet) = fleet {
+                        fleet.drain(drain_for).await;
+                    }
+                    shutdown.cancel();
+                }
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 
     let broker = Arc::new(BrokerStatus::default());
@@ -286,6 +348,17 @@ pub async fn run(
         "ingestor stopped"
     );
     first_error.map_or(Ok(()), Err)
+}
+
+/// A fleet instance's name when `INGESTOR_INSTANCE` is empty: the host
+/// name and a random suffix.
+fn default_instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ingestor".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
 }
 
 /// Follows `PRIVACY_STREAM` (on its own connection to the publisher's

@@ -47,6 +47,7 @@ pub mod privacy;
 mod publisher;
 mod reconnect;
 pub mod scrub;
+pub mod stream;
 mod subscriber;
 mod topology;
 

@@ -45,6 +45,10 @@ pub struct Context {
     /// Largest webhook body a platform's routes accept
     /// (`WEBHOOK_MAX_BODY_BYTES`).
     pub webhook_max_body_bytes: u64,
+    /// Part of a fleet (`INGESTOR_FLEET`): the platform does not join its
+    /// configured channels itself; it lists them in
+    /// [`Started::initial_channels`] and the fleet assigns them.
+    pub fleet: bool,
 }
 
 /// HTTP routes a platform mounts on the webhook listener
@@ -76,6 +80,9 @@ pub struct Started {
     /// Its webhook routes, when the platform delivers by webhooks (the
     /// ingestor then needs `WEBHOOK_HTTP_ADDR`).
     pub routes: Option<Routes>,
+    /// In a fleet, the channels its configuration names (not joined: the
+    /// fleet's wanted set gets them); empty otherwise.
+    pub initial_channels: Vec<String>,
 }
 
 impl std::fmt::Debug for Started {
@@ -100,6 +107,7 @@ impl Started {
             tasks: Vec::new(),
             sender: None,
             routes: None,
+            initial_channels: Vec::new(),
         }
     }
 }
@@ -237,8 +245,32 @@ pub trait Source: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the platform can be reached, for `/readyz` and `/channels`.
     fn health(&self) -> SourceHealth;
 
+    /// The account this source reads as, when the platform limits an
+    /// account across all its connections (Twitch: a logged-in login joins
+    /// at most 100 channels, 20 JOINs per 10 s): a fleet keeps such limits
+    /// per account, whichever instances share it.
+    fn account(&self) -> Option<Account> {
+        None
+    }
+
+    /// This instance is one of `instances` reading as the same
+    /// [`Source::account`]: it takes that share of the account's JOIN
+    /// rate (1: all of it).
+    fn set_join_share(&self, instances: usize) {
+        let _ = instances;
+    }
+
     /// Runs the source until `cancel`.
     fn run(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// An account whose limits hold across connections ([`Source::account`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Account {
+    /// Its name (Twitch: the login).
+    pub name: String,
+    /// Most channels it may be joined to, over every instance.
+    pub max_channels: usize,
 }
 
 /// How many channels a source can hold.

@@ -85,10 +85,13 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
         )
         .with_limit(settings.kick_max_channels, "KICK_MAX_CHANNELS"),
     );
-    for channel in settings.initial_channels() {
-        manager
-            .join(&channel)
-            .with_context(|| format!("joining kick channel {channel} from the configuration"))?;
+    let initial = settings.initial_channels();
+    if !ctx.fleet {
+        for channel in &initial {
+            manager.join(channel).with_context(|| {
+                format!("joining kick channel {channel} from the configuration")
+            })?;
+        }
     }
     let shared = Arc::new(Shared {
         channels: manager,
@@ -131,6 +134,9 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
     let sender =
         sender::KickSender::from_settings(settings, api.clone(), ctx.oauth.token_store(), manager);
     let mut started = Started::source(source);
+    if ctx.fleet {
+        started.initial_channels = initial;
+    }
     started.tasks.push((
         "kick-status",
         Box::pin(status::run(

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +13,8 @@ use tokio::time::Instant;
 pub struct JoinLimiter {
     limit: usize,
     window: Duration,
+    /// Instances of a fleet sharing this account: each takes its share.
+    share: AtomicUsize,
     sent: Mutex<VecDeque<Instant>>,
 }
 
@@ -21,8 +24,21 @@ impl JoinLimiter {
         Self {
             limit: limit.max(1) as usize,
             window,
+            share: AtomicUsize::new(1),
             sent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// This instance is one of `instances` sharing the account (a fleet):
+    /// it sends at most its share, `limit / instances` (at least 1), per
+    /// window.
+    pub fn set_share(&self, instances: usize) {
+        self.share.store(instances.max(1), Ordering::Relaxed);
+    }
+
+    /// JOINs this instance may send per window.
+    pub fn effective_limit(&self) -> usize {
+        (self.limit / self.share.load(Ordering::Relaxed).max(1)).max(1)
     }
 
     /// `None` if a JOIN may go now (and it is counted), else how long to wait.
@@ -35,7 +51,7 @@ impl JoinLimiter {
         {
             sent.pop_front();
         }
-        if sent.len() < self.limit {
+        if sent.len() < self.effective_limit() {
             sent.push_back(now);
             None
         } else {
@@ -65,5 +81,19 @@ mod tests {
         }
         // 3 at t=0, 3 at t=10s, 1 at t=20s.
         assert_eq!(start.elapsed().as_secs(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_share_divides_the_window() {
+        let limiter = JoinLimiter::new(20, Duration::from_secs(10));
+        limiter.set_share(3);
+        assert_eq!(limiter.effective_limit(), 6);
+        let start = Instant::now();
+        for _ in 0..7 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed().as_secs(), 10);
+        limiter.set_share(100);
+        assert_eq!(limiter.effective_limit(), 1, "never none at all");
     }
 }

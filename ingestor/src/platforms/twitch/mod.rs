@@ -90,14 +90,19 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
         },
         ctx.sink.clone(),
     );
-    for channel in settings.initial_channels() {
-        source
-            .channels()
-            .join(&channel)
-            .with_context(|| format!("joining twitch channel {channel} from the configuration"))?;
+    let initial = settings.initial_channels();
+    if !ctx.fleet {
+        for channel in &initial {
+            source.channels().join(channel).with_context(|| {
+                format!("joining twitch channel {channel} from the configuration")
+            })?;
+        }
     }
     let status = status_task(settings, ctx, source.channels().clone())?;
     let mut started = Started::source(source);
+    if ctx.fleet {
+        started.initial_channels = initial;
+    }
     if let Some(task) = status {
         started.tasks.push(task);
     }
@@ -320,6 +325,17 @@ impl Source for TwitchSource {
                 "`{input}` is not a Twitch login ([a-z0-9_], 1-25 characters)"
             ))
         }
+    }
+
+    fn account(&self) -> Option<crate::platforms::seam::Account> {
+        (!self.shared.login.is_anonymous()).then(|| crate::platforms::seam::Account {
+            name: self.shared.login.login().to_owned(),
+            max_channels: LOGGED_IN_CHANNEL_LIMIT,
+        })
+    }
+
+    fn set_join_share(&self, instances: usize) {
+        self.shared.limiter.set_share(instances);
     }
 
     fn health(&self) -> SourceHealth {

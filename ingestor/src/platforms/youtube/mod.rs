@@ -98,10 +98,13 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
     )
     .context("setting up the YouTube source")?;
     let manager = source.channels();
-    for channel in settings.initial_channels() {
-        manager
-            .join(&channel)
-            .with_context(|| format!("joining youtube channel {channel} from the configuration"))?;
+    let initial = settings.initial_channels();
+    if !ctx.fleet {
+        for channel in &initial {
+            manager.join(channel).with_context(|| {
+                format!("joining youtube channel {channel} from the configuration")
+            })?;
+        }
     }
     // A video entry keeps following that one video: remember how each
     // entry was asked for.
@@ -137,6 +140,9 @@ pub fn start(settings: &Settings, ctx: &Context) -> anyhow::Result<Option<Starte
         None => None,
     };
     let mut started = Started::source(source);
+    if ctx.fleet {
+        started.initial_channels = initial;
+    }
     started.sender = sender;
     if let Some(tokens) = tokens {
         let cancel = ctx.shutdown.clone();
