@@ -33,6 +33,33 @@ pub struct WebhookStatus {
     pub platforms: Vec<&'static str>,
 }
 
+/// A join or part in a fleet: recorded in the fleet's wanted set (the
+/// fleet decides which instance reads it).
+async fn fleet_change(
+    fleet: &crate::fleet::Fleet,
+    platform: &'static str,
+    channel: &str,
+    wanted: bool,
+) -> Result<warp::reply::WithStatus<warp::reply::Json>, Rejection> {
+    let changed = fleet.is_wanted(platform, channel) != wanted;
+    fleet.want(platform, channel, wanted).await.map_err(|e| {
+        warp::reject::custom(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_unavailable",
+            format!("the fleet's wanted set could not be changed: {e}"),
+        ))
+    })?;
+    Ok(warp::reply::with_status(
+        warp::reply::json(&ChannelChange {
+            platform,
+            channel,
+            action: if wanted { "join" } else { "part" },
+            changed,
+        }),
+        StatusCode::ACCEPTED,
+    ))
+}
+
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -50,6 +77,8 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Key for join/part; `None` disables them.
     pub api_key: Option<Secret>,
+    /// The fleet, in fleet mode: join/part change its wanted set.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl AdminState {
@@ -218,6 +247,17 @@ pub fn routes(
             let source = s.source(&platform)?;
             Ok::<_, Rejection>(warp::reply::json(&source.channels().snapshot()))
         });
+    let fleet = warp::path!("fleet")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and_then(|s: AdminState| async move {
+            match &s.fleet {
+                Some(fleet) => Ok::<_, Rejection>(warp::reply::json(&fleet.snapshot())),
+                None => Err(warp::reject::custom(ApiError::not_found(
+                    "this ingestor is not in a fleet (INGESTOR_FLEET is unset)",
+                ))),
+            }
+        });
     let admin = admin_auth(state.api_key.clone());
     // `/channels/{platform}/{channel}`, or `/channels/{channel}` for Twitch.
     let target = warp::path("channels")
@@ -237,6 +277,9 @@ pub fn routes(
             |(platform, name): (String, String), s: AdminState| async move {
                 let source = s.source(&platform)?;
                 let channel = valid_channel(source.as_ref(), &name)?;
+                if let Some(fleet) = &s.fleet {
+                    return fleet_change(fleet, source.platform(), &channel, true).await;
+                }
                 let changed = source.channels().join(&channel).map_err(|e| match e {
                     JoinError::Limit { .. } => warp::reject::custom(ApiError::new(
                         StatusCode::CONFLICT,
@@ -267,6 +310,9 @@ pub fn routes(
         |(platform, name): (String, String), s: AdminState| async move {
             let source = s.source(&platform)?;
             let channel = valid_channel(source.as_ref(), &name)?;
+            if let Some(fleet) = &s.fleet {
+                return fleet_change(fleet, source.platform(), &channel, false).await;
+            }
             if !source.channels().part(&channel) {
                 return Err(warp::reject::custom(ApiError::not_found(format!(
                     "not joined to {platform} channel {channel}"
@@ -288,6 +334,7 @@ pub fn routes(
         .or(metrics(state.metrics.clone()))
         .or(list)
         .or(list_platform)
+        .or(fleet)
         .or(join)
         .or(part)
 }

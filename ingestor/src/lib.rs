@@ -313,6 +313,7 @@ pub async fn run(
         privacy,
         metrics,
         api_key: config.ingestor_api_key.clone(),
+        fleet: fleet.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "ingestor admin HTTP listening");
     {

@@ -171,6 +171,20 @@ impl FakeIrc {
             .collect()
     }
 
+    /// The channels each login (`NICK`) is joined to, over all its
+    /// connections: which client reads what.
+    pub fn joined_by_nick(&self) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+        let st = self.state.lock().unwrap();
+        let mut by = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for c in st.conns.values() {
+            by.entry(c.nick.clone())
+                .or_default()
+                .extend(c.joined.iter().cloned());
+        }
+        by.retain(|_, joined| !joined.is_empty());
+        by
+    }
+
     /// Waits until every channel in `channels` is joined on some connection.
     pub async fn wait_joined(&self, channels: &[&str], secs: u64) {
         crate::within(secs, &format!("channels joined: {channels:?}"), async {

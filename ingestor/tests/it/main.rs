@@ -5,6 +5,7 @@
 mod admin;
 mod commands;
 mod faults;
+mod fleet;
 mod flow;
 mod helpers;
 mod hostile;
