@@ -225,13 +225,33 @@ fn is_command(e: &ChatEvent) -> bool {
 
 #[tokio::test]
 async fn optout_codes_work_only_for_their_own_live_author_on_twitch_and_youtube() {
-    // The test's own privacy stream.
+    // The test's own privacy stream, deleted even when the test fails.
     let stream = unique("e2e-privacy");
     let conn = rabbit::connect("e2e-privacy-stream").await;
     common::amqp::privacy::declare(&conn, &stream)
         .await
         .expect("declare the privacy stream");
+    let outcome = tokio::spawn(optout_flow(stream.clone())).await;
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch
+            .queue_delete(
+                stream.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+        common::amqp::close_channel(&ch, "cleaned up").await;
+    }
+    common::amqp::close(&conn, "test over").await;
+    if let Err(e) = outcome {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("the test's task: {e}");
+    }
+}
 
+/// The whole flow, with the stack following `stream`.
+async fn optout_flow(stream: String) {
     // A live YouTube channel.
     let yt = FakeYoutube::start().await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -481,14 +501,4 @@ async fn optout_codes_work_only_for_their_own_live_author_on_twitch_and_youtube(
 
     tap.delete().await;
     stack.stop().await;
-    if let Ok(ch) = conn.create_channel().await {
-        let _ = ch
-            .queue_delete(
-                stream.as_str().into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
-            .await;
-        common::amqp::close_channel(&ch, "cleaned up").await;
-    }
-    common::amqp::close(&conn, "test over").await;
 }
