@@ -342,6 +342,103 @@
     });
   }
 
+  // ------------------------------------------------------------- opt-out --
+  //
+  // Anyone can ask for a code (POST /api/privacy/optout, public even when
+  // the page needs a read token, so none is sent) for the login they chat
+  // as; typing `!optout <code>` in chat as that login before it expires
+  // opts them out of logging and removes what was stored of them. The page
+  // shows the code, the server's instructions and the time left; a refused
+  // request (400, 429) shows the server's reason.
+
+  const optoutForm = document.getElementById("optout-form");
+  const optoutPlatform = document.getElementById("optout-platform");
+  const optoutLogin = document.getElementById("optout-login");
+  const optoutResult = document.getElementById("optout-result");
+  const optoutCode = document.getElementById("optout-code");
+  const optoutMessage = document.getElementById("optout-message");
+  const optoutCountdown = document.getElementById("optout-countdown");
+  const optoutError = document.getElementById("optout-error");
+  const LOGIN_HINTS = {
+    twitch: "your Twitch login",
+    youtube: "your channel id (UC\u2026)",
+    kick: "your Kick username",
+  };
+  let optoutTimer = null;
+
+  const hintLogin = () => {
+    optoutLogin.placeholder = LOGIN_HINTS[optoutPlatform.value] || "your login";
+  };
+  optoutPlatform.addEventListener("change", hintLogin);
+  hintLogin();
+
+  function optoutFailed(text, status) {
+    optoutError.textContent = text;
+    optoutError.dataset.status = String(status ?? "error");
+    optoutError.hidden = false;
+  }
+
+  // Counts down to `deadline` (this browser's clock), once a second.
+  function countDown(deadline) {
+    const tick = () => {
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (left > 0) {
+        optoutCountdown.textContent = `expires in ${left} s`;
+        optoutCountdown.dataset.left = String(left);
+        return;
+      }
+      clearInterval(optoutTimer);
+      optoutTimer = null;
+      optoutResult.dataset.state = "expired";
+      optoutCountdown.dataset.left = "0";
+      optoutCountdown.textContent = "expired: ask for a new code";
+    };
+    tick();
+    optoutTimer = setInterval(tick, 1000);
+  }
+
+  async function requestOptOut(ev) {
+    ev.preventDefault();
+    clearInterval(optoutTimer);
+    optoutTimer = null;
+    optoutResult.hidden = true;
+    optoutError.hidden = true;
+    optoutError.textContent = "";
+    delete optoutError.dataset.status;
+    const button = optoutForm.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      const res = await fetch("/api/privacy/optout", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ platform: optoutPlatform.value, login: optoutLogin.value.trim() }),
+      });
+      const answer = await res.json().catch(() => ({}));
+      if (!res.ok || !answer.code) {
+        optoutFailed(answer.message || `HTTP ${res.status}`, res.status);
+        return;
+      }
+      // The time left by the server's clock (its Date header), not this
+      // browser's, which may be off. The header is in whole seconds, cut
+      // down: take a second off, so the page never shows time the code no
+      // longer has.
+      const expires = Date.parse(answer.expires_at);
+      const serverNow = Date.parse(res.headers.get("Date") || "");
+      const lifetime = Number.isNaN(serverNow) ? expires - Date.now() : expires - serverNow - 1000;
+      optoutCode.textContent = answer.code;
+      optoutMessage.textContent = answer.message || `type !optout ${answer.code} in chat`;
+      optoutResult.dataset.state = "live";
+      optoutResult.hidden = false;
+      countDown(Date.now() + lifetime);
+    } catch (e) {
+      optoutFailed(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  optoutForm.addEventListener("submit", requestOptOut);
+
   // ----------------------------------------------------------- WebSocket --
 
   let lastCursor = null;

@@ -657,3 +657,165 @@ async fn a_purge_removes_the_users_messages_from_the_page_and_overlay_and_a_chan
     app.stop().await;
     stream.delete().await;
 }
+
+#[tokio::test]
+async fn the_opt_out_form_shows_a_code_whose_message_in_chat_opts_the_login_out() {
+    use crate::helpers::PrivacyStream;
+
+    const READ: &str = "page-read-token";
+    const ADMIN: &str = "page-privacy-token";
+    let stream = PrivacyStream::new().await;
+    let name = stream.name.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.privacy_stream = name;
+        c.consumer_api_token = Some(Secret::new(READ));
+        c.consumer_privacy_token = Some(Secret::new(ADMIN));
+    })
+    .await;
+    app.wait_consuming().await;
+    let get = |path: String, token: &'static str| {
+        let url = app.url(&path);
+        async move {
+            let res = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET");
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await.expect("JSON");
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let short = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let channel = format!("optout_{short}");
+    // Typed as the person would, in their own case; the server matches it
+    // in lower case, as chat logins are.
+    let login = format!("Leaver{short}");
+    let earlier = message(&channel, &login, "forget this");
+    let stayer = message(&channel, "stayer", "I stay");
+    app.publish(&[earlier.clone(), stayer.clone()]).await;
+    let stored = |channel: String| {
+        let events = get(format!("/api/events?channel={channel}"), READ);
+        async move {
+            events.await["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter_map(|e| e["event"]["id"].as_str().map(str::to_owned))
+                .collect::<Vec<String>>()
+        }
+    };
+    testkit::eventually(30, "both messages stored", || async {
+        (stored(channel.clone()).await.len() == 2).then_some(())
+    })
+    .await;
+
+    let spec = serde_json::json!({
+        "page": app.url(&format!("/?channels=twitch:{channel}&access_token={READ}")),
+        "overlay": app.url(&format!("/overlay?channels=twitch:{channel}&access_token={READ}")),
+        "login": login,
+        "bad_login": "two words",
+    });
+    let mut script = BrowserScript::start("optout.mjs", spec);
+    let shown = script.next().await;
+    let shown: serde_json::Value =
+        serde_json::from_str(shown.strip_prefix("CODE ").expect("CODE")).unwrap();
+    assert_eq!(shown["overlayShowsIt"], false, "{shown}");
+    assert_eq!(shown["closed"], true, "closed until opened: {shown}");
+    assert_eq!(
+        shown["platforms"],
+        serde_json::json!(["twitch", "youtube", "kick"])
+    );
+    let refused = &shown["refused"];
+    assert_eq!(refused["errorShown"], true, "{shown}");
+    assert_eq!(refused["resultShown"], false, "{shown}");
+    assert_eq!(refused["errorStatus"], "400", "{shown}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("the name you chat as"),
+        "{shown}"
+    );
+    let issued = &shown["issued"];
+    assert_eq!(issued["resultShown"], true, "{shown}");
+    assert_eq!(issued["errorShown"], false, "{shown}");
+    let code = issued["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 6, "{shown}");
+    assert!(
+        code.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+        "{shown}"
+    );
+    let instructions = issued["message"].as_str().unwrap();
+    assert!(
+        instructions.contains(&format!("!optout {code}"))
+            && instructions.contains(&login.to_lowercase()),
+        "{shown}"
+    );
+    let left = issued["left"].as_u64().unwrap();
+    assert!((50..=60).contains(&left), "{shown}");
+    assert!(
+        issued["countdown"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires in "),
+        "{shown}"
+    );
+    assert_ne!(shown["ticked"], issued["countdown"], "it counts down");
+    assert_eq!(shown["errors"], serde_json::json!([]), "no script errors");
+
+    // Nobody opted out yet; then the login types the code in chat.
+    let optouts = || get("/api/privacy/optouts".to_owned(), ADMIN);
+    assert_eq!(optouts().await, serde_json::json!([]));
+    app.publish(&[message(&channel, &login, &format!("!optout {code}"))])
+        .await;
+    let user_id = earlier.author.as_ref().unwrap().id.clone();
+    testkit::eventually(30, "the login opted out", || async {
+        let list = optouts().await;
+        list.as_array()?
+            .iter()
+            .any(|o| o["platform"] == "twitch" && o["value"] == user_id.as_str())
+            .then_some(())
+    })
+    .await;
+    testkit::eventually(30, "their message purged", || async {
+        (stored(channel.clone()).await == [stayer.id.clone()]).then_some(())
+    })
+    .await;
+    script.send("opted out").await;
+
+    let limited = script.next().await;
+    let limited: serde_json::Value =
+        serde_json::from_str(limited.strip_prefix("LIMITED ").expect("LIMITED")).unwrap();
+    assert_eq!(
+        limited["expired"], "expired: ask for a new code",
+        "{limited}"
+    );
+    let answers = limited["answers"].as_array().unwrap();
+    let last = answers.last().unwrap();
+    assert_eq!(last["errorShown"], true, "{limited}");
+    assert_eq!(last["errorStatus"], "429", "{limited}");
+    assert!(
+        last["error"].as_str().unwrap().contains("try again later"),
+        "{limited}"
+    );
+    assert_eq!(
+        answers.len(),
+        consumer::privacy::CODES_PER_ADDRESS,
+        "one code was asked for already: {limited}"
+    );
+    assert!(
+        answers[..answers.len() - 1]
+            .iter()
+            .all(|a| a["resultShown"] == true && a["code"].as_str().is_some_and(|c| c.len() == 6)),
+        "{limited}"
+    );
+    assert_eq!(limited["errors"], serde_json::json!([]), "no script errors");
+
+    script.finish().await;
+    app.stop().await;
+    stream.delete().await;
+}
