@@ -360,6 +360,19 @@ impl Fleet {
             if held == 0 || !self.lock().connected {
                 return;
             }
+            let heirs = {
+                let state = self.lock();
+                state
+                    .members
+                    .values()
+                    .filter(|m| m.beat.instance != self.settings.instance)
+                    .filter(|m| self.alive(m) && !m.beat.draining)
+                    .count()
+            };
+            if heirs == 0 {
+                tracing::info!(held, "draining: no other instance to hand the channels to");
+                return;
+            }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(held, "drain timed out; stopping with channels still held");
                 return;
