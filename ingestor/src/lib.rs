@@ -248,8 +248,35 @@ pub async fn run(
     if let Some(intake) = command_intake(&config, senders)? {
         let (options, cancel) = (command_connect, shutdown.clone());
         let mut intake = intake;
+        // In a fleet only the leader takes commands: it reads the
+        // platforms whose senders need their reader (YouTube's live chat),
+        // and the send windows live in one place.
+        let leadership = fleet.as_ref().map(|f| f.leadership());
         tasks.push(supervise("commands", shutdown.clone(), async move {
-            common::amqp::reconnect_loop(&options, &mut intake, &cancel).await
+            let Some(mut leading) = leadership else {
+                return common::amqp::reconnect_loop(&options, &mut intake, &cancel).await;
+            };
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    r = leading.wait_for(|l| *l) => if r.is_err() { return Ok(()) },
+                }
+                tracing::info!("leading the fleet: taking commands");
+                let lost = cancel.child_token();
+                let stop = lost.clone();
+                let mut watch = leading.clone();
+                let watcher = tokio::spawn(async move {
+                    let _ = watch.wait_for(|l| !*l).await;
+                    stop.cancel();
+                });
+                let result = common::amqp::reconnect_loop(&options, &mut intake, &lost).await;
+                watcher.abort();
+                result?;
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                tracing::info!("no longer leading the fleet: not taking commands");
+            }
         }));
     }
     for source in &sources {

@@ -148,6 +148,10 @@ pub struct PlatformReport {
     /// Channels it holds but lost (disconnected, unreachable), with the
     /// last moment it surely read them.
     pub lost: BTreeMap<String, DateTime<Utc>>,
+    /// What the source shares with the fleet (YouTube: its quota spent
+    /// today), [`Source::fleet_state`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
 }
 
 /// An instance's heartbeat.
@@ -221,6 +225,7 @@ pub struct Fleet {
     draining: std::sync::atomic::AtomicBool,
     started_at: DateTime<Utc>,
     initial: Vec<(String, String)>,
+    leading: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -271,9 +276,16 @@ impl Fleet {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 started_at: Utc::now(),
                 initial,
+                leading: tokio::sync::watch::channel(false).0,
             }
         });
         (fleet, follower.expect("the follower was started"))
+    }
+
+    /// Whether this instance leads, as it changes: what only one instance
+    /// at a time does (taking commands) follows it.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leading.subscribe()
     }
 
     /// This instance's name.
@@ -394,6 +406,7 @@ impl Fleet {
             let mut report = PlatformReport {
                 cap: source.capacity().max,
                 account: source.account().map(|a| (a.name, a.max_channels)),
+                state: source.fleet_state(),
                 ..PlatformReport::default()
             };
             for info in source.channels().snapshot() {
@@ -445,8 +458,11 @@ impl Fleet {
                 .filter(|((p, _), (w, _))| p == platform && *w)
                 .map(|((_, c), _)| c.clone())
                 .collect();
+            let singleton = source.fleet_singleton();
             let seats: Vec<assign::Seat> = alive
                 .iter()
+                // A singleton platform is read by the leader (this one).
+                .filter(|m| !singleton || m.beat.instance == self.settings.instance)
                 .filter_map(|m| {
                     let r = m.beat.platforms.get(platform)?;
                     Some(assign::Seat {
@@ -789,6 +805,7 @@ impl FleetSession {
             state.connected = false;
             state.leader = false;
         }
+        self.fleet.leading.send_replace(false);
         metrics::gauge!("chatbus_ingestor_fleet_leader").set(0.0);
         close_channel(&lease, "fleet session over").await;
         close_channel(&channel, "fleet session over").await;
@@ -819,6 +836,7 @@ impl FleetSession {
                             .basic_nack(tag, BasicNackOptions { requeue: true, ..Default::default() })
                             .await
                             .map_err(AmqpError::protocol("basic.nack (fleet lease)"))?;
+                        // Still the active consumer: it comes straight back.
                         token = None;
                     }
                     let leader = token.is_some();
@@ -846,6 +864,13 @@ impl FleetSession {
                     };
                     match serde_json::from_slice::<Message>(&delivery.data) {
                         Ok(Message::Heartbeat(beat)) => {
+                            if beat.instance != self.fleet.settings.instance {
+                                for source in &self.fleet.sources {
+                                    if let Some(shared) = beat.platforms.get(source.platform()).and_then(|r| r.state.as_ref()) {
+                                        source.adopt_fleet_state(shared);
+                                    }
+                                }
+                            }
                             let mut state = self.fleet.lock();
                             state.members.insert(beat.instance.clone(), Member { beat, seen: Instant::now() });
                         }
@@ -868,6 +893,7 @@ impl FleetSession {
                         }
                         token = Some((delivery.delivery_tag, Instant::now()));
                         self.fleet.lock().leader = true;
+                        self.fleet.leading.send_replace(true);
                         metrics::gauge!("chatbus_ingestor_fleet_leader").set(1.0);
                     } else {
                         // A spare token: one is enough.

@@ -253,6 +253,26 @@ pub trait Source: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// In a fleet, whether one instance at a time reads all of this
+    /// platform's channels (the leader): a platform whose budget is one
+    /// per deployment (YouTube's daily quota) or whose deliveries come to
+    /// one subscriber (Kick's webhooks).
+    fn fleet_singleton(&self) -> bool {
+        false
+    }
+
+    /// What this source tells the fleet in each heartbeat so another
+    /// instance can take over its budget (YouTube: the quota spent today).
+    fn fleet_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Another instance's [`Source::fleet_state`]: counted in this one's
+    /// budget (the larger of the two counts wins).
+    fn adopt_fleet_state(&self, state: &serde_json::Value) {
+        let _ = state;
+    }
+
     /// This instance is one of `instances` reading as the same
     /// [`Source::account`]: it takes that share of the account's JOIN
     /// rate (1: all of it).

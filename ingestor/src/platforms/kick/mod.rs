@@ -304,6 +304,11 @@ impl KickSource {
 }
 
 impl Source for KickSource {
+    fn fleet_singleton(&self) -> bool {
+        // Its event subscriptions and its webhooks: one subscriber.
+        true
+    }
+
     fn platform(&self) -> &'static str {
         normalise::PLATFORM
     }

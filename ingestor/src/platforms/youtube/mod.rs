@@ -353,6 +353,19 @@ impl YoutubeSource {
 }
 
 impl Source for YoutubeSource {
+    fn fleet_singleton(&self) -> bool {
+        // One daily quota per Google project: one reader at a time.
+        true
+    }
+
+    fn fleet_state(&self) -> Option<serde_json::Value> {
+        Some(self.shared.quota.shared_state(chrono::Utc::now()))
+    }
+
+    fn adopt_fleet_state(&self, state: &serde_json::Value) {
+        self.shared.quota.adopt(state, chrono::Utc::now());
+    }
+
     fn platform(&self) -> &'static str {
         PLATFORM_YOUTUBE
     }

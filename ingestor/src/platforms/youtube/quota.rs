@@ -229,6 +229,34 @@ impl Quota {
         Duration::from_secs_f64(86_400.0 * cost * chats.max(1) as f64 / per_day)
     }
 
+    /// Today's Pacific day and the units spent by reading and by commands,
+    /// for the fleet's heartbeat.
+    pub fn shared_state(&self, now: DateTime<Utc>) -> serde_json::Value {
+        let mut s = self.state.lock().expect("quota lock");
+        Self::roll(&mut s, now);
+        serde_json::json!({
+            "day": s.day.map(|d| d.to_string()),
+            "spent": s.spent,
+            "commands_spent": s.commands_spent,
+        })
+    }
+
+    /// Another fleet instance's [`Quota::shared_state`]: for the same day,
+    /// this process counts at least what it spent (the quota is one per
+    /// Google project, whichever instance reads).
+    pub fn adopt(&self, state: &serde_json::Value, now: DateTime<Utc>) {
+        let mut s = self.state.lock().expect("quota lock");
+        Self::roll(&mut s, now);
+        let same_day = state["day"].as_str() == s.day.map(|d| d.to_string()).as_deref();
+        if !same_day {
+            return;
+        }
+        s.spent = s.spent.max(state["spent"].as_u64().unwrap_or(0));
+        s.commands_spent = s
+            .commands_spent
+            .max(state["commands_spent"].as_u64().unwrap_or(0));
+    }
+
     /// Units spent today (Pacific day), as counted by this process.
     #[cfg(test)]
     pub fn spent_today(&self, now: DateTime<Utc>) -> u64 {
@@ -472,5 +500,23 @@ mod tests {
             let units = 86_400.0 / i * 2.0 * n as f64;
             assert!((units - 5_000.0).abs() < 1.0, "{n}: {units}");
         }
+    }
+
+    #[test]
+    fn a_fleet_member_counts_what_another_spent_today_and_not_yesterday() {
+        let now = Utc::now();
+        let a = Quota::new(10_000, None);
+        let b = Quota::new(10_000, None);
+        for _ in 0..4 {
+            a.spend(Call::LiveChatMessagesList, now).unwrap();
+        }
+        b.adopt(&a.shared_state(now), now);
+        assert_eq!(b.spent_today(now), 20);
+        // Its own count never goes down.
+        b.adopt(&Quota::new(10_000, None).shared_state(now), now);
+        assert_eq!(b.spent_today(now), 20);
+        let yesterday = serde_json::json!({"day": "2000-01-01", "spent": 9000, "commands_spent": 0});
+        b.adopt(&yesterday, now);
+        assert_eq!(b.spent_today(now), 20);
     }
 }
