@@ -25,6 +25,8 @@ const PREFIXES: &[&str] = &[
 const UNIQUE_ONLY_PREFIXES: &[&str] = &["q-", "closing-"];
 
 fn ours(name: &str) -> bool {
+    // A test fleet's queues and exchange: `chat.fleet.<test name>…`.
+    let name = name.strip_prefix("chat.fleet.").unwrap_or(name);
     PREFIXES.iter().any(|p| name.starts_with(p))
         || (UNIQUE_ONLY_PREFIXES.iter().any(|p| name.starts_with(p)) && ends_unique(name))
 }
@@ -95,6 +97,7 @@ mod tests {
             "bench-flood",
             "e2e-q-1",
             "chatbus-test-x",
+            "chat.fleet.test-fleet-4f1c.leader",
             &testkit::rabbit::unique("q-10k"),
             &testkit::rabbit::unique("q-batch-order"),
             &testkit::rabbit::unique("closing-q"),
@@ -103,6 +106,7 @@ mod tests {
         }
         for name in [
             "chat.consumer",
+            "chat.fleet.main.leader",
             "chat.unrouted",
             "chat.dead-letter",
             "q-orders",
