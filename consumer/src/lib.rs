@@ -153,12 +153,6 @@ pub async fn run_with_topology(
     }
     // The privacy stream: its feed (opt-outs, purge horizons) is the
     // consumer's to honour; its purges and opt-outs go to the live clients.
-    let privacy = privacy_live::start(
-        privacy_live::connect_options(&config.amqp_url, &instance),
-        config.privacy_stream(),
-        hub.clone(),
-        shutdown.clone(),
-    );
     let privacy_ops = privacy::Privacy::new(
         store.clone(),
         privacy::Announce {
@@ -166,6 +160,13 @@ pub async fn run_with_topology(
             stream: config.privacy_stream().map(str::to_owned),
             topology: topology.clone(),
         },
+        shutdown.clone(),
+    );
+    let privacy = privacy_live::start(
+        privacy_live::connect_options(&config.amqp_url, &instance),
+        config.privacy_stream(),
+        hub.clone(),
+        Some(privacy_ops.clone()),
         shutdown.clone(),
     );
     let (self_service, optout_inbox, optout_attempts) =

@@ -131,6 +131,7 @@ impl Privacy {
             PrivacyAction::OptIn
         };
         let notice = PrivacyNotice::new(action, Some(subject.clone()), requested_by);
+        self.store.record_notice(&notice.id).await?;
         Ok(self.tell(&notice, false).await)
     }
 
@@ -149,8 +150,42 @@ impl Privacy {
             PrivacyNotice::new(PrivacyAction::Purge, Some(subject.clone()), requested_by);
         notice.horizon = Some(report.horizon);
         notice.rows = Some(report.deleted);
+        self.store.record_notice(&notice.id).await?;
         let announced = self.tell(&notice, true).await;
         Ok(PurgeOutcome { report, announced })
+    }
+
+    /// Applies a notice another deployment published (its own store and
+    /// announcements are its business) to this store, once: an opt-out,
+    /// opt-in or purge it has not applied yet (`privacy_notices`). Nothing
+    /// is announced again.
+    ///
+    /// # Errors
+    /// The store failed (the notice is tried again at the next start).
+    pub async fn adopt(&self, notice: &PrivacyNotice) -> anyhow::Result<()> {
+        let Some(subject) = &notice.subject else {
+            return Ok(());
+        };
+        if notice.action == PrivacyAction::Sync || self.store.notice_applied(&notice.id).await? {
+            return Ok(());
+        }
+        let by = format!("stream: {}", notice.requested_by);
+        match notice.action {
+            PrivacyAction::OptOut | PrivacyAction::OptIn => {
+                if check_opt_out_subject(subject).is_ok() {
+                    self.store
+                        .set_opted_out(subject, notice.action == PrivacyAction::OptOut, &by)
+                        .await?;
+                }
+            }
+            PrivacyAction::Purge => {
+                self.store.purge(subject, &by).await?;
+            }
+            PrivacyAction::Sync => {}
+        }
+        self.store.record_notice(&notice.id).await?;
+        tracing::info!(action = notice.action.as_str(), subject = %subject.describe(), notice = %notice.id, "applied a privacy notice from the stream");
+        Ok(())
     }
 
     /// Announces `notice` (and scrubs the queues when `scrub`); never

@@ -54,6 +54,7 @@ pub fn start(
     options: ConnectOptions,
     stream: Option<&str>,
     hub: Arc<Hub>,
+    adopt: Option<crate::privacy::Privacy>,
     shutdown: CancellationToken,
 ) -> PrivacyLive {
     let Some(stream) = stream else {
@@ -71,8 +72,14 @@ pub fn start(
         Some(tx),
         shutdown,
     );
+    // Notices another deployment published are applied to this store
+    // too (Art. 17(2)), one at a time, beside telling the clients.
+    let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
+    if let Some(privacy) = adopt {
+        tokio::spawn(adopt_each(privacy, adopt_rx));
+    }
     let task = async move {
-        tell_clients(rx, &hub, started).await;
+        tell_clients(rx, &hub, started, &adopt_tx).await;
         // The notices end when the follower does.
         follower
             .await
@@ -89,8 +96,10 @@ async fn tell_clients(
     mut notices: mpsc::UnboundedReceiver<PrivacyNotice>,
     hub: &Hub,
     started: DateTime<Utc>,
+    adopt: &mpsc::UnboundedSender<PrivacyNotice>,
 ) {
     while let Some(notice) = notices.recv().await {
+        let _ = adopt.send(notice.clone());
         if !matches!(notice.action, PrivacyAction::Purge | PrivacyAction::OptOut)
             || notice.at < started
         {
@@ -110,6 +119,19 @@ async fn tell_clients(
             clients,
             "privacy notice sent to the live clients"
         );
+    }
+}
+
+/// Applies each notice to the store unless it already was
+/// ([`crate::privacy::Privacy::adopt`]).
+async fn adopt_each(
+    privacy: crate::privacy::Privacy,
+    mut notices: mpsc::UnboundedReceiver<PrivacyNotice>,
+) {
+    while let Some(notice) = notices.recv().await {
+        if let Err(e) = privacy.adopt(&notice).await {
+            tracing::error!(error = format!("{e:#}"), notice = %notice.id, "a privacy notice from the stream could not be applied; it is tried again at the next start");
+        }
     }
 }
 

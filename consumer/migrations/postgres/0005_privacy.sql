@@ -42,6 +42,11 @@ CREATE TABLE privacy_audit (
     duration_ms   BIGINT NOT NULL DEFAULT 0
 );
 
+CREATE TABLE privacy_notices (
+    id TEXT   PRIMARY KEY,
+    at BIGINT NOT NULL
+);
+
 CREATE TABLE privacy_codes (
     code       TEXT   PRIMARY KEY,
     platform   TEXT   NOT NULL,

@@ -51,6 +51,13 @@ CREATE TABLE privacy_audit (
     duration_ms   INTEGER NOT NULL DEFAULT 0
 );
 
+-- The privacy notices this store has applied (its own, and those of other
+-- deployments it adopted from the stream), by notice id.
+CREATE TABLE privacy_notices (
+    id TEXT    PRIMARY KEY,
+    at INTEGER NOT NULL                -- ms
+);
+
 -- Self-service opt-out codes (POST /api/privacy/optout), single use.
 CREATE TABLE privacy_codes (
     code       TEXT    PRIMARY KEY,

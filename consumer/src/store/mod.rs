@@ -537,6 +537,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Records that the privacy notice `id` is applied to this store.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn record_notice(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Whether the privacy notice `id` was applied to this store.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn notice_applied(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Closes the connections.
     async fn close(&self);
 }

@@ -820,6 +820,25 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn record_notice(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO privacy_notices (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn notice_applied(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i32>("SELECT 1 FROM privacy_notices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     async fn redeem_code(
         &self,
         code: &str,

@@ -905,6 +905,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_notice(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR IGNORE INTO privacy_notices (id, at) VALUES (?1, ?2)")
+            .bind(id)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notice_applied(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT 1 FROM privacy_notices WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?
+                .is_some(),
+        )
+    }
+
     async fn redeem_code(
         &self,
         code: &str,

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use testkit::within;
 
-use crate::helpers::{PrivacyStream, TestApp, message, on_both_stores, rabbit_message_count};
+use crate::helpers::{
+    PrivacyStream, TestApp, WsClient, message, on_both_stores, rabbit_message_count,
+};
 
 const ADMIN: &str = "privacy-admin-token";
 const WORD: &str = "xylophonequince";
@@ -179,6 +181,29 @@ async fn the_admin_api_purges_a_user_everywhere_and_tells_the_bus(backend: &str)
     assert!(!text.contains(WORD), "{text}");
     assert!(all.iter().any(|e| e["id"] == other.id.as_str()));
     assert!(events(&app, &format!("&q={WORD}")).await.is_empty());
+    // A WebSocket resume from the start replays history without them.
+    let (mut ws, _) = WsClient::connect_welcomed(&app.ws_url("")).await;
+    ws.subscribe(json!({"sub": "s", "patterns": ["chat.#"], "since": 0}))
+        .await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = ws.json().await;
+        if frame["type"] == "live" {
+            break;
+        }
+        replayed.push(frame);
+    }
+    let ids: Vec<&str> = replayed
+        .iter()
+        .filter_map(|f| f["event"]["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&other.id.as_str()),
+        "the resume replays history: {ids:?}"
+    );
+    assert!(!ids.contains(&first.id.as_str()), "{ids:?}");
+    let replayed = serde_json::to_string(&replayed).unwrap();
+    assert!(!replayed.contains(WORD), "{replayed}");
     assert_eq!(rabbit_message_count(&app.topology.unrouted_queue).await, 1);
 
     let notice: PrivacyNotice = within(30, "the purge notice", notices.recv())
@@ -452,5 +477,71 @@ async fn the_cli_opts_out_lists_and_purges_while_the_service_runs() {
         Some(3)
     );
     app.stop().await;
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_purge_decided_by_another_deployment_is_applied_to_this_store_once() {
+    let stream = PrivacyStream::new().await;
+    let here = app_on("sqlite", &stream).await;
+    let there = app_on("sqlite", &stream).await;
+    let line = by("victim", "600", "alpha", &format!("{WORD} everywhere"));
+    let other = by("bystander", "601", "alpha", "stays");
+    for app in [&here, &there] {
+        app.publish(&[line.clone(), other.clone()]).await;
+        app.wait_stored(2, 30).await;
+    }
+    let (status, report) = call(
+        &there,
+        reqwest::Method::POST,
+        "/api/privacy/purge",
+        Some(ADMIN),
+        Some(&json!({"user": "twitch:600"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    testkit::eventually(30, "the other deployment's purge applied here", || async {
+        let all = events(&here, "").await;
+        all.iter()
+            .all(|e| e["id"] != line.id.as_str())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        events(&here, "")
+            .await
+            .iter()
+            .any(|e| e["id"] == other.id.as_str())
+    );
+    let (_, audit) = call(
+        &here,
+        reqwest::Method::GET,
+        "/api/privacy/audit",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(audit[0]["requested_by"], "stream: admin-api");
+    // A restart replays the stream: the notice is not applied twice.
+    let again = here
+        .spawn_peer(|c| {
+            c.privacy_stream = stream.name.clone();
+            c.consumer_privacy_token = Some(ADMIN.into());
+        })
+        .await;
+    again.wait_consuming().await;
+    let (_, audit) = call(
+        &again,
+        reqwest::Method::GET,
+        "/api/privacy/audit",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    again.stop().await;
+    here.stop().await;
+    there.stop().await;
     stream.delete().await;
 }
