@@ -390,8 +390,12 @@ pub(crate) async fn purge<S: PrivacySql>(
         duration_ms: 0,
     };
     let full = u64::try_from(PURGE_CHUNK).unwrap_or(u64::MAX);
+    let phase = Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
     loop {
+        let one = Instant::now();
         let chunk = store.purge_chunk(subject, head, PURGE_CHUNK).await?;
+        slowest = slowest.max(one.elapsed());
         report.chunks += 1;
         report.deleted += chunk.deleted;
         report.redacted += chunk.redacted;
@@ -399,7 +403,14 @@ pub(crate) async fn purge<S: PrivacySql>(
             break;
         }
     }
+    phase_done("delete", phase, report.chunks);
+    tracing::debug!(
+        ms = u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX),
+        "purge slowest chunk"
+    );
     if let Subject::User { platform, user_id } = subject {
+        let phase = Instant::now();
+        let chunks = report.chunks;
         loop {
             let n = store
                 .redact_user_quotes(platform, user_id, PURGE_CHUNK)
@@ -410,6 +421,7 @@ pub(crate) async fn purge<S: PrivacySql>(
                 break;
             }
         }
+        phase_done("redact_quotes", phase, report.chunks - chunks);
     }
     store.scrub().await?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -434,6 +446,18 @@ pub(crate) async fn purge<S: PrivacySql>(
         "purged"
     );
     Ok(report)
+}
+
+/// Logs (debug) how long a phase of a purge took: `delete`,
+/// `redact_quotes`, then the backend's scrub phases. The purge benchmark
+/// reads these (docs/benchmarks.md "Purge").
+pub(crate) fn phase_done(phase: &'static str, started: Instant, steps: u64) {
+    tracing::debug!(
+        phase,
+        steps,
+        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "purge phase done"
+    );
 }
 
 /// An audit row from its columns.

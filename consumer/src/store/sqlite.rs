@@ -1139,7 +1139,10 @@ impl PrivacySql for SqliteStore {
         // segment, FTS5_MERGE_PAGES at a time, each step its own write
         // transaction, until a step finds nothing to do; `secure_delete`
         // zeroes the pages the old segments leave.
+        let phase = Instant::now();
+        let mut steps = 0;
         loop {
+            steps += 1;
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let before: i64 = sqlx::query_scalar("SELECT total_changes()")
                 .fetch_one(&mut *tx)
@@ -1156,6 +1159,8 @@ impl PrivacySql for SqliteStore {
                 break;
             }
         }
+        privacy::phase_done("fts_merge", phase, steps);
+        let phase = Instant::now();
         // Fold the WAL (which still holds the pages as they were before the
         // purge) into the file, then truncate it. Readers in the middle of
         // a snapshot make it busy: try again until they moved on.
@@ -1164,6 +1169,7 @@ impl PrivacySql for SqliteStore {
                 .fetch_one(&self.checkpointer)
                 .await?;
             if busy == 0 {
+                privacy::phase_done("checkpoint", phase, u64::from(attempt) + 1);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(10) + 1))).await;

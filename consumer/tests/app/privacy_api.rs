@@ -241,7 +241,7 @@ async fn self_service_opts_out_only_with_the_authors_own_live_code(backend: &str
     let stream = PrivacyStream::new().await;
     let app = app_on(backend, &stream).await;
     let old = by("victim", "700", "alpha", &format!("{WORD} before"));
-    app.publish(&[old.clone()]).await;
+    app.publish(std::slice::from_ref(&old)).await;
     app.wait_stored(1, 30).await;
 
     let ask = |login: &str| json!({"platform": "twitch", "login": login});
