@@ -214,6 +214,82 @@ impl SqliteStore {
 /// the write lock's hold time of a purge chunk (docs/benchmarks.md).
 const FTS5_MERGE_PAGES: i64 = 64;
 
+/// A segment of the full-text index, as FTS5's structure record lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fts5Segment {
+    /// Its id and the range of write origins it holds: a segment a merge
+    /// rewrote (or that a new write made) differs in one of them.
+    id: (u64, u64, u64),
+    /// Its leaf pages.
+    pages: u64,
+}
+
+/// FTS5's structure record of `events_fts` (empty when there is none).
+async fn fts5_structure<'c, E>(db: E) -> Result<Vec<u8>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let block: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT block FROM events_fts_data WHERE id = 10")
+            .fetch_optional(db)
+            .await?;
+    Ok(block.unwrap_or_default())
+}
+
+/// The segments a structure record lists (see `fts5StructureDecode` in
+/// SQLite's fts5_index.c); none when it does not decode.
+fn fts5_segments(record: &[u8]) -> Vec<Fts5Segment> {
+    fn varint(data: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v: u64 = 0;
+        for n in 0..9 {
+            let b = *data.get(*i)?;
+            *i += 1;
+            if n == 8 {
+                return Some((v << 8) | u64::from(b));
+            }
+            v = (v << 7) | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        Some(v)
+    }
+    fn decode(data: &[u8]) -> Option<Vec<Fts5Segment>> {
+        let mut i = 4;
+        let v2 = data.get(4..8) == Some(&[0xff, 0, 0, 1][..]);
+        if v2 {
+            i += 4;
+        }
+        let levels = varint(data, &mut i)?;
+        let _segments = varint(data, &mut i)?;
+        let _write_counter = varint(data, &mut i)?;
+        let mut out = Vec::new();
+        for _ in 0..levels {
+            let _merging = varint(data, &mut i)?;
+            let segments = varint(data, &mut i)?;
+            for _ in 0..segments {
+                let id = varint(data, &mut i)?;
+                let first = varint(data, &mut i)?;
+                let last = varint(data, &mut i)?;
+                let (mut origin1, mut origin2) = (0, 0);
+                if v2 {
+                    origin1 = varint(data, &mut i)?;
+                    origin2 = varint(data, &mut i)?;
+                    for _ in 0..3 {
+                        varint(data, &mut i)?;
+                    }
+                }
+                out.push(Fts5Segment {
+                    id: (id, origin1, origin2),
+                    pages: (last + 1).saturating_sub(first),
+                });
+            }
+        }
+        Some(out)
+    }
+    decode(record).unwrap_or_default()
+}
+
 /// Rewrites row `seq` redacted (see [`privacy::redact`]) and clears its
 /// `forget` column (`quoted_event` or `quoted_user`), so it is not found
 /// again; keeps the full-text index folded. Returns whether it changed.
@@ -1135,12 +1211,25 @@ impl PrivacySql for SqliteStore {
         // The full-text index is contentless: a delete only records a
         // tombstone, and the words stay in the index's segments until a
         // merge rewrites them (FTS5's `secure-delete` needs the deleted
-        // text, which a contentless table does not have). So merge every
-        // segment, FTS5_MERGE_PAGES at a time, each step its own write
-        // transaction, until a step finds nothing to do; `secure_delete`
-        // zeroes the pages the old segments leave.
+        // text, which a contentless table does not have). So merge, each
+        // step its own write transaction of about FTS5_MERGE_PAGES pages,
+        // until no segment that existed before the first step is left;
+        // `secure_delete` zeroes the pages the old segments leave.
+        //
+        // Not "until a step finds nothing to do": while the consumer
+        // ingests, every batch adds a segment, and a `merge` with a
+        // negative page count first moves every segment onto one new level,
+        // which restarts the merge in progress: under ingest that loop
+        // never ended, rewrote the whole index again and again, and grew
+        // the WAL until the disk was full (docs/benchmarks.md "Purge").
+        // So only the first step (or one after a step found nothing to
+        // continue) is negative; the next ones continue that one merge.
         let phase = Instant::now();
+        let old = fts5_segments(&fts5_structure(&self.writer).await?);
+        let pages: u64 = old.iter().map(|s| s.pages).sum();
+        let most = 2 * pages / FTS5_MERGE_PAGES.unsigned_abs() + 1_000;
         let mut steps = 0;
+        let mut gather = true;
         loop {
             steps += 1;
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -1148,16 +1237,34 @@ impl PrivacySql for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
             sqlx::query("INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?1)")
-                .bind(-FTS5_MERGE_PAGES)
+                .bind(if gather {
+                    -FTS5_MERGE_PAGES
+                } else {
+                    FTS5_MERGE_PAGES
+                })
                 .execute(&mut *tx)
                 .await?;
             let after: i64 = sqlx::query_scalar("SELECT total_changes()")
                 .fetch_one(&mut *tx)
                 .await?;
+            let now = fts5_segments(&fts5_structure(&mut *tx).await?);
             tx.commit().await?;
-            if after - before < 2 {
+            let merged = after - before >= 2;
+            if !now.iter().any(|s| old.iter().any(|o| o.id == s.id)) {
                 break;
             }
+            if gather && !merged {
+                // Nothing to merge: one segment without tombstones.
+                break;
+            }
+            if steps >= most {
+                tracing::warn!(
+                    steps,
+                    "the full-text merge after a purge did not finish; the next purge continues it"
+                );
+                break;
+            }
+            gather = !merged;
         }
         privacy::phase_done("fts_merge", phase, steps);
         let phase = Instant::now();
