@@ -1207,6 +1207,26 @@ impl PrivacySql for SqliteStore {
         Ok(found)
     }
 
+    /// A purge writes chunk after chunk, and the WAL starts over from its
+    /// beginning only when a write begins once a checkpoint has caught up
+    /// with all of it: the background checkpoint never did between chunks,
+    /// so the WAL grew by every page the purge wrote (tens of GB for a
+    /// million rows) and the disk, busy copying it, made the writer's
+    /// fsyncs take seconds (docs/benchmarks.md "Purge"). So the purge
+    /// waits for a passive checkpoint (which never blocks ingest) to catch
+    /// up before its next chunk; a few tries, as ingest writes meanwhile.
+    async fn between_chunks(&self) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let (_, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.checkpointer)
+                .await?;
+            if log == done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     async fn scrub(&self) -> Result<(), StoreError> {
         // The full-text index is contentless: a delete only records a
         // tombstone, and the words stay in the index's segments until a
