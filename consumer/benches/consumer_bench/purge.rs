@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo bench -p consumer --bench consumer_bench -- purge
-//! cargo bench -p consumer --bench consumer_bench -- purge --postgres --rows 240000 --subject-rows 200000
+//! cargo bench -p consumer --bench consumer_bench -- purge --postgres
 //! ```
 //!
 //! Fills a fresh store with `write_batch` (batches of 1,000, nothing else
@@ -537,6 +537,24 @@ async fn measure(db: &StoreDb, args: Arc<PurgeArgs>, log: &PhaseLog) -> anyhow::
             "    VACUUM (FULL) {}: {} ms",
             p.get("table").unwrap_or("?"),
             p.get("ms").unwrap_or("?")
+        );
+    }
+    let mut stalls: Vec<&(Duration, Instant)> =
+        during.gaps.iter().filter(|g| g.0 > STALL).collect();
+    stalls.sort_by_key(|g| g.1);
+    if !stalls.is_empty() {
+        println!(
+            "stalls over {} ms (s after the purge began: ms): {}",
+            STALL.as_millis(),
+            stalls
+                .iter()
+                .map(|g| format!(
+                    "{:.1}: {:.0}",
+                    (g.1 - g.0).duration_since(began).as_secs_f64(),
+                    ms(g.0)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let p99_base = percentile(&baseline.write, 0.99);
