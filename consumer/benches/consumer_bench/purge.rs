@@ -279,6 +279,9 @@ impl tracing::field::Visit for Fields {
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PhaseLog {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if !event.metadata().target().starts_with("consumer::store") {
+            return;
+        }
         let mut fields = Fields(Vec::new());
         event.record(&mut fields);
         let is_purge = fields
@@ -308,12 +311,9 @@ pub(crate) fn init_logging() -> PhaseLog {
                 .with_writer(std::io::stderr)
                 .with_filter(tracing_subscriber::EnvFilter::new(filter)),
         )
-        .with(
-            log.clone().with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target("consumer::store", tracing::Level::DEBUG),
-            ),
-        )
+        // Unfiltered (it keeps only the purge's lines itself): behind a
+        // per-layer filter of its own, some of them never reached it.
+        .with(log.clone())
         .try_init();
     log
 }
@@ -539,12 +539,18 @@ async fn measure(db: &StoreDb, args: Arc<PurgeArgs>, log: &PhaseLog) -> anyhow::
             p.get("ms").unwrap_or("?")
         );
     }
-    let mut stalls: Vec<&(Duration, Instant)> =
-        during.gaps.iter().filter(|g| g.0 > STALL).collect();
+    // The 30 longest, in the order they came.
+    let mut stalls: Vec<&(Duration, Instant)> = during
+        .gaps
+        .iter()
+        .filter(|g| g.0 > STALL)
+        .take(30)
+        .collect();
     stalls.sort_by_key(|g| g.1);
     if !stalls.is_empty() {
         println!(
-            "stalls over {} ms (s after the purge began: ms): {}",
+            "the {} longest stalls over {} ms (s after the purge began: ms): {}",
+            stalls.len(),
             STALL.as_millis(),
             stalls
                 .iter()
