@@ -1342,6 +1342,49 @@ impl Drop for SqliteStore {
 mod tests {
     use super::*;
 
+    /// The scrub tells the full-text segments apart by FTS5's structure
+    /// record: it must decode, and a merge must make new segments.
+    #[tokio::test]
+    async fn the_fts5_structure_record_lists_the_segments_a_merge_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.sqlite").display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        for batch in 0..3 {
+            let events: Vec<common::ChatEvent> = (0..50)
+                .map(|n| {
+                    let mut e = common::ChatEvent::new(
+                        format!("{batch}-{n}"),
+                        "twitch",
+                        "chan",
+                        Utc::now(),
+                        Utc::now(),
+                        common::schema::EventBody::Message(Default::default()),
+                    );
+                    e.text = Some(format!("word{n} batch{batch}"));
+                    e
+                })
+                .collect();
+            let encoded = super::super::encode(events);
+            store
+                .write_batch(&super::super::new_events(&encoded))
+                .await
+                .unwrap();
+        }
+        let before = fts5_segments(&fts5_structure(&store.writer).await.unwrap());
+        assert_eq!(before.len(), 3, "one segment per batch: {before:?}");
+        assert!(before.iter().all(|s| s.pages >= 1));
+        sqlx::query("INSERT INTO events_fts (events_fts, rank) VALUES ('merge', -1000)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let after = fts5_segments(&fts5_structure(&store.writer).await.unwrap());
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert!(!before.iter().any(|s| s.id == after[0].id));
+        store.close().await;
+    }
+
     #[test]
     fn busy_and_io_errors_are_transient() {
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
