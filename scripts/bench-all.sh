@@ -39,6 +39,8 @@ runs=(
   "pipe_pg1|cargo bench -q -p e2e --bench pipeline -- --postgres"
   "pipe_pg2|cargo bench -q -p e2e --bench pipeline -- --postgres --consumers 2"
   "history|cargo bench -q -p consumer --bench consumer_bench -- history --events 5000000 --postgres"
+  "purge_sqlite|cargo bench -q -p consumer --bench consumer_bench -- purge --rows 1200000 --subject-rows 1000000"
+  "purge_pg|cargo bench -q -p consumer --bench consumer_bench -- purge --rows 1200000 --subject-rows 1000000 --postgres"
   "flood_cluster|cargo bench -q -p ingestor --bench flood -- --channels 10 --messages 200000 --cluster"
   "commands_latency|cargo bench -q -p ingestor --bench commands -- --mode latency --rate 10 --seconds 60"
   "commands_limits|cargo bench -q -p ingestor --bench commands -- --mode limits --rate 23.4 --seconds 600"

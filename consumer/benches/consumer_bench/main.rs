@@ -11,6 +11,8 @@
 //! cargo bench -p consumer --bench consumer_bench -- fanout --clients 1000 --rate 100 --seconds 30
 //! # slow clients: N clients that never read while M events of ~4 KB flow
 //! cargo bench -p consumer --bench consumer_bench -- slow --clients 200 --events 15000 --size 4000
+//! # a purge of 1 million rows while ingesting 1,000 events/s (see purge.rs)
+//! cargo bench -p consumer --bench consumer_bench -- purge
 //! ```
 //!
 //! `store` first writes the events into the store alone (`write_batch`,
@@ -41,6 +43,7 @@ use testkit::pg::StoreDb;
 use testkit::process::{Echo, ServiceProcess};
 
 mod history;
+mod purge;
 mod raw_client;
 use testkit::rabbit::{self, test_topology, unique};
 use tokio::net::TcpListener;
@@ -78,6 +81,8 @@ enum Bench {
     },
     /// REST history: query latency on a large table (loaded first).
     History(history::HistoryArgs),
+    /// A purge of a million rows while ingesting: ingest latency and stalls.
+    Purge(purge::PurgeArgs),
     /// WebSocket fan-out: clients on one channel, events at a fixed rate.
     Fanout {
         /// WebSocket clients subscribed to the channel.
@@ -119,7 +124,13 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     // `cargo bench` appends `--bench`; it is not ours.
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
-    testkit::init_logging();
+    // The purge bench reads the purge's debug log lines.
+    let phases = if matches!(args.bench, Bench::Purge(_)) {
+        Some(purge::init_logging())
+    } else {
+        testkit::init_logging();
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -133,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 postgres,
             } => store(events, batch_size, prefetch, alone, postgres).await,
             Bench::History(args) => history::run(args).await,
+            Bench::Purge(args) => purge::run(args, phases.unwrap_or_default()).await,
             Bench::Fanout {
                 clients,
                 rate,

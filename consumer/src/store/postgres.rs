@@ -1223,8 +1223,11 @@ impl PrivacySql for PostgresStore {
         let purge_xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
             .fetch_one(&self.pool)
             .await?;
-        let deadline = std::time::Instant::now() + SCRUB_WAIT;
+        let phase = std::time::Instant::now();
+        let deadline = phase + SCRUB_WAIT;
+        let mut polls = 0;
         loop {
+            polls += 1;
             // Snapshots are cluster-wide: a transaction of another
             // database that was running at the purge holds back the
             // snapshot of every later one (this VACUUM's too).
@@ -1250,12 +1253,21 @@ impl PrivacySql for PostgresStore {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        privacy::phase_done("wait_snapshots", phase, polls);
+        let vacuum = std::time::Instant::now();
         for partition in partitions.iter().map(String::as_str).chain(["moderations"]) {
+            let phase = std::time::Instant::now();
             // A regclass printed by PostgreSQL: a plain or quoted identifier.
             sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (FULL) {partition}")))
                 .execute(&self.pool)
                 .await?;
+            tracing::debug!(
+                table = partition,
+                ms = u64::try_from(phase.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "purge vacuum full done"
+            );
         }
+        privacy::phase_done("vacuum_full", vacuum, partitions.len() as u64 + 1);
         Ok(())
     }
 

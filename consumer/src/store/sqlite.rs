@@ -214,6 +214,82 @@ impl SqliteStore {
 /// the write lock's hold time of a purge chunk (docs/benchmarks.md).
 const FTS5_MERGE_PAGES: i64 = 64;
 
+/// A segment of the full-text index, as FTS5's structure record lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fts5Segment {
+    /// Its id and the range of write origins it holds: a segment a merge
+    /// rewrote (or that a new write made) differs in one of them.
+    id: (u64, u64, u64),
+    /// Its leaf pages.
+    pages: u64,
+}
+
+/// FTS5's structure record of `events_fts` (empty when there is none).
+async fn fts5_structure<'c, E>(db: E) -> Result<Vec<u8>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let block: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT block FROM events_fts_data WHERE id = 10")
+            .fetch_optional(db)
+            .await?;
+    Ok(block.unwrap_or_default())
+}
+
+/// The segments a structure record lists (see `fts5StructureDecode` in
+/// SQLite's fts5_index.c); none when it does not decode.
+fn fts5_segments(record: &[u8]) -> Vec<Fts5Segment> {
+    fn varint(data: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v: u64 = 0;
+        for n in 0..9 {
+            let b = *data.get(*i)?;
+            *i += 1;
+            if n == 8 {
+                return Some((v << 8) | u64::from(b));
+            }
+            v = (v << 7) | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        Some(v)
+    }
+    fn decode(data: &[u8]) -> Option<Vec<Fts5Segment>> {
+        let mut i = 4;
+        let v2 = data.get(4..8) == Some(&[0xff, 0, 0, 1][..]);
+        if v2 {
+            i += 4;
+        }
+        let levels = varint(data, &mut i)?;
+        let _segments = varint(data, &mut i)?;
+        let _write_counter = varint(data, &mut i)?;
+        let mut out = Vec::new();
+        for _ in 0..levels {
+            let _merging = varint(data, &mut i)?;
+            let segments = varint(data, &mut i)?;
+            for _ in 0..segments {
+                let id = varint(data, &mut i)?;
+                let first = varint(data, &mut i)?;
+                let last = varint(data, &mut i)?;
+                let (mut origin1, mut origin2) = (0, 0);
+                if v2 {
+                    origin1 = varint(data, &mut i)?;
+                    origin2 = varint(data, &mut i)?;
+                    for _ in 0..3 {
+                        varint(data, &mut i)?;
+                    }
+                }
+                out.push(Fts5Segment {
+                    id: (id, origin1, origin2),
+                    pages: (last + 1).saturating_sub(first),
+                });
+            }
+        }
+        Some(out)
+    }
+    decode(record).unwrap_or_default()
+}
+
 /// Rewrites row `seq` redacted (see [`privacy::redact`]) and clears its
 /// `forget` column (`quoted_event` or `quoted_user`), so it is not found
 /// again; keeps the full-text index folded. Returns whether it changed.
@@ -1152,31 +1228,87 @@ impl PrivacySql for SqliteStore {
         Ok(found)
     }
 
+    /// A purge writes chunk after chunk, and the WAL starts over from its
+    /// beginning only when a write begins once a checkpoint has caught up
+    /// with all of it: the background checkpoint never did between chunks,
+    /// so the WAL grew by every page the purge wrote (tens of GB for a
+    /// million rows) and the disk, busy copying it, made the writer's
+    /// fsyncs take seconds (docs/benchmarks.md "Purge"). So the purge
+    /// waits for a passive checkpoint (which never blocks ingest) to catch
+    /// up before its next chunk; a few tries, as ingest writes meanwhile.
+    async fn between_chunks(&self) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let (_, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.checkpointer)
+                .await?;
+            if log == done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     async fn scrub(&self) -> Result<(), StoreError> {
         // The full-text index is contentless: a delete only records a
         // tombstone, and the words stay in the index's segments until a
         // merge rewrites them (FTS5's `secure-delete` needs the deleted
-        // text, which a contentless table does not have). So merge every
-        // segment, FTS5_MERGE_PAGES at a time, each step its own write
-        // transaction, until a step finds nothing to do; `secure_delete`
-        // zeroes the pages the old segments leave.
+        // text, which a contentless table does not have). So merge, each
+        // step its own write transaction of about FTS5_MERGE_PAGES pages,
+        // until no segment that existed before the first step is left;
+        // `secure_delete` zeroes the pages the old segments leave.
+        //
+        // Not "until a step finds nothing to do": while the consumer
+        // ingests, every batch adds a segment, and a `merge` with a
+        // negative page count first moves every segment onto one new level,
+        // which restarts the merge in progress: under ingest that loop
+        // never ended, rewrote the whole index again and again, and grew
+        // the WAL until the disk was full (docs/benchmarks.md "Purge").
+        // So only the first step (or one after a step found nothing to
+        // continue) is negative; the next ones continue that one merge.
+        let phase = Instant::now();
+        let old = fts5_segments(&fts5_structure(&self.writer).await?);
+        let pages: u64 = old.iter().map(|s| s.pages).sum();
+        let most = 2 * pages / FTS5_MERGE_PAGES.unsigned_abs() + 1_000;
+        let mut steps = 0;
+        let mut gather = true;
         loop {
+            steps += 1;
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let before: i64 = sqlx::query_scalar("SELECT total_changes()")
                 .fetch_one(&mut *tx)
                 .await?;
             sqlx::query("INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?1)")
-                .bind(-FTS5_MERGE_PAGES)
+                .bind(if gather {
+                    -FTS5_MERGE_PAGES
+                } else {
+                    FTS5_MERGE_PAGES
+                })
                 .execute(&mut *tx)
                 .await?;
             let after: i64 = sqlx::query_scalar("SELECT total_changes()")
                 .fetch_one(&mut *tx)
                 .await?;
+            let now = fts5_segments(&fts5_structure(&mut *tx).await?);
             tx.commit().await?;
-            if after - before < 2 {
+            let merged = after - before >= 2;
+            if !now.iter().any(|s| old.iter().any(|o| o.id == s.id)) {
                 break;
             }
+            if gather && !merged {
+                // Nothing to merge: one segment without tombstones.
+                break;
+            }
+            if steps >= most {
+                tracing::warn!(
+                    steps,
+                    "the full-text merge after a purge did not finish; the next purge continues it"
+                );
+                break;
+            }
+            gather = !merged;
         }
+        privacy::phase_done("fts_merge", phase, steps);
+        let phase = Instant::now();
         // Fold the WAL (which still holds the pages as they were before the
         // purge) into the file, then truncate it. Readers in the middle of
         // a snapshot make it busy: try again until they moved on.
@@ -1185,6 +1317,7 @@ impl PrivacySql for SqliteStore {
                 .fetch_one(&self.checkpointer)
                 .await?;
             if busy == 0 {
+                privacy::phase_done("checkpoint", phase, u64::from(attempt) + 1);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(10) + 1))).await;
@@ -1229,6 +1362,49 @@ impl Drop for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scrub tells the full-text segments apart by FTS5's structure
+    /// record: it must decode, and a merge must make new segments.
+    #[tokio::test]
+    async fn the_fts5_structure_record_lists_the_segments_a_merge_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.sqlite").display());
+        let store = SqliteStore::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        for batch in 0..3 {
+            let events: Vec<common::ChatEvent> = (0..50)
+                .map(|n| {
+                    let mut e = common::ChatEvent::new(
+                        format!("{batch}-{n}"),
+                        "twitch",
+                        "chan",
+                        Utc::now(),
+                        Utc::now(),
+                        common::schema::EventBody::Message(Default::default()),
+                    );
+                    e.text = Some(format!("word{n} batch{batch}"));
+                    e
+                })
+                .collect();
+            let encoded = super::super::encode(events);
+            store
+                .write_batch(&super::super::new_events(&encoded))
+                .await
+                .unwrap();
+        }
+        let before = fts5_segments(&fts5_structure(&store.writer).await.unwrap());
+        assert_eq!(before.len(), 3, "one segment per batch: {before:?}");
+        assert!(before.iter().all(|s| s.pages >= 1));
+        sqlx::query("INSERT INTO events_fts (events_fts, rank) VALUES ('merge', -1000)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let after = fts5_segments(&fts5_structure(&store.writer).await.unwrap());
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert!(!before.iter().any(|s| s.id == after[0].id));
+        store.close().await;
+    }
 
     #[test]
     fn busy_and_io_errors_are_transient() {
