@@ -21,6 +21,8 @@ pub struct TcpProxy {
 #[derive(Debug)]
 struct State {
     enabled: AtomicBool,
+    /// New connections are accepted and held silent (a black hole).
+    holding: AtomicBool,
     cuts: watch::Sender<u64>,
     freezes: watch::Sender<u64>,
     accepted: AtomicUsize,
@@ -35,6 +37,7 @@ impl TcpProxy {
         let (freezes, _) = watch::channel(0);
         let state = Arc::new(State {
             enabled: AtomicBool::new(true),
+            holding: AtomicBool::new(false),
             cuts,
             freezes,
             accepted: AtomicUsize::new(0),
@@ -81,6 +84,23 @@ impl TcpProxy {
         self.state.freezes.send_modify(|g| *g += 1);
     }
 
+    /// A black-holed route: every open connection freezes as with
+    /// [`TcpProxy::freeze_connections`], and new ones are accepted but held
+    /// silent too (a reconnect hangs rather than fails), until
+    /// [`TcpProxy::heal`].
+    pub fn black_hole(&self) {
+        self.state.holding.store(true, Ordering::SeqCst);
+        self.state.freezes.send_modify(|g| *g += 1);
+    }
+
+    /// Ends [`TcpProxy::black_hole`] as a route that comes back does: the
+    /// held connections are closed (the server gave up on them long ago)
+    /// and new ones are forwarded.
+    pub fn heal(&self) {
+        self.state.holding.store(false, Ordering::SeqCst);
+        self.state.cuts.send_modify(|g| *g += 1);
+    }
+
     /// Accepts and forwards connections again.
     pub fn restore(&self) {
         self.state.enabled.store(true, Ordering::SeqCst);
@@ -108,8 +128,15 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
             drop(client);
             continue;
         }
-        state.accepted.fetch_add(1, Ordering::SeqCst);
         let mut cuts = state.cuts.subscribe();
+        if state.holding.load(Ordering::SeqCst) {
+            tokio::spawn(async move {
+                let _ = cuts.changed().await;
+                drop(client);
+            });
+            continue;
+        }
+        state.accepted.fetch_add(1, Ordering::SeqCst);
         let mut freezes = state.freezes.subscribe();
         tokio::spawn(async move {
             let Ok(mut server) = TcpStream::connect(upstream).await else {
