@@ -850,9 +850,18 @@ impl FleetSession {
                             state.members.insert(beat.instance.clone(), Member { beat, seen: Instant::now() });
                         }
                         Ok(Message::Assignment(a)) => {
-                            let mut state = self.fleet.lock();
-                            if state.assignment.as_ref().is_none_or(|old| a.at >= old.at || old.leader != a.leader) {
-                                state.assignment = Some(a);
+                            let newer = {
+                                let mut state = self.fleet.lock();
+                                let newer = state.assignment.as_ref().is_none_or(|old| a.at >= old.at || old.leader != a.leader);
+                                if newer {
+                                    state.assignment = Some(a);
+                                }
+                                newer
+                            };
+                            // At once, not on the next beat: a takeover
+                            // waits for no tick of the successor's.
+                            if newer {
+                                self.fleet.apply();
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "a fleet message that does not decode; ignored"),
