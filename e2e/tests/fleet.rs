@@ -558,8 +558,12 @@ async fn fault_fleet_an_instance_killed_under_load_is_taken_over_within_the_boun
 async fn fault_fleet_the_lease_queue_leader_node_and_the_leading_instance_die_together() {
     let cluster = Cluster::ensure();
     let all = cluster.urls();
-    let urls: Vec<String> = (0..INSTANCES).map(|i| rotated(&all, i)).collect();
-    let mut stack = FleetStack::start(&all, &urls).await;
+    // Every instance on node 1 first: the lease queue's leader node is
+    // where its first declarer was, so its death cuts the survivors' fleet
+    // sessions too; they reconnect to another node within the takeover
+    // time, or they too would be taken over. The consumer starts on node 2.
+    let urls = vec![all.clone(); INSTANCES];
+    let mut stack = FleetStack::start(&rotated(&all, 1), &urls).await;
     let lease_queue = format!("chat.fleet.{}.leader", stack.fleet);
     assert_eq!(
         cluster.queue_type(&lease_queue).await.as_deref(),
@@ -580,6 +584,15 @@ async fn fault_fleet_the_lease_queue_leader_node_and_the_leading_instance_die_to
     })
     .await;
     eprintln!("the lease queue's leader moved to node {moved}");
+    for (i, s) in stack.ingestors.iter().enumerate() {
+        if let Some(s) = s {
+            eprintln!(
+                "{}: {} fleet reconnects",
+                stack.names[i],
+                s.metric("chatbus_ingestor_fleet_reconnects_total").await
+            );
+        }
+    }
     stack.wait_even(INSTANCES - 1, 60).await;
     let survivor = (victim + 1) % INSTANCES;
     let leader = eventually(30, "a new leading instance", || async {
