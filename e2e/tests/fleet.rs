@@ -121,13 +121,24 @@ impl FleetStack {
     /// Starts the consumer on `consumer_url`, then the instances, the i-th
     /// on `ingestor_urls[i]`, and waits until each reads 20 channels.
     async fn start(consumer_url: &str, ingestor_urls: &[String]) -> Self {
+        Self::start_with(consumer_url, ingestor_urls, CHANNELS, &[]).await
+    }
+
+    /// [`FleetStack::start`] with `channels` channels and `extra` settings
+    /// for every instance.
+    async fn start_with(
+        consumer_url: &str,
+        ingestor_urls: &[String],
+        channels: usize,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(FakeIrc::start().await);
         let exchange = unique("e2e-fleet-x");
         let queue = unique("e2e-fleet-q");
         let fleet = unique("e2e-fleet");
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-        let channels: Vec<String> = (0..CHANNELS).map(|i| format!("f{tag}_{i}")).collect();
+        let channels: Vec<String> = (0..channels).map(|i| format!("f{tag}_{i}")).collect();
         let consumer_env = vec![
             ("AMQP_URL".into(), consumer_url.to_owned()),
             ("CHAT_EXCHANGE".into(), exchange.clone()),
@@ -142,7 +153,7 @@ impl FleetStack {
         let names: Vec<String> = (0..INSTANCES).map(|i| format!("{fleet}-i{i}")).collect();
         let starts = (0..INSTANCES).map(|i| {
             let d = subdir(dir.path(), &format!("ingestor-{i}"));
-            let env = vec![
+            let mut env: Vec<(String, String)> = vec![
                 ("AMQP_URL".into(), ingestor_urls[i].clone()),
                 ("CHAT_EXCHANGE".into(), exchange.clone()),
                 ("TWITCH_IRC_ADDR".into(), fake.addr().to_string()),
@@ -154,6 +165,11 @@ impl FleetStack {
                 ("INGESTOR_FLEET".into(), fleet.clone()),
                 ("INGESTOR_INSTANCE".into(), names[i].clone()),
             ];
+            env.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
             async move { Service::start("ingestor", env, &d).await }
         });
         let ingestors = futures::future::join_all(starts)
@@ -179,8 +195,9 @@ impl FleetStack {
 
     /// Waits until `n` logins read every channel, each once, evenly.
     async fn wait_even(&self, n: usize, secs: u64) {
-        let per = CHANNELS / n;
-        eventually(secs, &format!("{CHANNELS} channels over {n}"), || async {
+        let total = self.channels.len();
+        let per = total / n;
+        eventually(secs, &format!("{total} channels over {n}"), || async {
             let by = self.fake.joined_by_nick();
             let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
             for joined in by.values() {
@@ -189,7 +206,7 @@ impl FleetStack {
                 }
             }
             (by.len() == n
-                && seen.len() == CHANNELS
+                && seen.len() == total
                 && seen.values().all(|k| *k == 1)
                 && by.values().all(|j| j.len().abs_diff(per) <= 1))
             .then_some(())
@@ -473,11 +490,36 @@ where
             .is_some_and(|gs| gs.iter().any(|g| g.covers(l.sent)))
     };
     let must: BTreeSet<usize> = (0..lines.len()).filter(|i| !in_gap(&lines[*i])).collect();
-    let (rows, ids) = eventually(120, "every line outside the gaps stored", || async {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (rows, ids) = loop {
         let (rows, ids) = stack.stored(tag).await;
-        must.is_subset(&ids).then_some((rows, ids))
-    })
-    .await;
+        if must.is_subset(&ids) {
+            break (rows, ids);
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<String> = must
+                .difference(&ids)
+                .take(10)
+                .map(|i| {
+                    let l = &lines[*i];
+                    let ch = &stack.channels[l.channel];
+                    format!(
+                        "{tag}-{i} on {ch} (taken over: {}) sent {} delivered {} gaps {:?}",
+                        taken.contains(ch),
+                        l.sent,
+                        l.delivered,
+                        gaps.get(ch)
+                    )
+                })
+                .collect();
+            panic!(
+                "{} lines outside the gaps not stored (kill at {killed_utc}), e.g.\n{}",
+                must.difference(&ids).count(),
+                missing.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(rows, ids.len(), "each line stored once");
     let lost: Vec<usize> = (0..lines.len()).filter(|i| !ids.contains(i)).collect();
     assert!(
@@ -732,5 +774,127 @@ async fn fault_fleet_an_instance_cut_off_the_broker_is_taken_over_and_reads_twic
         gaps.values().map(Vec::len).sum::<usize>()
     );
     stack.wait_even(INSTANCES, 60).await;
+    stack.stop().await;
+}
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_seconds(pid: u64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // After the `(comm)` field: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The broker's extra load from a fleet at rest (docs/scaling.md "A
+/// fleet"): 3 instances, 300 channels, no chat; the fleet exchange's
+/// traffic as a queue bound to it receives it, the management API's
+/// publish rates, and the broker's CPU (its `beam.smp`, from /proc) over
+/// 60 s without and 60 s with the fleet. A measurement, not a check:
+/// `cargo test -p e2e --test fleet fleet_at_rest -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a 3-minute measurement"]
+async fn fleet_at_rest_load_on_the_broker() {
+    use futures::StreamExt;
+    const WINDOW: Duration = Duration::from_secs(60);
+    let mgmt = testkit::rabbit::Management::new(rabbit::management_url());
+    let nodes = mgmt.get_json("/api/nodes").await.unwrap();
+    let pid = nodes[0]["os_pid"]
+        .as_str()
+        .and_then(|p| p.parse::<u64>().ok())
+        .or_else(|| nodes[0]["os_pid"].as_u64())
+        .expect("the broker's os_pid");
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(WINDOW).await;
+    let idle = (cpu_seconds(pid) - before) / WINDOW.as_secs_f64();
+
+    let url = rabbit::amqp_url();
+    let stack = FleetStack::start_with(
+        &url,
+        &vec![url.clone(); INSTANCES],
+        300,
+        // At rest is what is measured: no need to wait out the JOIN budget.
+        &[("TWITCH_JOIN_LIMIT", "2000")],
+    )
+    .await;
+    let conn = rabbit::connect_to(&url, "e2e-fleet-tap").await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let exchange = format!("chat.fleet.{}", stack.fleet);
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.as_str().into(),
+        "".into(),
+        lapin::options::QueueBindOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut tap = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let before = cpu_seconds(pid);
+    let started = Instant::now();
+    let mut by_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at((started + WINDOW).into(), tap.next()).await
+    {
+        let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
+        let e = by_type
+            .entry(v["type"].as_str().unwrap_or("?").to_owned())
+            .or_default();
+        e.0 += 1;
+        e.1 += d.data.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let busy = (cpu_seconds(pid) - before) / secs;
+    let stats = mgmt
+        .get_json(&format!("/api/exchanges/%2F/{exchange}"))
+        .await
+        .unwrap();
+    let rate = |k: &str| {
+        stats["message_stats"][k]["rate"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    for (t, (n, bytes)) in &by_type {
+        eprintln!(
+            "fleet at rest: {t}: {:.2} messages/s, {:.1} KiB/s into the exchange ({} bytes each on average)",
+            *n as f64 / secs,
+            *bytes as f64 / secs / 1024.0,
+            bytes / n.max(&1)
+        );
+    }
+    eprintln!(
+        "fleet at rest: management API: publish_in {:.2}/s, publish_out {:.2}/s on {exchange}",
+        rate("publish_in_details"),
+        rate("publish_out_details")
+    );
+    eprintln!(
+        "fleet at rest: broker beam.smp CPU {:.1} % of a core without the fleet, {:.1} % with 3 instances at rest over 300 channels ({secs:.0} s each)",
+        idle * 100.0,
+        busy * 100.0
+    );
+    common::amqp::close(&conn, "measured").await;
     stack.stop().await;
 }

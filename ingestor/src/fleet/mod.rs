@@ -29,7 +29,11 @@
 //!   what was moved away only once the new owner reports reading it (a
 //!   clean handover overlaps; the store deduplicates by message id). A
 //!   channel taken from a dead instance gets a `gap` event from the last
-//!   moment anyone reported reading it to the rejoin.
+//!   moment anyone reported reading it to the rejoin. A report's "reading
+//!   at" is the moment up to which what the instance read is confirmed by
+//!   the broker (minus [`READ_LAG`]), not the moment of the report: a line
+//!   read but unconfirmed when an instance dies dies with its spool, and
+//!   must fall inside the gap.
 //! * **Cut off**: an instance that loses the broker keeps reading what it
 //!   has (no fencing: a channel is never left unread). Its channels are
 //!   given to others after the takeover time, and read twice until it is
@@ -65,6 +69,12 @@ pub const BEAT: Duration = Duration::from_secs(1);
 /// How often the leader renews its token (RabbitMQ closes a channel that
 /// holds a delivery unacked for 30 minutes).
 const RENEW_EVERY: Duration = Duration::from_secs(300);
+/// How often an instance notes how far its outbox has got (the
+/// resolution of its reports' "read and confirmed up to").
+const MARK_EVERY: Duration = Duration::from_millis(100);
+/// Allowance for a line Twitch sent before a moment but that the instance
+/// appended to its outbox after it (socket buffer, parsing).
+pub const READ_LAG: Duration = Duration::from_millis(250);
 /// The gap reason of a channel taken over from a dead instance.
 pub const TAKEOVER_REASON: &str = "fleet_takeover";
 
@@ -221,6 +231,16 @@ pub struct Fleet {
     draining: std::sync::atomic::AtomicBool,
     started_at: DateTime<Utc>,
     initial: Vec<(String, String)>,
+    outbox: std::sync::OnceLock<Arc<crate::outbox::Outbox>>,
+    /// (moment, the outbox's next seq then), oldest first, and the latest
+    /// moment up to which everything appended is confirmed.
+    marks: Mutex<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    pending: std::collections::VecDeque<(DateTime<Utc>, u64)>,
+    durable: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -271,9 +291,61 @@ impl Fleet {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 started_at: Utc::now(),
                 initial,
+                outbox: std::sync::OnceLock::new(),
+                marks: Mutex::new(Marks::default()),
             }
         });
         (fleet, follower.expect("the follower was started"))
+    }
+
+    /// The outbox whose confirmations say up to when what this instance
+    /// read is safe (its reports' reading times). Without one, a report's
+    /// time is its own.
+    pub fn watch_outbox(&self, outbox: Arc<crate::outbox::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Notes how far the outbox has got, and moves the durable moment to
+    /// the latest noted one whose entries are all confirmed.
+    fn mark(&self) {
+        let Some(outbox) = self.outbox.get() else {
+            return;
+        };
+        // The moment first: whatever was appended before it is below the
+        // seq read after it.
+        let now = Utc::now();
+        let next = outbox.next_seq();
+        let confirmed = outbox.confirmed_below();
+        let mut marks = self.marks.lock().expect("fleet marks lock");
+        // Bounded: a broker that confirms nothing for long leaves the
+        // durable moment where it was (conservative), not the marks grow.
+        if marks.pending.len() < 100_000 {
+            marks.pending.push_back((now, next));
+        }
+        while let Some(&(at, seq)) = marks.pending.front() {
+            if seq > confirmed {
+                break;
+            }
+            marks.durable = Some(at);
+            marks.pending.pop_front();
+        }
+    }
+
+    /// The moment up to which what this instance read is surely in the
+    /// broker (its reports' reading time), at most `now`.
+    fn read_safe_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if self.outbox.get().is_none() {
+            return now;
+        }
+        self.mark();
+        let durable = self
+            .marks
+            .lock()
+            .expect("fleet marks lock")
+            .durable
+            .unwrap_or(self.started_at);
+        let lag = chrono::Duration::from_std(READ_LAG).unwrap_or_default();
+        (durable - lag).min(now)
     }
 
     /// This instance's name.
@@ -389,6 +461,7 @@ impl Fleet {
     /// This instance's heartbeat now.
     fn heartbeat(&self, leader: bool) -> Heartbeat {
         let now = Utc::now();
+        let safe = self.read_safe_until(now);
         let mut platforms = BTreeMap::new();
         for source in &self.sources {
             let mut report = PlatformReport {
@@ -399,11 +472,11 @@ impl Fleet {
             for info in source.channels().snapshot() {
                 match &info.state {
                     JoinState::Joined { .. } => {
-                        report.reading.insert(info.channel, now);
+                        report.reading.insert(info.channel, safe);
                     }
                     JoinState::Disconnected { since, .. }
                     | JoinState::Unreachable { since, .. } => {
-                        report.lost.insert(info.channel, *since);
+                        report.lost.insert(info.channel, (*since).min(safe));
                     }
                     _ => {}
                 }
@@ -807,10 +880,13 @@ impl FleetSession {
         let exchange = self.fleet.settings.exchange();
         let mut tick = tokio::time::interval(BEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mark = tokio::time::interval(MARK_EVERY);
+        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut token: Option<(u64, Instant)> = None;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                _ = mark.tick() => self.fleet.mark(),
                 _ = tick.tick() => {
                     if let Some((tag, since)) = token && since.elapsed() >= RENEW_EVERY {
                         // Renew: back to the queue, and so back to us, the
