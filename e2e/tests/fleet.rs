@@ -767,6 +767,10 @@ async fn fault_fleet_an_instance_cut_off_the_broker_is_taken_over_and_reads_twic
     .await;
     assert_eq!(rows, ids.len(), "each line stored once");
     let gaps = stack.gaps().await;
+    assert!(
+        gaps.keys().all(|c| taken.contains(c)) && gaps.values().all(|g| g.len() == 1),
+        "one takeover gap on each channel taken over, none elsewhere: {gaps:?}"
+    );
     eprintln!(
         "{} lines sent, each read, {} stored once each; {} takeover gaps (conservative: the cut-off instance went on reading)",
         lines.len(),

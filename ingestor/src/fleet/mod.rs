@@ -66,6 +66,9 @@ use crate::platforms::seam::Source;
 
 /// How often an instance reports and the leader assigns.
 pub const BEAT: Duration = Duration::from_secs(1);
+/// How long a (re)connected instance listens before it assigns or
+/// applies: two beats, so every live member was heard.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How often the leader renews its token (RabbitMQ closes a channel that
 /// holds a delivery unacked for 30 minutes).
 const RENEW_EVERY: Duration = Duration::from_secs(300);
@@ -883,6 +886,14 @@ impl FleetSession {
         let mut mark = tokio::time::interval(MARK_EVERY);
         mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut token: Option<(u64, Instant)> = None;
+        // Back from a cut (or just started), this instance's view of the
+        // others is stale: an instance silent for longer than the takeover
+        // time looks dead to it until its next heartbeat. It assigns and
+        // applies only once every live member had a beat to be heard, or a
+        // clean handover would look like a takeover (a spurious gap as
+        // wide as the cut).
+        let connected = Instant::now();
+        let settled = || connected.elapsed() >= SETTLE;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -904,12 +915,14 @@ impl FleetSession {
                     }
                     let beat = Message::Heartbeat(self.fleet.heartbeat(leader));
                     publish(channel, &exchange, &beat).await?;
-                    if leader && self.fleet.wanted_loaded.is_loaded() {
+                    if leader && self.fleet.wanted_loaded.is_loaded() && settled() {
                         let assignment = self.fleet.assign(&self.last_assignment);
                         self.last_assignment = assignment.owners.clone();
                         publish(channel, &exchange, &Message::Assignment(assignment)).await?;
                     }
-                    self.fleet.apply();
+                    if settled() {
+                        self.fleet.apply();
+                    }
                     let alive = {
                         let state = self.fleet.lock();
                         state.members.values().filter(|m| self.fleet.alive(m)).count()
@@ -936,7 +949,7 @@ impl FleetSession {
                             };
                             // At once, not on the next beat: a takeover
                             // waits for no tick of the successor's.
-                            if newer {
+                            if newer && settled() {
                                 self.fleet.apply();
                             }
                         }
