@@ -91,13 +91,10 @@ pub fn assign(
     }
     // Even out: move one channel from the fullest to the emptiest while
     // they differ by more than one.
-    loop {
-        let Some(full) = seats
-            .iter()
-            .max_by_key(|s| (load[s.id.as_str()], std::cmp::Reverse(s.id.as_str())))
-        else {
-            break;
-        };
+    while let Some(full) = seats
+        .iter()
+        .max_by_key(|s| (load[s.id.as_str()], std::cmp::Reverse(s.id.as_str())))
+    {
         let Some(empty) = seats
             .iter()
             .filter(|s| s.id != full.id)
