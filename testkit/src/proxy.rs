@@ -214,6 +214,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_black_hole_holds_old_and_new_connections_silent_until_healed() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 2];
+        old.write_all(b"hi").await.unwrap();
+        old.read_exact(&mut buf).await.unwrap();
+
+        proxy.black_hole();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        for c in [&mut old, &mut new] {
+            c.write_all(b"hi").await.unwrap();
+            let mut b = [0u8; 1];
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), c.read(&mut b))
+                    .await
+                    .is_err(),
+                "silent, not closed"
+            );
+        }
+
+        proxy.heal();
+        for c in [&mut old, &mut new] {
+            let mut b = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
+                .await
+                .expect("healing closes the held connections")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+        let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+        fresh.write_all(b"ok").await.unwrap();
+        fresh.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok", "then forwarded again");
+    }
+
+    #[tokio::test]
     async fn forwards_then_cuts_then_restores() {
         let proxy = TcpProxy::start(echo_server().await).await;
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
