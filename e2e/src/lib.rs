@@ -344,7 +344,7 @@ pub async fn delete_bus_objects(conn: &lapin::Connection, exchange: &str, queue:
 
 /// Waits until `queue` exists on the broker at `amqp_url` (a passive
 /// declare; a failed one closes only its own channel).
-async fn wait_for_queue(amqp_url: &str, queue: &str) {
+pub async fn wait_for_queue(amqp_url: &str, queue: &str) {
     let conn = rabbit::connect_to(amqp_url, "e2e-wait-queue").await;
     testkit::eventually(60, "consumer queue declared", || async {
         // A fresh channel each try: a failed passive declare closes it.

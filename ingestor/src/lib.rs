@@ -182,6 +182,7 @@ pub async fn run(
             };
             let (fleet, follower) =
                 fleet::Fleet::start(settings, sources.clone(), initial_channels, &shutdown);
+            fleet.watch_outbox(outbox.clone());
             tasks.push(supervise("fleet-wanted", shutdown.clone(), async move {
                 follower.await?
             }));

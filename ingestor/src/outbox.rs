@@ -344,6 +344,11 @@ impl Outbox {
         self.inner.lock().expect("outbox lock").next_seq
     }
 
+    /// Every entry below this seq is confirmed by the broker.
+    pub fn confirmed_below(&self) -> u64 {
+        self.inner.lock().expect("outbox lock").watermark
+    }
+
     /// Current figures.
     pub fn stats(&self) -> OutboxStats {
         let inner = self.inner.lock().expect("outbox lock");

@@ -21,6 +21,8 @@ pub struct TcpProxy {
 #[derive(Debug)]
 struct State {
     enabled: AtomicBool,
+    /// New connections are accepted and held silent (a black hole).
+    holding: AtomicBool,
     cuts: watch::Sender<u64>,
     freezes: watch::Sender<u64>,
     accepted: AtomicUsize,
@@ -35,6 +37,7 @@ impl TcpProxy {
         let (freezes, _) = watch::channel(0);
         let state = Arc::new(State {
             enabled: AtomicBool::new(true),
+            holding: AtomicBool::new(false),
             cuts,
             freezes,
             accepted: AtomicUsize::new(0),
@@ -81,6 +84,23 @@ impl TcpProxy {
         self.state.freezes.send_modify(|g| *g += 1);
     }
 
+    /// A black-holed route: every open connection freezes as with
+    /// [`TcpProxy::freeze_connections`], and new ones are accepted but held
+    /// silent too (a reconnect hangs rather than fails), until
+    /// [`TcpProxy::heal`].
+    pub fn black_hole(&self) {
+        self.state.holding.store(true, Ordering::SeqCst);
+        self.state.freezes.send_modify(|g| *g += 1);
+    }
+
+    /// Ends [`TcpProxy::black_hole`] as a route that comes back does: the
+    /// held connections are closed (the server gave up on them long ago)
+    /// and new ones are forwarded.
+    pub fn heal(&self) {
+        self.state.holding.store(false, Ordering::SeqCst);
+        self.state.cuts.send_modify(|g| *g += 1);
+    }
+
     /// Accepts and forwards connections again.
     pub fn restore(&self) {
         self.state.enabled.store(true, Ordering::SeqCst);
@@ -108,8 +128,15 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
             drop(client);
             continue;
         }
-        state.accepted.fetch_add(1, Ordering::SeqCst);
         let mut cuts = state.cuts.subscribe();
+        if state.holding.load(Ordering::SeqCst) {
+            tokio::spawn(async move {
+                let _ = cuts.changed().await;
+                drop(client);
+            });
+            continue;
+        }
+        state.accepted.fetch_add(1, Ordering::SeqCst);
         let mut freezes = state.freezes.subscribe();
         tokio::spawn(async move {
             let Ok(mut server) = TcpStream::connect(upstream).await else {
@@ -184,6 +211,43 @@ mod tests {
             .expect("a reset closes the frozen connection")
             .unwrap_or(0);
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_black_hole_holds_old_and_new_connections_silent_until_healed() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 2];
+        old.write_all(b"hi").await.unwrap();
+        old.read_exact(&mut buf).await.unwrap();
+
+        proxy.black_hole();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        for c in [&mut old, &mut new] {
+            c.write_all(b"hi").await.unwrap();
+            let mut b = [0u8; 1];
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), c.read(&mut b))
+                    .await
+                    .is_err(),
+                "silent, not closed"
+            );
+        }
+
+        proxy.heal();
+        for c in [&mut old, &mut new] {
+            let mut b = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
+                .await
+                .expect("healing closes the held connections")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+        let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+        fresh.write_all(b"ok").await.unwrap();
+        fresh.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok", "then forwarded again");
     }
 
     #[tokio::test]

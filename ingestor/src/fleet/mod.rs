@@ -29,7 +29,11 @@
 //!   what was moved away only once the new owner reports reading it (a
 //!   clean handover overlaps; the store deduplicates by message id). A
 //!   channel taken from a dead instance gets a `gap` event from the last
-//!   moment anyone reported reading it to the rejoin.
+//!   moment anyone reported reading it to the rejoin. A report's "reading
+//!   at" is the moment up to which what the instance read is confirmed by
+//!   the broker (minus [`READ_LAG`]), not the moment of the report: a line
+//!   read but unconfirmed when an instance dies dies with its spool, and
+//!   must fall inside the gap.
 //! * **Cut off**: an instance that loses the broker keeps reading what it
 //!   has (no fencing: a channel is never left unread). Its channels are
 //!   given to others after the takeover time, and read twice until it is
@@ -62,9 +66,18 @@ use crate::platforms::seam::Source;
 
 /// How often an instance reports and the leader assigns.
 pub const BEAT: Duration = Duration::from_secs(1);
+/// How long a (re)connected instance listens before it assigns or
+/// applies: two beats, so every live member was heard.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How often the leader renews its token (RabbitMQ closes a channel that
 /// holds a delivery unacked for 30 minutes).
 const RENEW_EVERY: Duration = Duration::from_secs(300);
+/// How often an instance notes how far its outbox has got (the
+/// resolution of its reports' "read and confirmed up to").
+const MARK_EVERY: Duration = Duration::from_millis(100);
+/// Allowance for a line Twitch sent before a moment but that the instance
+/// appended to its outbox after it (socket buffer, parsing).
+pub const READ_LAG: Duration = Duration::from_millis(250);
 /// The gap reason of a channel taken over from a dead instance.
 pub const TAKEOVER_REASON: &str = "fleet_takeover";
 
@@ -226,6 +239,16 @@ pub struct Fleet {
     started_at: DateTime<Utc>,
     initial: Vec<(String, String)>,
     leading: tokio::sync::watch::Sender<bool>,
+    outbox: std::sync::OnceLock<Arc<crate::outbox::Outbox>>,
+    /// (moment, the outbox's next seq then), oldest first, and the latest
+    /// moment up to which everything appended is confirmed.
+    marks: Mutex<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    pending: std::collections::VecDeque<(DateTime<Utc>, u64)>,
+    durable: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -277,6 +300,8 @@ impl Fleet {
                 started_at: Utc::now(),
                 initial,
                 leading: tokio::sync::watch::channel(false).0,
+                outbox: std::sync::OnceLock::new(),
+                marks: Mutex::new(Marks::default()),
             }
         });
         (fleet, follower.expect("the follower was started"))
@@ -286,6 +311,56 @@ impl Fleet {
     /// at a time does (taking commands) follows it.
     pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
         self.leading.subscribe()
+    }
+
+    /// The outbox whose confirmations say up to when what this instance
+    /// read is safe (its reports' reading times). Without one, a report's
+    /// time is its own.
+    pub fn watch_outbox(&self, outbox: Arc<crate::outbox::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Notes how far the outbox has got, and moves the durable moment to
+    /// the latest noted one whose entries are all confirmed.
+    fn mark(&self) {
+        let Some(outbox) = self.outbox.get() else {
+            return;
+        };
+        // The moment first: whatever was appended before it is below the
+        // seq read after it.
+        let now = Utc::now();
+        let next = outbox.next_seq();
+        let confirmed = outbox.confirmed_below();
+        let mut marks = self.marks.lock().expect("fleet marks lock");
+        // Bounded: a broker that confirms nothing for long leaves the
+        // durable moment where it was (conservative), not the marks grow.
+        if marks.pending.len() < 100_000 {
+            marks.pending.push_back((now, next));
+        }
+        while let Some(&(at, seq)) = marks.pending.front() {
+            if seq > confirmed {
+                break;
+            }
+            marks.durable = Some(at);
+            marks.pending.pop_front();
+        }
+    }
+
+    /// The moment up to which what this instance read is surely in the
+    /// broker (its reports' reading time), at most `now`.
+    fn read_safe_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if self.outbox.get().is_none() {
+            return now;
+        }
+        self.mark();
+        let durable = self
+            .marks
+            .lock()
+            .expect("fleet marks lock")
+            .durable
+            .unwrap_or(self.started_at);
+        let lag = chrono::Duration::from_std(READ_LAG).unwrap_or_default();
+        (durable - lag).min(now)
     }
 
     /// This instance's name.
@@ -401,6 +476,7 @@ impl Fleet {
     /// This instance's heartbeat now.
     fn heartbeat(&self, leader: bool) -> Heartbeat {
         let now = Utc::now();
+        let safe = self.read_safe_until(now);
         let mut platforms = BTreeMap::new();
         for source in &self.sources {
             let mut report = PlatformReport {
@@ -412,11 +488,11 @@ impl Fleet {
             for info in source.channels().snapshot() {
                 match &info.state {
                     JoinState::Joined { .. } => {
-                        report.reading.insert(info.channel, now);
+                        report.reading.insert(info.channel, safe);
                     }
                     JoinState::Disconnected { since, .. }
                     | JoinState::Unreachable { since, .. } => {
-                        report.lost.insert(info.channel, *since);
+                        report.lost.insert(info.channel, (*since).min(safe));
                     }
                     _ => {}
                 }
@@ -824,10 +900,21 @@ impl FleetSession {
         let exchange = self.fleet.settings.exchange();
         let mut tick = tokio::time::interval(BEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mark = tokio::time::interval(MARK_EVERY);
+        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut token: Option<(u64, Instant)> = None;
+        // Back from a cut (or just started), this instance's view of the
+        // others is stale: an instance silent for longer than the takeover
+        // time looks dead to it until its next heartbeat. It assigns and
+        // applies only once every live member had a beat to be heard, or a
+        // clean handover would look like a takeover (a spurious gap as
+        // wide as the cut).
+        let connected = Instant::now();
+        let settled = || connected.elapsed() >= SETTLE;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                _ = mark.tick() => self.fleet.mark(),
                 _ = tick.tick() => {
                     if let Some((tag, since)) = token && since.elapsed() >= RENEW_EVERY {
                         // Renew: back to the queue, and so back to us, the
@@ -846,12 +933,14 @@ impl FleetSession {
                     }
                     let beat = Message::Heartbeat(self.fleet.heartbeat(leader));
                     publish(channel, &exchange, &beat).await?;
-                    if leader && self.fleet.wanted_loaded.is_loaded() {
+                    if leader && self.fleet.wanted_loaded.is_loaded() && settled() {
                         let assignment = self.fleet.assign(&self.last_assignment);
                         self.last_assignment = assignment.owners.clone();
                         publish(channel, &exchange, &Message::Assignment(assignment)).await?;
                     }
-                    self.fleet.apply();
+                    if settled() {
+                        self.fleet.apply();
+                    }
                     let alive = {
                         let state = self.fleet.lock();
                         state.members.values().filter(|m| self.fleet.alive(m)).count()
@@ -875,9 +964,18 @@ impl FleetSession {
                             state.members.insert(beat.instance.clone(), Member { beat, seen: Instant::now() });
                         }
                         Ok(Message::Assignment(a)) => {
-                            let mut state = self.fleet.lock();
-                            if state.assignment.as_ref().is_none_or(|old| a.at >= old.at || old.leader != a.leader) {
-                                state.assignment = Some(a);
+                            let newer = {
+                                let mut state = self.fleet.lock();
+                                let newer = state.assignment.as_ref().is_none_or(|old| a.at >= old.at || old.leader != a.leader);
+                                if newer {
+                                    state.assignment = Some(a);
+                                }
+                                newer
+                            };
+                            // At once, not on the next beat: a takeover
+                            // waits for no tick of the successor's.
+                            if newer && settled() {
+                                self.fleet.apply();
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "a fleet message that does not decode; ignored"),
