@@ -486,6 +486,13 @@ struct SubjectBody {
 }
 
 impl SubjectBody {
+    /// The subject of an opt-out or opt-in: a user or a channel.
+    fn opt_subject(&self) -> Result<Subject, ApiError> {
+        let subject = self.subject()?;
+        check_opt_out_subject(&subject).map_err(|e| ApiError::bad_request("invalid_subject", e))?;
+        Ok(subject)
+    }
+
     fn subject(&self) -> Result<Subject, ApiError> {
         let given = [&self.user, &self.channel, &self.message, &self.before]
             .iter()
@@ -584,9 +591,7 @@ pub fn routes(
         .and(body())
         .and(with())
         .and_then(|b: SubjectBody, p: Privacy| async move {
-            let subject = b.subject().map_err(warp::reject::custom)?;
-            check_opt_out_subject(&subject)
-                .map_err(|e| warp::reject::custom(ApiError::bad_request("invalid_subject", e)))?;
+            let subject = b.opt_subject().map_err(warp::reject::custom)?;
             // Carried out by a task of its own: a client that goes away does
             // not stop it half-way.
             let answer = tokio::spawn(async move {
@@ -609,9 +614,7 @@ pub fn routes(
         .and(body())
         .and(with())
         .and_then(|b: SubjectBody, p: Privacy| async move {
-            let subject = b.subject().map_err(warp::reject::custom)?;
-            check_opt_out_subject(&subject)
-                .map_err(|e| warp::reject::custom(ApiError::bad_request("invalid_subject", e)))?;
+            let subject = b.opt_subject().map_err(warp::reject::custom)?;
             let announced = p
                 .set_opted_out(&subject, false, "admin-api")
                 .await

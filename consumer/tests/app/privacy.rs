@@ -13,32 +13,10 @@ use common::schema::{Author, BanDetails, EventBody, ReplyParent, UserRef};
 use consumer::store::{self, EventFilter, EventQuery, Order, Store, encode, new_events};
 
 use crate::helpers::{delete, message, message_at};
-use crate::store::{Backend, BackendExt};
+use crate::store::{Backend, BackendExt, contract};
 
 /// The word only the purged user wrote (and others quoted).
 const WORD: &str = "zanzibarquokka";
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test]
-                async fn sqlite() {
-                    let backend = super::Backend::sqlite();
-                    super::$name(&backend).await;
-                    backend.finish().await;
-                }
-
-                #[tokio::test]
-                async fn postgres() {
-                    let backend = super::Backend::postgres().await;
-                    super::$name(&backend).await;
-                    backend.finish().await;
-                }
-            }
-        )*
-    };
-}
 
 contract!(
     a_user_purge_leaves_no_trace_in_rows_search_or_files,

@@ -91,6 +91,8 @@ macro_rules! contract {
     };
 }
 
+pub(crate) use contract;
+
 contract!(
     writes_are_idempotent_and_cursors_grow_in_commit_order,
     moderation_marks_history_whichever_arrives_first,
