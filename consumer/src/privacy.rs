@@ -169,21 +169,29 @@ impl Privacy {
         if notice.action == PrivacyAction::Sync || self.store.notice_applied(&notice.id).await? {
             return Ok(());
         }
+        // Claimed first: instances sharing the store each follow the
+        // stream, and only one applies it.
+        if !self.store.record_notice(&notice.id).await? {
+            return Ok(());
+        }
         let by = format!("stream: {}", notice.requested_by);
-        match notice.action {
+        let applied = match notice.action {
             PrivacyAction::OptOut | PrivacyAction::OptIn => {
                 if check_opt_out_subject(subject).is_ok() {
                     self.store
                         .set_opted_out(subject, notice.action == PrivacyAction::OptOut, &by)
-                        .await?;
+                        .await
+                } else {
+                    Ok(())
                 }
             }
-            PrivacyAction::Purge => {
-                self.store.purge(subject, &by).await?;
-            }
-            PrivacyAction::Sync => {}
+            PrivacyAction::Purge => self.store.purge(subject, &by).await.map(|_| ()),
+            PrivacyAction::Sync => Ok(()),
+        };
+        if let Err(e) = applied {
+            self.store.forget_notice(&notice.id).await?;
+            return Err(e.into());
         }
-        self.store.record_notice(&notice.id).await?;
         tracing::info!(action = notice.action.as_str(), subject = %subject.describe(), notice = %notice.id, "applied a privacy notice from the stream");
         Ok(())
     }

@@ -537,11 +537,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Records that the privacy notice `id` is applied to this store.
+    /// Records that the privacy notice `id` is (being) applied to this
+    /// store; `false` when it already was recorded (by this instance or
+    /// another sharing the store): the caller leaves it alone.
     ///
     /// # Errors
     /// [`StoreError`] when the database fails.
-    async fn record_notice(&self, id: &str) -> Result<(), StoreError>;
+    async fn record_notice(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Forgets [`Store::record_notice`] of `id` (applying it failed: it is
+    /// tried again later).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    async fn forget_notice(&self, id: &str) -> Result<(), StoreError>;
 
     /// Whether the privacy notice `id` was applied to this store.
     ///

@@ -820,10 +820,21 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn record_notice(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO privacy_notices (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+    async fn record_notice(&self, id: &str) -> Result<bool, StoreError> {
+        let new = sqlx::query(
+            "INSERT INTO privacy_notices (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(new == 1)
+    }
+
+    async fn forget_notice(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM privacy_notices WHERE id = $1")
             .bind(id)
-            .bind(Utc::now().timestamp_millis())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -981,11 +981,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_notice(&self, id: &str) -> Result<(), StoreError> {
+    async fn record_notice(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO privacy_notices (id, at) VALUES (?1, ?2)")
+        let new = sqlx::query("INSERT OR IGNORE INTO privacy_notices (id, at) VALUES (?1, ?2)")
             .bind(id)
             .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(new == 1)
+    }
+
+    async fn forget_notice(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM privacy_notices WHERE id = ?1")
+            .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -100,8 +100,11 @@ impl Store for SlowReads {
     ) -> Result<bool, StoreError> {
         self.inner.redeem_code(code, platform, login, now).await
     }
-    async fn record_notice(&self, id: &str) -> Result<(), StoreError> {
+    async fn record_notice(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.record_notice(id).await
+    }
+    async fn forget_notice(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.forget_notice(id).await
     }
     async fn notice_applied(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.notice_applied(id).await
