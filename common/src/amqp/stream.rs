@@ -311,7 +311,13 @@ impl<T: DeserializeOwned + Send> Session for Follower<T> {
     const RECONNECTS_METRIC: &'static str = "chatbus_stream_follower_reconnects_total";
 
     async fn run(&mut self, connection: &Connection, cancel: &CancellationToken) -> SessionEnd {
-        match self.consume(connection, cancel).await {
+        // Its set-up (declare, the marker's confirm) must not hold up a
+        // shutdown on a connection that died at the wrong moment.
+        let consumed = tokio::select! {
+            () = cancel.cancelled() => return SessionEnd::Finished,
+            c = self.consume(connection, cancel) => c,
+        };
+        match consumed {
             Ok(()) => SessionEnd::Finished,
             Err(e) => SessionEnd::Lost {
                 healthy: self.next_offset.is_some(),

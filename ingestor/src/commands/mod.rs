@@ -154,7 +154,13 @@ impl Session for Intake {
     const RECONNECTS_METRIC: &'static str = "chatbus_ingestor_commands_reconnects_total";
 
     async fn run(&mut self, connection: &Connection, cancel: &CancellationToken) -> SessionEnd {
-        let consumer = match self.subscribe(connection).await {
+        // (A declaration on a connection that died at the wrong moment can
+        // wait forever: shutdown must not wait with it.)
+        let subscribed = tokio::select! {
+            () = cancel.cancelled() => return SessionEnd::Finished,
+            s = self.subscribe(connection) => s,
+        };
+        let consumer = match subscribed {
             Ok(c) => c,
             Err(e) => return SessionEnd::lost(e),
         };

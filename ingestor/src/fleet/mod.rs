@@ -1073,7 +1073,11 @@ impl Session for FleetSession {
     const RECONNECTS_METRIC: &'static str = "chatbus_ingestor_fleet_reconnects_total";
 
     async fn run(&mut self, connection: &Connection, cancel: &CancellationToken) -> SessionEnd {
-        match self.work(connection, cancel).await {
+        let worked = tokio::select! {
+            () = cancel.cancelled() => return SessionEnd::Finished,
+            w = self.work(connection, cancel) => w,
+        };
+        match worked {
             Ok(()) => SessionEnd::Finished,
             Err(e) => SessionEnd::Lost {
                 healthy: true,
