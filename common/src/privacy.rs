@@ -121,16 +121,6 @@ impl Subject {
         }
     }
 
-    /// The platform, if the subject has one.
-    pub fn platform(&self) -> Option<&str> {
-        match self {
-            Self::User { platform, .. }
-            | Self::Channel { platform, .. }
-            | Self::Message { platform, .. } => Some(platform),
-            Self::Before { .. } => None,
-        }
-    }
-
     /// Whether `event` is the subject's own (written by the user, in the
     /// channel, the message itself, or sent before the moment).
     pub fn covers(&self, event: &ChatEvent) -> bool {

@@ -234,6 +234,31 @@ pub async fn with_stream_state(
         .collect()
 }
 
+/// A write route's gate: off (403 `code`, saying `why`) without `token`,
+/// else behind `Authorization: Bearer <token>` (the header only; the read
+/// token never writes). `POST /api/commands` and the privacy admin API.
+pub(crate) fn write_gate(
+    token: Option<Secret>,
+    code: &'static str,
+    why: &'static str,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let on = token.is_some();
+    warp::any()
+        .and_then(move || async move {
+            if on {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    code,
+                    why,
+                )))
+            }
+        })
+        .untuple_one()
+        .and(common::http::bearer_header_auth(token))
+}
+
 /// Seconds a client is asked to wait after `search_busy`.
 const SEARCH_RETRY_AFTER_SECS: u32 = 1;
 

@@ -30,7 +30,7 @@ use common::Secret;
 use common::amqp::commands::CommandClient;
 use common::amqp::{AmqpError, CommandTopology};
 use common::command::{ChatCommand, CommandAction, Receipt, ReceiptStatus};
-use common::http::{ApiError, bearer_header_auth};
+use common::http::ApiError;
 use serde::Deserialize;
 use tokio::sync::Notify;
 use warp::http::StatusCode;
@@ -313,25 +313,15 @@ pub fn routes(
     slot: Arc<Commands>,
     token: Option<Secret>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let on = token.is_some();
-    let gate = warp::any()
-        .and_then(move || async move {
-            if on {
-                Ok(())
-            } else {
-                Err(warp::reject::custom(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "commands_off",
-                    "sending is off on this consumer: set CONSUMER_COMMAND_TOKEN \
-                     to allow POST /api/commands",
-                )))
-            }
-        })
-        .untuple_one();
+    let gate = crate::api::write_gate(
+        token,
+        "commands_off",
+        "sending is off on this consumer: set CONSUMER_COMMAND_TOKEN \
+         to allow POST /api/commands",
+    );
     warp::path!("api" / "commands")
         .and(warp::post())
         .and(gate)
-        .and(bearer_header_auth(token))
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
         .and(warp::any().map(move || slot.clone()))

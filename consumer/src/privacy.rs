@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use common::ChatEvent;
 use common::Secret;
 use common::amqp::{ConnectOptions, Publisher, Topology};
-use common::http::{ApiError, bearer_header_auth};
+use common::http::ApiError;
 use common::privacy::{PrivacyAction, PrivacyNotice, Subject};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -563,21 +563,11 @@ pub fn routes(
     self_service: Arc<SelfService>,
     token: Option<Secret>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let on = token.is_some();
-    let gate = warp::any()
-        .and_then(move || async move {
-            if on {
-                Ok(())
-            } else {
-                Err(warp::reject::custom(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "privacy_admin_off",
-                    "the privacy admin API is off on this consumer: set CONSUMER_PRIVACY_TOKEN",
-                )))
-            }
-        })
-        .untuple_one();
-    let admin = gate.and(bearer_header_auth(token));
+    let admin = crate::api::write_gate(
+        token,
+        "privacy_admin_off",
+        "the privacy admin API is off on this consumer: set CONSUMER_PRIVACY_TOKEN",
+    );
     let with = move || {
         let p = privacy.clone();
         warp::any().map(move || p.clone())

@@ -363,11 +363,6 @@ impl Fleet {
         (durable - lag).min(now)
     }
 
-    /// This instance's name.
-    pub fn instance(&self) -> &str {
-        &self.settings.instance
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("fleet state lock")
     }
